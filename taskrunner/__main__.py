@@ -1,0 +1,8 @@
+"""`python -m taskrunner`: the same as the `taskrunner` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

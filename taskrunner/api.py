@@ -1,0 +1,322 @@
+"""The Python API: `run`, `resume`, and the read-only views `status`, `failures`, `runs`.
+
+The CLI is a thin layer over these. Each checks everything it can before anything runs, and
+raises a TaskRunnerError (exit code 2) with a one-line message when something is wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
+
+from .checkpoint import Checkpoint
+from .controller import Controller
+from .errors import OptionError, SpecError, StateError
+from .jobsource import JobSource
+from .loader import ensure_cwd_on_path, resolve, spec_of
+from .logs import above_bar, level_for
+from .options import RunOptions
+from .pool import LocalPool
+from .progress import Progress, Summary
+from .records import Failure
+from .state import RunRecord, RunStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STATE_DIR = ".taskrunner"
+
+Spec = str | Callable[..., Any]
+
+
+def run(
+    gen: Spec,
+    callback: Spec,
+    *,
+    args: dict[str, Any] | None = None,
+    name: str | None = None,
+    state_dir: str = DEFAULT_STATE_DIR,
+    restart: bool = False,
+    backend: str = "local",
+    **options: Any,
+) -> Summary:
+    """Start a run: every job `gen(**args)` yields goes through `callback` in a worker.
+
+    `gen` and `callback` are "module:attr" specs or importable functions. `options` are those
+    of RunOptions (workers, concurrency, queue_size, timeout, retries, rate, max_failures,
+    limit, total, results, progress, verbosity). Returns the run's Summary.
+    """
+    _check_backend(backend)
+    run_options = RunOptions.from_mapping(options)
+    args = dict(args or {})
+    gen_spec, gen_fn = _resolve("GEN", gen)
+    callback_spec, callback_fn = _resolve("CALLBACK", callback)
+    _check_callable("CALLBACK", callback_spec, callback_fn)
+    _check_gen_args(gen_spec, gen_fn, args)
+    name = name or _default_name(gen_spec)
+    store = RunStore(state_dir)
+    try:
+        existing = store.get(name)
+        if existing is not None and not restart:
+            raise StateError(
+                f"a run named {name!r} already exists ({existing.state}, {existing.done} done); "
+                f"continue it with 'taskrunner resume {name}' or start over with --restart"
+            )
+        store.lock(name)
+        iterable = _call_gen(gen_spec, gen_fn, args)
+        record = RunRecord(
+            name=name,
+            gen=gen_spec,
+            callback=callback_spec,
+            args=args,
+            options=run_options.saved(),
+            total=_total(run_options, iterable, first_seq=0),
+        )
+        store.create(record)
+        source = JobSource(iterable, limit=run_options.limit)
+        return _drive(record, run_options, source, Checkpoint(), store, callback, callback_fn)
+    finally:
+        store.close()
+
+
+def resume(
+    name: str | None = None,
+    *,
+    state_dir: str = DEFAULT_STATE_DIR,
+    retry_failed: bool = False,
+    backend: str = "local",
+    **overrides: Any,
+) -> Summary:
+    """Continue a run where its checkpoint stands; `overrides` change resumable options."""
+    _check_backend(backend)
+    store = RunStore(state_dir)
+    try:
+        record = _find_run(store, name, unfinished=True)
+        run_options = RunOptions.from_mapping(record.options).with_overrides(overrides)
+        store.lock(record.name)
+        ensure_cwd_on_path()
+        gen_fn = resolve(record.gen, what="GEN")
+        callback_fn = resolve(record.callback, what="CALLBACK")
+        _check_callable("CALLBACK", record.callback, callback_fn)
+        checkpoint = Checkpoint(record.low_water_mark, record.intervals, record.job_at_checkpoint)
+        if _takes_last(gen_fn) and record.low_water_mark > 0:
+            # The generator seeks: it yields the jobs after `last`, numbered from the mark on.
+            iterable = _call_gen(
+                record.gen, gen_fn, {**record.args, "last": record.job_at_checkpoint}
+            )
+            source = JobSource(
+                iterable,
+                first_seq=record.low_water_mark,
+                limit=run_options.limit,
+                checkpoint=checkpoint,
+            )
+        else:
+            iterable = _call_gen(record.gen, gen_fn, record.args)
+            source = JobSource(iterable, limit=run_options.limit, checkpoint=checkpoint)
+            source.seek(record.low_water_mark, record.fingerprint)
+        retry = []
+        if retry_failed:
+            failures = store.failures(record.name)
+            retry = [(f.seq, f.job, 0) for f in failures]
+            record.failed -= len(failures)
+        record.error = None
+        return _drive(
+            record, run_options, source, checkpoint, store, record.callback, callback_fn, retry
+        )
+    finally:
+        store.close()
+
+
+def status(name: str | None = None, *, state_dir: str = DEFAULT_STATE_DIR) -> dict[str, Any]:
+    """Where a run stands (the most recently updated one when no name is given)."""
+    store = _open_existing(state_dir)
+    try:
+        return _find_run(store, name).as_status()
+    finally:
+        store.close()
+
+
+def failures(name: str | None = None, *, state_dir: str = DEFAULT_STATE_DIR) -> list[Failure]:
+    """The failed jobs of a run, by seq."""
+    store = _open_existing(state_dir)
+    try:
+        return store.failures(_find_run(store, name).name)
+    finally:
+        store.close()
+
+
+def runs(*, state_dir: str = DEFAULT_STATE_DIR) -> list[dict[str, Any]]:
+    """Every run of the state directory, most recently updated first."""
+    store = _open_existing(state_dir)
+    try:
+        return [record.as_status() for record in store.all()]
+    finally:
+        store.close()
+
+
+# -- internals -------------------------------------------------------------------------------
+
+
+def _drive(
+    record: RunRecord,
+    options: RunOptions,
+    source: JobSource,
+    checkpoint: Checkpoint,
+    store: RunStore,
+    callback: Spec,
+    callback_fn: Callable[..., Any],
+    retry_first: list[tuple[int, Any, int]] | None = None,
+) -> Summary:
+    is_async = inspect.iscoroutinefunction(callback_fn)
+    executor = LocalPool(
+        callback if isinstance(callback, str) else callback_fn,
+        workers=options.workers,
+        concurrency=options.concurrency,
+        want_results=options.results is not None,
+        timeout=options.timeout,
+        log_level=level_for(options.verbosity),
+        is_async=is_async,
+    )
+    record.state = "running"
+    record.options = options.saved()
+    progress = Progress(
+        total=record.total, done=record.done, failed=record.failed, show=options.progress
+    )
+    with _results_file(options.results) as results, above_bar(progress.bar):
+        controller = Controller(
+            record=record,
+            options=options,
+            source=source,
+            executor=executor,
+            checkpoint=checkpoint,
+            store=store,
+            progress=progress,
+            results=results,
+            retry_first=retry_first,
+        )
+        return controller.run()
+
+
+@contextlib.contextmanager
+def _results_file(path: str | None) -> Iterator[TextIO | None]:
+    if path is None:
+        yield None
+    elif path == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+    else:
+        try:
+            file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as error:
+            raise OptionError(f"cannot open --results file {path!r}: {error.strerror}") from None
+        with file:
+            yield file
+
+
+def _resolve(what: str, target: Spec) -> tuple[str, Any]:
+    ensure_cwd_on_path()
+    if isinstance(target, str):
+        return target, resolve(target, what=what)
+    if not callable(target):
+        raise SpecError(f"{what} must be a 'module:attr' spec or a function, not {target!r}")
+    return spec_of(target), target
+
+
+def _check_callable(what: str, spec: str, target: Any) -> None:
+    if not callable(target):
+        raise SpecError(f"{what} {spec!r} is a {type(target).__name__}, not something callable")
+
+
+def _check_gen_args(spec: str, gen: Any, args: dict[str, Any]) -> None:
+    _check_callable("GEN", spec, gen)
+    try:
+        inspect.signature(gen).bind(**args)
+    except TypeError as error:
+        raise OptionError(f"GEN {spec!r} does not take these --arg values: {error}") from None
+    except ValueError:
+        pass  # no signature to check (a builtin): calling it will tell
+
+
+def _call_gen(spec: str, gen: Callable[..., Any], args: dict[str, Any]) -> Any:
+    try:
+        iterable = gen(**args)
+    except Exception as error:
+        raise SpecError(
+            f"GEN {spec!r} raised when called: {type(error).__name__}: {error}"
+        ) from error
+    try:
+        iter(iterable)
+    except TypeError:
+        raise SpecError(
+            f"GEN {spec!r} returned {type(iterable).__name__}, not an iterable of jobs"
+        ) from None
+    return iterable
+
+
+def _takes_last(gen: Callable[..., Any]) -> bool:
+    try:
+        return "last" in inspect.signature(gen).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _total(options: RunOptions, iterable: Any, *, first_seq: int) -> int | None:
+    total = options.total
+    if total is None:
+        try:
+            total = first_seq + len(iterable)
+        except TypeError:
+            total = None
+    if options.limit is not None:
+        total = options.limit if total is None else min(total, options.limit)
+    return total
+
+
+def _default_name(gen_spec: str) -> str:
+    module, _, attr = gen_spec.rpartition(":")
+    if module.endswith(".py") or "/" in module:
+        module = module.rsplit("/", 1)[-1].removesuffix(".py")
+    return f"{module}.{attr}"
+
+
+def _check_backend(backend: str) -> None:
+    if backend != "local":
+        raise OptionError(
+            f"--backend {backend!r} is not available in this version; use --backend local"
+        )
+
+
+def _open_existing(state_dir: str) -> RunStore:
+    import os
+
+    if not os.path.isdir(state_dir):
+        raise StateError(
+            f"no runs in {state_dir!r} (no such directory); start one with 'taskrunner spawn'"
+        )
+    return RunStore(state_dir)
+
+
+def _find_run(store: RunStore, name: str | None, *, unfinished: bool = False) -> RunRecord:
+    records = store.all()
+    if name is not None:
+        for record in records:
+            if record.name == name:
+                return record
+        known = ", ".join(r.name for r in records) or "none"
+        raise StateError(f"no run named {name!r} in {store.state_dir!r} (runs there: {known})")
+    if not records:
+        raise StateError(f"no runs in {store.state_dir!r}; start one with 'taskrunner spawn'")
+    if not unfinished:
+        return records[0]
+    candidates = [r for r in records if r.state != "finished"]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise StateError(
+            f"every run in {store.state_dir!r} has finished; name one to resume "
+            f"({', '.join(r.name for r in records)})"
+        )
+    raise StateError("several unfinished runs; name one: " + ", ".join(r.name for r in candidates))

@@ -1,0 +1,105 @@
+"""The checkpoint: a low-water mark plus the finished intervals above it. Pure logic, no I/O.
+
+Every seq below `low_water_mark` is finished (done or failed for good). Jobs finish out of
+order, so the seqs finished above the mark are kept as half-open intervals, merged as they
+touch; there are never more of them than batches in flight. The job at seq
+`low_water_mark - 1` is kept too: `resume` hands it to a generator that takes `last=`, and
+its fingerprint tells whether a re-run generator still yields the same jobs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from typing import Any
+
+
+class Checkpoint:
+    """Which seqs have finished, in a form that stays small however long the run."""
+
+    def __init__(
+        self,
+        low_water_mark: int = 0,
+        intervals: list[tuple[int, int, Any]] | None = None,
+        job_at_checkpoint: Any = None,
+    ) -> None:
+        self.low_water_mark = low_water_mark
+        self.job_at_checkpoint = job_at_checkpoint
+        self._stop_by_start: dict[int, int] = {}
+        self._start_by_stop: dict[int, int] = {}
+        # The job at seq stop - 1 of each interval, so the mark knows its job when it moves.
+        self._last_job_by_stop: dict[int, Any] = {}
+        for start, stop, last_job in intervals or []:
+            self._add(start, stop, last_job)
+        self._advance()
+
+    def mark_range(self, start: int, stop: int, last_job: Any) -> None:
+        """Record seqs start..stop-1 as finished; `last_job` is the job at seq stop - 1."""
+        if stop <= self.low_water_mark or start >= stop:
+            return
+        start = max(start, self.low_water_mark)
+        self._add(start, stop, last_job)
+        if start == self.low_water_mark:
+            self._advance()
+
+    def mark_one(self, seq: int, job: Any) -> None:
+        """Record one seq as finished."""
+        self.mark_range(seq, seq + 1, job)
+
+    def is_finished(self, seq: int) -> bool:
+        if seq < self.low_water_mark:
+            return True
+        return any(start <= seq < stop for start, stop in self._stop_by_start.items())
+
+    def intervals(self) -> list[tuple[int, int]]:
+        """The finished intervals above the mark, sorted."""
+        return sorted(self._stop_by_start.items())
+
+    def snapshot(self) -> list[tuple[int, int, Any]]:
+        """The intervals with the job at the end of each: what the constructor takes back."""
+        return [(start, stop, self._last_job_by_stop[stop]) for start, stop in self.intervals()]
+
+    def finished_above(self) -> int:
+        return sum(stop - start for start, stop in self._stop_by_start.items())
+
+    def highest_finished(self) -> int:
+        """One past the highest finished seq."""
+        return max(self._start_by_stop, default=self.low_water_mark)
+
+    def _add(self, start: int, stop: int, last_job: Any) -> None:
+        # Merge with an interval that ends where this one starts, and one that starts where
+        # this one ends. Overlaps do not happen: a seq finishes once.
+        if start in self._start_by_stop:
+            left = self._start_by_stop.pop(start)
+            del self._stop_by_start[left]
+            self._last_job_by_stop.pop(start, None)
+            start = left
+        if stop in self._stop_by_start:
+            right = self._stop_by_start.pop(stop)
+            del self._start_by_stop[right]
+            last_job = self._last_job_by_stop.pop(right, None)
+            stop = right
+        self._stop_by_start[start] = stop
+        self._start_by_stop[stop] = start
+        self._last_job_by_stop[stop] = last_job
+
+    def _advance(self) -> None:
+        stop = self._stop_by_start.pop(self.low_water_mark, None)
+        if stop is None:
+            return
+        del self._start_by_stop[stop]
+        self.low_water_mark = stop
+        self.job_at_checkpoint = self._last_job_by_stop.pop(stop, None)
+
+
+def fingerprint(job: Any) -> str:
+    """A short digest that is equal for equal jobs across runs and processes."""
+    try:
+        payload = json.dumps(job, sort_keys=True, separators=(",", ":")).encode()
+    except (TypeError, ValueError):
+        try:
+            payload = pickle.dumps(job, protocol=4)
+        except Exception:
+            payload = repr(job).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]

@@ -1,0 +1,46 @@
+"""The seam between the run loop and whatever runs the jobs.
+
+The run loop (controller.py) owns the generator, the checkpoint, retries, outcomes and
+progress; an executor only carries batches to workers and outcomes back. The local pool
+(pool.py) is one; a backend that spreads work over machines is another. None of them knows
+about seqs, checkpoints or retries: they speak of batch ids and indices within a batch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from .records import Batch, Event
+
+
+class Executor(ABC):
+    """Runs batches of jobs somewhere and reports what became of each job."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Get workers going. Returns without waiting for them to be ready."""
+
+    @abstractmethod
+    def room(self, batch_size: int) -> int:
+        """How many more jobs to send now, if batches are about `batch_size` long.
+
+        The run loop sends no more than this, so no worker hoards a backlog that another,
+        idle, could have run.
+        """
+
+    @abstractmethod
+    def submit(self, batch: Batch) -> list[Event]:
+        """Hand a batch over without blocking. Returns events for jobs refused at once
+        (a job that cannot be serialized fails here, the rest of its batch goes on)."""
+
+    @abstractmethod
+    def poll(self, timeout: float) -> list[Event]:
+        """Wait up to `timeout` seconds for outcomes; return those that arrived."""
+
+    @abstractmethod
+    def outstanding(self) -> int:
+        """Jobs submitted and not yet reported."""
+
+    @abstractmethod
+    def close(self, *, abandon: bool = False) -> None:
+        """Stop the workers. They finish what they hold, unless `abandon`."""

@@ -1,0 +1,100 @@
+"""The generator's jobs, numbered by seq and taken lazily, a chunk at a time."""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import traceback
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .checkpoint import Checkpoint, fingerprint
+from .errors import StateError
+from .records import Seqs
+
+
+class JobSource:
+    """Takes jobs from the user's iterable on demand, never ahead of need.
+
+    A generator that raises ends the source: the jobs it yielded before are kept, the error
+    and its traceback are held for the run loop to report (exit code 3).
+    """
+
+    def __init__(
+        self,
+        iterable: Iterable[Any],
+        *,
+        first_seq: int = 0,
+        limit: int | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
+        self.next_seq = first_seq
+        self.exhausted = False
+        self.error: BaseException | None = None
+        self.error_traceback = ""
+        self._iterator = self._guarded(iter(iterable))
+        self._limit = limit
+        # Seqs that finished above the checkpoint are skipped, not dispatched again.
+        self._checkpoint = checkpoint
+        self._skip_below = checkpoint.highest_finished() if checkpoint else first_seq
+
+    def take(self, count: int) -> tuple[Seqs, list[Any]]:
+        """Up to `count` jobs and their seqs; fewer (or none) once the source ends."""
+        if self._limit is not None:
+            count = min(count, self._limit - self.next_seq)
+        if self.exhausted or count <= 0:
+            self.exhausted = True
+            return range(self.next_seq, self.next_seq), []
+        if self.next_seq >= self._skip_below:
+            jobs = list(itertools.islice(self._iterator, count))
+            seqs: Seqs = range(self.next_seq, self.next_seq + len(jobs))
+            self.next_seq += len(jobs)
+            self.exhausted = len(jobs) < count
+        else:
+            seqs, jobs = self._take_skipping(count)
+        return seqs, jobs
+
+    def seek(self, low_water_mark: int, expected_fingerprint: str | None) -> None:
+        """Skip the finished prefix of a re-run generator, checking it yields the same jobs."""
+        if low_water_mark <= 0:
+            return
+        collections.deque(itertools.islice(self._iterator, low_water_mark - 1), maxlen=0)
+        sentinel = object()
+        job = next(self._iterator, sentinel)
+        if self.error is not None:
+            return
+        if job is sentinel or (
+            expected_fingerprint is not None and fingerprint(job) != expected_fingerprint
+        ):
+            raise StateError(
+                "the generator yields other jobs than when the run started; "
+                "start over with --restart"
+            )
+        self.next_seq = low_water_mark
+
+    def _take_skipping(self, count: int) -> tuple[list[int], list[Any]]:
+        assert self._checkpoint is not None
+        seqs: list[int] = []
+        jobs: list[Any] = []
+        for job in self._iterator:
+            seq = self.next_seq
+            self.next_seq += 1
+            if not self._checkpoint.is_finished(seq):
+                seqs.append(seq)
+                jobs.append(job)
+            if len(jobs) == count or self.next_seq >= self._skip_below:
+                break
+            if self._limit is not None and self.next_seq >= self._limit:
+                break
+        else:
+            self.exhausted = True
+        return seqs, jobs
+
+    def _guarded(self, iterator: Iterator[Any]) -> Iterator[Any]:
+        try:
+            yield from iterator
+        except (GeneratorExit, KeyboardInterrupt):
+            raise
+        except BaseException as error:  # the user's generator may raise anything
+            self.error = error
+            self.error_traceback = "".join(traceback.format_exception(error))

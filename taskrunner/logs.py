@@ -1,0 +1,60 @@
+"""Logging for the command line: records from every process on stderr, above the bar.
+
+The library itself adds no handlers; `configure` is called by the CLI. Worker records arrive
+through the pool (each worker's own pipe) already tagged with `record.worker`; the
+controller's own records are tagged `main`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+FORMAT = "%(asctime)s [%(worker)s] %(levelname)s %(name)s: %(message)s"
+DATE_FORMAT = "%H:%M:%S"
+
+
+class _WorkerTag(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "worker"):
+            record.worker = "main"
+        return True
+
+
+def level_for(verbosity: int) -> int:
+    """-q -> WARNING, default INFO, -v -> DEBUG."""
+    if verbosity < 0:
+        return logging.WARNING
+    if verbosity > 0:
+        return logging.DEBUG
+    return logging.INFO
+
+
+def configure(verbosity: int) -> None:
+    """Send every record to stderr with its worker tag."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
+    handler.addFilter(_WorkerTag())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level_for(verbosity))
+
+
+@contextlib.contextmanager
+def above_bar(bar: Any) -> Iterator[None]:
+    """While a tqdm bar is shown, print records above it instead of through it."""
+    if bar is None:
+        yield
+        return
+    with logging_redirect_tqdm(loggers=[logging.getLogger()]):
+        # tqdm's handler copies the formatter but not our filter; tag records it receives.
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_WorkerTag())
+        yield

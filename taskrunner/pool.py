@@ -1,0 +1,346 @@
+"""The local executor: spawned worker processes, watched and replaced.
+
+One duplex pipe per worker, waited on with `multiprocessing.connection.wait` together with the
+workers' sentinels: there is no shared queue whose lock a dying worker could take with it.
+The pool knows which batches each worker holds and, through the shared slots, which job each
+of its threads is running; when a worker dies or a job overruns `--timeout`, it tells the run
+loop what it knows and starts a replacement. It knows nothing of seqs, checkpoints or retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from .errors import SpecError
+from .executor import Executor
+from .records import Batch, Event, JobError, JobFailed, JobsDone, WorkerLost
+from .worker import IDLE, SLOT_FIELDS, WorkerConfig, worker_main
+
+log = logging.getLogger(__name__)
+
+# An async job that overruns its timeout is cancelled by its worker; only one that blocks
+# the event loop is still running this much later, and then its worker is killed.
+ASYNC_TIMEOUT_GRACE = 2.0
+_STOP_WAIT_SECONDS = 5.0
+
+
+@dataclass
+class _Worker:
+    worker_id: int
+    process: Any
+    conn: Connection
+    slots: Any
+    # batch_id -> jobs of that batch not yet reported, in the order the batches were sent.
+    outstanding: dict[int, int] = field(default_factory=dict)
+    outstanding_jobs: int = 0
+    retired: bool = False  # takes no new batches; stopped once its other jobs are reported
+    written_off: set[tuple[int, int]] = field(default_factory=set)  # timed out, still running
+    killed_reason: str = ""
+
+
+class LocalPool(Executor):
+    """Worker processes on this machine, started with the spawn method."""
+
+    def __init__(
+        self,
+        callback: Any,
+        *,
+        workers: int,
+        concurrency: int,
+        want_results: bool,
+        timeout: float | None,
+        log_level: int,
+        is_async: bool,
+    ) -> None:
+        self._context = multiprocessing.get_context("spawn")
+        self._callback = callback
+        self._workers_wanted = workers
+        self._concurrency = concurrency
+        self._want_results = want_results
+        self._timeout = timeout
+        self._log_level = log_level
+        self._is_async = is_async
+        self._in_order = concurrency == 1 and not is_async
+        self._workers: dict[int, _Worker] = {}
+        self._next_worker_id = 1
+        self._closing = False
+
+    # -- Executor interface --------------------------------------------------------------------
+
+    def start(self) -> None:
+        for _ in range(self._workers_wanted):
+            self._spawn()
+
+    def room(self, batch_size: int) -> int:
+        if self._closing:
+            return 0
+        want = self._concurrency + batch_size
+        return sum(
+            max(0, want - worker.outstanding_jobs)
+            for worker in self._workers.values()
+            if not worker.retired
+        )
+
+    def submit(self, batch: Batch) -> list[Event]:
+        candidates = [w for w in self._workers.values() if not w.retired]
+        worker = min(candidates, key=lambda w: w.outstanding_jobs)
+        message = (batch.batch_id, batch.jobs, batch.start_at, batch.interval, None)
+        try:
+            payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            return self._submit_picklable_part(worker, batch)
+        self._send(worker, batch.batch_id, len(batch.jobs), payload)
+        return []
+
+    def poll(self, timeout: float) -> list[Event]:
+        events: list[Event] = []
+        waitables: list[Any] = []
+        by_waitable: dict[Any, _Worker] = {}
+        for worker in self._workers.values():
+            waitables += (worker.conn, worker.process.sentinel)
+            by_waitable[worker.conn] = by_waitable[worker.process.sentinel] = worker
+        if self._timeout is not None:
+            timeout = min(timeout, 0.1)
+        ready = wait(waitables, timeout) if waitables else []
+        dead: set[int] = set()
+        for waitable in ready:
+            worker = by_waitable[waitable]
+            if worker.worker_id in dead:
+                continue
+            if not self._drain(worker, events):
+                dead.add(worker.worker_id)
+        for worker in list(self._workers.values()):
+            if worker.worker_id not in dead and not worker.process.is_alive():
+                self._drain(worker, events)
+                dead.add(worker.worker_id)
+        for worker_id in dead:
+            events.append(self._bury(self._workers.pop(worker_id)))
+        if self._timeout is not None:
+            self._check_timeouts(events)
+        self._stop_retired_when_idle()
+        if not self._closing:
+            while len(self._workers) < self._workers_wanted:
+                self._spawn()
+        return events
+
+    def outstanding(self) -> int:
+        return sum(worker.outstanding_jobs for worker in self._workers.values())
+
+    def close(self, *, abandon: bool = False) -> None:
+        self._closing = True
+        for worker in self._workers.values():
+            if abandon:
+                _kill(worker)
+            else:
+                try:
+                    worker.conn.send_bytes(pickle.dumps(None))
+                except OSError:
+                    pass
+        deadline = time.monotonic() + _STOP_WAIT_SECONDS
+        for worker in self._workers.values():
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                _kill(worker)
+                worker.process.join()
+            worker.conn.close()
+        self._workers.clear()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        worker_id = self._next_worker_id
+        self._next_worker_id += 1
+        parent_conn, child_conn = self._context.Pipe(duplex=True)
+        slots = self._context.RawArray("d", [IDLE, -1.0, 0.0] * self._concurrency)
+        config = WorkerConfig(
+            worker_id=worker_id,
+            callback=self._callback,
+            concurrency=self._concurrency,
+            want_results=self._want_results,
+            timeout=self._timeout,
+            log_level=self._log_level,
+        )
+        process = self._context.Process(
+            target=worker_main,
+            args=(config, child_conn, slots, os.getpid()),
+            name=f"taskrunner-w{worker_id}",
+            daemon=True,
+        )
+        # Block SIGINT while the child starts: it inherits the mask, so a Ctrl-C cannot reach
+        # it before it has chosen to ignore SIGINT (and print a KeyboardInterrupt traceback).
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        child_conn.close()
+        self._workers[worker_id] = _Worker(worker_id, process, parent_conn, slots)
+
+    def _send(self, worker: _Worker, batch_id: int, size: int, payload: bytes) -> None:
+        worker.outstanding[batch_id] = size
+        worker.outstanding_jobs += size
+        try:
+            worker.conn.send_bytes(payload)
+        except OSError:
+            pass  # the worker died; poll() sees its sentinel and hands the batch back
+
+    def _submit_picklable_part(self, worker: _Worker, batch: Batch) -> list[Event]:
+        """Fail the jobs that cannot be pickled, one by one; send the others."""
+        events: list[Event] = []
+        keep: list[int] = []
+        for index, job in enumerate(batch.jobs):
+            try:
+                pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as error:
+                message = f"the job cannot be pickled: {type(error).__name__}: {error}"
+                error_record = JobError("PicklingError", message, "", 0.0)
+                events.append(JobFailed(batch.batch_id, index, error_record))
+            else:
+                keep.append(index)
+        if keep:
+            # The worker reports by the batch's own indices, which `keep` maps to.
+            message = (
+                batch.batch_id,
+                [batch.jobs[i] for i in keep],
+                batch.start_at,
+                batch.interval,
+                keep,
+            )
+            payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+            self._send(worker, batch.batch_id, len(keep), payload)
+        return events
+
+    def _drain(self, worker: _Worker, events: list[Event]) -> bool:
+        """Read every message the worker has sent; False once its pipe is closed."""
+        try:
+            while worker.conn.poll():
+                self._handle(worker, pickle.loads(worker.conn.recv_bytes()), events)
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def _handle(self, worker: _Worker, message: tuple[Any, ...], events: list[Event]) -> None:
+        kind = message[0]
+        if kind == "done":
+            _, batch_id, indices, results, busy = message
+            count = len(indices)
+            if worker.written_off:
+                late = [i for i in indices if (batch_id, i) in worker.written_off]
+                count -= len(late)
+            self._account(worker, batch_id, count)
+            events.append(JobsDone(batch_id, indices, results, busy))
+        elif kind == "failed":
+            _, batch_id, index, error = message
+            if (batch_id, index) in worker.written_off:
+                return  # already failed as a timeout
+            self._account(worker, batch_id, 1)
+            events.append(JobFailed(batch_id, index, error))
+        elif kind == "log":
+            record: logging.LogRecord = message[1]
+            record.worker = f"w{worker.worker_id}"
+            logging.getLogger(record.name).handle(record)
+        elif kind == "fatal":
+            raise SpecError(f"a worker could not load CALLBACK: {message[1].strip()}")
+
+    def _account(self, worker: _Worker, batch_id: int, count: int) -> None:
+        left = worker.outstanding.get(batch_id, 0) - count
+        worker.outstanding_jobs -= count
+        if left <= 0:
+            worker.outstanding.pop(batch_id, None)
+        else:
+            worker.outstanding[batch_id] = left
+
+    def _running(self, worker: _Worker) -> list[tuple[int, int, float]]:
+        slots = worker.slots
+        running = []
+        for base in range(0, len(slots), SLOT_FIELDS):
+            batch_id, index, started = slots[base], slots[base + 1], slots[base + 2]
+            if started > 0 and batch_id != IDLE and index >= 0:
+                running.append((int(batch_id), int(index), started))
+        return running
+
+    def _bury(self, worker: _Worker) -> WorkerLost:
+        """A worker is gone: report what it held and let poll() start a replacement."""
+        worker.process.join(1.0)
+        worker.conn.close()
+        reason = worker.killed_reason or _death_reason(worker.process.exitcode)
+        running = [
+            (batch_id, index)
+            for batch_id, index, _ in self._running(worker)
+            if batch_id in worker.outstanding and (batch_id, index) not in worker.written_off
+        ]
+        if worker.outstanding:
+            log.warning("worker w%d: %s", worker.worker_id, reason)
+        return WorkerLost(
+            reason=reason,
+            batch_ids=list(worker.outstanding),
+            running=running,
+            in_order=self._in_order,
+        )
+
+    def _check_timeouts(self, events: list[Event]) -> None:
+        assert self._timeout is not None
+        limit = self._timeout + (ASYNC_TIMEOUT_GRACE if self._is_async else 0.0)
+        now = time.monotonic()
+        for worker in self._workers.values():
+            for batch_id, index, started in self._running(worker):
+                if now - started <= limit or batch_id not in worker.outstanding:
+                    continue
+                if (batch_id, index) in worker.written_off:
+                    continue
+                seconds = now - started
+                error = JobError(
+                    "Timeout",
+                    f"the job ran past --timeout {self._timeout:g}s (stopped after {seconds:.1f}s)",
+                    "",
+                    seconds,
+                )
+                events.append(JobFailed(batch_id, index, error))
+                self._account(worker, batch_id, 1)
+                worker.written_off.add((batch_id, index))
+                worker.retired = True
+                if self._in_order or self._is_async:
+                    # Nothing else can run in this worker until the job returns: kill it now.
+                    worker.killed_reason = "killed after a job timed out"
+                    _kill(worker)
+
+    def _stop_retired_when_idle(self) -> None:
+        for worker in self._workers.values():
+            if worker.retired and worker.outstanding_jobs <= 0 and worker.process.is_alive():
+                worker.killed_reason = "retired after a job timed out"
+                _kill(worker)
+
+
+def _kill(worker: _Worker) -> None:
+    try:
+        os.kill(worker.process.pid, signal.SIGKILL)
+    except (ProcessLookupError, TypeError):
+        pass
+
+
+def _death_reason(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "worker process vanished"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        if name == "SIGKILL":
+            return "worker process was killed by SIGKILL (from outside, or by the OOM killer)"
+        return f"worker process died from {name}"
+    return f"worker process exited with exit code {exitcode}"
+
+
+# Let `python -m taskrunner.pool` fail loudly rather than do something surprising.
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("taskrunner.pool is a library module")

@@ -1,0 +1,134 @@
+"""What the user sees while a run goes on and when it ends: a bar or status lines, a summary."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+log = logging.getLogger("taskrunner")
+
+STATUS_LINE_SECONDS = 10.0
+
+
+class Progress:
+    """A tqdm bar on a terminal; elsewhere a status line every 10 s; or nothing."""
+
+    def __init__(
+        self,
+        *,
+        total: int | None,
+        done: int,
+        failed: int,
+        show: bool | None,
+        stream: TextIO | None = None,
+    ) -> None:
+        self._stream = stream or sys.stderr
+        self._done = done
+        self._failed = failed
+        self._started = time.monotonic()
+        self._start_count = done + failed
+        self._next_status = self._started + STATUS_LINE_SECONDS
+        self._total = total
+        is_terminal = self._stream.isatty()
+        self._status_lines = show is None and not is_terminal
+        self._bar: Any = None
+        if show or (show is None and is_terminal):
+            self._bar = tqdm(
+                total=total,
+                initial=done + failed,
+                unit="job",
+                file=self._stream,
+                dynamic_ncols=True,
+                smoothing=0.1,
+                mininterval=0.2,
+            )
+            self._bar.set_postfix_str(self._postfix(), refresh=False)
+
+    @property
+    def bar(self) -> Any:
+        return self._bar
+
+    def update(self, done: int = 0, failed: int = 0) -> None:
+        self._done += done
+        self._failed += failed
+        if self._bar is not None:
+            if failed:
+                self._bar.set_postfix_str(self._postfix(), refresh=False)
+            self._bar.update(done + failed)
+
+    def tick(self) -> None:
+        """Called by the run loop now and then: print a status line when one is due."""
+        if not self._status_lines:
+            return
+        now = time.monotonic()
+        if now < self._next_status:
+            return
+        self._next_status = now + STATUS_LINE_SECONDS
+        rate = (self._done + self._failed - self._start_count) / max(now - self._started, 1e-9)
+        of_total = f" of {self._total}" if self._total is not None else ""
+        log.info(
+            "%d done, %d failed%s, %.1f jobs/s",
+            self._done, self._failed, of_total, rate,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._postfix(), refresh=False)
+            self._bar.close()
+            self._bar = None
+
+    def _postfix(self) -> str:
+        return f"failed={self._failed}"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a run came to; `taskrunner.run` and `taskrunner.resume` return one."""
+
+    name: str
+    state: str
+    exit_code: int
+    done: int
+    failed: int
+    pending: int
+    duration: float
+    jobs_this_session: int
+    failures_by_type: list[tuple[str, int, int]] = field(default_factory=list)
+    generator_traceback: str | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.jobs_this_session / self.duration if self.duration > 0 else 0.0
+
+    def render(self) -> str:
+        """The end-of-run summary printed on stderr."""
+        words = {
+            "finished": "finished",
+            "interrupted": "was interrupted",
+            "generator_error": "stopped: the generator raised",
+            "max_failures": "stopped at --max-failures",
+        }
+        lines = [
+            f"taskrunner: run {self.name!r} {words.get(self.state, self.state)}: "
+            f"{self.done} done, {self.failed} failed, {self.pending} pending; "
+            f"{self.jobs_this_session} jobs in {self.duration:.1f}s ({self.rate:.1f} jobs/s)"
+        ]
+        for error_type, count, first_seq in self.failures_by_type:
+            lines.append(f"  failed: {count} x {error_type} (e.g. seq {first_seq})")
+        lines.append(f"  next: {self.next_command()}")
+        return "\n".join(lines)
+
+    def next_command(self) -> str:
+        if self.state in ("interrupted", "generator_error", "max_failures") or self.pending:
+            return f"taskrunner resume {self.name}"
+        if self.failed:
+            return (
+                f"taskrunner failures {self.name}  (then: taskrunner resume {self.name}"
+                " --retry-failed)"
+            )
+        return f"taskrunner status {self.name}"

@@ -1,0 +1,85 @@
+"""Records that travel between the run loop, the executors and the run state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# The seqs of a batch: a range while the generator's order holds (cheap to pickle and to
+# account), a list once jobs were handed back or retried.
+Seqs = range | list[int]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Jobs handed to an executor together; `seqs[i]` is the position of `jobs[i]`."""
+
+    batch_id: int
+    seqs: Seqs
+    jobs: list[Any]
+    # Rate limiting: job i may start at start_at + i * interval (time.monotonic clock).
+    start_at: float = 0.0
+    interval: float = 0.0
+
+
+@dataclass(frozen=True)
+class JobError:
+    """Why one job failed, as the worker (or the pool, for a dead worker) saw it."""
+
+    error_type: str
+    message: str
+    traceback: str
+    duration: float
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed job as the run state keeps it."""
+
+    seq: int
+    job: Any
+    error_type: str
+    message: str
+    traceback: str
+    attempts: int
+    duration: float
+
+
+# Events an executor reports to the run loop -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobsDone:
+    """The jobs at `indices` of a batch returned; `results` aligns with them when wanted."""
+
+    batch_id: int
+    indices: range | list[int]
+    results: list[Any] | None
+    busy_seconds: float
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    """The job at `index` of a batch failed."""
+
+    batch_id: int
+    index: int
+    error: JobError
+
+
+@dataclass(frozen=True)
+class WorkerLost:
+    """A worker died or was killed holding the batches `batch_ids` (in the order sent).
+
+    `running` lists the (batch_id, index) of the jobs it was running when it went, read from
+    its shared slots. `in_order` says it ran its batches one job after the other, so every
+    job sent before a running one has returned (though perhaps not been reported).
+    """
+
+    reason: str
+    batch_ids: list[int]
+    running: list[tuple[int, int]]
+    in_order: bool
+
+
+Event = JobsDone | JobFailed | WorkerLost

@@ -1,0 +1,394 @@
+"""Run state in SQLite: one file per state directory, one row per run, its failures beside it.
+
+WAL mode lets `taskrunner status` read from another terminal while the run writes. The run
+loop writes in one transaction at a time, at most about once a second, never once per job.
+A file that is not ours, or is of a newer schema, is refused before anything writes to it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pickle
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import StateError
+from .records import Failure
+
+SCHEMA_VERSION = 1
+DB_FILENAME = "taskrunner.sqlite3"
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    name TEXT PRIMARY KEY,
+    gen TEXT NOT NULL,
+    callback TEXT NOT NULL,
+    args TEXT NOT NULL,             -- JSON object of keyword arguments for GEN
+    options TEXT NOT NULL,          -- JSON object of the run's options
+    state TEXT NOT NULL,            -- running, finished, interrupted, generator_error, max_failures
+    started_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    low_water_mark INTEGER NOT NULL DEFAULT 0,
+    intervals BLOB,                 -- pickled [(start, stop, last_job)] finished above the mark
+    job_at_checkpoint BLOB,         -- pickled job at seq low_water_mark - 1
+    fingerprint TEXT,               -- its fingerprint, to recognise a changed generator
+    taken INTEGER NOT NULL DEFAULT 0,
+    done INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    total INTEGER,
+    error TEXT                      -- the generator's traceback, when it raised
+);
+CREATE TABLE IF NOT EXISTS failures (
+    name TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    job BLOB NOT NULL,              -- pickled job, to run it again with --retry-failed
+    job_repr TEXT NOT NULL,
+    error_type TEXT NOT NULL,
+    message TEXT NOT NULL,
+    traceback TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    duration REAL NOT NULL,
+    failed_at REAL NOT NULL,
+    PRIMARY KEY (name, seq)
+);
+"""
+
+
+@dataclass
+class RunRecord:
+    """One run as stored: what it runs, how far it got."""
+
+    name: str
+    gen: str
+    callback: str
+    args: dict[str, Any]
+    options: dict[str, Any]
+    state: str = "running"
+    started_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    low_water_mark: int = 0
+    intervals: list[tuple[int, int, Any]] = field(default_factory=list)
+    job_at_checkpoint: Any = None
+    fingerprint: str | None = None
+    taken: int = 0
+    done: int = 0
+    failed: int = 0
+    total: int | None = None
+    error: str | None = None
+
+    @property
+    def pending(self) -> int:
+        known = self.total if self.total is not None else self.taken
+        return max(0, max(known, self.taken) - self.done - self.failed)
+
+    def as_status(self) -> dict[str, Any]:
+        """The JSON shape of `taskrunner status --json` (documented in the README)."""
+        return {
+            "name": self.name,
+            "state": self.state,
+            "done": self.done,
+            "failed": self.failed,
+            "pending": self.pending,
+            "taken": self.taken,
+            "total": self.total,
+            "checkpoint": self.low_water_mark,
+            "started_at": _iso(self.started_at),
+            "updated_at": _iso(self.updated_at),
+            "gen": self.gen,
+            "callback": self.callback,
+            "args": self.args,
+        }
+
+
+class RunStore:
+    """The runs of one state directory."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, DB_FILENAME)
+        self._lock_files: dict[str, Any] = {}
+        self._db = self._open()
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            os.makedirs(self.state_dir, exist_ok=True)
+        except OSError as error:
+            raise StateError(
+                f"cannot create state directory {self.state_dir!r}: {error.strerror}; "
+                "choose another with --state-dir"
+            ) from None
+        if not os.access(self.state_dir, os.W_OK | os.X_OK):
+            raise StateError(
+                f"state directory {self.state_dir!r} is not writable; "
+                "choose another with --state-dir"
+            )
+        if os.path.exists(self.path):
+            self._check_existing()
+        try:
+            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as error:
+            raise StateError(f"cannot open run state {self.path!r}: {error}") from None
+        return db
+
+    def _check_existing(self) -> None:
+        """Refuse a file that is not a taskrunner state of a schema we know, touching nothing."""
+        try:
+            with open(self.path, "rb") as file:
+                header = file.read(len(_SQLITE_HEADER))
+        except OSError as error:
+            raise StateError(f"cannot read run state {self.path!r}: {error.strerror}") from None
+        corrupt = (
+            f"run state {self.path!r} is corrupt or not a taskrunner state file; "
+            "move it away (runs recorded in it are lost) or use another --state-dir"
+        )
+        if header != _SQLITE_HEADER:
+            raise StateError(corrupt)
+        try:
+            probe = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                version = probe.execute("PRAGMA user_version").fetchone()[0]
+                tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master")}
+            finally:
+                probe.close()
+        except sqlite3.Error:
+            raise StateError(corrupt) from None
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"run state {self.path!r} was written by a newer taskrunner "
+                f"(schema {version}, this one knows {SCHEMA_VERSION}); upgrade taskrunner"
+            )
+        if tables and not {"runs", "failures"} <= tables:
+            raise StateError(corrupt)
+
+    def close(self) -> None:
+        for lock_file in self._lock_files.values():
+            lock_file.close()
+        self._lock_files.clear()
+        self._db.close()
+
+    # -- one controller per run ----------------------------------------------------------------
+
+    def lock(self, name: str) -> None:
+        """Hold the run for this process; a second controller on the same run is refused."""
+        path = os.path.join(self.state_dir, f"{_safe_filename(name)}.lock")
+        lock_file = open(path, "a+")  # noqa: SIM115 - held open for the run's lifetime
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.seek(0)
+            holder = lock_file.read().strip() or "another process"
+            lock_file.close()
+            raise StateError(
+                f"run {name!r} is being run by another controller (pid {holder}); "
+                "wait for it to stop, or stop it with Ctrl-C"
+            ) from None
+        lock_file.seek(0)
+        lock_file.truncate()
+        lock_file.write(str(os.getpid()))
+        lock_file.flush()
+        self._lock_files[name] = lock_file
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def get(self, name: str) -> RunRecord | None:
+        row = self._db.execute("SELECT * FROM runs WHERE name = ?", (name,)).fetchone()
+        return self._record(row) if row else None
+
+    def all(self) -> list[RunRecord]:
+        rows = self._db.execute("SELECT * FROM runs ORDER BY updated_at DESC").fetchall()
+        return [self._record(row) for row in rows]
+
+    def create(self, record: RunRecord) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM runs WHERE name = ?", (record.name,))
+            self._db.execute("DELETE FROM failures WHERE name = ?", (record.name,))
+            self._db.execute(
+                "INSERT INTO runs (name, gen, callback, args, options, state, started_at,"
+                " updated_at, total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.name,
+                    record.gen,
+                    record.callback,
+                    json.dumps(record.args),
+                    json.dumps(record.options),
+                    record.state,
+                    record.started_at,
+                    record.updated_at,
+                    record.total,
+                ),
+            )
+
+    def save(
+        self,
+        record: RunRecord,
+        new_failures: Iterable[Failure] = (),
+        cleared_failures: Iterable[int] = (),
+    ) -> None:
+        """Write the run's progress and its new failures in one transaction."""
+        record.updated_at = time.time()
+        with self._transaction():
+            self._db.executemany(
+                "DELETE FROM failures WHERE name = ? AND seq = ?",
+                ((record.name, seq) for seq in cleared_failures),
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        record.name,
+                        failure.seq,
+                        _pickle_job(failure.job),
+                        _job_repr(failure.job),
+                        failure.error_type,
+                        failure.message,
+                        failure.traceback,
+                        failure.attempts,
+                        failure.duration,
+                        record.updated_at,
+                    )
+                    for failure in new_failures
+                ),
+            )
+            self._db.execute(
+                "UPDATE runs SET state = ?, updated_at = ?, low_water_mark = ?, intervals = ?,"
+                " job_at_checkpoint = ?, fingerprint = ?, taken = ?, done = ?, failed = ?,"
+                " total = ?, error = ?, options = ? WHERE name = ?",
+                (
+                    record.state,
+                    record.updated_at,
+                    record.low_water_mark,
+                    pickle.dumps(record.intervals, protocol=4),
+                    pickle.dumps(record.job_at_checkpoint, protocol=4),
+                    record.fingerprint,
+                    record.taken,
+                    record.done,
+                    record.failed,
+                    record.total,
+                    record.error,
+                    json.dumps(record.options),
+                    record.name,
+                ),
+            )
+
+    def delete(self, name: str) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM runs WHERE name = ?", (name,))
+            self._db.execute("DELETE FROM failures WHERE name = ?", (name,))
+
+    # -- failures ------------------------------------------------------------------------------
+
+    def failures(self, name: str) -> list[Failure]:
+        rows = self._db.execute(
+            "SELECT seq, job, error_type, message, traceback, attempts, duration"
+            " FROM failures WHERE name = ? ORDER BY seq",
+            (name,),
+        ).fetchall()
+        return [
+            Failure(seq, pickle.loads(job), error_type, message, tb, attempts, duration)
+            for seq, job, error_type, message, tb, attempts, duration in rows
+        ]
+
+    def failure_summary(self, name: str) -> list[tuple[str, int, int]]:
+        """(error type, count, first seq) for each kind of failure, most frequent first."""
+        return self._db.execute(
+            "SELECT error_type, COUNT(*), MIN(seq) FROM failures WHERE name = ?"
+            " GROUP BY error_type ORDER BY COUNT(*) DESC, error_type",
+            (name,),
+        ).fetchall()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _transaction(self) -> Any:
+        store = self
+
+        class _Transaction:
+            def __enter__(self) -> None:
+                store._db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
+                store._db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+        return _Transaction()
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> RunRecord:
+        (
+            name, gen, callback, args, options, state, started_at, updated_at, low_water_mark,
+            intervals, job_at_checkpoint, fingerprint, taken, done, failed, total, error,
+        ) = row  # fmt: skip
+        return RunRecord(
+            name=name,
+            gen=gen,
+            callback=callback,
+            args=json.loads(args),
+            options=json.loads(options),
+            state=state,
+            started_at=started_at,
+            updated_at=updated_at,
+            low_water_mark=low_water_mark,
+            intervals=pickle.loads(intervals) if intervals else [],
+            job_at_checkpoint=pickle.loads(job_at_checkpoint) if job_at_checkpoint else None,
+            fingerprint=fingerprint,
+            taken=taken,
+            done=done,
+            failed=failed,
+            total=total,
+            error=error,
+        )
+
+
+def failure_as_json(failure: Failure) -> dict[str, Any]:
+    """The JSON shape of one entry of `taskrunner failures --json`."""
+    return {
+        "seq": failure.seq,
+        "job": jsonable(failure.job),
+        "error_type": failure.error_type,
+        "message": failure.message,
+        "traceback": failure.traceback,
+        "attempts": failure.attempts,
+        "duration": round(failure.duration, 6),
+    }
+
+
+def jsonable(value: Any) -> Any:
+    """The value itself when JSON can carry it, else its repr."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+def _pickle_job(job: Any) -> bytes:
+    try:
+        return pickle.dumps(job, protocol=4)
+    except Exception:
+        # A job that cannot be pickled cannot be retried either; keep what can be shown.
+        return pickle.dumps(repr(job), protocol=4)
+
+
+def _job_repr(job: Any) -> str:
+    try:
+        return repr(job)[:1000]
+    except Exception:
+        return "<unrepresentable job>"
+
+
+def _safe_filename(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(timestamp))

@@ -1,0 +1,483 @@
+"""The worker process: receive batches on its own pipe, run the callback safely, report back.
+
+A worker talks to the controller over one duplex pipe of its own (never a shared queue, whose
+lock a dying process can take with it). It tells the controller which job it is running
+through a small shared-memory array of slots, one per job in flight, so that when it dies or
+hangs the controller still knows the culprit without a message per job.
+
+Three ways to run jobs, chosen once per worker:
+- sequential (concurrency 1): the main thread runs each batch in order;
+- threads (plain callback, concurrency N): N threads take jobs from a local queue;
+- asyncio (`async def` callback): N tasks on one event loop, each job under `wait_for`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import inspect
+import logging
+import os
+import pickle
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from multiprocessing_logging import MultiProcessingHandler
+
+from .records import JobError
+
+# Each slot of the shared array holds three doubles: batch id, index in batch, start time.
+SLOT_FIELDS = 3
+IDLE = -1.0
+# A worker reports finished jobs at least this often, so the controller's view stays fresh
+# and a crash loses little; and at the end of every batch.
+FLUSH_SECONDS = 0.02
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a worker needs to know; pickled into the spawned process."""
+
+    worker_id: int
+    callback: str | Callable[[Any], Any]
+    concurrency: int
+    want_results: bool
+    timeout: float | None
+    log_level: int
+
+
+def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: int) -> None:
+    """Entry point of a spawned worker process."""
+    # Ctrl-C reaches the whole process group; the controller decides, workers ignore it.
+    # The controller blocked SIGINT before starting us, so no signal slipped in before this.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    _exit_with_parent(parent_pid)
+    reporter = Reporter(conn)
+    _route_logging(reporter, config.log_level)
+    try:
+        callback = _load_callback(config.callback)
+    except BaseException as error:  # the user's module may raise anything on import
+        reporter.send(("fatal", "".join(traceback.format_exception_only(type(error), error))))
+        return
+    runner = JobRunner(config, callback, reporter, slots)
+    try:
+        if _is_async(callback):
+            runner.run_asyncio(conn)
+        elif config.concurrency > 1:
+            runner.run_threads(conn)
+        else:
+            runner.run_sequential(conn)
+    except (EOFError, OSError):
+        pass  # the controller went away: nothing left to report to
+    finally:
+        logging.shutdown()
+
+
+class Reporter:
+    """Sends messages to the controller; safe to call from any thread of the worker."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            self._conn.send_bytes(payload)
+
+
+class JobRunner:
+    """Runs jobs through the callback and reports outcomes in as few messages as it can."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        callback: Callable[[Any], Any],
+        reporter: Reporter,
+        slots: Any,
+    ) -> None:
+        self.config = config
+        self.callback = callback
+        self.reporter = reporter
+        self.slots = slots
+        self._pending_lock = threading.Lock()
+        # batch_id -> (indices, results) finished and not yet reported
+        self._pending: dict[int, tuple[list[int], list[Any]]] = {}
+        self._pending_busy = 0.0
+        self._last_flush = time.monotonic()
+
+    # -- sequential ------------------------------------------------------------------------
+
+    def run_sequential(self, conn: Connection) -> None:
+        callback = self.callback
+        slots = self.slots
+        want_results = self.config.want_results
+        while True:
+            message = _receive(conn)
+            if message is None:
+                return
+            batch_id, jobs, start_at, interval, index_map = message
+            if index_map is not None:
+                self._run_mapped(batch_id, jobs, index_map)
+                continue
+            slots[0] = batch_id
+            results: list[Any] | None = [] if want_results else None
+            reported = 0  # jobs[:reported] are reported
+            batch_started = last_flush = time.monotonic()
+            for index, job in enumerate(jobs):
+                if interval:
+                    _sleep_until(start_at + index * interval)
+                started = time.monotonic()
+                if started - last_flush > FLUSH_SECONDS and index > reported:
+                    self._report_done(
+                        batch_id, range(reported, index), results, started - batch_started
+                    )
+                    reported, results = index, ([] if want_results else None)
+                    batch_started = last_flush = started
+                slots[1] = index
+                slots[2] = started
+                try:
+                    result = callback(job)
+                    if inspect.isawaitable(result):
+                        result = _await_in_thread(result)
+                except BaseException as error:  # never trust the callback
+                    slots[2] = 0.0
+                    finished = time.monotonic()
+                    if index > reported:
+                        self._report_done(
+                            batch_id, range(reported, index), results, started - batch_started
+                        )
+                    self.reporter.send(
+                        ("failed", batch_id, index, _job_error(error, finished - started))
+                    )
+                    reported, results = index + 1, ([] if want_results else None)
+                    batch_started = last_flush = finished
+                    continue
+                if results is not None:
+                    results.append(result)
+            slots[2] = 0.0
+            slots[0] = IDLE
+            if len(jobs) > reported:
+                self._report_done(
+                    batch_id, range(reported, len(jobs)), results, time.monotonic() - batch_started
+                )
+
+    def _run_mapped(self, batch_id: int, jobs: list[Any], index_map: list[int]) -> None:
+        """A batch that lost some jobs on the way (they could not be pickled): run the rest
+        one by one, reporting each under its index in the original batch."""
+        work: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for index, job in zip(index_map, jobs):
+            work.put((batch_id, index, job, 0.0))
+        work.put(None)
+        self._thread_loop(0, work)
+        self._flush(force=True)
+
+    def _report_done(
+        self, batch_id: int, indices: range | list[int], results: list[Any] | None, busy: float
+    ) -> None:
+        try:
+            self.reporter.send(("done", batch_id, indices, results, busy))
+        except Exception:
+            if results is None:
+                raise
+            self._report_unpicklable(batch_id, indices, results, busy)
+
+    def _report_unpicklable(
+        self, batch_id: int, indices: range | list[int], results: list[Any], busy: float
+    ) -> None:
+        """Fail the jobs whose results cannot be pickled, one by one; report the others."""
+        good_indices: list[int] = []
+        good_results: list[Any] = []
+        for index, result in zip(indices, results):
+            try:
+                pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as error:
+                message = f"the result cannot be pickled: {type(error).__name__}: {error}"
+                self.reporter.send(
+                    ("failed", batch_id, index, _make_error("PicklingError", message, "", 0.0))
+                )
+            else:
+                good_indices.append(index)
+                good_results.append(result)
+        if good_indices:
+            self.reporter.send(("done", batch_id, good_indices, good_results, busy))
+
+    # -- threads ---------------------------------------------------------------------------
+
+    def run_threads(self, conn: Connection) -> None:
+        work: queue.SimpleQueue[tuple[int, int, Any, float] | None] = queue.SimpleQueue()
+        threads = [
+            threading.Thread(target=self._thread_loop, args=(slot, work), daemon=True)
+            for slot in range(self.config.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        while True:
+            message = _receive(conn)
+            if message is None:
+                break
+            for item in _work_items(message):
+                work.put(item)
+        for _ in threads:
+            work.put(None)
+        for thread in threads:
+            thread.join()
+        self._flush(force=True)
+
+    def _thread_loop(self, slot: int, work: queue.SimpleQueue[Any]) -> None:
+        base = slot * SLOT_FIELDS
+        slots = self.slots
+        loop: asyncio.AbstractEventLoop | None = None
+        while True:
+            item = work.get()
+            if item is None:
+                break
+            batch_id, index, job, start_at = item
+            if start_at:
+                _sleep_until(start_at)
+            started = time.monotonic()
+            slots[base] = batch_id
+            slots[base + 1] = index
+            slots[base + 2] = started
+            try:
+                result = self.callback(job)
+                if inspect.isawaitable(result):
+                    loop = loop or asyncio.new_event_loop()
+                    result = loop.run_until_complete(_as_coroutine(result))
+            except BaseException as error:  # never trust the callback
+                slots[base + 2] = 0.0
+                self._flush(force=True)
+                self.reporter.send(
+                    ("failed", batch_id, index, _job_error(error, time.monotonic() - started))
+                )
+            else:
+                slots[base + 2] = 0.0
+                self._add_done(batch_id, index, result, time.monotonic() - started)
+                self._flush(force=work.empty())
+            slots[base] = IDLE
+        if loop is not None:
+            loop.close()
+
+    def _add_done(self, batch_id: int, index: int, result: Any, duration: float) -> None:
+        with self._pending_lock:
+            indices, results = self._pending.setdefault(batch_id, ([], []))
+            indices.append(index)
+            if self.config.want_results:
+                results.append(result)
+            self._pending_busy += duration
+
+    def _flush(self, *, force: bool) -> None:
+        """Report the finished jobs gathered so far, if any and if it is time."""
+        with self._pending_lock:
+            now = time.monotonic()
+            if not self._pending or (not force and now - self._last_flush < FLUSH_SECONDS):
+                return
+            pending, self._pending = self._pending, {}
+            busy, self._pending_busy = self._pending_busy, 0.0
+            self._last_flush = now
+        share = busy / max(1, len(pending))
+        for batch_id, (indices, results) in pending.items():
+            self._report_done(
+                batch_id, indices, results if self.config.want_results else None, share
+            )
+
+    # -- asyncio ---------------------------------------------------------------------------
+
+    def run_asyncio(self, conn: Connection) -> None:
+        asyncio.run(self._async_main(conn))
+
+    async def _async_main(self, conn: Connection) -> None:
+        loop = asyncio.get_running_loop()
+        work: asyncio.Queue[tuple[int, int, Any, float] | None] = asyncio.Queue()
+        closed = asyncio.Event()
+
+        def on_readable() -> None:
+            try:
+                message = _receive(conn)
+            except (EOFError, OSError):
+                message = None
+            if message is None:
+                loop.remove_reader(conn.fileno())
+                closed.set()
+                return
+            for item in _work_items(message):
+                work.put_nowait(item)
+
+        loop.add_reader(conn.fileno(), on_readable)
+        tasks = [
+            asyncio.create_task(self._task_loop(slot, work))
+            for slot in range(self.config.concurrency)
+        ]
+        await closed.wait()
+        for _ in tasks:
+            work.put_nowait(None)
+        await asyncio.gather(*tasks)
+        self._flush(force=True)
+
+    async def _task_loop(self, slot: int, work: asyncio.Queue[Any]) -> None:
+        base = slot * SLOT_FIELDS
+        slots = self.slots
+        timeout = self.config.timeout
+        while True:
+            item = await work.get()
+            if item is None:
+                return
+            batch_id, index, job, start_at = item
+            if start_at:
+                delay = start_at - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            started = time.monotonic()
+            slots[base] = batch_id
+            slots[base + 1] = index
+            slots[base + 2] = started
+            try:
+                result = await asyncio.wait_for(_call_async(self.callback, job), timeout)
+            except asyncio.TimeoutError:
+                slots[base + 2] = 0.0
+                self._flush(force=True)
+                error = _make_error(
+                    "Timeout",
+                    f"the job ran past --timeout {timeout:g}s and was cancelled",
+                    "",
+                    time.monotonic() - started,
+                )
+                self.reporter.send(("failed", batch_id, index, error))
+            except BaseException as error:  # never trust the callback
+                slots[base + 2] = 0.0
+                self._flush(force=True)
+                self.reporter.send(
+                    ("failed", batch_id, index, _job_error(error, time.monotonic() - started))
+                )
+            else:
+                slots[base + 2] = 0.0
+                self._add_done(batch_id, index, result, time.monotonic() - started)
+                self._flush(force=work.empty())
+            slots[base] = IDLE
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _work_items(message: tuple[Any, ...]) -> list[tuple[int, int, Any, float]]:
+    """One (batch_id, index, job, start_at) per job of a batch message."""
+    batch_id, jobs, start_at, interval, index_map = message
+    indices = index_map if index_map is not None else range(len(jobs))
+    return [
+        (batch_id, index, job, start_at + position * interval if interval else 0.0)
+        for position, (index, job) in enumerate(zip(indices, jobs))
+    ]
+
+
+def _receive(conn: Connection) -> Any:
+    return pickle.loads(conn.recv_bytes())
+
+
+def _sleep_until(deadline: float) -> None:
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def _make_error(error_type: str, message: str, tb: str, duration: float) -> JobError:
+    return JobError(error_type, message, tb, duration)
+
+
+def _job_error(error: BaseException, duration: float) -> JobError:
+    # Only strings travel: the exception itself may not pickle.
+    return _make_error(
+        type(error).__name__,
+        str(error),
+        "".join(traceback.format_exception(type(error), error, error.__traceback__)),
+        duration,
+    )
+
+
+async def _as_coroutine(awaitable: Any) -> Any:
+    return await awaitable
+
+
+async def _call_async(callback: Callable[[Any], Any], job: Any) -> Any:
+    result = callback(job)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _await_in_thread(awaitable: Any) -> Any:
+    return asyncio.run(_as_coroutine(awaitable))
+
+
+def _is_async(callback: Callable[[Any], Any]) -> bool:
+    return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
+        getattr(callback, "__call__", None)  # noqa: B004 - a callable object's method
+    )
+
+
+def _load_callback(reference: str | Callable[[Any], Any]) -> Callable[[Any], Any]:
+    if callable(reference):
+        return reference
+    from .loader import resolve
+
+    return resolve(reference, what="CALLBACK")
+
+
+class _PipeLogHandler(MultiProcessingHandler):
+    """multiprocessing-logging's record preparation, sent over this worker's own pipe.
+
+    The library's handler puts records on one queue shared by every process; a worker killed
+    while holding that queue's lock would silence all the others. We keep its formatting
+    (message and traceback rendered to strings, so nothing unpicklable travels) and send on
+    the pipe each worker owns.
+    """
+
+    def __init__(self, reporter: Reporter) -> None:
+        logging.Handler.__init__(self)  # no queue and no thread: see the class docstring
+        self._reporter = reporter
+
+    def _send(self, record: logging.LogRecord) -> None:
+        self._reporter.send(("log", record))
+
+    def close(self) -> None:
+        logging.Handler.close(self)
+
+
+def _route_logging(reporter: Reporter, level: int) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_PipeLogHandler(reporter))
+    root.setLevel(level)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Never outlive the controller: Linux's parent-death signal, and a watcher as backup."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(0.5)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+if __name__ == "__main__":  # pragma: no cover - spawned workers enter through worker_main
+    sys.exit("taskrunner.worker is started by the controller")

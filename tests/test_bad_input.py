@@ -1,0 +1,91 @@
+"""Bad input: exit 2, one line on stderr saying what is wrong, no traceback, nothing run."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import Project, assert_usage_error
+
+MODULE = """
+NOT_CALLABLE = 42
+
+
+def gen():
+    yield from range(20)
+
+
+def returns_five():
+    return 5
+
+
+def cb(job):
+    record(job)
+    return job
+"""
+
+BROKEN = """
+def gen():
+    yield from range(20)
+
+
+def cb(job):
+    record(job)
+
+
+raise RuntimeError("boom at import 1234")
+"""
+
+
+@pytest.fixture
+def modules(project: Project) -> Project:
+    project.write("jobs.py", MODULE)
+    project.write("broken.py", BROKEN)
+    (project.root / "regular_file").write_text("not a directory\n")
+    return project
+
+
+SPAWN = ("spawn", "jobs:gen", "jobs:cb", "--no-progress")
+
+
+@pytest.mark.parametrize(
+    ("args", "mentions"),
+    [
+        pytest.param(("spawn", "nosuchmodule:gen", "nosuchmodule:cb"), "nosuchmodule",
+                     id="missing-module"),
+        pytest.param(("spawn", "broken:gen", "broken:cb"), "boom at import 1234",
+                     id="module-raises-on-import"),
+        pytest.param(("spawn", "jobs:nope", "jobs:cb"), "nope", id="missing-attribute"),
+        pytest.param(("spawn", "jobs:NOT_CALLABLE", "jobs:cb"), "NOT_CALLABLE",
+                     id="gen-not-callable"),
+        pytest.param(("spawn", "jobs:returns_five", "jobs:cb"), "iter",
+                     id="gen-returns-non-iterable"),
+        pytest.param(("spawn", "jobs:gen", "jobs:NOT_CALLABLE"), "NOT_CALLABLE",
+                     id="callback-not-callable"),
+        pytest.param(("spawn", "jobs", "jobs:cb"), "jobs", id="spec-without-colon"),
+        pytest.param((*SPAWN, "--workers", "0"), "workers", id="workers-0"),
+        pytest.param((*SPAWN, "--workers", "-1"), "workers", id="workers-negative"),
+        pytest.param((*SPAWN, "--queue-size", "0"), "queue", id="queue-size-0"),
+        pytest.param((*SPAWN, "--arg", "foo"), "foo", id="arg-without-equals"),
+        pytest.param((*SPAWN, "--state-dir", "/proc/nope"), "/proc/nope",
+                     id="state-dir-unwritable"),
+        pytest.param((*SPAWN, "--state-dir", "regular_file/state"), "regular_file",
+                     id="state-dir-under-a-file"),
+        pytest.param(("frobnicate",), "frobnicate", id="unknown-command"),
+    ],
+)  # fmt: skip
+def test_usage_error(modules: Project, args: tuple[str, ...], mentions: str) -> None:
+    """The one stderr line names the culprit; the callback never ran."""
+    result = modules.run(*args, timeout=30)
+
+    assert_usage_error(result)
+    assert mentions.lower() in result.stderr.lower(), result
+    assert not modules.log.exists(), f"a job ran:\n{result}"
+
+
+def test_verbose_import_error_shows_traceback(modules: Project) -> None:
+    """With -v, an import error of the user's module comes with its traceback."""
+    result = modules.run("spawn", "broken:gen", "broken:cb", "--no-progress", "-v", timeout=30)
+
+    assert result.returncode == 2, result
+    assert "Traceback" in result.stderr, result
+    assert "boom at import 1234" in result.stderr, result
+    assert not modules.log.exists()

@@ -1,0 +1,111 @@
+"""The checkpoint's bookkeeping, without processes: the low-water mark is the finished prefix."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from taskrunner.checkpoint import Checkpoint
+
+
+def job_of(seq: int) -> str:
+    return f"job-{seq}"
+
+
+def finished_prefix(finished: set[int]) -> int:
+    """The length of the longest prefix 0..k-1 that is entirely finished."""
+    k = 0
+    while k in finished:
+        k += 1
+    return k
+
+
+def runs_above(finished: set[int], mark: int) -> list[tuple[int, int]]:
+    """The maximal runs [start, stop) of finished seqs at or above `mark`, sorted."""
+    runs: list[tuple[int, int]] = []
+    for seq in sorted(s for s in finished if s >= mark):
+        if runs and runs[-1][1] == seq:
+            runs[-1] = (runs[-1][0], seq + 1)
+        else:
+            runs.append((seq, seq + 1))
+    return runs
+
+
+@st.composite
+def batches_in_completion_order(draw: st.DrawFn) -> tuple[int, list[tuple[int, int]]]:
+    """seqs 0..n-1 cut into contiguous batches, returned in a random completion order."""
+    n = draw(st.integers(min_value=0, max_value=120))
+    cuts = sorted(draw(st.sets(st.integers(min_value=1, max_value=max(n - 1, 1)), max_size=40)))
+    bounds = [0, *(c for c in cuts if c < n), n] if n else [0]
+    batches = list(itertools.pairwise(bounds))
+    return n, draw(st.permutations(batches))
+
+
+@given(batches_in_completion_order())
+def test_low_water_mark_is_the_longest_finished_prefix(
+    case: tuple[int, list[tuple[int, int]]],
+) -> None:
+    """After each batch completion, in any order, the mark, intervals and job match a model."""
+    n, batches = case
+    checkpoint = Checkpoint()
+    finished: set[int] = set()
+    for start, stop in batches:
+        checkpoint.mark_range(start, stop, job_of(stop - 1))
+        finished.update(range(start, stop))
+
+        mark = finished_prefix(finished)
+        assert checkpoint.low_water_mark == mark
+        assert checkpoint.intervals() == runs_above(finished, mark)
+        assert checkpoint.job_at_checkpoint == (job_of(mark - 1) if mark else None)
+        for seq in range(n):
+            assert checkpoint.is_finished(seq) == (seq in finished)
+    assert checkpoint.low_water_mark == n
+    assert checkpoint.intervals() == []
+
+
+@given(st.permutations(list(range(30))))
+def test_single_marks_in_any_order(order: list[int]) -> None:
+    """mark_one in any order ends with every seq finished and the last job at the mark."""
+    checkpoint = Checkpoint()
+    for seq in order:
+        checkpoint.mark_one(seq, seq)
+    assert checkpoint.low_water_mark == 30
+    assert checkpoint.job_at_checkpoint == 29
+    assert checkpoint.intervals() == []
+
+
+def test_falsy_job_is_kept_at_the_checkpoint() -> None:
+    """A job that is 0 is still the job at the checkpoint (taskmaster lost falsy jobs)."""
+    checkpoint = Checkpoint()
+    assert checkpoint.job_at_checkpoint is None
+    checkpoint.mark_one(0, 0)
+    assert checkpoint.low_water_mark == 1
+    assert checkpoint.job_at_checkpoint == 0
+
+
+def test_gap_holds_the_mark_back() -> None:
+    """Jobs finished above an unfinished one do not move the mark; filling the gap does."""
+    checkpoint = Checkpoint()
+    checkpoint.mark_range(0, 3, "c")
+    checkpoint.mark_range(5, 8, "h")
+    checkpoint.mark_one(9, "j")
+    assert checkpoint.low_water_mark == 3
+    assert checkpoint.job_at_checkpoint == "c"
+    assert checkpoint.intervals() == [(5, 8), (9, 10)]
+    assert not checkpoint.is_finished(3) and checkpoint.is_finished(6)
+
+    checkpoint.mark_range(3, 5, "e")
+    assert checkpoint.low_water_mark == 8
+    assert checkpoint.job_at_checkpoint == "h"
+    assert checkpoint.intervals() == [(9, 10)]
+
+
+def test_starting_mark_counts_as_finished() -> None:
+    """Checkpoint(low_water_mark=k) treats every seq below k as finished."""
+    checkpoint = Checkpoint(low_water_mark=10)
+    assert checkpoint.is_finished(9) and not checkpoint.is_finished(10)
+    checkpoint.mark_one(10, "k")
+    assert checkpoint.low_water_mark == 11
+    assert checkpoint.job_at_checkpoint == "k"

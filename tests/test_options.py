@@ -1,0 +1,175 @@
+"""Options that shape what runs: --limit, --arg, file specs, imports, retries, max-failures."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from helpers import FAST, Project, assert_ran_once_each
+
+
+def test_limit_takes_only_the_first_n_jobs(project: Project) -> None:
+    """--limit 10 runs exactly jobs 0..9 of a longer generator."""
+    project.write(
+        "jobs.py",
+        """
+        def gen():
+            yield from range(1000)
+
+
+        def cb(job):
+            record(job)
+        """,
+    )
+
+    result = project.run("spawn", "jobs:gen", "jobs:cb", *FAST, "--limit", "10")
+
+    assert result.returncode == 0, result
+    assert_ran_once_each(project, range(10))
+    assert project.status("jobs.gen")["done"] == 10
+
+
+def test_arg_values_are_json_when_they_parse(project: Project) -> None:
+    """--arg n=5 passes the int 5 to GEN; --arg label=hello passes the string "hello"."""
+    project.write(
+        "jobs.py",
+        """
+        def gen(n, label="unset"):
+            if not isinstance(n, int) or label != "hello":
+                raise TypeError(f"got n={n!r} label={label!r}")
+            yield from range(n)
+
+
+        def cb(job):
+            record(job)
+        """,
+    )
+
+    result = project.run(
+        "spawn", "jobs:gen", "jobs:cb", *FAST, "--arg", "n=5", "--arg", "label=hello"
+    )
+
+    assert result.returncode == 0, result
+    assert_ran_once_each(project, range(5))
+
+
+def test_file_path_spec(project: Project) -> None:
+    """GEN and CALLBACK given as path/to/file.py:attr work, in the controller and the workers."""
+    project.write(
+        "sub/dir/tasks.py",
+        """
+        def gen():
+            yield from range(20)
+
+
+        def cb(job):
+            record(job)
+        """,
+    )
+
+    result = project.run(
+        "spawn", "sub/dir/tasks.py:gen", "sub/dir/tasks.py:cb", *FAST, "--name", "by-path"
+    )
+
+    assert result.returncode == 0, result
+    assert_ran_once_each(project, range(20))
+    assert project.status("by-path")["done"] == 20
+
+
+def test_sibling_import_from_cwd_works_in_workers(project: Project) -> None:
+    """A user module importing a sibling module of the current directory works in the workers."""
+    project.write(
+        "siblinghelpers.py",
+        """
+        def items():
+            return range(25)
+
+
+        def handle(job):
+            record(job)
+            return job + 1
+        """,
+    )
+    project.write(
+        "jobs.py",
+        """
+        import siblinghelpers
+
+
+        def gen():
+            yield from siblinghelpers.items()
+
+
+        def cb(job):
+            return siblinghelpers.handle(job)
+        """,
+        preamble=False,
+    )
+
+    result = project.run("spawn", "jobs:gen", "jobs:cb", *FAST)
+
+    assert result.returncode == 0, result
+    assert_ran_once_each(project, range(25))
+
+
+RETRY_MODULE = """
+FLAKY = {3, 11}  # fail on the first attempt only
+ALWAYS = {7}  # fail on every attempt
+
+
+def gen():
+    yield from range(20)
+
+
+def cb(job):
+    record(job)
+    marker = os.path.join(HERE, f"tried-{job}")
+    if job in ALWAYS:
+        raise ConnectionError(f"job {job} never works")
+    if job in FLAKY and not os.path.exists(marker):
+        open(marker, "w").close()
+        raise ConnectionError(f"job {job} works the second time")
+    return job
+"""
+
+
+def test_retries(project: Project) -> None:
+    """--retries 2: a flaky job succeeds on its second attempt; a hopeless one fails after 3."""
+    project.write("jobs.py", RETRY_MODULE)
+
+    result = project.run("spawn", "jobs:gen", "jobs:cb", *FAST, "--retries", "2")
+
+    assert result.returncode == 1, result
+    expected = Counter(range(20))
+    expected.update([3, 11, 7, 7])
+    assert project.executions() == expected
+    failures = project.failures("jobs.gen")
+    assert list(failures) == [7], failures
+    assert failures[7]["error_type"] == "ConnectionError"
+    assert failures[7]["attempts"] == 3
+
+
+def test_max_failures_stops_taking_jobs(project: Project) -> None:
+    """--max-failures 3 on a generator of failing jobs stops early, exit 1, state max_failures."""
+    project.write(
+        "jobs.py",
+        """
+        def gen():
+            yield from range(100_000)
+
+
+        def cb(job):
+            record(job)
+            raise ValueError(job)
+        """,
+    )
+
+    result = project.run(
+        "spawn", "jobs:gen", "jobs:cb", *FAST, "--max-failures", "3", "--queue-size", "10"
+    )
+
+    assert result.returncode == 1, result
+    status = project.status("jobs.gen")
+    assert status["state"] == "max_failures", status
+    assert status["failed"] >= 3, status
+    ran = sum(project.executions().values())
+    assert 3 <= ran < 1000, f"{ran} jobs ran after --max-failures 3"

@@ -1,0 +1,102 @@
+"""The life of a named run: name clashes, --restart, generator errors and resume."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from helpers import FAST, Project, assert_ran_once_each, assert_usage_error
+
+NAME = "jobs.gen"
+
+MODULE = """
+def gen():
+    for seq in range(100):
+        if seq == 50 and flag("gen_breaks"):
+            raise RuntimeError("generator broke at 50")
+        yield seq + 1000 if flag("gen_changed") else seq
+
+
+def gen_with_last(last=None):
+    with open(os.path.join(HERE, "gen_calls"), "a") as f:
+        f.write(f"{last!r}\\n")
+    start = 0 if last is None else last + 1
+    for seq in range(start, 100):
+        if seq == 50 and flag("gen_breaks"):
+            raise RuntimeError("generator broke at 50")
+        yield seq
+
+
+def cb(job):
+    record(job)
+    return job
+"""
+
+
+def test_same_name_twice_needs_resume_or_restart(project: Project) -> None:
+    """A second spawn of the same GEN exits 2 naming resume and --restart; --restart reruns all."""
+    project.write("jobs.py", MODULE)
+    assert project.run("spawn", "jobs:gen", "jobs:cb", *FAST).returncode == 0
+
+    again = project.run("spawn", "jobs:gen", "jobs:cb", *FAST)
+
+    assert_usage_error(again)
+    assert "resume" in again.stderr and "--restart" in again.stderr, again
+    assert_ran_once_each(project, range(100))
+
+    restarted = project.run("spawn", "jobs:gen", "jobs:cb", *FAST, "--restart")
+
+    assert restarted.returncode == 0, restarted
+    assert project.executions() == Counter({seq: 2 for seq in range(100)})
+    assert project.status(NAME)["done"] == 100
+
+
+def test_generator_error_then_resume(project: Project) -> None:
+    """GEN raising: exit 3 with its traceback, jobs before it done; resume runs the rest once."""
+    project.write("jobs.py", MODULE)
+    project.set_flag("gen_breaks")
+
+    broken = project.run("spawn", "jobs:gen", "jobs:cb", *FAST)
+
+    assert broken.returncode == 3, broken
+    assert "Traceback" in broken.stderr and "generator broke at 50" in broken.stderr, broken
+    assert_ran_once_each(project, range(50))
+    status = project.status(NAME)
+    assert status["state"] == "generator_error", status
+    assert status["checkpoint"] == 50, status
+
+    project.set_flag("gen_breaks", on=False)
+    resumed = project.run("resume", NAME, *FAST)
+
+    assert resumed.returncode == 0, resumed
+    assert_ran_once_each(project, range(100))
+    assert project.status(NAME)["state"] == "finished"
+
+
+def test_resume_passes_last_job_to_gen(project: Project) -> None:
+    """A GEN with a `last` parameter is resumed with last= the job at the checkpoint."""
+    project.write("jobs.py", MODULE)
+    project.set_flag("gen_breaks")
+    assert project.run("spawn", "jobs:gen_with_last", "jobs:cb", *FAST).returncode == 3
+
+    project.set_flag("gen_breaks", on=False)
+    resumed = project.run("resume", "jobs.gen_with_last", *FAST)
+
+    assert resumed.returncode == 0, resumed
+    assert_ran_once_each(project, range(100))
+    calls = (project.root / "gen_calls").read_text().split()
+    assert calls == ["None", "49"], calls
+
+
+def test_resume_refuses_a_generator_that_changed(project: Project) -> None:
+    """Resume without `last` checks the job at the checkpoint: other jobs there mean exit 2."""
+    project.write("jobs.py", MODULE)
+    project.set_flag("gen_breaks")
+    assert project.run("spawn", "jobs:gen", "jobs:cb", *FAST).returncode == 3
+
+    project.set_flag("gen_breaks", on=False)
+    project.set_flag("gen_changed")
+    resumed = project.run("resume", NAME, *FAST)
+
+    assert_usage_error(resumed)
+    assert "--restart" in resumed.stderr, resumed
+    assert_ran_once_each(project, range(50))
