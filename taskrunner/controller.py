@@ -34,6 +34,7 @@ SAVE_SECONDS = 1.0
 TARGET_BATCH_SECONDS = 0.01
 MAX_BATCH = 1000
 POLL_SECONDS = 0.2
+LOGGED_FAILURES = 10
 RETRY_BACKOFF_BASE = 0.5
 RETRY_BACKOFF_MAX = 30.0
 # Failures that running the job again cannot mend.
@@ -322,12 +323,11 @@ class Controller:
         self.record.failed += 1
         self._session_jobs += 1
         self.progress.update(failed=1)
-        log.warning(
-            "seq %d failed: %s: %s",
-            seq,
-            error.error_type,
-            error.message.splitlines()[0] if error.message else "",
-        )
+        if self.record.failed <= LOGGED_FAILURES:
+            first_line = error.message.splitlines()[0] if error.message else ""
+            log.warning("seq %d failed: %s: %s", seq, error.error_type, first_line)
+            if self.record.failed == LOGGED_FAILURES:
+                log.warning("further failures are not logged: 'taskrunner failures' lists them")
         limit = self.options.max_failures
         if limit is not None and self.record.failed >= limit and self._stop_reason is None:
             self._stop_reason = "max_failures"
