@@ -7,12 +7,17 @@ import json
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import api, logs
+from . import logs
 from .errors import TaskRunnerError
-from .progress import Summary
-from .state import failure_as_json
+
+if TYPE_CHECKING:
+    from .progress import Summary
+
+# The API (and tqdm, sqlite3) is imported when a command runs, not when this module is:
+# a spawned worker re-imports the console script that imports us.
+DEFAULT_STATE_DIR = ".taskrunner"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _spawn(ns: argparse.Namespace, verbosity: int) -> int:
+    from . import api
+
     summary = api.run(
         ns.gen,
         ns.callback,
@@ -59,6 +66,8 @@ def _spawn(ns: argparse.Namespace, verbosity: int) -> int:
 
 
 def _resume(ns: argparse.Namespace, verbosity: int) -> int:
+    from . import api
+
     summary = api.resume(
         ns.name,
         state_dir=ns.state_dir,
@@ -70,6 +79,8 @@ def _resume(ns: argparse.Namespace, verbosity: int) -> int:
 
 
 def _status(ns: argparse.Namespace, verbosity: int) -> int:
+    from . import api
+
     status = api.status(ns.name, state_dir=ns.state_dir)
     if ns.json:
         print(json.dumps(status, indent=2))
@@ -80,6 +91,9 @@ def _status(ns: argparse.Namespace, verbosity: int) -> int:
 
 
 def _failures(ns: argparse.Namespace, verbosity: int) -> int:
+    from . import api
+    from .state import failure_as_json
+
     failures = api.failures(ns.name, state_dir=ns.state_dir)
     if ns.json:
         print(json.dumps([failure_as_json(f) for f in failures], indent=2))
@@ -95,6 +109,8 @@ def _failures(ns: argparse.Namespace, verbosity: int) -> int:
 
 
 def _runs(ns: argparse.Namespace, verbosity: int) -> int:
+    from . import api
+
     runs = api.runs(state_dir=ns.state_dir)
     if ns.json:
         print(json.dumps(runs, indent=2))
@@ -163,7 +179,7 @@ def _build_parser() -> _Parser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--state-dir", default=api.DEFAULT_STATE_DIR, help="where run state lives")
+        sub.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="where run state lives")
         sub.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
         sub.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
 

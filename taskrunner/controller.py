@@ -336,9 +336,9 @@ class Controller:
     def _on_worker_lost(self, event: WorkerLost) -> None:
         """Sort what a dead worker held: finished, culprit or suspect, or to run again."""
         flights = [self._in_flight[b] for b in event.batch_ids if b in self._in_flight]
-        if event.in_order and event.running:
+        if event.position is not None:
             # One job at a time, in order: all before the running job returned.
-            running_batch, running_index = event.running[0]
+            running_batch, running_index = event.position
             for flight in flights:
                 if flight.batch.batch_id == running_batch:
                     done = [i for i in range(running_index) if flight.state[i] == OPEN]

@@ -13,8 +13,6 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from tqdm.contrib.logging import logging_redirect_tqdm
-
 FORMAT = "%(asctime)s [%(worker)s] %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%H:%M:%S"
 
@@ -53,6 +51,8 @@ def above_bar(bar: Any) -> Iterator[None]:
     if bar is None:
         yield
         return
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     with logging_redirect_tqdm(loggers=[logging.getLogger()]):
         # tqdm's handler copies the formatter but not our filter; tag records it receives.
         for handler in logging.getLogger().handlers:

@@ -13,11 +13,12 @@ import logging
 import multiprocessing
 import os
 import pickle
+import select
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any
 
 from .errors import SpecError
@@ -45,6 +46,7 @@ class _Worker:
     retired: bool = False  # takes no new batches; stopped once its other jobs are reported
     written_off: set[tuple[int, int]] = field(default_factory=set)  # timed out, still running
     killed_reason: str = ""
+    reader: Any = None  # a poll object on this worker's pipe alone, to drain it
 
 
 class LocalPool(Executor):
@@ -71,6 +73,8 @@ class LocalPool(Executor):
         self._is_async = is_async
         self._in_order = concurrency == 1 and not is_async
         self._workers: dict[int, _Worker] = {}
+        self._poller = select.poll()
+        self._by_fd: dict[int, _Worker] = {}
         self._next_worker_id = 1
         self._closing = False
 
@@ -81,14 +85,18 @@ class LocalPool(Executor):
             self._spawn()
 
     def room(self, batch_size: int) -> int:
+        # A worker takes a whole batch while it holds less than its threads' worth plus one
+        # batch: one batch running, one waiting, so it never idles for a round trip and
+        # never hoards more than that.
         if self._closing:
             return 0
-        want = self._concurrency + batch_size
-        return sum(
-            max(0, want - worker.outstanding_jobs)
+        limit = self._concurrency + batch_size
+        willing = sum(
+            1
             for worker in self._workers.values()
-            if not worker.retired
+            if not worker.retired and worker.outstanding_jobs < limit
         )
+        return willing * batch_size
 
     def submit(self, batch: Batch) -> list[Event]:
         candidates = [w for w in self._workers.values() if not w.retired]
@@ -103,27 +111,24 @@ class LocalPool(Executor):
 
     def poll(self, timeout: float) -> list[Event]:
         events: list[Event] = []
-        waitables: list[Any] = []
-        by_waitable: dict[Any, _Worker] = {}
-        for worker in self._workers.values():
-            waitables += (worker.conn, worker.process.sentinel)
-            by_waitable[worker.conn] = by_waitable[worker.process.sentinel] = worker
         if self._timeout is not None:
             timeout = min(timeout, 0.1)
-        ready = wait(waitables, timeout) if waitables else []
         dead: set[int] = set()
-        for waitable in ready:
-            worker = by_waitable[waitable]
-            if worker.worker_id in dead:
+        # One poll object for all pipes and sentinels, kept across calls: building a selector
+        # per call (as multiprocessing.connection.wait does) costs more than the work.
+        for fd, _ in self._poller.poll(timeout * 1000):
+            worker = self._by_fd.get(fd)
+            if worker is None or worker.worker_id in dead:
                 continue
-            if not self._drain(worker, events):
-                dead.add(worker.worker_id)
-        for worker in list(self._workers.values()):
-            if worker.worker_id not in dead and not worker.process.is_alive():
+            if fd == worker.process.sentinel or not self._drain(worker, events):
                 self._drain(worker, events)
                 dead.add(worker.worker_id)
         for worker_id in dead:
-            events.append(self._bury(self._workers.pop(worker_id)))
+            worker = self._workers.pop(worker_id)
+            for fd in (worker.conn.fileno(), worker.process.sentinel):
+                self._poller.unregister(fd)
+                del self._by_fd[fd]
+            events.append(self._bury(worker))
         if self._timeout is not None:
             self._check_timeouts(events)
         self._stop_retired_when_idle()
@@ -183,7 +188,12 @@ class LocalPool(Executor):
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         child_conn.close()
-        self._workers[worker_id] = _Worker(worker_id, process, parent_conn, slots)
+        worker = _Worker(worker_id, process, parent_conn, slots, reader=select.poll())
+        worker.reader.register(parent_conn.fileno(), select.POLLIN)
+        self._workers[worker_id] = worker
+        for fd in (parent_conn.fileno(), process.sentinel):
+            self._poller.register(fd, select.POLLIN)
+            self._by_fd[fd] = worker
 
     def _send(self, worker: _Worker, batch_id: int, size: int, payload: bytes) -> None:
         worker.outstanding[batch_id] = size
@@ -222,7 +232,7 @@ class LocalPool(Executor):
     def _drain(self, worker: _Worker, events: list[Event]) -> bool:
         """Read every message the worker has sent; False once its pipe is closed."""
         try:
-            while worker.conn.poll():
+            while worker.reader.poll(0):
                 self._handle(worker, pickle.loads(worker.conn.recv_bytes()), events)
         except (EOFError, OSError):
             return False
@@ -273,11 +283,8 @@ class LocalPool(Executor):
         worker.process.join(1.0)
         worker.conn.close()
         reason = worker.killed_reason or _death_reason(worker.process.exitcode)
-        running = [
-            (batch_id, index)
-            for batch_id, index, _ in self._running(worker)
-            if batch_id in worker.outstanding and (batch_id, index) not in worker.written_off
-        ]
+        at = [(b, i) for b, i, _ in self._running(worker) if b in worker.outstanding]
+        running = [job for job in at if job not in worker.written_off]
         if worker.outstanding:
             log.warning("worker w%d: %s", worker.worker_id, reason)
         return WorkerLost(
@@ -285,6 +292,7 @@ class LocalPool(Executor):
             batch_ids=list(worker.outstanding),
             running=running,
             in_order=self._in_order,
+            position=at[0] if self._in_order and at else None,
         )
 
     def _check_timeouts(self, events: list[Event]) -> None:

@@ -72,14 +72,16 @@ class WorkerLost:
     """A worker died or was killed holding the batches `batch_ids` (in the order sent).
 
     `running` lists the (batch_id, index) of the jobs it was running when it went, read from
-    its shared slots. `in_order` says it ran its batches one job after the other, so every
-    job sent before a running one has returned (though perhaps not been reported).
+    its shared slots, less any already failed (a job killed for its timeout). `in_order` says
+    it ran its batches one job after the other; then `position` is the job it was at, and
+    every job sent before that one has returned (though perhaps not been reported).
     """
 
     reason: str
     batch_ids: list[int]
     running: list[tuple[int, int]]
     in_order: bool
+    position: tuple[int, int] | None = None
 
 
 Event = JobsDone | JobFailed | WorkerLost

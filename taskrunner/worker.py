@@ -13,7 +13,6 @@ Three ways to run jobs, chosen once per worker:
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import inspect
 import logging
@@ -28,17 +27,20 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multiprocessing_logging import MultiProcessingHandler
 
 from .records import JobError
 
+if TYPE_CHECKING:
+    import asyncio
+
 # Each slot of the shared array holds three doubles: batch id, index in batch, start time.
 SLOT_FIELDS = 3
 IDLE = -1.0
-# A worker reports finished jobs at least this often, so the controller's view stays fresh
-# and a crash loses little; and at the end of every batch.
+# With threads or tasks, finished jobs are reported at least this often (and whenever the
+# worker runs out of work), so many jobs share a message and the controller stays current.
 FLUSH_SECONDS = 0.02
 _PR_SET_PDEATHSIG = 1
 
@@ -119,9 +121,14 @@ class JobRunner:
     # -- sequential ------------------------------------------------------------------------
 
     def run_sequential(self, conn: Connection) -> None:
+        # The hot path for tiny jobs: per job, one slot write and the call. Batches are sized
+        # to a few milliseconds of work, so reporting once per batch keeps the controller
+        # current; the slot names the culprit if this process dies mid-batch.
         callback = self.callback
         slots = self.slots
         want_results = self.config.want_results
+        timed = self.config.timeout is not None
+        awaits: bool | None = None  # does the callback return awaitables? known after a job
         while True:
             message = _receive(conn)
             if message is None:
@@ -130,38 +137,33 @@ class JobRunner:
             if index_map is not None:
                 self._run_mapped(batch_id, jobs, index_map)
                 continue
-            slots[0] = batch_id
             results: list[Any] | None = [] if want_results else None
             reported = 0  # jobs[:reported] are reported
-            batch_started = last_flush = time.monotonic()
+            started = batch_started = time.monotonic()
+            slots[0] = batch_id
+            slots[2] = started
             for index, job in enumerate(jobs):
                 if interval:
                     _sleep_until(start_at + index * interval)
-                started = time.monotonic()
-                if started - last_flush > FLUSH_SECONDS and index > reported:
-                    self._report_done(
-                        batch_id, range(reported, index), results, started - batch_started
-                    )
-                    reported, results = index, ([] if want_results else None)
-                    batch_started = last_flush = started
                 slots[1] = index
-                slots[2] = started
+                if timed:
+                    slots[2] = started = time.monotonic()
                 try:
                     result = callback(job)
-                    if inspect.isawaitable(result):
-                        result = _await_in_thread(result)
+                    if awaits is not False:
+                        awaits = inspect.isawaitable(result)
+                        if awaits:
+                            result = _await_in_thread(result)
                 except BaseException as error:  # never trust the callback
-                    slots[2] = 0.0
                     finished = time.monotonic()
                     if index > reported:
                         self._report_done(
-                            batch_id, range(reported, index), results, started - batch_started
+                            batch_id, range(reported, index), results, finished - batch_started
                         )
-                    self.reporter.send(
-                        ("failed", batch_id, index, _job_error(error, finished - started))
-                    )
+                    duration = finished - started if timed else 0.0
+                    self.reporter.send(("failed", batch_id, index, _job_error(error, duration)))
                     reported, results = index + 1, ([] if want_results else None)
-                    batch_started = last_flush = finished
+                    batch_started = finished
                     continue
                 if results is not None:
                     results.append(result)
@@ -252,6 +254,8 @@ class JobRunner:
             try:
                 result = self.callback(job)
                 if inspect.isawaitable(result):
+                    import asyncio
+
                     loop = loop or asyncio.new_event_loop()
                     result = loop.run_until_complete(_as_coroutine(result))
             except BaseException as error:  # never trust the callback
@@ -294,9 +298,13 @@ class JobRunner:
     # -- asyncio ---------------------------------------------------------------------------
 
     def run_asyncio(self, conn: Connection) -> None:
+        import asyncio
+
         asyncio.run(self._async_main(conn))
 
     async def _async_main(self, conn: Connection) -> None:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         work: asyncio.Queue[tuple[int, int, Any, float] | None] = asyncio.Queue()
         closed = asyncio.Event()
@@ -325,6 +333,8 @@ class JobRunner:
         self._flush(force=True)
 
     async def _task_loop(self, slot: int, work: asyncio.Queue[Any]) -> None:
+        import asyncio
+
         base = slot * SLOT_FIELDS
         slots = self.slots
         timeout = self.config.timeout
@@ -415,6 +425,8 @@ async def _call_async(callback: Callable[[Any], Any], job: Any) -> Any:
 
 
 def _await_in_thread(awaitable: Any) -> Any:
+    import asyncio
+
     return asyncio.run(_as_coroutine(awaitable))
 
 
