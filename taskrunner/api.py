@@ -9,13 +9,16 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from .checkpoint import Checkpoint
 from .controller import Controller
 from .errors import OptionError, SpecError, StateError
+from .executor import Executor
 from .jobsource import JobSource
 from .loader import ensure_cwd_on_path, resolve, spec_of
 from .logs import above_bar, level_for
@@ -32,6 +35,20 @@ DEFAULT_STATE_DIR = ".taskrunner"
 Spec = str | Callable[..., Any]
 
 
+@dataclass(frozen=True)
+class Backend:
+    """Where a run's state lives and how its jobs reach workers: this machine, or Redis."""
+
+    url: str = "local"
+    serializer: str = "json"  # Redis only: "pickle" lets any Redis writer run code on workers
+    lease: float = 30.0  # Redis only: seconds a worker holds a job without a heartbeat
+    keep: float = 7 * 86400.0  # Redis only: seconds a finished run's keys are kept
+
+    @property
+    def is_local(self) -> bool:
+        return self.url == "local"
+
+
 def run(
     gen: Spec,
     callback: Spec,
@@ -40,24 +57,26 @@ def run(
     name: str | None = None,
     state_dir: str = DEFAULT_STATE_DIR,
     restart: bool = False,
-    backend: str = "local",
+    backend: str | Backend = "local",
     **options: Any,
 ) -> Summary:
     """Start a run: every job `gen(**args)` yields goes through `callback` in a worker.
 
     `gen` and `callback` are "module:attr" specs or importable functions. `options` are those
     of RunOptions (workers, concurrency, queue_size, timeout, retries, rate, max_failures,
-    limit, total, results, progress, verbosity). Returns the run's Summary.
+    limit, total, results, progress, verbosity). `backend` is "local", a Redis URL, or a
+    Backend. Returns the run's Summary.
     """
-    _check_backend(backend)
+    settings = _backend(backend)
     run_options = RunOptions.from_mapping(options)
+    _check_workers(settings, run_options)
     args = dict(args or {})
     gen_spec, gen_fn = _resolve("GEN", gen)
     callback_spec, callback_fn = _resolve("CALLBACK", callback)
     _check_callable("CALLBACK", callback_spec, callback_fn)
     _check_gen_args(gen_spec, gen_fn, args)
     name = name or _default_name(gen_spec)
-    store = RunStore(state_dir)
+    store = _open_store(settings, state_dir)
     try:
         existing = store.get(name)
         if existing is not None and not restart:
@@ -75,9 +94,11 @@ def run(
             options=run_options.saved(),
             total=_total(run_options, iterable, first_seq=0),
         )
-        store.create(record)
+        store.create(record, _worker_settings(settings, run_options, callback_spec))
         source = JobSource(iterable, limit=run_options.limit)
-        return _drive(record, run_options, source, Checkpoint(), store, callback, callback_fn)
+        return _drive(
+            settings, record, run_options, source, Checkpoint(), store, callback, callback_fn
+        )
     finally:
         store.close()
 
@@ -87,15 +108,16 @@ def resume(
     *,
     state_dir: str = DEFAULT_STATE_DIR,
     retry_failed: bool = False,
-    backend: str = "local",
+    backend: str | Backend = "local",
     **overrides: Any,
 ) -> Summary:
     """Continue a run where its checkpoint stands; `overrides` change resumable options."""
-    _check_backend(backend)
-    store = RunStore(state_dir)
+    settings = _backend(backend)
+    store = _open_store(settings, state_dir)
     try:
         record = _find_run(store, name, unfinished=True)
         run_options = RunOptions.from_mapping(record.options).with_overrides(overrides)
+        _check_workers(settings, run_options)
         store.lock(record.name)
         ensure_cwd_on_path()
         gen_fn = resolve(record.gen, what="GEN")
@@ -104,18 +126,19 @@ def resume(
         checkpoint = Checkpoint(record.low_water_mark, record.intervals, record.job_at_checkpoint)
         if _takes_last(gen_fn) and record.low_water_mark > 0:
             # The generator seeks: it yields the jobs after `last`, numbered from the mark on.
-            iterable = _call_gen(
-                record.gen, gen_fn, {**record.args, "last": record.job_at_checkpoint}
-            )
+            arguments = {**record.args, "last": record.job_at_checkpoint}
             source = JobSource(
-                iterable,
+                _call_gen(record.gen, gen_fn, arguments),
                 first_seq=record.low_water_mark,
                 limit=run_options.limit,
                 checkpoint=checkpoint,
             )
         else:
-            iterable = _call_gen(record.gen, gen_fn, record.args)
-            source = JobSource(iterable, limit=run_options.limit, checkpoint=checkpoint)
+            source = JobSource(
+                _call_gen(record.gen, gen_fn, record.args),
+                limit=run_options.limit,
+                checkpoint=checkpoint,
+            )
             source.seek(record.low_water_mark, record.fingerprint)
         retry = []
         if retry_failed:
@@ -123,34 +146,53 @@ def resume(
             retry = [(f.seq, f.job, 0) for f in failures]
             record.failed -= len(failures)
         record.error = None
+        if not settings.is_local:
+            # What an earlier controller queued or leased is taken again from the generator.
+            store.reset_queue(record.name)
+            store.write_worker_settings(
+                record.name, _worker_settings(settings, run_options, record.callback)
+            )
         return _drive(
-            record, run_options, source, checkpoint, store, record.callback, callback_fn, retry
-        )
+            settings, record, run_options, source, checkpoint, store, record.callback,
+            callback_fn, retry,
+        )  # fmt: skip
     finally:
         store.close()
 
 
-def status(name: str | None = None, *, state_dir: str = DEFAULT_STATE_DIR) -> dict[str, Any]:
+def status(
+    name: str | None = None,
+    *,
+    state_dir: str = DEFAULT_STATE_DIR,
+    backend: str | Backend = "local",
+) -> dict[str, Any]:
     """Where a run stands (the most recently updated one when no name is given)."""
-    store = _open_existing(state_dir)
+    store = _open_existing(_backend(backend), state_dir)
     try:
         return _find_run(store, name).as_status()
     finally:
         store.close()
 
 
-def failures(name: str | None = None, *, state_dir: str = DEFAULT_STATE_DIR) -> list[Failure]:
+def failures(
+    name: str | None = None,
+    *,
+    state_dir: str = DEFAULT_STATE_DIR,
+    backend: str | Backend = "local",
+) -> list[Failure]:
     """The failed jobs of a run, by seq."""
-    store = _open_existing(state_dir)
+    store = _open_existing(_backend(backend), state_dir)
     try:
         return store.failures(_find_run(store, name).name)
     finally:
         store.close()
 
 
-def runs(*, state_dir: str = DEFAULT_STATE_DIR) -> list[dict[str, Any]]:
-    """Every run of the state directory, most recently updated first."""
-    store = _open_existing(state_dir)
+def runs(
+    *, state_dir: str = DEFAULT_STATE_DIR, backend: str | Backend = "local"
+) -> list[dict[str, Any]]:
+    """Every run of the state directory (or Redis), most recently updated first."""
+    store = _open_existing(_backend(backend), state_dir)
     try:
         return [record.as_status() for record in store.all()]
     finally:
@@ -161,6 +203,7 @@ def runs(*, state_dir: str = DEFAULT_STATE_DIR) -> list[dict[str, Any]]:
 
 
 def _drive(
+    settings: Backend,
     record: RunRecord,
     options: RunOptions,
     source: JobSource,
@@ -170,16 +213,30 @@ def _drive(
     callback_fn: Callable[..., Any],
     retry_first: list[tuple[int, Any, int]] | None = None,
 ) -> Summary:
-    is_async = inspect.iscoroutinefunction(callback_fn)
-    executor = LocalPool(
-        callback if isinstance(callback, str) else callback_fn,
-        workers=options.workers,
-        concurrency=options.concurrency,
-        want_results=options.results is not None,
-        timeout=options.timeout,
-        log_level=level_for(options.verbosity),
-        is_async=is_async,
-    )
+    executor: Executor
+    if settings.is_local:
+        executor = LocalPool(
+            callback if isinstance(callback, str) else callback_fn,
+            workers=options.workers,
+            concurrency=options.concurrency,
+            want_results=options.results is not None,
+            timeout=options.timeout,
+            log_level=level_for(options.verbosity),
+            is_async=inspect.iscoroutinefunction(callback_fn),
+        )
+    else:
+        from .backends.redis_executor import RedisExecutor
+
+        executor = RedisExecutor(
+            store.connection,
+            record.name,
+            serializer=store.serializer(record.name),
+            queue_size=options.queue_size,
+            local_workers=options.workers,
+            concurrency=options.concurrency,
+            callback=record.callback,
+            verbosity=options.verbosity,
+        )
     record.state = "running"
     record.options = options.saved()
     progress = Progress(
@@ -282,24 +339,62 @@ def _default_name(gen_spec: str) -> str:
     return f"{module}.{attr}"
 
 
-def _check_backend(backend: str) -> None:
-    if backend != "local":
+def _backend(backend: str | Backend) -> Backend:
+    settings = backend if isinstance(backend, Backend) else Backend(backend)
+    if not settings.is_local:
+        from .backends.redis import Serializer, is_redis_url
+
+        if not is_redis_url(settings.url):
+            raise OptionError(
+                f"--backend {settings.url!r} is neither 'local' nor a redis:// or rediss:// URL"
+            )
+        Serializer(settings.serializer)  # checks the name
+        if settings.serializer == "pickle":
+            log.warning(
+                "--serializer pickle: anyone who can write to this Redis can run code on workers"
+            )
+    if settings.lease <= 0 or settings.keep <= 0:
+        raise OptionError("--lease and --keep must be above 0")
+    return settings
+
+
+def _check_workers(settings: Backend, options: RunOptions) -> None:
+    if settings.is_local and options.workers < 1:
         raise OptionError(
-            f"--backend {backend!r} is not available in this version; use --backend local"
+            f"--workers must be at least 1 in local mode, not {options.workers} "
+            "(0 is for a Redis run whose workers join with 'taskrunner work')"
         )
 
 
-def _open_existing(state_dir: str) -> RunStore:
-    import os
+def _worker_settings(settings: Backend, options: RunOptions, callback: str) -> dict[str, Any]:
+    """What workers elsewhere read from the run: the same for every one of them."""
+    return {
+        "callback": callback,
+        "serializer": settings.serializer,
+        "lease": settings.lease,
+        "retries": options.retries,
+        "timeout": options.timeout if options.timeout is not None else "",
+        "want_results": 1 if options.results is not None else 0,
+    }
 
-    if not os.path.isdir(state_dir):
+
+def _open_store(settings: Backend, state_dir: str) -> Any:
+    if settings.is_local:
+        return RunStore(state_dir)
+    from .backends.redis import RedisRunStore
+
+    return RedisRunStore(settings.url, keep_seconds=int(settings.keep))
+
+
+def _open_existing(settings: Backend, state_dir: str) -> Any:
+    if settings.is_local and not os.path.isdir(state_dir):
         raise StateError(
             f"no runs in {state_dir!r} (no such directory); start one with 'taskrunner spawn'"
         )
-    return RunStore(state_dir)
+    return _open_store(settings, state_dir)
 
 
-def _find_run(store: RunStore, name: str | None, *, unfinished: bool = False) -> RunRecord:
+def _find_run(store: Any, name: str | None, *, unfinished: bool = False) -> RunRecord:
     records = store.all()
     if name is not None:
         for record in records:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -57,7 +58,7 @@ def _spawn(ns: argparse.Namespace, verbosity: int) -> int:
         name=ns.name,
         state_dir=ns.state_dir,
         restart=ns.restart,
-        backend=ns.backend,
+        backend=_backend(ns),
         limit=ns.limit,
         total=ns.total,
         **_run_options(ns, verbosity),
@@ -72,7 +73,7 @@ def _resume(ns: argparse.Namespace, verbosity: int) -> int:
         ns.name,
         state_dir=ns.state_dir,
         retry_failed=ns.retry_failed,
-        backend=ns.backend,
+        backend=_backend(ns),
         **_run_options(ns, verbosity),
     )
     return _report(summary)
@@ -81,7 +82,7 @@ def _resume(ns: argparse.Namespace, verbosity: int) -> int:
 def _status(ns: argparse.Namespace, verbosity: int) -> int:
     from . import api
 
-    status = api.status(ns.name, state_dir=ns.state_dir)
+    status = api.status(ns.name, state_dir=ns.state_dir, backend=_backend(ns))
     if ns.json:
         print(json.dumps(status, indent=2))
     else:
@@ -94,7 +95,7 @@ def _failures(ns: argparse.Namespace, verbosity: int) -> int:
     from . import api
     from .state import failure_as_json
 
-    failures = api.failures(ns.name, state_dir=ns.state_dir)
+    failures = api.failures(ns.name, state_dir=ns.state_dir, backend=_backend(ns))
     if ns.json:
         print(json.dumps([failure_as_json(f) for f in failures], indent=2))
         return 0
@@ -111,7 +112,7 @@ def _failures(ns: argparse.Namespace, verbosity: int) -> int:
 def _runs(ns: argparse.Namespace, verbosity: int) -> int:
     from . import api
 
-    runs = api.runs(state_dir=ns.state_dir)
+    runs = api.runs(state_dir=ns.state_dir, backend=_backend(ns))
     if ns.json:
         print(json.dumps(runs, indent=2))
         return 0
@@ -126,8 +127,34 @@ def _runs(ns: argparse.Namespace, verbosity: int) -> int:
 
 
 def _work(ns: argparse.Namespace, verbosity: int) -> int:
-    raise TaskRunnerError(
-        "'taskrunner work' joins a Redis run, and the Redis backend is not in this version yet"
+    from .backends.redis import is_redis_url
+    from .backends.redis_worker import work
+
+    if not is_redis_url(ns.backend):
+        raise TaskRunnerError(
+            f"'taskrunner work' joins a Redis run: --backend redis://..., not {ns.backend!r}"
+        )
+    return work(
+        ns.callback,
+        ns.backend,
+        name=ns.name,
+        workers=ns.workers if ns.workers is not None else (os.cpu_count() or 1),
+        concurrency=ns.concurrency or 1,
+        wait_seconds=ns.wait,
+        serializer=ns.serializer,
+        verbosity=verbosity,
+        parent_pid=ns.parent_pid,
+    )
+
+
+def _backend(ns: argparse.Namespace) -> Any:
+    from .api import Backend
+
+    return Backend(
+        ns.backend,
+        serializer=getattr(ns, "serializer", "json"),
+        lease=getattr(ns, "lease", None) or 30.0,
+        keep=(getattr(ns, "keep", None) or 7.0) * 86400,
     )
 
 
@@ -183,6 +210,14 @@ def _build_parser() -> _Parser:
         sub.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
         sub.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
 
+    def backend(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--backend", default="local", help="'local', or redis://[user:password@]host:port/db"
+        )
+        sub.add_argument(
+            "--serializer", default="json", choices=("json", "pickle"), help="Redis payloads"
+        )
+
     def run_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("-w", "--workers", type=int, help="worker processes (default: CPU count)")
         sub.add_argument("-c", "--concurrency", type=int, help="jobs in flight per worker")
@@ -193,7 +228,9 @@ def _build_parser() -> _Parser:
         sub.add_argument("--max-failures", type=int, help="stop taking new jobs after N failures")
         sub.add_argument("--results", metavar="FILE", help="append a JSON line per finished job")
         sub.add_argument("--no-progress", action="store_true", help="no bar, no status lines")
-        sub.add_argument("--backend", default="local", help="'local' (the default)")
+        backend(sub)
+        sub.add_argument("--lease", type=float, help="Redis: seconds a job is leased (default 30)")
+        sub.add_argument("--keep", type=float, help="Redis: days to keep a finished run (7)")
 
     spawn = commands.add_parser("spawn", help="start a run")
     spawn.add_argument("gen", metavar="GEN", help="module:attr or path/file.py:attr")
@@ -221,19 +258,24 @@ def _build_parser() -> _Parser:
         sub = commands.add_parser(command, help=text)
         sub.add_argument("name", metavar="NAME", nargs="?")
         sub.add_argument("--json", action="store_true")
-        sub.add_argument("--backend", default="local")
+        backend(sub)
         common(sub)
         sub.set_defaults(handler=handler)
 
     runs = commands.add_parser("runs", help="the runs in the state directory")
     runs.add_argument("--json", action="store_true")
-    runs.add_argument("--backend", default="local")
+    backend(runs)
     common(runs)
     runs.set_defaults(handler=_runs)
 
     work = commands.add_parser("work", help="join a Redis run as a worker")
     work.add_argument("callback", metavar="CALLBACK")
-    work.add_argument("--backend", required=True)
+    backend(work)
+    work.add_argument("--name", help="the run to join (default: the only one running)")
+    work.add_argument("-w", "--workers", type=int, help="worker processes (default: CPU count)")
+    work.add_argument("-c", "--concurrency", type=int, help="jobs in flight per worker")
+    work.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the run")
+    work.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     common(work)
     work.set_defaults(handler=_work)
     return parser

@@ -18,21 +18,19 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from .batching import MAX_BATCH, BatchSizer
 from .checkpoint import Checkpoint, fingerprint
 from .executor import Executor
 from .jobsource import JobSource
 from .options import RunOptions
 from .progress import Progress, Summary
-from .records import Batch, Event, Failure, JobError, JobFailed, JobsDone, WorkerLost
-from .state import RunRecord, RunStore, jsonable
+from .records import Batch, Event, Failure, JobError, JobFailed, JobsDone, JobsReturned, WorkerLost
+from .state import RunRecord, jsonable
+from .triage import triage
 
 log = logging.getLogger(__name__)
 
 SAVE_SECONDS = 1.0
-# A batch should hold about this much work: enough that tiny jobs cost little per job, little
-# enough that near the end no worker sits on a backlog while another idles.
-TARGET_BATCH_SECONDS = 0.01
-MAX_BATCH = 1000
 POLL_SECONDS = 0.2
 LOGGED_FAILURES = 10
 RETRY_BACKOFF_BASE = 0.5
@@ -72,7 +70,7 @@ class Controller:
         source: JobSource,
         executor: Executor,
         checkpoint: Checkpoint,
-        store: RunStore,
+        store: Any,  # state.RunStore, or the Redis backend's store: the same methods
         progress: Progress,
         results: TextIO | None,
         retry_first: list[tuple[int, Any, int]] | None = None,
@@ -94,7 +92,11 @@ class Controller:
         self._suspects: set[int] = set()  # seqs running in a worker that died with others
         self._new_failures: list[Failure] = []
         self._cleared_failures: list[int] = [seq for seq, _, _ in retry_first or []]
-        self._job_seconds: float | None = None
+        self._sizer = BatchSizer(
+            concurrency=options.concurrency,
+            cap=options.queue_size // (2 * max(1, options.workers)),
+            rate=options.rate,
+        )
         self._next_start = 0.0
         self._stop_reason: str | None = None
         self._abandon = False
@@ -106,6 +108,7 @@ class Controller:
     def run(self) -> Summary:
         previous = self._install_signal_handlers()
         crashed = True
+        recalled = False
         try:
             self.executor.start()
             next_save = time.monotonic() + SAVE_SECONDS
@@ -115,6 +118,10 @@ class Controller:
                     break
                 for event in self.executor.poll(self._poll_timeout()):
                     self._handle(event)
+                if self._stop_reason is not None and not recalled:
+                    recalled = True
+                    for event in self.executor.recall():
+                        self._handle(event)
                 now = time.monotonic()
                 if now >= next_save:
                     self._save()
@@ -123,7 +130,8 @@ class Controller:
             crashed = False
         finally:
             try:
-                self.executor.close(abandon=self._abandon or crashed)
+                finished = not crashed and not self._abandon and self._stop_reason is None
+                self.executor.close(abandon=self._abandon or crashed, finished=finished)
             finally:
                 self._restore_signal_handlers(previous)
                 self.progress.close()
@@ -149,7 +157,7 @@ class Controller:
     def _dispatch(self) -> None:
         self._release_due_retries()
         while self._stop_reason is None:
-            size = self._batch_size()
+            size = self._sizer.size()
             room = self.executor.room(size)
             if room <= 0:
                 return
@@ -183,20 +191,6 @@ class Controller:
         for event in self.executor.submit(batch):
             self._handle(event)
 
-    def _batch_size(self) -> int:
-        if self._job_seconds is None:
-            size = 1  # nothing measured yet: do not hand out a hoard of possibly slow jobs
-        else:
-            size = int(
-                TARGET_BATCH_SECONDS * self.options.concurrency / max(self._job_seconds, 1e-7)
-            )
-        per_worker_share = self.options.queue_size // (2 * self.options.workers)
-        size = max(1, min(size, MAX_BATCH, per_worker_share))
-        if self.options.rate:
-            # Jobs wait for their start time inside the worker: keep that wait short.
-            size = min(size, max(1, int(self.options.rate * 0.05)))
-        return size
-
     def _take_handed_back(self, size: int) -> tuple[list[int], list[Any], list[int]]:
         seqs, jobs, attempts = [], [], []
         while self._handed_back and len(seqs) < size:
@@ -227,6 +221,10 @@ class Controller:
             self._on_failed(event.batch_id, event.index, event.error)
         elif isinstance(event, WorkerLost):
             self._on_worker_lost(event)
+        elif isinstance(event, JobsReturned):
+            flight = self._in_flight.get(event.batch_id)
+            if flight is not None:
+                self._hand_back(flight, event.indices)
 
     def _on_done(self, event: JobsDone) -> None:
         flight = self._in_flight.get(event.batch_id)
@@ -253,11 +251,7 @@ class Controller:
         count = len(fresh)
         if count == 0:
             return
-        if event.busy_seconds > 0:
-            per_job = event.busy_seconds / count
-            self._job_seconds = (
-                per_job if self._job_seconds is None else (0.8 * self._job_seconds + 0.2 * per_job)
-            )
+        self._sizer.observe(count, event.busy_seconds)
         if self.results is not None:
             if results is not None:
                 count -= self._write_results(flight, fresh, results)
@@ -334,39 +328,29 @@ class Controller:
             log.error("%d failures reached --max-failures; finishing the jobs in flight", limit)
 
     def _on_worker_lost(self, event: WorkerLost) -> None:
-        """Sort what a dead worker held: finished, culprit or suspect, or to run again."""
-        flights = [self._in_flight[b] for b in event.batch_ids if b in self._in_flight]
-        if event.position is not None:
-            # One job at a time, in order: all before the running job returned.
-            running_batch, running_index = event.position
-            for flight in flights:
-                if flight.batch.batch_id == running_batch:
-                    done = [i for i in range(running_index) if flight.state[i] == OPEN]
-                    if done:
-                        self._on_done(JobsDone(running_batch, done, None, 0.0))
-                    break
-                done = [i for i, s in enumerate(flight.state) if s == OPEN]
-                if done:
-                    self._on_done(JobsDone(flight.batch.batch_id, done, None, 0.0))
+        """Settle what a dead worker held, by the rule of triage.py."""
+        flights = {b: self._in_flight[b] for b in event.batch_ids if b in self._in_flight}
+        open_jobs = {
+            batch_id: [i for i, job_state in enumerate(flight.state) if job_state == OPEN]
+            for batch_id, flight in flights.items()
+        }
+        outcome = triage(event, open_jobs, self._suspects, lambda b, i: flights[b].batch.seqs[i])
+        finished: dict[int, list[int]] = {}
+        for batch_id, index in outcome.finished:
+            finished.setdefault(batch_id, []).append(index)
+        for batch_id, indices in finished.items():
+            self._on_done(JobsDone(batch_id, indices, None, 0.0))
         error = JobError("WorkerDied", event.reason, "", 0.0)
-        alone = len(event.running) == 1
-        for batch_id, index in event.running:
-            flight = self._in_flight.get(batch_id)
-            if flight is None or flight.state[index] != OPEN:
-                continue
-            seq = flight.batch.seqs[index]
-            if alone or seq in self._suspects:
-                self._on_failed(batch_id, index, error)
-            else:
-                self._suspects.add(seq)
-        for flight in flights:
-            if flight.batch.batch_id in self._in_flight:
+        for batch_id, index in outcome.culprits:
+            self._on_failed(batch_id, index, error)
+        for batch_id, flight in flights.items():
+            if batch_id in self._in_flight:
                 self._hand_back(flight)
 
-    def _hand_back(self, flight: _InFlight) -> None:
-        """Queue a batch's open jobs again, ahead of new ones (they did not run, or not surely)."""
-        for index, job_state in enumerate(flight.state):
-            if job_state == OPEN:
+    def _hand_back(self, flight: _InFlight, indices: Any = None) -> None:
+        """Queue a batch's open jobs (or those of `indices`) again, ahead of new ones."""
+        for index in range(len(flight.state)) if indices is None else indices:
+            if flight.state[index] == OPEN:
                 flight.state[index] = HANDED_BACK
                 runs = flight.attempts[index] if flight.attempts else 0
                 self._handed_back.append((flight.batch.seqs[index], flight.batch.jobs[index], runs))

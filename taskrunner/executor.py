@@ -37,10 +37,19 @@ class Executor(ABC):
     def poll(self, timeout: float) -> list[Event]:
         """Wait up to `timeout` seconds for outcomes; return those that arrived."""
 
+    def recall(self) -> list[Event]:
+        """The run is stopping: take back jobs not yet started, where that is possible.
+
+        Returns JobsReturned events for them; the run loop keeps them for `resume`. Jobs that
+        already reached a worker run to the end. By default nothing can be taken back.
+        """
+        return []
+
     @abstractmethod
     def outstanding(self) -> int:
         """Jobs submitted and not yet reported."""
 
     @abstractmethod
-    def close(self, *, abandon: bool = False) -> None:
-        """Stop the workers. They finish what they hold, unless `abandon`."""
+    def close(self, *, abandon: bool = False, finished: bool = False) -> None:
+        """Stop the workers. They finish what they hold, unless `abandon`. `finished` says
+        the run is complete (rather than stopped, to be resumed)."""

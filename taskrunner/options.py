@@ -36,7 +36,7 @@ class RunOptions:
     verbosity: int = 0
 
     def __post_init__(self) -> None:
-        _at_least("--workers", self.workers, 1)
+        _at_least("--workers", self.workers, 0)  # 0: a Redis run fed by this controller alone
         _at_least("--concurrency", self.concurrency, 1)
         _at_least("--queue-size", self.queue_size, 1)
         _at_least("--retries", self.retries, 0)

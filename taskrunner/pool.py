@@ -140,7 +140,7 @@ class LocalPool(Executor):
     def outstanding(self) -> int:
         return sum(worker.outstanding_jobs for worker in self._workers.values())
 
-    def close(self, *, abandon: bool = False) -> None:
+    def close(self, *, abandon: bool = False, finished: bool = False) -> None:
         self._closing = True
         for worker in self._workers.values():
             if abandon:

@@ -84,4 +84,12 @@ class WorkerLost:
     position: tuple[int, int] | None = None
 
 
-Event = JobsDone | JobFailed | WorkerLost
+@dataclass(frozen=True)
+class JobsReturned:
+    """The jobs at `indices` of a batch were taken back before they started."""
+
+    batch_id: int
+    indices: list[int]
+
+
+Event = JobsDone | JobFailed | WorkerLost | JobsReturned

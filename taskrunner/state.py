@@ -210,7 +210,9 @@ class RunStore:
         rows = self._db.execute("SELECT * FROM runs ORDER BY updated_at DESC").fetchall()
         return [self._record(row) for row in rows]
 
-    def create(self, record: RunRecord) -> None:
+    def create(self, record: RunRecord, worker_settings: dict[str, Any] | None = None) -> None:
+        """Record a new run, replacing one of the same name. `worker_settings` are for
+        workers on other machines; a local run passes its options to its workers itself."""
         with self._transaction():
             self._db.execute("DELETE FROM runs WHERE name = ?", (record.name,))
             self._db.execute("DELETE FROM failures WHERE name = ?", (record.name,))

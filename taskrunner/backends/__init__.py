@@ -1,0 +1,1 @@
+"""Executors and run state beyond this machine: the Redis backend."""

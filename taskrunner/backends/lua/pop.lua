@@ -1,0 +1,63 @@
+-- pop: reclaim expired leases, then lease up to N waiting jobs to the caller.
+--
+-- KEYS[1]  taskrunner:{NAME}:waiting    list of job ids waiting to be leased
+-- KEYS[2]  taskrunner:{NAME}:payloads   hash: job id -> serialized job
+-- KEYS[3]  taskrunner:{NAME}:leases     sorted set: job id -> lease expiry (ms, Redis clock)
+-- KEYS[4]  taskrunner:{NAME}:tokens     hash: job id -> token of the lease that holds it
+-- KEYS[5]  taskrunner:{NAME}:leased     hash: job id -> how many times it was leased
+-- KEYS[6]  taskrunner:{NAME}:outcomes   list of outcomes for the controller (JSON)
+-- KEYS[7]  taskrunner:{NAME}:held:WID   set of job ids the calling worker holds
+-- KEYS[8]  taskrunner:{NAME}:meta       hash: the run's settings and its state
+-- ARGV[1]  N, the most jobs to lease
+-- ARGV[2]  lease length in ms
+-- ARGV[3]  the fresh lease token, "WID:counter"
+-- ARGV[4]  how many leases a job may have: 1 + retries
+--
+-- Expiry is judged by Redis's own clock (TIME), so workers with skewed clocks agree.
+-- A job whose lease expired goes back to the head of the queue, or, once it has had all
+-- its leases, is reported to the controller as lost.
+--
+-- Returns {state, id1, payload1, id2, payload2, ...}; state is the meta hash's "state"
+-- field ("running", "finished", "stopped") or false when the run does not exist.
+
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local max_leases = tonumber(ARGV[4])
+
+local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
+for _, id in ipairs(expired) do
+    redis.call('ZREM', KEYS[3], id)
+    redis.call('HDEL', KEYS[4], id)
+    local leased = tonumber(redis.call('HGET', KEYS[5], id) or '0')
+    if leased >= max_leases then
+        redis.call('HDEL', KEYS[2], id)
+        redis.call('HDEL', KEYS[5], id)
+        redis.call('RPUSH', KEYS[6], cjson.encode({i = id, lost = leased}))
+    else
+        redis.call('LPUSH', KEYS[1], id)
+    end
+end
+
+local reply = {redis.call('HGET', KEYS[8], 'state')}
+local wanted = tonumber(ARGV[1])
+if wanted <= 0 then
+    return reply
+end
+local ids = redis.call('LRANGE', KEYS[1], 0, wanted - 1)
+if #ids == 0 then
+    return reply
+end
+redis.call('LTRIM', KEYS[1], #ids, -1)
+local expiry = now + tonumber(ARGV[2])
+for _, id in ipairs(ids) do
+    local payload = redis.call('HGET', KEYS[2], id)
+    if payload then
+        redis.call('ZADD', KEYS[3], expiry, id)
+        redis.call('HSET', KEYS[4], id, ARGV[3])
+        redis.call('HINCRBY', KEYS[5], id, 1)
+        redis.call('SADD', KEYS[7], id)
+        reply[#reply + 1] = id
+        reply[#reply + 1] = payload
+    end
+end
+return reply

@@ -1,0 +1,183 @@
+"""The controller's side of a Redis run: push batches, collect outcomes, start local workers.
+
+Workers anywhere (`taskrunner work`) lease jobs from the queue; this executor only feeds it
+and reads back what they report. A job's id in Redis is "batch_id:index", the terms the run
+loop speaks in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from ..executor import Executor
+from ..records import Batch, Event, JobError, JobFailed, JobsDone, JobsReturned
+from .redis import RedisConnection, Serializer, run_key
+
+log = logging.getLogger(__name__)
+
+COLLECT_AT_ONCE = 5000
+IDLE_POLL_SECONDS = 0.01
+
+
+class RedisExecutor(Executor):
+    """Feeds a run's queue in Redis and collects the outcomes its workers report."""
+
+    def __init__(
+        self,
+        connection: RedisConnection,
+        name: str,
+        *,
+        serializer: Serializer,
+        queue_size: int,
+        local_workers: int,
+        concurrency: int,
+        callback: str,
+        verbosity: int,
+    ) -> None:
+        self._connection = connection
+        self._name = name
+        self._serializer = serializer
+        self._queue_size = queue_size
+        self._local_workers = local_workers
+        self._concurrency = concurrency
+        self._callback = callback
+        self._verbosity = verbosity
+        self._outstanding: dict[int, int] = {}
+        self._outstanding_jobs = 0
+        self._local: subprocess.Popen[bytes] | None = None
+        self._push_keys = [run_key(name, "waiting"), run_key(name, "payloads")]
+
+    def start(self) -> None:
+        self._connection.client.hset(run_key(self._name, "meta"), "state", "running")
+        if self._local_workers > 0:
+            # Workers on this machine join through Redis like any other; in a session of
+            # their own, so a Ctrl-C is the controller's to handle, and watching our pid.
+            command = [
+                sys.executable, "-m", "taskrunner", "work", self._callback,
+                "--backend", self._connection.url, "--name", self._name,
+                "-w", str(self._local_workers), "-c", str(self._concurrency),
+                "--serializer", self._serializer.name, "--parent-pid", str(os.getpid()),
+            ]  # fmt: skip
+            if self._verbosity > 0:
+                command.append("-v")
+            elif self._verbosity < 0:
+                command.append("-q")
+            self._local = subprocess.Popen(command, start_new_session=True)
+
+    def room(self, batch_size: int) -> int:
+        return max(0, self._queue_size - self._outstanding_jobs)
+
+    def submit(self, batch: Batch) -> list[Event]:
+        events: list[Event] = []
+        args: list[Any] = [self._queue_size]
+        for index, job in enumerate(batch.jobs):
+            try:
+                payload = self._serializer.dumps(job)
+            except (TypeError, ValueError, AttributeError, Exception) as error:
+                message = f"the job cannot be serialized as {self._serializer.name}: {error}"
+                events.append(
+                    JobFailed(
+                        batch.batch_id, index, JobError("SerializationError", message, "", 0.0)
+                    )
+                )
+                continue
+            args += [f"{batch.batch_id}:{index}", payload]
+        count = (len(args) - 1) // 2
+        if count:
+            while self._connection.run("push", self._push_keys, args) < 0:
+                time.sleep(IDLE_POLL_SECONDS)  # the queue is full: workers will lease some
+            self._outstanding[batch.batch_id] = count
+            self._outstanding_jobs += count
+        return events
+
+    def poll(self, timeout: float) -> list[Event]:
+        deadline = time.monotonic() + timeout
+        while True:
+            raw = self._connection.run(
+                "collect", [run_key(self._name, "outcomes")], [COLLECT_AT_ONCE]
+            )
+            if raw or time.monotonic() >= deadline:
+                break
+            if self._local is not None and self._local.poll() is not None:
+                log.warning("the local workers exited with code %s", self._local.returncode)
+                self._local = None
+            time.sleep(min(IDLE_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        return self._events(raw)
+
+    def recall(self) -> list[Event]:
+        ids = self._connection.run("recall", self._push_keys, [])
+        by_batch: dict[int, list[int]] = {}
+        for raw_id in ids:
+            batch_id, index = _parse_id(raw_id)
+            if batch_id in self._outstanding:
+                by_batch.setdefault(batch_id, []).append(index)
+        for batch_id, indices in by_batch.items():
+            self._account(batch_id, len(indices))
+        return [JobsReturned(batch_id, indices) for batch_id, indices in by_batch.items()]
+
+    def outstanding(self) -> int:
+        return self._outstanding_jobs
+
+    def close(self, *, abandon: bool = False, finished: bool = False) -> None:
+        # Workers leave a finished run after the jobs they hold; a stopped one they wait on,
+        # for `resume`, but for ours on this machine: they stop with the controller.
+        state = "finished" if finished else "stopped"
+        self._connection.client.hset(run_key(self._name, "meta"), "state", state)
+        if self._local is None:
+            return
+        if not finished:
+            self._local.terminate()
+        try:
+            self._local.wait(timeout=0.5 if abandon else 15)
+        except subprocess.TimeoutExpired:
+            self._local.kill()
+            self._local.wait()
+        self._local = None
+
+    def _events(self, raw: list[bytes]) -> list[Event]:
+        done: dict[int, tuple[list[int], list[Any], float]] = {}
+        events: list[Event] = []
+        for entry in raw:
+            outcome = json.loads(entry)
+            batch_id, index = _parse_id(outcome["i"])
+            if batch_id not in self._outstanding:
+                continue  # from a batch this controller did not push (an earlier session)
+            self._account(batch_id, 1)
+            if "ok" in outcome:
+                indices, results, busy = done.setdefault(batch_id, ([], [], 0.0))
+                indices.append(index)
+                results.append(self._serializer.from_json(outcome.get("r")))
+                done[batch_id] = (indices, results, busy + outcome.get("b", 0.0))
+            elif "lost" in outcome:
+                message = f"lease lost: the job's lease expired {outcome['lost']} times"
+                events.append(JobFailed(batch_id, index, JobError("LeaseLost", message, "", 0.0)))
+            else:
+                error_type, message, tb, duration = outcome["e"]
+                events.append(
+                    JobFailed(batch_id, index, JobError(error_type, message, tb, duration))
+                )
+        events[:0] = [
+            JobsDone(batch_id, indices, results, busy)
+            for batch_id, (indices, results, busy) in done.items()
+        ]
+        return events
+
+    def _account(self, batch_id: int, count: int) -> None:
+        left = self._outstanding[batch_id] - count
+        self._outstanding_jobs -= count
+        if left <= 0:
+            del self._outstanding[batch_id]
+        else:
+            self._outstanding[batch_id] = left
+
+
+def _parse_id(raw: bytes | str) -> tuple[int, int]:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    batch, _, index = text.partition(":")
+    return int(batch), int(index)

@@ -1,0 +1,352 @@
+"""`taskrunner work`: lease jobs of a Redis run, run them in local worker processes, report back.
+
+The jobs run in the same pool as a local run (pool.py), so every failure is captured the
+same way; a dead worker's jobs are settled by the same rule (triage.py). Leases are renewed
+by a heartbeat thread every lease/3; an outcome whose lease was lost is refused by Redis and
+dropped here with a warning, so no job is counted twice.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from ..batching import BatchSizer
+from ..errors import BackendError, SpecError
+from ..loader import ensure_cwd_on_path, resolve
+from ..logs import level_for
+from ..pool import LocalPool
+from ..records import Batch, Event, JobError, JobFailed, JobsDone, JobsReturned, WorkerLost
+from ..triage import triage
+from .redis import KEY_PREFIX, RedisConnection, Serializer, run_key
+
+log = logging.getLogger(__name__)
+
+IDLE_SLEEP_MAX = 0.2
+
+
+def work(
+    callback: str,
+    url: str,
+    *,
+    name: str | None = None,
+    workers: int = 1,
+    concurrency: int = 1,
+    wait_seconds: float = 60.0,
+    serializer: str = "json",
+    verbosity: int = 0,
+    parent_pid: int | None = None,
+) -> int:
+    """Join a Redis run as a worker until it finishes; returns the exit code."""
+    if workers < 1 or concurrency < 1:
+        raise BackendError("taskrunner work needs -w and -c of at least 1")
+    connection = RedisConnection(url)
+    try:
+        name = _wait_for_run(connection, name, wait_seconds)
+        meta = {
+            key.decode(): value.decode()
+            for key, value in connection.client.hgetall(run_key(name, "meta")).items()
+        }
+        run_serializer = meta.get("serializer", "json")
+        if run_serializer != serializer:
+            raise BackendError(
+                f"run {name!r} uses --serializer {run_serializer}; give the same to 'work'"
+            )
+        if serializer == "pickle":
+            log.warning("--serializer pickle: anyone who can write to this Redis can run code here")
+        ensure_cwd_on_path()
+        callback_fn = resolve(callback, what="CALLBACK")
+        if not callable(callback_fn):
+            raise SpecError(f"CALLBACK {callback!r} is not callable")
+        timeout = float(meta["timeout"]) if meta.get("timeout") else None
+        pool = LocalPool(
+            callback,
+            workers=workers,
+            concurrency=concurrency,
+            want_results=meta.get("want_results") == "1",
+            timeout=timeout,
+            log_level=level_for(verbosity),
+            is_async=inspect.iscoroutinefunction(callback_fn),
+        )
+        worker = RedisWorker(
+            connection,
+            name,
+            pool,
+            Serializer(serializer),
+            lease_ms=int(float(meta.get("lease", "30")) * 1000),
+            max_leases=1 + int(meta.get("retries", "0")),
+            want_results=meta.get("want_results") == "1",
+            concurrency=concurrency,
+            parent_pid=parent_pid,
+        )
+        return worker.run()
+    finally:
+        connection.close()
+
+
+@dataclass
+class _Leased:
+    token: str
+    ids: list[str]
+    jobs: list[Any]
+    open: set[int]
+
+
+class RedisWorker:
+    """Leases batches from Redis into a local pool and reports their outcomes."""
+
+    def __init__(
+        self,
+        connection: RedisConnection,
+        name: str,
+        pool: LocalPool,
+        serializer: Serializer,
+        *,
+        lease_ms: int,
+        max_leases: int,
+        want_results: bool,
+        concurrency: int,
+        parent_pid: int | None,
+    ) -> None:
+        self._connection = connection
+        self._name = name
+        self._pool = pool
+        self._serializer = serializer
+        self._lease_ms = lease_ms
+        self._max_leases = max_leases
+        self._want_results = want_results
+        self._parent_pid = parent_pid
+        self._worker_id = uuid.uuid4().hex[:12]
+        self._pop_count = 0
+        self._batches: dict[int, _Leased] = {}
+        self._next_batch = 1
+        self._suspects: set[Hashable] = set()
+        self._reports: list[Any] = []
+        self._sizer = BatchSizer(concurrency=concurrency, cap=500)
+        self._stopping = False
+        self._abandon = False
+        self._heartbeat_stop = threading.Event()
+        held = run_key(name, f"held:{self._worker_id}")
+        self._pop_keys = [
+            run_key(name, part)
+            for part in ("waiting", "payloads", "leases", "tokens", "leased", "outcomes")
+        ] + [held, run_key(name, "meta")]
+        self._report_keys = [
+            run_key(name, part) for part in ("leases", "tokens", "payloads", "leased", "outcomes")
+        ] + [held]
+        self._heartbeat_keys = [run_key(name, "leases"), run_key(name, "tokens"), held]
+
+    def run(self) -> int:
+        previous = {
+            signum: signal.signal(signum, self._on_signal)
+            for signum in (signal.SIGINT, signal.SIGTERM)
+        }
+        heartbeat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+        self._pool.start()
+        heartbeat.start()
+        idle = 0.005
+        exit_code = 0
+        try:
+            while True:
+                if self._parent_pid is not None and os.getppid() != self._parent_pid:
+                    self._stopping = True
+                got_jobs = False
+                if not self._stopping:
+                    state, got_jobs = self._lease()
+                    if state is None:
+                        log.error("run %r no longer exists in Redis", self._name)
+                        self._stopping = True
+                        exit_code = 2
+                    elif state == "finished" and not got_jobs and not self._batches:
+                        break
+                if self._abandon or (self._stopping and not self._batches):
+                    break
+                idle = 0.005 if got_jobs or self._batches else min(idle * 2, IDLE_SLEEP_MAX)
+                for event in self._pool.poll(0.0 if got_jobs else idle):
+                    self._handle(event)
+                self._flush_reports()
+        finally:
+            self._heartbeat_stop.set()
+            self._pool.close(abandon=self._abandon)
+            self._flush_reports()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if self._abandon or (self._stopping and exit_code == 0 and self._parent_pid is None):
+            return 130
+        return exit_code
+
+    # -- leasing -------------------------------------------------------------------------------
+
+    def _lease(self) -> tuple[str | None, bool]:
+        size = self._sizer.size()
+        room = self._pool.room(size)
+        self._pop_count += 1
+        token = f"{self._worker_id}:{self._pop_count}"
+        reply = self._connection.run(
+            "pop", self._pop_keys, [room, self._lease_ms, token, self._max_leases]
+        )
+        state = reply[0].decode() if reply[0] else None
+        pairs = reply[1:]
+        if not pairs:
+            return state, False
+        ids: list[str] = []
+        jobs: list[Any] = []
+        for raw_id, payload in zip(pairs[0::2], pairs[1::2]):
+            job_id = raw_id.decode()
+            try:
+                job = self._serializer.loads(payload)
+            except Exception as error:  # a payload we will not, or cannot, decode
+                error_record = JobError(
+                    "PayloadRefused", f"the job's payload was refused: {error}", "", 0.0
+                )
+                self._reports += [
+                    job_id,
+                    token,
+                    json.dumps({"i": job_id, "e": _error_fields(error_record)}),
+                ]
+                continue
+            ids.append(job_id)
+            jobs.append(job)
+        if jobs:
+            self._submit(token, ids, jobs)
+        return state, True
+
+    def _submit(self, token: str, ids: list[str], jobs: list[Any]) -> None:
+        batch_id = self._next_batch
+        self._next_batch += 1
+        self._batches[batch_id] = _Leased(token, ids, jobs, set(range(len(ids))))
+        for event in self._pool.submit(Batch(batch_id, list(range(len(jobs))), jobs)):
+            self._handle(event)
+
+    def _heartbeat(self) -> None:
+        interval = self._lease_ms / 3000
+        while not self._heartbeat_stop.wait(interval):
+            try:
+                self._connection.run(
+                    "heartbeat", self._heartbeat_keys, [self._lease_ms, self._worker_id]
+                )
+            except Exception as error:  # keep beating: redis-py already retried
+                log.warning("heartbeat failed: %s", error)
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    def _handle(self, event: Event) -> None:
+        if isinstance(event, JobsDone):
+            leased = self._batches.get(event.batch_id)
+            if leased is None:
+                return
+            self._sizer.observe(len(event.indices), event.busy_seconds)
+            busy = event.busy_seconds / max(1, len(event.indices))
+            results = event.results if event.results is not None else [None] * len(event.indices)
+            for index, result in zip(event.indices, results):
+                outcome: dict[str, Any] = {"i": leased.ids[index], "ok": 1, "b": busy}
+                if self._want_results:
+                    outcome["r"] = self._serializer.to_json(result)
+                self._report(event.batch_id, index, outcome)
+        elif isinstance(event, JobFailed):
+            leased = self._batches.get(event.batch_id)
+            if leased is not None:
+                outcome = {"i": leased.ids[event.index], "e": _error_fields(event.error)}
+                self._report(event.batch_id, event.index, outcome)
+        elif isinstance(event, WorkerLost):
+            self._on_worker_lost(event)
+        elif isinstance(event, JobsReturned):  # pragma: no cover - the pool never returns jobs
+            pass
+
+    def _report(self, batch_id: int, index: int, outcome: dict[str, Any]) -> None:
+        leased = self._batches[batch_id]
+        try:
+            encoded = json.dumps(outcome)
+        except (TypeError, ValueError) as error:
+            message = f"the result cannot be written as JSON: {error}"
+            failure = JobError("SerializationError", message, "", 0.0)
+            encoded = json.dumps({"i": outcome["i"], "e": _error_fields(failure)})
+        self._reports += [leased.ids[index], leased.token, encoded]
+        leased.open.discard(index)
+        if not leased.open:
+            del self._batches[batch_id]
+
+    def _on_worker_lost(self, event: WorkerLost) -> None:
+        open_jobs = {
+            batch_id: sorted(self._batches[batch_id].open)
+            for batch_id in event.batch_ids
+            if batch_id in self._batches
+        }
+        outcome = triage(event, open_jobs, self._suspects, lambda b, i: self._batches[b].ids[i])
+        for batch_id, index in outcome.finished:
+            self._report(batch_id, index, {"i": self._batches[batch_id].ids[index], "ok": 1})
+        error = JobError("WorkerDied", event.reason, "", 0.0)
+        for batch_id, index in outcome.culprits:
+            job_id = self._batches[batch_id].ids[index]
+            self._report(batch_id, index, {"i": job_id, "e": _error_fields(error)})
+        # The others run again here, under the leases they already hold.
+        again: dict[int, list[int]] = {}
+        for batch_id, index in outcome.again:
+            again.setdefault(batch_id, []).append(index)
+        for batch_id, indices in again.items():
+            leased = self._batches.pop(batch_id)
+            self._submit(
+                leased.token, [leased.ids[i] for i in indices], [leased.jobs[i] for i in indices]
+            )
+
+    def _flush_reports(self) -> None:
+        if not self._reports:
+            return
+        reports, self._reports = self._reports, []
+        refused = self._connection.run("report", self._report_keys, reports)
+        if refused:
+            log.warning(
+                "%d results dropped: their leases were lost (the jobs went to another worker)",
+                len(refused),
+            )
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._stopping:
+            self._abandon = True
+            return
+        self._stopping = True
+        log.warning("stopping: finishing the jobs held (again to abandon them)")
+
+
+def _error_fields(error: JobError) -> list[Any]:
+    return [error.error_type, error.message, error.traceback, error.duration]
+
+
+def _wait_for_run(connection: RedisConnection, name: str | None, wait_seconds: float) -> str:
+    """The run to join: the one named, or the only one running; waits for it to appear."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        running = _running_runs(connection)
+        if name is not None and connection.client.exists(run_key(name, "meta")):
+            return name
+        if name is None and len(running) == 1:
+            return running[0]
+        if name is None and len(running) > 1:
+            raise BackendError(
+                f"several runs are going on; name one with --name: {', '.join(running)}"
+            )
+        if time.monotonic() >= deadline:
+            wanted = f"run {name!r}" if name else "a running run"
+            seen = ", ".join(running) or "none"
+            raise BackendError(
+                f"no {wanted} in Redis after {wait_seconds:g}s (running runs: {seen})"
+            )
+        time.sleep(0.2)
+
+
+def _running_runs(connection: RedisConnection) -> list[str]:
+    names = []
+    for key in connection.client.scan_iter(match=f"{KEY_PREFIX}:{{*}}:meta", count=1000):
+        state = connection.client.hget(key, "state")
+        if state == b"running":
+            names.append(key.decode()[len(KEY_PREFIX) + 2 : -len("}:meta")])
+    return sorted(names)
