@@ -23,7 +23,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import pickle
+import socket
 import time
 import uuid
 from dataclasses import asdict
@@ -107,6 +109,16 @@ class RedisConnection:
         self.client.close()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _safe_url(url: str) -> str:
     """The URL without its password, for messages."""
     if "@" not in url:
@@ -172,11 +184,24 @@ class RedisRunStore:
         self.connection.close()
 
     def lock(self, name: str) -> None:
-        token = f"{uuid.uuid4().hex}"
-        if not self.connection.client.set(run_key(name, "lock"), token, nx=True, ex=LOCK_SECONDS):
+        """Hold the run for this controller; the lock lapses if it is not renewed.
+
+        The token names the host and pid, so that on the same machine a controller that was
+        killed is recognised at once, without waiting for its lock to lapse.
+        """
+        client = self.connection.client
+        key = run_key(name, "lock")
+        token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+        if not client.set(key, token, nx=True, ex=LOCK_SECONDS):
+            holder = (client.get(key) or b"").decode()
+            host, _, rest = holder.partition(":")
+            pid = rest.partition(":")[0]
+            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                client.delete(key)
+                return self.lock(name)
             raise StateError(
-                f"run {name!r} is being run by another controller; wait for it to stop "
-                f"(a controller that was killed lets go within {LOCK_SECONDS}s)"
+                f"run {name!r} is being run by another controller ({host}, pid {pid}); "
+                f"wait for it to stop (one that was killed lets go within {LOCK_SECONDS}s)"
             )
         self._lock_tokens[name] = token
 

@@ -205,6 +205,7 @@ class RedisWorker:
             try:
                 job = self._serializer.loads(payload)
             except Exception as error:  # a payload we will not, or cannot, decode
+                log.warning("job %s refused: %s", job_id, error)
                 error_record = JobError(
                     "PayloadRefused", f"the job's payload was refused: {error}", "", 0.0
                 )

@@ -1,0 +1,205 @@
+"""The Redis backend against a real redis-server: leases, stale workers, restarts, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import FAST, Project, assert_ran_once_each, assert_usage_error, wait_for
+from redis_support import RedisServer, serve
+
+SLOW_JOBS = """
+def gen(n=60):
+    return range(n)
+
+def cb(job):
+    record(job)
+    time.sleep(0.05)
+    return job
+"""
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    yield from serve(tmp_path_factory.mktemp("redis"))
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    redis_server.client().flushall()
+    return redis_server.url
+
+
+def backend(url: str) -> tuple[str, ...]:
+    return ("--backend", url)
+
+
+def status(project: Project, url: str, name: str = "jobs.gen") -> dict[str, object]:
+    return project.query("status", name, *backend(url))
+
+
+def test_controller_feeds_two_work_processes_every_job_once(project: Project, redis_url: str):
+    project.write("jobs.py", SLOW_JOBS.replace("n=60", "n=300").replace("0.05", "0.002"))
+    controller = project.start(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "0", "--no-progress", *backend(redis_url)
+    )
+    workers = [
+        project.start("work", "jobs:cb", "-w", "1", "-c", "2", *backend(redis_url))
+        for _ in range(2)
+    ]
+    result = controller.wait()
+    assert result.returncode == 0, result
+    for worker in workers:
+        assert worker.wait().returncode == 0
+    assert_ran_once_each(project, range(300))
+    final = status(project, redis_url)
+    assert (final["state"], final["done"], final["failed"]) == ("finished", 300, 0)
+
+
+def test_killed_worker_jobs_run_again_after_lease_expires(project: Project, redis_url: str):
+    project.write("jobs.py", SLOW_JOBS.replace("n=60", "n=16").replace("0.05", "0.5"))
+    controller = project.start(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "0", "--lease", "1", "--retries", "2",
+        "--no-progress", *backend(redis_url),
+    )  # fmt: skip
+    doomed = project.start("work", "jobs:cb", "-w", "1", "-c", "4", *backend(redis_url))
+    wait_for(lambda: len(project.executions()) >= 4, 20, what="the doomed worker started jobs")
+    os.killpg(doomed.pid, signal.SIGKILL)  # the bridge and its worker process, mid-batch
+    doomed.wait()
+    in_flight = set(project.executions())
+    survivor = project.start("work", "jobs:cb", "-w", "1", "-c", "4", *backend(redis_url))
+    result = controller.wait(90)
+    assert result.returncode == 0, result
+    assert survivor.wait().returncode == 0
+    after = project.executions()
+    assert set(after) == set(range(16)), "a job was lost"
+    assert any(after[seq] >= 2 for seq in in_flight), "the killed worker's jobs did not run again"
+    assert status(project, redis_url)["done"] == 16
+
+
+def test_stale_worker_is_refused_and_not_counted_twice(project: Project, redis_url: str):
+    project.write("jobs.py", SLOW_JOBS.replace("n=60", "n=12").replace("0.05", "0.5"))
+    results = project.root / "results.jsonl"
+    controller = project.start(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "0", "--lease", "1", "--retries", "2",
+        "--no-progress", "--results", str(results), *backend(redis_url),
+    )  # fmt: skip
+    stale = project.start("work", "jobs:cb", "-w", "1", "-c", "4", *backend(redis_url))
+    wait_for(lambda: len(project.executions()) >= 2, 20, what="the stale worker started jobs")
+    os.killpg(stale.pid, signal.SIGSTOP)
+    fresh = project.start("work", "jobs:cb", "-w", "1", "-c", "4", *backend(redis_url))
+    result = controller.wait(90)
+    os.killpg(stale.pid, signal.SIGCONT)
+    assert result.returncode == 0, result
+    stale_result = stale.wait(30)
+    fresh.wait(30)
+    assert "dropped" in stale_result.stderr, stale_result
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    assert sorted(line["seq"] for line in lines) == list(range(12))
+    assert status(project, redis_url)["done"] == 12
+
+
+def test_redis_restart_mid_run_loses_nothing(
+    project: Project, tmp_path_factory: pytest.TempPathFactory
+):
+    server = RedisServer(tmp_path_factory.mktemp("aof"), appendonly=True)
+    server.start()
+    try:
+        project.write("jobs.py", SLOW_JOBS.replace("n=60", "n=150").replace("0.05", "0.02"))
+        controller = project.start(
+            "spawn",
+            "jobs:gen",
+            "jobs:cb",
+            "-w",
+            "2",
+            "-c",
+            "2",
+            "--no-progress",
+            *backend(server.url),
+        )
+        wait_for(lambda: len(project.executions()) >= 30, 30, what="the run got going")
+        server.stop()
+        server.start()
+        result = controller.wait(120)
+        assert result.returncode == 0, result
+        assert set(project.executions()) == set(range(150))
+        assert status(project, server.url)["done"] == 150
+    finally:
+        server.stop()
+
+
+def test_sigkill_controller_then_resume_loses_nothing(project: Project, redis_url: str):
+    project.write("jobs.py", SLOW_JOBS.replace("n=60", "n=200").replace("0.05", "0.01"))
+    controller = project.start(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "2", "--no-progress", *backend(redis_url)
+    )
+    wait_for(lambda: len(project.executions()) >= 50, 30, what="progress before the kill")
+    os.killpg(controller.pid, signal.SIGKILL)
+    controller.wait()
+    result = project.run(
+        "resume", "jobs.gen", "-w", "2", "--no-progress", *backend(redis_url), timeout=90
+    )
+    assert result.returncode == 0, result
+    assert set(project.executions()) == set(range(200)), "a job was skipped"
+    final = status(project, redis_url)
+    assert (final["state"], final["done"]) == ("finished", 200)
+
+
+def test_pickle_payload_in_json_run_is_refused_not_executed(
+    project: Project, redis_url: str, redis_server: RedisServer
+):
+    project.write("jobs.py", SLOW_JOBS)
+    marker = project.root / "pwned"
+    controller = project.start(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "0", "--no-progress", *backend(redis_url)
+    )
+    client = redis_server.client()
+    wait_for(lambda: client.exists("taskrunner:{jobs.gen}:meta"), 20, what="the run in Redis")
+    evil = pickle.dumps(_Evil(str(marker)))
+    client.hset("taskrunner:{jobs.gen}:payloads", "999:0", evil)
+    client.lpush("taskrunner:{jobs.gen}:waiting", "999:0")
+    worker = project.start("work", "jobs:cb", "-w", "1", *backend(redis_url))
+    assert controller.wait(60).returncode == 0
+    worker_result = worker.wait(30)
+    assert not marker.exists(), "a pickle payload was unpickled in a JSON run"
+    assert "refused" in worker_result.stderr, worker_result
+    assert_ran_once_each(project, range(60))
+
+
+class _Evil:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_unreachable_redis_is_one_line_exit_2(project: Project):
+    project.write("jobs.py", SLOW_JOBS)
+    from redis_support import free_port
+
+    result = project.run(
+        "spawn", "jobs:gen", "jobs:cb", *FAST, "--backend", f"redis://127.0.0.1:{free_port()}/0"
+    )
+    assert_usage_error(result)
+    assert "cannot reach Redis" in result.stderr
+    assert not project.log.exists()
+
+
+def test_wrong_password_is_one_line_exit_2(project: Project, tmp_path: Path):
+    server = RedisServer(tmp_path, password="secret")
+    server.start()
+    try:
+        project.write("jobs.py", SLOW_JOBS)
+        url = f"redis://:wrong@127.0.0.1:{server.port}/0"
+        for args in (("spawn", "jobs:gen", "jobs:cb", *FAST), ("work", "jobs:cb"), ("status",)):
+            result = project.run(*args, "--backend", url)
+            assert_usage_error(result)
+            assert "wrong" not in result.stderr, "the password leaked into the message"
+    finally:
+        server.stop()
