@@ -55,6 +55,8 @@ def the_only_failure(project: Project) -> dict[str, Any]:
         pytest.param("raise KeyboardInterrupt", (), "KeyboardInterrupt", "",
                      id="KeyboardInterrupt"),
         pytest.param("time.sleep(90)", ("--timeout", "1"), "Timeout", "", id="timeout"),
+        pytest.param("time.sleep(90)", ("--timeout", "1", "--concurrency", "4"), "Timeout", "",
+                     id="timeout-threads"),
         pytest.param("os._exit(3)", (), "WorkerDied", "exit code 3", id="os._exit"),
         pytest.param("os.kill(os.getpid(), signal.SIGSEGV)", (), "WorkerDied", "SIGSEGV",
                      id="SIGSEGV"),
@@ -154,3 +156,30 @@ def test_unserializable_result(project: Project) -> None:
     assert set(results) == set(range(N)) - {CULPRIT}
     for seq, line in results.items():
         assert line == {"seq": seq, "job": seq, "result": seq * 2}, line
+
+
+def test_async_timeout_cancels_the_job(project: Project) -> None:
+    """An async callback over --timeout is cancelled: Timeout, every other job exactly once."""
+    project.write(
+        "jobs.py",
+        f"""
+        async def cb(job):
+            record(job)
+            if job == {CULPRIT}:
+                await asyncio.sleep(90)
+            return job
+
+
+        def gen():
+            yield from range({N})
+        """,
+    )
+
+    result = project.run(
+        "spawn", "jobs:gen", "jobs:cb", *FAST, "--concurrency", "4", "--timeout", "1", timeout=45
+    )
+
+    assert result.returncode == 1, result
+    assert_ran_once_each(project, range(N))
+    record = the_only_failure(project)
+    assert record["error_type"] == "Timeout", record

@@ -173,3 +173,74 @@ def test_max_failures_stops_taking_jobs(project: Project) -> None:
     assert status["failed"] >= 3, status
     ran = sum(project.executions().values())
     assert 3 <= ran < 1000, f"{ran} jobs ran after --max-failures 3"
+
+
+def test_queue_size_bounds_jobs_taken_and_not_finished(project: Project) -> None:
+    """--queue-size 5: the generator is never more than 5 jobs ahead of the finished ones."""
+    events = project.root / "events.log"
+    project.write(
+        "jobs.py",
+        f"""
+        EVENTS = {str(events)!r}
+
+
+        def event(line):
+            fd = os.open(EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+
+
+        def gen():
+            for seq in range(100):
+                event(f"taken {{seq}}\\n")  # written as the controller takes the job
+                yield seq
+
+
+        def cb(job):
+            time.sleep(0.005)
+            event(f"finished {{job}}\\n")  # before the controller can know it finished
+        """,
+    )
+
+    result = project.run(
+        "spawn", "jobs:gen", "jobs:cb", *FAST, "--concurrency", "2", "--queue-size", "5"
+    )
+
+    assert result.returncode == 0, result
+    open_jobs = most_open = 0
+    for line in events.read_text().splitlines():
+        open_jobs += 1 if line.startswith("taken") else -1
+        most_open = max(most_open, open_jobs)
+    assert open_jobs == 0
+    assert 1 <= most_open <= 5, f"{most_open} jobs taken and not finished"
+
+
+def test_rate_limits_job_starts(project: Project) -> None:
+    """--rate 20: 30 job starts, all workers together, take at least about 1.45 s."""
+    starts = project.root / "starts.log"
+    project.write(
+        "jobs.py",
+        f"""
+        def gen():
+            yield from range(30)
+
+
+        def cb(job):
+            record(job)
+            fd = os.open({str(starts)!r}, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.write(fd, f"{{time.time()}}\\n".encode())
+            os.close(fd)
+        """,
+    )
+
+    result = project.run(
+        "spawn", "jobs:gen", "jobs:cb", *FAST, "--concurrency", "2", "--rate", "20"
+    )
+
+    assert result.returncode == 0, result
+    assert_ran_once_each(project, range(30))
+    times = sorted(float(line) for line in starts.read_text().split())
+    # 30 starts at 20/s are spread over at least 29 intervals of 50 ms; allow a little jitter.
+    assert times[-1] - times[0] >= 29 / 20 * 0.9, f"span {times[-1] - times[0]:.2f}s"

@@ -100,3 +100,58 @@ def test_resume_refuses_a_generator_that_changed(project: Project) -> None:
     assert_usage_error(resumed)
     assert "--restart" in resumed.stderr, resumed
     assert_ran_once_each(project, range(50))
+
+
+RETRY_FAILED_MODULE = """
+BAD = {4, 9}
+
+
+def gen():
+    yield from range(20)
+
+
+def cb(job):
+    record(job)
+    if job in BAD and flag("bad_jobs_fail"):
+        raise ValueError(f"job {job} fails while the flag is set")
+    return job
+"""
+
+
+def test_resume_retry_failed_runs_failed_jobs_again(project: Project) -> None:
+    """`resume --retry-failed` runs only the failed jobs again; once they pass, exit 0."""
+    project.write("jobs.py", RETRY_FAILED_MODULE)
+    project.set_flag("bad_jobs_fail")
+    assert project.run("spawn", "jobs:gen", "jobs:cb", *FAST).returncode == 1
+    assert set(project.failures(NAME)) == {4, 9}
+
+    project.set_flag("bad_jobs_fail", on=False)
+    retried = project.run("resume", NAME, *FAST, "--retry-failed")
+
+    assert retried.returncode == 0, retried
+    expected = Counter(range(20))
+    expected.update([4, 9])
+    assert project.executions() == expected
+    assert project.failures(NAME) == {}
+    status = project.status(NAME)
+    assert (status["state"], status["failed"]) == ("finished", 0), status
+
+
+def test_corrupt_state_is_refused_and_left_alone(project: Project) -> None:
+    """State files that are not a database: exit 2 with one line, and nothing overwrites them."""
+    project.write("jobs.py", MODULE)
+    assert project.run("spawn", "jobs:gen", "jobs:cb", *FAST).returncode == 0
+    state_dir = project.root / ".taskrunner"
+    files = sorted(path for path in state_dir.rglob("*") if path.is_file())
+    assert files, "the run left state in ./.taskrunner"
+    for path in files:
+        path.write_bytes(b"this is not a database\n" * 100)
+
+    for args in (("status", NAME), ("spawn", "jobs:gen", "jobs:cb", *FAST, "--restart")):
+        result = project.run(*args)
+        assert_usage_error(result)
+
+    assert sorted(path for path in state_dir.rglob("*") if path.is_file()) == files
+    rewritten = [path for path in files if path.read_bytes().startswith(b"SQLite format 3")]
+    assert not rewritten, f"corrupt state was overwritten: {rewritten}"
+    assert_ran_once_each(project, range(100))

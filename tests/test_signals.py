@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+from collections import Counter
+from typing import Any
 
-from helpers import FAST, Background, Project, assert_ran_once_each, session_members, wait_for
+from helpers import (
+    FAST,
+    Background,
+    Project,
+    assert_ran_once_each,
+    assert_usage_error,
+    session_members,
+    wait_for,
+)
 
 N = 400
 NAME = "jobs.gen"
@@ -43,10 +54,10 @@ def assert_session_empties(session: int, timeout: float = 5.0) -> None:
         raise AssertionError(f"processes left after {timeout}s:\n{left}") from None
 
 
-def resume_fast(project: Project) -> None:
+def resume_fast(project: Project, *name: str) -> None:
     """Resume the interrupted run without the slowdown; it finishes cleanly."""
     project.set_flag("slow", on=False)
-    result = project.run("resume", NAME, *FAST)
+    result = project.run("resume", *name, *FAST)
     assert result.returncode == 0, result
     assert project.status(NAME)["state"] == "finished"
 
@@ -64,12 +75,12 @@ def test_sigint_to_process_group(project: Project) -> None:
     assert project.status(NAME)["state"] == "interrupted"
     assert project.failures(NAME) == {}, "workers must not fail jobs on the group's SIGINT"
 
-    resume_fast(project)
+    resume_fast(project, NAME)
     assert_ran_once_each(project, range(N))
 
 
 def test_sigterm_to_controller(project: Project) -> None:
-    """SIGTERM to the controller: exit 130, nobody left, resume runs every remaining job once."""
+    """SIGTERM: exit 130, nobody left; `resume` (no NAME: the only unfinished run) completes it."""
     run = start_slow_run(project)
 
     os.kill(run.pid, signal.SIGTERM)
@@ -92,6 +103,71 @@ def test_sigkill_of_controller_leaves_no_orphans(project: Project) -> None:
     assert run.wait(10).returncode == -signal.SIGKILL
     assert_session_empties(run.pid, timeout=5)
 
-    resume_fast(project)
+    resume_fast(project, NAME)
     executions = project.executions()
     assert set(executions) == set(range(N)), "every job ran at least once"
+
+
+def test_running_run_is_locked(project: Project) -> None:
+    """While a run goes on, status reads it as running and a second controller is refused."""
+    run = start_slow_run(project)
+
+    status = project.status(NAME)
+    assert status["state"] == "running", status
+
+    # The checkpoint is saved at least every second: progress shows up within a few.
+    def saved_progress() -> dict[str, Any] | None:
+        status = project.status(NAME)
+        return status if status["done"] > 0 else None
+
+    status = wait_for(saved_progress, 5, 0.2, what="saved progress")
+    assert status["state"] == "running" and status["done"] < N, status
+    assert_usage_error(project.run("resume", NAME, *FAST))
+    assert_usage_error(project.run("spawn", "jobs:gen", "jobs:cb", *FAST))
+
+    os.killpg(run.pid, signal.SIGINT)
+    assert run.wait(30).returncode == 130
+
+
+def test_second_ctrl_c_abandons_jobs_in_flight(project: Project) -> None:
+    """A second Ctrl-C does not wait for hung jobs: exit 130 now, and resume runs them again."""
+    project.write("jobs.py", HANGING_MODULE)
+    project.set_flag("hang")
+    run = project.start("spawn", "jobs:gen", "jobs:cb", *FAST)
+    wait_for(lambda: len(project.executions()) == 2, 30, what="both workers hung")
+
+    os.killpg(run.pid, signal.SIGINT)
+    # Let the first Ctrl-C be handled before the second (signals sent together may coalesce):
+    # the controller says something when it starts draining.
+    quiet = run.stderr_so_far()
+    with contextlib.suppress(AssertionError):
+        wait_for(lambda: run.stderr_so_far() != quiet, 3, what="a reaction to the first Ctrl-C")
+    assert run.proc.poll() is None, "the first Ctrl-C waits for the jobs in flight"
+    os.killpg(run.pid, signal.SIGINT)
+    result = run.wait(15)
+
+    assert result.returncode == 130, result
+    assert "Traceback" not in result.stderr, result
+    assert_session_empties(run.pid)
+    abandoned = set(project.executions())
+
+    project.set_flag("hang", on=False)
+    resumed = project.run("resume", NAME, *FAST)
+
+    assert resumed.returncode == 0, resumed
+    expected = Counter(range(20))
+    expected.update(abandoned)
+    assert project.executions() == expected, "abandoned jobs run again, the others once"
+
+
+HANGING_MODULE = """
+def gen():
+    yield from range(20)
+
+
+def cb(job):
+    record(job)
+    if flag("hang"):
+        time.sleep(120)
+    return job
+"""

@@ -1,0 +1,99 @@
+"""One contract, two backends: the same runs, locally and through a real redis-server.
+
+Local and Redis modes share the run loop, the checkpoint, outcomes and the summary; these
+tests hold both to the same guarantees, seen from the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+from helpers import Project, assert_ran_once_each, wait_for
+from redis_support import RedisServer, serve
+
+JOBS = """
+def gen(n=120):
+    return range(n)
+
+def cb(job):
+    record(job)
+    if flag("slow"):
+        time.sleep(0.02)
+    if job % 10 == 3 and not flag("healed"):
+        raise ValueError(f"job {job} is bad")
+    return {"double": job * 2}
+"""
+BAD = {seq for seq in range(120) if seq % 10 == 3}
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    yield from serve(tmp_path_factory.mktemp("redis-contract"))
+
+
+@pytest.fixture(params=["local", "redis"])
+def backend(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The options that choose the backend, for every command of a test."""
+    if request.param == "local":
+        return ()
+    server: RedisServer = request.getfixturevalue("redis_server")
+    server.client().flushall()
+    return ("--backend", server.url)
+
+
+def spawn(project: Project, backend: tuple[str, ...], *extra: str) -> tuple[str, ...]:
+    return ("spawn", "jobs:gen", "jobs:cb", "-w", "2", "--no-progress", *backend, *extra)
+
+
+def test_every_job_accounted_for_exactly_once(project: Project, backend: tuple[str, ...]):
+    project.write("jobs.py", JOBS)
+    result = project.run(*spawn(project, backend))
+    assert result.returncode == 1, result
+    assert_ran_once_each(project, range(120))
+    failures = {f["seq"]: f for f in project.query("failures", "jobs.gen", *backend)}
+    assert set(failures) == BAD
+    assert {f["error_type"] for f in failures.values()} == {"ValueError"}
+    assert all("job" in f["traceback"] for f in failures.values())
+    status = project.query("status", "jobs.gen", *backend)
+    assert (status["state"], status["done"], status["failed"]) == ("finished", 108, 12)
+    assert status["checkpoint"] == 120
+
+
+def test_results_are_one_json_line_per_finished_job(project: Project, backend: tuple[str, ...]):
+    project.write("jobs.py", JOBS)
+    results = project.root / "results.jsonl"
+    project.run(*spawn(project, backend, "--results", str(results)))
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    assert sorted(line["seq"] for line in lines) == sorted(set(range(120)) - BAD)
+    assert all(line["result"] == {"double": line["job"] * 2} for line in lines)
+
+
+def test_retry_failed_reruns_only_the_failed(project: Project, backend: tuple[str, ...]):
+    project.write("jobs.py", JOBS)
+    assert project.run(*spawn(project, backend)).returncode == 1
+    project.set_flag("healed")
+    result = project.run("resume", "jobs.gen", "--retry-failed", "--no-progress", *backend)
+    assert result.returncode == 0, result
+    counts = project.executions()
+    assert all(counts[seq] == (2 if seq in BAD else 1) for seq in range(120)), counts
+    assert project.query("failures", "jobs.gen", *backend) == []
+
+
+def test_sigint_then_resume_runs_each_job_exactly_once(project: Project, backend: tuple[str, ...]):
+    project.write("jobs.py", JOBS)
+    project.set_flag("healed")
+    project.set_flag("slow")
+    controller = project.start(*spawn(project, backend, "--queue-size", "20"))
+    wait_for(lambda: len(project.executions()) >= 40, 30, what="a third of the run")
+    os.killpg(controller.pid, signal.SIGINT)
+    stopped = controller.wait()
+    assert stopped.returncode == 130, stopped
+    assert "Traceback" not in stopped.stderr
+    assert project.query("status", "jobs.gen", *backend)["state"] == "interrupted"
+    result = project.run("resume", "jobs.gen", "--no-progress", *backend)
+    assert result.returncode == 0, result
+    assert_ran_once_each(project, range(120))
