@@ -374,6 +374,7 @@ def _worker_settings(settings: Backend, options: RunOptions, callback: str) -> d
         "lease": settings.lease,
         "retries": options.retries,
         "timeout": options.timeout if options.timeout is not None else "",
+        "rate": options.rate if options.rate is not None else "",
         "want_results": 1 if options.results is not None else 0,
     }
 

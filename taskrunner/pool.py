@@ -43,6 +43,7 @@ class _Worker:
     # batch_id -> jobs of that batch not yet reported, in the order the batches were sent.
     outstanding: dict[int, int] = field(default_factory=dict)
     outstanding_jobs: int = 0
+    ready: bool = False  # has loaded the callback: jobs sent now start now (--rate relies on it)
     retired: bool = False  # takes no new batches; stopped once its other jobs are reported
     written_off: set[tuple[int, int]] = field(default_factory=set)  # timed out, still running
     killed_reason: str = ""
@@ -94,12 +95,12 @@ class LocalPool(Executor):
         willing = sum(
             1
             for worker in self._workers.values()
-            if not worker.retired and worker.outstanding_jobs < limit
+            if worker.ready and not worker.retired and worker.outstanding_jobs < limit
         )
         return willing * batch_size
 
     def submit(self, batch: Batch) -> list[Event]:
-        candidates = [w for w in self._workers.values() if not w.retired]
+        candidates = [w for w in self._workers.values() if w.ready and not w.retired]
         worker = min(candidates, key=lambda w: w.outstanding_jobs)
         message = (batch.batch_id, batch.jobs, batch.start_at, batch.interval, None)
         try:
@@ -258,6 +259,8 @@ class LocalPool(Executor):
             record: logging.LogRecord = message[1]
             record.worker = f"w{worker.worker_id}"
             logging.getLogger(record.name).handle(record)
+        elif kind == "ready":
+            worker.ready = True
         elif kind == "fatal":
             raise SpecError(f"a worker could not load CALLBACK: {message[1].strip()}")
 

@@ -71,6 +71,7 @@ def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: 
     except BaseException as error:  # the user's module may raise anything on import
         reporter.send(("fatal", "".join(traceback.format_exception_only(type(error), error))))
         return
+    reporter.send(("ready",))
     runner = JobRunner(config, callback, reporter, slots)
     try:
         if _is_async(callback):

@@ -13,6 +13,7 @@ passed in KEYS. What is in Redis:
     taskrunner:{NAME}:leased      hash   job id -> times leased
     taskrunner:{NAME}:held:WID    set    the job ids worker WID holds (for its heartbeat)
     taskrunner:{NAME}:outcomes    list   outcomes reported by workers, for the controller
+    taskrunner:{NAME}:pace        string earliest start (ms) of the next job under --rate
     taskrunner:{NAME}:run         hash   the run record: checkpoint, counters, state
     taskrunner:{NAME}:failures    hash   seq -> failure
     taskrunner:{NAME}:lock        string token of the controller running the run
@@ -39,7 +40,9 @@ from ..state import RunRecord
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "taskrunner"
-RUN_KEY_PARTS = ("meta", "waiting", "payloads", "leases", "tokens", "leased", "outcomes")
+RUN_KEY_PARTS = (
+    "meta", "waiting", "payloads", "leases", "tokens", "leased", "outcomes", "pace",
+)  # fmt: skip
 LOCK_SECONDS = 30
 SCRIPTS = ("push", "pop", "heartbeat", "report", "collect", "recall", "save")
 

@@ -87,6 +87,7 @@ def work(
             want_results=meta.get("want_results") == "1",
             concurrency=concurrency,
             parent_pid=parent_pid,
+            rate=float(meta["rate"]) if meta.get("rate") else None,
         )
         return worker.run()
     finally:
@@ -116,6 +117,7 @@ class RedisWorker:
         want_results: bool,
         concurrency: int,
         parent_pid: int | None,
+        rate: float | None = None,
     ) -> None:
         self._connection = connection
         self._name = name
@@ -131,7 +133,8 @@ class RedisWorker:
         self._next_batch = 1
         self._suspects: set[Hashable] = set()
         self._reports: list[Any] = []
-        self._sizer = BatchSizer(concurrency=concurrency, cap=500)
+        self._interval_ms = 1000.0 / rate if rate else 0.0
+        self._sizer = BatchSizer(concurrency=concurrency, cap=500, rate=rate)
         self._stopping = False
         self._abandon = False
         self._heartbeat_stop = threading.Event()
@@ -139,7 +142,7 @@ class RedisWorker:
         self._pop_keys = [
             run_key(name, part)
             for part in ("waiting", "payloads", "leases", "tokens", "leased", "outcomes")
-        ] + [held, run_key(name, "meta")]
+        ] + [held, run_key(name, "meta"), run_key(name, "pace")]
         self._report_keys = [
             run_key(name, part) for part in ("leases", "tokens", "payloads", "leased", "outcomes")
         ] + [held]
@@ -192,10 +195,13 @@ class RedisWorker:
         self._pop_count += 1
         token = f"{self._worker_id}:{self._pop_count}"
         reply = self._connection.run(
-            "pop", self._pop_keys, [room, self._lease_ms, token, self._max_leases]
+            "pop",
+            self._pop_keys,
+            [room, self._lease_ms, token, self._max_leases, self._interval_ms],
         )
         state = reply[0].decode() if reply[0] else None
-        pairs = reply[1:]
+        start_at = time.monotonic() + int(reply[1]) / 1000 if self._interval_ms else 0.0
+        pairs = reply[2:]
         if not pairs:
             return state, False
         ids: list[str] = []
@@ -218,14 +224,16 @@ class RedisWorker:
             ids.append(job_id)
             jobs.append(job)
         if jobs:
-            self._submit(token, ids, jobs)
+            self._submit(token, ids, jobs, start_at)
         return state, True
 
-    def _submit(self, token: str, ids: list[str], jobs: list[Any]) -> None:
+    def _submit(self, token: str, ids: list[str], jobs: list[Any], start_at: float = 0.0) -> None:
         batch_id = self._next_batch
         self._next_batch += 1
         self._batches[batch_id] = _Leased(token, ids, jobs, set(range(len(ids))))
-        for event in self._pool.submit(Batch(batch_id, list(range(len(jobs))), jobs)):
+        interval = self._interval_ms / 1000 if start_at else 0.0
+        batch = Batch(batch_id, list(range(len(jobs))), jobs, start_at, interval)
+        for event in self._pool.submit(batch):
             self._handle(event)
 
     def _heartbeat(self) -> None:

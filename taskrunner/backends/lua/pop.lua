@@ -8,17 +8,23 @@
 -- KEYS[6]  taskrunner:{NAME}:outcomes   list of outcomes for the controller (JSON)
 -- KEYS[7]  taskrunner:{NAME}:held:WID   set of job ids the calling worker holds
 -- KEYS[8]  taskrunner:{NAME}:meta       hash: the run's settings and its state
+-- KEYS[9]  taskrunner:{NAME}:pace       string: earliest start (ms) of the next job, for --rate
 -- ARGV[1]  N, the most jobs to lease
 -- ARGV[2]  lease length in ms
 -- ARGV[3]  the fresh lease token, "WID:counter"
 -- ARGV[4]  how many leases a job may have: 1 + retries
+-- ARGV[5]  ms between job starts across all workers (--rate), or 0 for no limit
 --
 -- Expiry is judged by Redis's own clock (TIME), so workers with skewed clocks agree.
 -- A job whose lease expired goes back to the head of the queue, or, once it has had all
 -- its leases, is reported to the controller as lost.
 --
--- Returns {state, id1, payload1, id2, payload2, ...}; state is the meta hash's "state"
--- field ("running", "finished", "stopped") or false when the run does not exist.
+-- With --rate, the jobs leased are given start times one interval apart, after those given
+-- to every earlier pop: the caller waits `delay` ms before the first, then one interval
+-- between each.
+--
+-- Returns {state, delay, id1, payload1, id2, payload2, ...}; state is the meta hash's
+-- "state" field ("running", "finished", "stopped") or false when the run does not exist.
 
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
@@ -38,7 +44,7 @@ for _, id in ipairs(expired) do
     end
 end
 
-local reply = {redis.call('HGET', KEYS[8], 'state')}
+local reply = {redis.call('HGET', KEYS[8], 'state'), 0}
 local wanted = tonumber(ARGV[1])
 if wanted <= 0 then
     return reply
@@ -49,6 +55,13 @@ if #ids == 0 then
 end
 redis.call('LTRIM', KEYS[1], #ids, -1)
 local expiry = now + tonumber(ARGV[2])
+local interval = tonumber(ARGV[5])
+local first_start = now
+if interval > 0 then
+    first_start = math.max(now, tonumber(redis.call('GET', KEYS[9]) or '0'))
+    reply[2] = first_start - now
+end
+local leased_count = 0
 for _, id in ipairs(ids) do
     local payload = redis.call('HGET', KEYS[2], id)
     if payload then
@@ -58,6 +71,10 @@ for _, id in ipairs(ids) do
         redis.call('SADD', KEYS[7], id)
         reply[#reply + 1] = id
         reply[#reply + 1] = payload
+        leased_count = leased_count + 1
     end
+end
+if interval > 0 then
+    redis.call('SET', KEYS[9], tostring(first_start + leased_count * interval))
 end
 return reply
