@@ -15,6 +15,8 @@ import os
 import pickle
 import select
 import signal
+import socket
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -48,6 +50,8 @@ class _Worker:
     written_off: set[tuple[int, int]] = field(default_factory=set)  # timed out, still running
     killed_reason: str = ""
     reader: Any = None  # a poll object on this worker's pipe alone, to drain it
+    sender: Any = None  # a socket on the same pipe, to write without blocking
+    unsent: bytearray = field(default_factory=bytearray)  # framed bytes the pipe took not yet
 
 
 class LocalPool(Executor):
@@ -117,10 +121,14 @@ class LocalPool(Executor):
         dead: set[int] = set()
         # One poll object for all pipes and sentinels, kept across calls: building a selector
         # per call (as multiprocessing.connection.wait does) costs more than the work.
-        for fd, _ in self._poller.poll(timeout * 1000):
+        for fd, mask in self._poller.poll(timeout * 1000):
             worker = self._by_fd.get(fd)
             if worker is None or worker.worker_id in dead:
                 continue
+            if mask & select.POLLOUT:
+                self._write_unsent(worker)
+                if not mask & ~select.POLLOUT:
+                    continue
             if fd == worker.process.sentinel or not self._drain(worker, events):
                 self._drain(worker, events)
                 dead.add(worker.worker_id)
@@ -143,20 +151,25 @@ class LocalPool(Executor):
 
     def close(self, *, abandon: bool = False, finished: bool = False) -> None:
         self._closing = True
+        deadline = time.monotonic() + _STOP_WAIT_SECONDS
         for worker in self._workers.values():
             if abandon:
                 _kill(worker)
             else:
-                try:
-                    worker.conn.send_bytes(pickle.dumps(None))
-                except OSError:
-                    pass
-        deadline = time.monotonic() + _STOP_WAIT_SECONDS
+                self._write(worker, pickle.dumps(None))
+        # Workers read what is still unsent while they finish; write it as they make room.
+        while any(w.unsent for w in self._workers.values()) and time.monotonic() < deadline:
+            for _fd, _mask in self._poller.poll(50):
+                pass
+            for worker in self._workers.values():
+                if worker.unsent:
+                    self._write_unsent(worker)
         for worker in self._workers.values():
             worker.process.join(max(0.0, deadline - time.monotonic()))
             if worker.process.is_alive():
                 _kill(worker)
                 worker.process.join()
+            worker.sender.close()
             worker.conn.close()
         self._workers.clear()
 
@@ -190,6 +203,7 @@ class LocalPool(Executor):
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         child_conn.close()
         worker = _Worker(worker_id, process, parent_conn, slots, reader=select.poll())
+        worker.sender = socket.socket(fileno=os.dup(parent_conn.fileno()))
         worker.reader.register(parent_conn.fileno(), select.POLLIN)
         self._workers[worker_id] = worker
         for fd in (parent_conn.fileno(), process.sentinel):
@@ -199,10 +213,40 @@ class LocalPool(Executor):
     def _send(self, worker: _Worker, batch_id: int, size: int, payload: bytes) -> None:
         worker.outstanding[batch_id] = size
         worker.outstanding_jobs += size
+        self._write(worker, payload)
+
+    def _write(self, worker: _Worker, payload: bytes) -> None:
+        """Send one message without ever blocking: what the pipe does not take now waits.
+
+        A blocking send could deadlock: the worker may itself be blocked writing outcomes to
+        us, and only our reading them unblocks it. So bytes the pipe cannot take yet are kept
+        and written when poll() says the pipe has room. The framing is Connection's own, so
+        the worker reads with recv_bytes().
+        """
+        frame = _frame(payload)
+        if worker.unsent:
+            worker.unsent += frame
+            return
         try:
-            worker.conn.send_bytes(payload)
+            sent = worker.sender.send(frame, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            sent = 0
         except OSError:
-            pass  # the worker died; poll() sees its sentinel and hands the batch back
+            return  # the worker died; poll() sees its sentinel and hands the batch back
+        if sent < len(frame):
+            worker.unsent += frame[sent:]
+            self._poller.modify(worker.conn.fileno(), select.POLLIN | select.POLLOUT)
+
+    def _write_unsent(self, worker: _Worker) -> None:
+        try:
+            sent = worker.sender.send(worker.unsent, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            sent = len(worker.unsent)  # the worker died: nothing more will be read
+        del worker.unsent[:sent]
+        if not worker.unsent:
+            self._poller.modify(worker.conn.fileno(), select.POLLIN)
 
     def _submit_picklable_part(self, worker: _Worker, batch: Batch) -> list[Event]:
         """Fail the jobs that cannot be pickled, one by one; send the others."""
@@ -284,6 +328,7 @@ class LocalPool(Executor):
     def _bury(self, worker: _Worker) -> WorkerLost:
         """A worker is gone: report what it held and let poll() start a replacement."""
         worker.process.join(1.0)
+        worker.sender.close()
         worker.conn.close()
         reason = worker.killed_reason or _death_reason(worker.process.exitcode)
         at = [(b, i) for b, i, _ in self._running(worker) if b in worker.outstanding]
@@ -329,6 +374,13 @@ class LocalPool(Executor):
             if worker.retired and worker.outstanding_jobs <= 0 and worker.process.is_alive():
                 worker.killed_reason = "retired after a job timed out"
                 _kill(worker)
+
+
+def _frame(payload: bytes) -> bytes:
+    """A message as multiprocessing.connection.Connection.send_bytes writes it."""
+    if len(payload) > 0x7FFFFFFF:
+        return struct.pack("!i", -1) + struct.pack("!Q", len(payload)) + payload
+    return struct.pack("!i", len(payload)) + payload
 
 
 def _kill(worker: _Worker) -> None:
