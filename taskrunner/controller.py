@@ -162,6 +162,10 @@ class Controller:
             if room <= 0:
                 return
             size = min(size, room)
+            if self._handed_back and self._handed_back[0][0] in self._suspects:
+                seq, job, runs = self._handed_back.popleft()
+                self._submit([seq], [job], [runs], alone=True)
+                continue
             if self._handed_back:
                 seqs, jobs, attempts = self._take_handed_back(size)
             else:
@@ -178,7 +182,9 @@ class Controller:
                     return
             self._submit(seqs, jobs, attempts)
 
-    def _submit(self, seqs: Any, jobs: list[Any], attempts: list[int] | None) -> None:
+    def _submit(
+        self, seqs: Any, jobs: list[Any], attempts: list[int] | None, *, alone: bool = False
+    ) -> None:
         batch_id = self._next_batch_id
         self._next_batch_id += 1
         start_at = interval = 0.0
@@ -186,7 +192,7 @@ class Controller:
             interval = 1.0 / self.options.rate
             start_at = max(time.monotonic(), self._next_start)
             self._next_start = start_at + len(jobs) * interval
-        batch = Batch(batch_id, seqs, jobs, start_at, interval)
+        batch = Batch(batch_id, seqs, jobs, start_at, interval, alone)
         self._in_flight[batch_id] = _InFlight(batch, attempts, bytearray(len(jobs)), len(jobs))
         for event in self.executor.submit(batch):
             self._handle(event)
@@ -194,6 +200,8 @@ class Controller:
     def _take_handed_back(self, size: int) -> tuple[list[int], list[Any], list[int]]:
         seqs, jobs, attempts = [], [], []
         while self._handed_back and len(seqs) < size:
+            if self._handed_back[0][0] in self._suspects:
+                break  # runs alone, in a batch of its own
             seq, job, runs = self._handed_back.popleft()
             seqs.append(seq)
             jobs.append(job)

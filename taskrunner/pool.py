@@ -19,6 +19,7 @@ import socket
 import struct
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -46,6 +47,10 @@ class _Worker:
     outstanding: dict[int, int] = field(default_factory=dict)
     outstanding_jobs: int = 0
     ready: bool = False  # has loaded the callback: jobs sent now start now (--rate relies on it)
+    # A batch to run alone (Batch.alone) waits here, as (batch_id, size, payload), until the
+    # worker has finished everything else; `alone` is the id of the one it is running.
+    reserved: tuple[int, int, bytes] | None = None
+    alone: int | None = None
     retired: bool = False  # takes no new batches; stopped once its other jobs are reported
     written_off: set[tuple[int, int]] = field(default_factory=set)  # timed out, still running
     killed_reason: str = ""
@@ -78,6 +83,7 @@ class LocalPool(Executor):
         self._is_async = is_async
         self._in_order = concurrency == 1 and not is_async
         self._workers: dict[int, _Worker] = {}
+        self._alone_waiting: deque[tuple[int, int, bytes]] = deque()
         self._poller = select.poll()
         self._by_fd: dict[int, _Worker] = {}
         self._next_worker_id = 1
@@ -99,20 +105,43 @@ class LocalPool(Executor):
         willing = sum(
             1
             for worker in self._workers.values()
-            if worker.ready and not worker.retired and worker.outstanding_jobs < limit
+            if _takes_batches(worker) and worker.outstanding_jobs < limit
         )
         return willing * batch_size
 
     def submit(self, batch: Batch) -> list[Event]:
-        candidates = [w for w in self._workers.values() if w.ready and not w.retired]
-        worker = min(candidates, key=lambda w: w.outstanding_jobs)
         message = (batch.batch_id, batch.jobs, batch.start_at, batch.interval, None)
         try:
             payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
+            payload = None
+        if batch.alone and payload is not None:
+            self._alone_waiting.append((batch.batch_id, len(batch.jobs), payload))
+            self._place_alone()
+            return []
+        candidates = [w for w in self._workers.values() if _takes_batches(w)]
+        worker = min(candidates, key=lambda w: w.outstanding_jobs)
+        if payload is None:
             return self._submit_picklable_part(worker, batch)
         self._send(worker, batch.batch_id, len(batch.jobs), payload)
         return []
+
+    def _place_alone(self) -> None:
+        """Give each batch that must run alone a worker, which takes nothing else meanwhile."""
+        while self._alone_waiting:
+            free = [w for w in self._workers.values() if _takes_batches(w)]
+            if not free:
+                return
+            worker = min(free, key=lambda w: w.outstanding_jobs)
+            worker.reserved = self._alone_waiting.popleft()
+            self._release_reserved(worker)
+
+    def _release_reserved(self, worker: _Worker) -> None:
+        if worker.reserved is not None and worker.outstanding_jobs <= 0:
+            batch_id, size, payload = worker.reserved
+            worker.reserved = None
+            worker.alone = batch_id
+            self._send(worker, batch_id, size, payload)
 
     def poll(self, timeout: float) -> list[Event]:
         events: list[Event] = []
@@ -144,10 +173,14 @@ class LocalPool(Executor):
         if not self._closing:
             while len(self._workers) < self._workers_wanted:
                 self._spawn()
+        if self._alone_waiting:
+            self._place_alone()
         return events
 
     def outstanding(self) -> int:
-        return sum(worker.outstanding_jobs for worker in self._workers.values())
+        waiting = sum(size for _, size, _ in self._alone_waiting)
+        reserved = sum(w.reserved[1] for w in self._workers.values() if w.reserved is not None)
+        return waiting + reserved + sum(w.outstanding_jobs for w in self._workers.values())
 
     def close(self, *, abandon: bool = False, finished: bool = False) -> None:
         self._closing = True
@@ -311,10 +344,14 @@ class LocalPool(Executor):
     def _account(self, worker: _Worker, batch_id: int, count: int) -> None:
         left = worker.outstanding.get(batch_id, 0) - count
         worker.outstanding_jobs -= count
-        if left <= 0:
-            worker.outstanding.pop(batch_id, None)
-        else:
+        if left > 0:
             worker.outstanding[batch_id] = left
+            return
+        worker.outstanding.pop(batch_id, None)
+        if worker.alone == batch_id:
+            worker.alone = None
+            self._place_alone()
+        self._release_reserved(worker)
 
     def _running(self, worker: _Worker) -> list[tuple[int, int, float]]:
         slots = worker.slots
@@ -335,9 +372,12 @@ class LocalPool(Executor):
         running = [job for job in at if job not in worker.written_off]
         if worker.outstanding:
             log.warning("worker w%d: %s", worker.worker_id, reason)
+        held = list(worker.outstanding)
+        if worker.reserved is not None:
+            held.append(worker.reserved[0])  # not sent yet: it runs again elsewhere
         return WorkerLost(
             reason=reason,
-            batch_ids=list(worker.outstanding),
+            batch_ids=held,
             running=running,
             in_order=self._in_order,
             position=at[0] if self._in_order and at else None,
@@ -374,6 +414,10 @@ class LocalPool(Executor):
             if worker.retired and worker.outstanding_jobs <= 0 and worker.process.is_alive():
                 worker.killed_reason = "retired after a job timed out"
                 _kill(worker)
+
+
+def _takes_batches(worker: _Worker) -> bool:
+    return worker.ready and not worker.retired and worker.reserved is None and worker.alone is None
 
 
 def _frame(payload: bytes) -> bytes:

@@ -20,6 +20,9 @@ class Batch:
     # Rate limiting: job i may start at start_at + i * interval (time.monotonic clock).
     start_at: float = 0.0
     interval: float = 0.0
+    # Run in a worker that holds nothing else: a suspect of a crash, so that a second crash
+    # names it for sure and no job beside it.
+    alone: bool = False
 
 
 @dataclass(frozen=True)

@@ -227,12 +227,20 @@ class RedisWorker:
             self._submit(token, ids, jobs, start_at)
         return state, True
 
-    def _submit(self, token: str, ids: list[str], jobs: list[Any], start_at: float = 0.0) -> None:
+    def _submit(
+        self,
+        token: str,
+        ids: list[str],
+        jobs: list[Any],
+        start_at: float = 0.0,
+        *,
+        alone: bool = False,
+    ) -> None:
         batch_id = self._next_batch
         self._next_batch += 1
         self._batches[batch_id] = _Leased(token, ids, jobs, set(range(len(ids))))
         interval = self._interval_ms / 1000 if start_at else 0.0
-        batch = Batch(batch_id, list(range(len(jobs))), jobs, start_at, interval)
+        batch = Batch(batch_id, list(range(len(jobs))), jobs, start_at, interval, alone)
         for event in self._pool.submit(batch):
             self._handle(event)
 
@@ -297,15 +305,22 @@ class RedisWorker:
         for batch_id, index in outcome.culprits:
             job_id = self._batches[batch_id].ids[index]
             self._report(batch_id, index, {"i": job_id, "e": _error_fields(error)})
-        # The others run again here, under the leases they already hold.
+        # The others run again here, under the leases they already hold; a suspect alone.
         again: dict[int, list[int]] = {}
         for batch_id, index in outcome.again:
             again.setdefault(batch_id, []).append(index)
         for batch_id, indices in again.items():
             leased = self._batches.pop(batch_id)
-            self._submit(
-                leased.token, [leased.ids[i] for i in indices], [leased.jobs[i] for i in indices]
-            )
+            plain = [i for i in indices if leased.ids[i] not in self._suspects]
+            for index in indices:
+                if leased.ids[index] in self._suspects:
+                    self._submit(
+                        leased.token, [leased.ids[index]], [leased.jobs[index]], alone=True
+                    )
+            if plain:
+                self._submit(
+                    leased.token, [leased.ids[i] for i in plain], [leased.jobs[i] for i in plain]
+                )
 
     def _flush_reports(self) -> None:
         if not self._reports:

@@ -1,0 +1,621 @@
+"""taskrunner's benchmarks, each against the tool a user would otherwise reach for.
+
+Run from the repo root: `python benchmarks/run.py [--quick] [--only NAME ...]` (`make bench`).
+The machine is small and shared, so every benchmark runs ours and its peer alternately
+(A B A B A B) in this process tree and reports medians and ratios rather than single timings.
+Wall times include worker start-up and teardown: a one-off batch pays them once.
+Prints a table per benchmark, then every target with PASS / MISS, and writes the same to
+benchmarks/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import taskrunner
+
+ROOT = Path(__file__).resolve().parent.parent
+# `benchmarks.jobs` must be importable here and, by name, in every spawned worker; spawned
+# processes inherit this sys.path.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import jobs  # noqa: E402
+
+RESULTS_PATH = ROOT / "benchmarks" / "results.json"
+GEN = "benchmarks.jobs:gen"
+WORKERS = 2
+CHUNKSIZE = 1000
+RSS_POLL_SECONDS = 0.05
+NAME_WIDTH = 32
+
+
+class BenchError(Exception):
+    """A run that did not do what was asked (bad exit code, jobs missing)."""
+
+
+@dataclass
+class Row:
+    """One contender of a benchmark: its wall time per round, or why it could not run."""
+
+    name: str
+    jobs: int
+    seconds: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.seconds) if self.seconds and not self.error else None
+
+    @property
+    def rate(self) -> float | None:
+        median = self.median
+        return self.jobs / median if median else None
+
+
+@dataclass
+class Target:
+    """A number a benchmark promises, and whether this run kept the promise."""
+
+    benchmark: str
+    measure: str
+    value: float | None
+    unit: str
+    goal: str
+    passed: bool | None  # None: not measured (n/a) or informational
+
+    def status(self) -> str:
+        if self.value is None:
+            return "N/A"
+        return "info" if self.passed is None else ("PASS" if self.passed else "MISS")
+
+
+@dataclass
+class Config:
+    """Job counts and rounds: the full suite, or --quick for a smoke test."""
+
+    quick: bool
+    rounds: int
+    trivial_jobs: int
+    memory_jobs: tuple[int, int]
+    thread_jobs: int
+    async_jobs: int
+    rate_jobs: int
+
+    @classmethod
+    def make(cls, quick: bool) -> Config:
+        if quick:
+            return cls(True, 1, 100_000, (250_000, 1_000_000), 2_000, 4_000, 400)
+        return cls(False, 3, 1_000_000, (1_000_000, 4_000_000), 10_000, 20_000, 2_000)
+
+
+# -- running and timing ------------------------------------------------------------------------
+
+
+def run_taskrunner(callback: str, n: int, name: str, **options: Any) -> float:
+    """One taskrunner run of `n` jobs in a fresh state directory; its wall time in seconds."""
+    with tempfile.TemporaryDirectory(prefix="taskrunner-bench-") as state_dir:
+        started = time.perf_counter()
+        summary = taskrunner.run(
+            GEN,
+            f"benchmarks.jobs:{callback}",
+            args={"n": n},
+            name=name,
+            state_dir=state_dir,
+            restart=True,
+            progress=False,
+            verbosity=-1,
+            **options,
+        )
+        seconds = time.perf_counter() - started
+    if summary.exit_code != 0 or summary.done != n:
+        raise BenchError(
+            f"exit code {summary.exit_code}: {summary.done} done, {summary.failed} failed of {n}"
+        )
+    return seconds
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Wall time of one call, in seconds."""
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def alternate(title: str, rounds: int, contenders: list[tuple[Row, Callable[[], float]]]) -> None:
+    """Run each contender once per round, in turn (A B A B ...), so that the machine's noise
+    falls on all of them alike. A contender that fails once is dropped with its error."""
+    print(f"\n{title}, median of {rounds}", flush=True)
+    for round_number in range(1, rounds + 1):
+        parts = []
+        for row, run_once in contenders:
+            if row.error:
+                continue
+            try:
+                seconds = run_once()
+            except Exception as error:
+                row.error = f"{type(error).__name__}: {error}".splitlines()[0]
+                parts.append(f"{row.name} n/a")
+                continue
+            row.seconds.append(seconds)
+            parts.append(f"{row.name} {seconds:.2f}s")
+        print(f"  round {round_number}/{rounds}: " + ", ".join(parts), flush=True)
+
+
+def consume(iterator: Iterator[Any]) -> None:
+    """Pull every result, as a caller of imap/map/a generator would."""
+    collections.deque(iterator, maxlen=0)
+
+
+# -- reporting ---------------------------------------------------------------------------------
+
+
+def ratio(row: Row, reference: Row) -> float | None:
+    """Jobs/s of `row` over jobs/s of `reference`."""
+    if row.rate is None or reference.rate is None:
+        return None
+    return row.rate / reference.rate
+
+
+def print_table(
+    rows: list[Row],
+    reference: Row,
+    extra: dict[str, Callable[[Row], str]] | None = None,
+) -> None:
+    """name, jobs, median seconds, jobs/s, ratio to `reference` (and any extra columns)."""
+    extra = extra or {}
+    header = f"  {'name':<{NAME_WIDTH}} {'jobs':>10} {'seconds':>9} {'jobs/s':>11} {'ratio':>7}"
+    header += "".join(f" {column:>11}" for column in extra)
+    print(header)
+    for row in rows:
+        if row.error:
+            print(f"  {row.name:<{NAME_WIDTH}} {row.jobs:>10,} n/a: {row.error}")
+            continue
+        assert row.median is not None and row.rate is not None
+        relative = ratio(row, reference)
+        line = f"  {row.name:<{NAME_WIDTH}} {row.jobs:>10,} {row.median:>9.2f} {row.rate:>11,.0f}"
+        line += f" {relative:>7.2f}" if relative is not None else f" {'-':>7}"
+        line += "".join(f" {cell(row):>11}" for cell in extra.values())
+        print(line, flush=True)
+
+
+def count(n: int) -> str:
+    """1000000 -> "1M", 250000 -> "250k"."""
+    if n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+def row_json(row: Row) -> dict[str, Any]:
+    return {**asdict(row), "median_seconds": row.median, "jobs_per_second": row.rate}
+
+
+# -- 1. trivial --------------------------------------------------------------------------------
+
+
+def bench_trivial(config: Config) -> tuple[dict[str, Any], list[Target]]:
+    """Per-job overhead: trivial jobs through 2 workers, against multiprocessing.Pool,
+    ProcessPoolExecutor and joblib with batches of 1000. The runner's own cost is all there is
+    to measure; ratio = our jobs/s over Pool's."""
+    n = config.trivial_jobs
+    context = multiprocessing.get_context("spawn")
+
+    def pool() -> None:
+        workers = context.Pool(WORKERS)
+        consume(workers.imap_unordered(jobs.trivial, jobs.gen(n), chunksize=CHUNKSIZE))
+        workers.close()
+        workers.join()
+
+    def executor() -> None:
+        with concurrent.futures.ProcessPoolExecutor(WORKERS, mp_context=context) as workers:
+            consume(workers.map(jobs.trivial, jobs.gen(n), chunksize=CHUNKSIZE))
+
+    joblib_row = Row("joblib Parallel (unordered)", n)
+
+    def joblib_parallel() -> None:
+        from joblib import Parallel, delayed
+        from joblib.externals.loky import get_reusable_executor
+
+        tasks = (delayed(jobs.trivial)(job) for job in jobs.gen(n))
+        try:
+            parallel = Parallel(WORKERS, batch_size=CHUNKSIZE, return_as="generator_unordered")
+        except ValueError:  # a joblib without unordered generators
+            joblib_row.name = "joblib Parallel (list)"
+            parallel = Parallel(WORKERS, batch_size=CHUNKSIZE)
+        consume(iter(parallel(tasks)))
+        # loky keeps its workers for the next call; a one-off batch pays for starting them.
+        get_reusable_executor().shutdown(wait=True)
+
+    ours = Row("taskrunner", n)
+    reference = Row("multiprocessing.Pool", n)
+    executor_row = Row("ProcessPoolExecutor", n)
+    rows = [ours, reference, executor_row, joblib_row]
+    alternate(
+        f"trivial: {n:,} trivial jobs, {WORKERS} workers",
+        config.rounds,
+        [
+            (ours, lambda: run_taskrunner("trivial", n, "bench-trivial", workers=WORKERS)),
+            (reference, lambda: timed(pool)),
+            (executor_row, lambda: timed(executor)),
+            (joblib_row, lambda: timed(joblib_parallel)),
+        ],
+    )
+    print_table(rows, reference)
+    value = ratio(ours, reference)
+    targets = [
+        Target(
+            "trivial",
+            "jobs/s vs multiprocessing.Pool",
+            value,
+            "x",
+            ">= 0.5 (goal 2.0)",
+            value >= 0.5 if value is not None else None,
+        )
+    ]
+    return {"rows": [row_json(row) for row in rows], "ratio_vs_pool": value}, targets
+
+
+# -- 2. memory ---------------------------------------------------------------------------------
+
+
+def controller_peak_rss(n: int) -> float:
+    """Peak RSS (VmHWM) of the controller process of a CLI run of `n` trivial jobs, in MB.
+
+    VmHWM only grows, so the last value read before the process exits is its peak (within
+    one poll interval). Workers are the controller's children and are not counted."""
+    with (
+        tempfile.TemporaryDirectory(prefix="taskrunner-bench-") as state_dir,
+        tempfile.TemporaryFile() as stderr,
+    ):
+        command = [
+            sys.executable, "-m", "taskrunner", "spawn", GEN, "benchmarks.jobs:trivial",
+            "--arg", f"n={n}", "-w", str(WORKERS), "--no-progress", "--restart",
+            "--state-dir", state_dir,
+        ]  # fmt: skip
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+        peak_kb = 0
+        while process.poll() is None:
+            peak_kb = read_vmhwm_kb(process.pid) or peak_kb
+            time.sleep(RSS_POLL_SECONDS)
+        if process.returncode != 0:
+            stderr.seek(0)
+            message = stderr.read().decode(errors="replace").strip().splitlines()
+            raise BenchError(f"exit code {process.returncode}: {message[-1] if message else ''}")
+    if not peak_kb:
+        raise BenchError("the controller exited before its memory could be read")
+    return peak_kb / 1024
+
+
+def read_vmhwm_kb(pid: int) -> int | None:
+    """VmHWM of a live process in kB; None once it has exited (a zombie has none)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def bench_memory(config: Config) -> tuple[dict[str, Any], list[Target]]:
+    """Bounded streaming: the controller's peak RSS must not grow with the number of jobs.
+    Measured on the CLI, in a process of its own, at two job counts four times apart."""
+    small, large = config.memory_jobs
+    peaks: dict[int, float | None] = {}
+    errors: dict[int, str] = {}
+    print(f"\nmemory: controller peak RSS (VmHWM) of CLI runs, {WORKERS} workers, trivial jobs")
+    print(f"  {'jobs':>10} {'peak MB':>9}")
+    for n in (small, large):
+        try:
+            peaks[n] = controller_peak_rss(n)
+        except Exception as error:
+            peaks[n] = None
+            errors[n] = f"{type(error).__name__}: {error}"
+            print(f"  {n:>10,} n/a: {errors[n]}")
+        else:
+            print(f"  {n:>10,} {peaks[n]:>9.1f}")
+    low, high = peaks[small], peaks[large]
+    growth = (high - low) / low * 100 if low and high else None
+    if growth is not None:
+        print(f"  growth {small:,} -> {large:,} jobs: {growth:+.1f}%", flush=True)
+    targets = [
+        Target(
+            "memory",
+            f"peak RSS growth {count(small)} -> {count(large)} jobs",
+            growth,
+            "%",
+            "<= 10",
+            growth <= 10 if growth is not None else None,
+        ),
+        Target(
+            "memory",
+            f"peak RSS at {count(large)} jobs",
+            high,
+            "MB",
+            "< 100",
+            high < 100 if high is not None else None,
+        ),
+    ]
+    data = {
+        "peak_mb": {str(n): mb for n, mb in peaks.items()},
+        "growth_percent": growth,
+        "errors": {str(n): message for n, message in errors.items()},
+    }
+    return data, targets
+
+
+# -- 3. and 4. latency -------------------------------------------------------------------------
+
+
+def latency_report(
+    bench: str, ours: Row, peer: Row, ideal: float, goal: float
+) -> tuple[dict[str, Any], list[Target]]:
+    """Table and target of a latency benchmark: efficiency = ideal time / measured time."""
+
+    def efficiency(row: Row) -> float | None:
+        return ideal / row.median if row.median else None
+
+    def cell(row: Row) -> str:
+        value = efficiency(row)
+        return f"{value:.0%}" if value is not None else "-"
+
+    print_table([ours, peer], peer, {"efficiency": cell})
+    value = efficiency(ours)
+    target = Target(
+        bench,
+        "efficiency (ideal / measured)",
+        value * 100 if value is not None else None,
+        "%",
+        f">= {goal:.0%}",
+        value >= goal if value is not None else None,
+    )
+    data = {
+        "ideal_seconds": ideal,
+        "rows": [{**row_json(row), "efficiency": efficiency(row)} for row in (ours, peer)],
+        "ratio_vs_peer": ratio(ours, peer),
+    }
+    return data, [target]
+
+
+def bench_latency_threads(config: Config) -> tuple[dict[str, Any], list[Target]]:
+    """Blocking, latency-bound jobs (a 50 ms sleep each) in 2 workers x 100 threads, against
+    one ThreadPoolExecutor of as many threads. Shows whether per-worker concurrency hides the
+    latency: the ideal time is jobs x 50 ms / 200 in flight."""
+    n = config.thread_jobs
+    in_flight = WORKERS * 100
+    ideal = n * jobs.THREAD_SLEEP_SECONDS / in_flight
+
+    def thread_pool() -> None:
+        with concurrent.futures.ThreadPoolExecutor(in_flight) as pool:
+            consume(pool.map(jobs.blocking_sleep, jobs.gen(n)))
+
+    ours = Row(f"taskrunner ({WORKERS} x 100 threads)", n)
+    peer = Row(f"ThreadPoolExecutor({in_flight})", n)
+    alternate(
+        f"latency-threads: {n:,} jobs of time.sleep(0.05), ideal {ideal:.2f}s",
+        config.rounds,
+        [
+            (
+                ours,
+                lambda: run_taskrunner(
+                    "blocking_sleep", n, "bench-threads", workers=WORKERS, concurrency=100
+                ),
+            ),
+            (peer, lambda: timed(thread_pool)),
+        ],
+    )
+    return latency_report("latency-threads", ours, peer, ideal, 0.9)
+
+
+async def gather_with_semaphore(n: int, limit: int) -> None:
+    """Every job as a task of one event loop, at most `limit` running at once."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(job: int) -> int:
+        async with semaphore:
+            return await jobs.async_sleep(job)
+
+    await asyncio.gather(*(one(job) for job in jobs.gen(n)))
+
+
+def bench_latency_asyncio(config: Config) -> tuple[dict[str, Any], list[Target]]:
+    """`async def` jobs (a 100 ms asyncio.sleep each) as 2 workers x 1000 tasks, against
+    asyncio.gather under a Semaphore(2000) in one process: the ideal time is
+    jobs x 100 ms / 2000 in flight. --queue-size (default 1000) bounds the jobs in flight
+    too, so it is raised to 2000 here."""
+    n = config.async_jobs
+    in_flight = WORKERS * 1000
+    ideal = n * jobs.ASYNC_SLEEP_SECONDS / in_flight
+    ours = Row(f"taskrunner ({WORKERS} x 1000 tasks)", n)
+    peer = Row(f"asyncio.gather, Semaphore({in_flight})", n)
+    alternate(
+        f"latency-asyncio: {n:,} jobs of asyncio.sleep(0.1), queue_size {in_flight}, "
+        f"ideal {ideal:.2f}s",
+        config.rounds,
+        [
+            (
+                ours,
+                lambda: run_taskrunner(
+                    "async_sleep",
+                    n,
+                    "bench-asyncio",
+                    workers=WORKERS,
+                    concurrency=1000,
+                    queue_size=in_flight,
+                ),
+            ),
+            (peer, lambda: timed(lambda: asyncio.run(gather_with_semaphore(n, in_flight)))),
+        ],
+    )
+    return latency_report("latency-asyncio", ours, peer, ideal, 0.8)
+
+
+# -- 5. rate -----------------------------------------------------------------------------------
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    """The most timestamps in any half-open interval [t, t + window); `times` sorted."""
+    most = first = 0
+    for last, moment in enumerate(times):
+        while moment - times[first] >= window:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+def bench_rate(config: Config) -> tuple[dict[str, Any], list[Target]]:
+    """--rate 200: the job starts per second, all workers together, from the start times the
+    callback returns (read back from --results). Rate = (starts - 1) / (last - first start),
+    the starts being that many intervals apart; the busiest 1-second window shows bursts."""
+    n = config.rate_jobs
+    limit = 200.0
+    print(f"\nrate: --rate {limit:g} over {n:,} trivial jobs, {WORKERS} workers x 4 threads")
+    with tempfile.TemporaryDirectory(prefix="taskrunner-bench-") as directory:
+        results = os.path.join(directory, "results.jsonl")
+        try:
+            seconds = run_taskrunner(
+                "start_time",
+                n,
+                "bench-rate",
+                workers=WORKERS,
+                concurrency=4,
+                rate=limit,
+                results=results,
+            )
+            with open(results, encoding="utf-8") as lines:
+                starts = sorted(json.loads(line)["result"] for line in lines)
+            if len(starts) != n:
+                raise BenchError(f"{len(starts)} result lines for {n} jobs")
+        except Exception as error:
+            message = f"{type(error).__name__}: {error}".splitlines()[0]
+            print(f"  n/a: {message}")
+            target = Target("rate", "measured rate", None, "/s", "200 +- 5%", None)
+            return {"error": message}, [target]
+    span = starts[-1] - starts[0]
+    measured = (n - 1) / span
+    burst = max_in_window(starts, 1.0)
+    print(f"  wall time {seconds:.2f}s, starts spread over {span:.2f}s")
+    print(f"  measured rate {measured:.1f}/s ({(measured - limit) / limit:+.1%} from {limit:g})")
+    print(f"  most starts in any 1 s window: {burst}", flush=True)
+    targets = [
+        Target(
+            "rate",
+            "measured rate",
+            measured,
+            "/s",
+            "200 +- 5%",
+            abs(measured - limit) <= 0.05 * limit,
+        ),
+        Target("rate", "most starts in any 1 s window", burst, "", f"(limit {limit:g})", None),
+    ]
+    data = {
+        "limit": limit,
+        "jobs": n,
+        "wall_seconds": seconds,
+        "span_seconds": span,
+        "measured_rate": measured,
+        "max_starts_in_1s": burst,
+    }
+    return data, targets
+
+
+# -- 6. redis (stub) ---------------------------------------------------------------------------
+
+
+def bench_redis(config: Config) -> tuple[dict[str, Any], list[Target]]:
+    """STUB: the Redis backend is pending. When it lands, this compares it with rq."""
+    message = "redis benchmark: not yet implemented (the Redis backend is pending)"
+    print(f"\n{message}")
+    return {"skipped": message}, []
+
+
+# -- main --------------------------------------------------------------------------------------
+
+BENCHMARKS: dict[str, Callable[[Config], tuple[dict[str, Any], list[Target]]]] = {
+    "trivial": bench_trivial,
+    "memory": bench_memory,
+    "latency-threads": bench_latency_threads,
+    "latency-asyncio": bench_latency_asyncio,
+    "rate": bench_rate,
+    "redis": bench_redis,
+}
+
+
+def print_summary(targets: list[Target], quick: bool, seconds: float) -> None:
+    print(
+        "\nsummary" + (" (--quick: small counts, the targets are indicative only)" if quick else "")
+    )
+    for target in targets:
+        if target.value is None:
+            value = "n/a"
+        elif target.unit == "x":
+            value = f"{target.value:.2f}x"
+        else:
+            value = f"{target.value:.1f}{target.unit}" if target.unit else f"{target.value:g}"
+        where = f"{target.benchmark}: {target.measure}"
+        print(f"  {where:<52} {value:>10}  {target.goal:<18} {target.status()}")
+    print(f"  ({seconds:.0f}s in all; results in {RESULTS_PATH.relative_to(ROOT)})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small counts, one round")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=list(BENCHMARKS),
+        metavar="NAME",
+        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}",
+    )
+    options = parser.parse_args(argv)
+    config = Config.make(options.quick)
+    # taskrunner resolves "benchmarks.jobs:..." from the current directory.
+    os.chdir(ROOT)
+    load = os.getloadavg()
+    print(
+        f"taskrunner benchmarks{' (--quick)' if config.quick else ''}: "
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+        flush=True,
+    )
+    started = time.perf_counter()
+    report: dict[str, Any] = {
+        "quick": config.quick,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_average": load,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "benchmarks": {},
+    }
+    targets: list[Target] = []
+    for name in dict.fromkeys(options.only or BENCHMARKS):
+        data, found = BENCHMARKS[name](config)
+        report["benchmarks"][name] = data
+        targets += found
+    seconds = time.perf_counter() - started
+    report["seconds"] = seconds
+    report["targets"] = [{**asdict(t), "status": t.status()} for t in targets]
+    RESULTS_PATH.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print_summary(targets, config.quick, seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
