@@ -6,7 +6,7 @@ keeping several lookups in flight, it takes a few seconds.
 
     taskrunner spawn account_sweep:accounts account_sweep:check -w 2 -c 8
     taskrunner failures account_sweep.accounts
-    taskrunner spawn account_sweep:accounts account_sweep:check_async -w 2 -c 50 --rate 400 --restart
+    taskrunner spawn account_sweep:accounts account_sweep:check_async -w 2 -c 50 --restart
 """
 
 from __future__ import annotations
