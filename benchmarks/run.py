@@ -14,10 +14,13 @@ import argparse
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import json
 import multiprocessing
 import os
 import platform
+import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import jobs  # noqa: E402
+from benchmarks import jobs, redis_bench  # noqa: E402
 
 RESULTS_PATH = ROOT / "benchmarks" / "results.json"
 GEN = "benchmarks.jobs:gen"
@@ -97,12 +100,16 @@ class Config:
     thread_jobs: int
     async_jobs: int
     rate_jobs: int
+    redis_jobs: int
+    rq_jobs: int
 
     @classmethod
     def make(cls, quick: bool) -> Config:
         if quick:
-            return cls(True, 1, 100_000, (250_000, 1_000_000), 2_000, 4_000, 400)
-        return cls(False, 3, 1_000_000, (1_000_000, 4_000_000), 10_000, 20_000, 2_000)
+            return cls(True, 1, 100_000, (250_000, 1_000_000), 2_000, 4_000, 400, 50_000, 2_000)
+        return cls(
+            False, 3, 1_000_000, (1_000_000, 4_000_000), 10_000, 20_000, 2_000, 200_000, 5_000
+        )
 
 
 # -- running and timing ------------------------------------------------------------------------
@@ -536,14 +543,194 @@ def bench_rate(config: Config) -> tuple[dict[str, Any], list[Target]]:
     return data, targets
 
 
-# -- 6. redis (stub) ---------------------------------------------------------------------------
+# -- 6. redis ---------------------------------------------------------------------------------
+
+REDIS_GOAL = 20_000  # jobs/s
+REDIS_QUEUE_SIZES = (None, 10_000)  # None: the default --queue-size (1000)
+REDIS_TIMEOUT_SECONDS = 300
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its children waited for so far."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def run_processes(commands: list[list[str]]) -> None:
+    """Start the commands (from the repo root) one right after another and wait until every
+    one has exited 0. A nonzero exit code, or one still running after REDIS_TIMEOUT_SECONDS,
+    raises BenchError; whatever is left running then is killed, with its own children."""
+    with contextlib.ExitStack() as stack:
+        running: list[tuple[subprocess.Popen[bytes], Any]] = []
+        try:
+            for command in commands:
+                stderr = stack.enter_context(tempfile.TemporaryFile())
+                process = subprocess.Popen(
+                    command,
+                    cwd=ROOT,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    start_new_session=True,  # its own process group, to be killed whole
+                )
+                running.append((process, stderr))
+            deadline = time.monotonic() + REDIS_TIMEOUT_SECONDS
+            for process, stderr in running:
+                what = " ".join(process.args[2:5])  # type: ignore[index]
+                try:
+                    code = process.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    raise BenchError(
+                        f"{what}: still running after {REDIS_TIMEOUT_SECONDS}s"
+                    ) from None
+                if code != 0:
+                    stderr.seek(0)
+                    message = stderr.read().decode(errors="replace").strip().splitlines()
+                    raise BenchError(f"{what}: exit code {code}: {message[-1] if message else ''}")
+        finally:
+            for process, _ in running:
+                if process.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+
+
+def run_taskrunner_redis(
+    url: str, client: Any, n: int, queue_size: int | None, usage: list[tuple[float, float]]
+) -> float:
+    """One CLI run of `n` trivial jobs through Redis: a controller that only feeds (-w 0) and
+    WORKERS `taskrunner work -w 1` processes started right after it; its wall time from the
+    controller's start to the last exit. Appends (CPU of our processes, CPU of redis-server)."""
+    spawn = [
+        sys.executable, "-m", "taskrunner", "spawn", GEN, "benchmarks.jobs:trivial",
+        "--arg", f"n={n}", "--backend", url, "-w", "0", "--no-progress", "--restart", "-q",
+    ]  # fmt: skip
+    if queue_size is not None:
+        spawn += ["--queue-size", str(queue_size)]
+    work = [
+        sys.executable, "-m", "taskrunner", "work", "benchmarks.jobs:trivial",
+        "--backend", url, "-w", "1", "-q",
+    ]  # fmt: skip
+    client.flushall()
+    cpu, server = cpu_seconds(), redis_bench.server_cpu_seconds(client)
+    started = time.perf_counter()
+    run_processes([spawn] + [work] * WORKERS)
+    seconds = time.perf_counter() - started
+    usage.append((cpu_seconds() - cpu, redis_bench.server_cpu_seconds(client) - server))
+    status = subprocess.run(
+        [sys.executable, "-m", "taskrunner", "status", "benchmarks.jobs.gen", "--backend", url,
+         "--json"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if status.returncode != 0:
+        raise BenchError(f"status: exit code {status.returncode}: {status.stderr.strip()}")
+    state = json.loads(status.stdout)
+    if state["done"] != n or state["failed"]:
+        raise BenchError(f"status: {state['done']} done, {state['failed']} failed of {n}")
+    return seconds
+
+
+def run_rq(url: str, client: Any, n: int, usage: list[tuple[float, float]]) -> float:
+    """`n` trivial jobs through RQ: enqueued from here in pipelines, then worked by WORKERS
+    rq.SimpleWorker processes in burst mode; wall time from the first enqueue to the last
+    worker's exit. Appends (CPU of our processes, CPU of redis-server)."""
+    client.flushall()
+    cpu, server = cpu_seconds(), redis_bench.server_cpu_seconds(client)
+    started = time.perf_counter()
+    redis_bench.rq_enqueue(client, n)
+    run_processes([redis_bench.rq_worker_command(url)] * WORKERS)
+    seconds = time.perf_counter() - started
+    usage.append((cpu_seconds() - cpu, redis_bench.server_cpu_seconds(client) - server))
+    finished, failed, queued = redis_bench.rq_counts(client)
+    if finished != n or failed or queued:
+        raise BenchError(f"{finished} finished, {failed} failed, {queued} left of {n}")
+    return seconds
 
 
 def bench_redis(config: Config) -> tuple[dict[str, Any], list[Target]]:
-    """STUB: the Redis backend is pending. When it lands, this compares it with rq."""
-    message = "redis benchmark: not yet implemented (the Redis backend is pending)"
-    print(f"\n{message}")
-    return {"skipped": message}, []
+    """Redis throughput: trivial jobs through a local redis-server (no persistence), fed by a
+    `taskrunner spawn -w 0` controller and worked by 2 `taskrunner work` processes, at the
+    default --queue-size and at 10,000; against RQ (rq.SimpleWorker x 2, burst mode, same
+    server), with fewer jobs as it is much slower. Every process is started inside the
+    timing; the server is flushed before each run. The cpu columns are the median CPU
+    seconds of our processes (controller and workers, or RQ's enqueue and workers) and of
+    redis-server: with 2 cores, their sum over the wall time shows what was saturated."""
+    n, rq_n = config.redis_jobs, config.rq_jobs
+    rows = [
+        Row("taskrunner" + (f" (queue {size:,})" if size else " (queue 1,000)"), n)
+        for size in REDIS_QUEUE_SIZES
+    ]
+    reference = Row("rq SimpleWorker", rq_n)
+    usage: dict[str, list[tuple[float, float]]] = {row.name: [] for row in [*rows, reference]}
+    try:
+        import rq  # noqa: F401  (imported here, not inside the first timing)
+    except ImportError as error:
+        reference.error = f"{type(error).__name__}: {error}"
+
+    def median_cpu(row: Row, which: int) -> float | None:
+        values = [pair[which] for pair in usage[row.name]]
+        return statistics.median(values) if values and not row.error else None
+
+    def cpu_cell(which: int) -> Callable[[Row], str]:
+        def cell(row: Row) -> str:
+            value = median_cpu(row, which)
+            return f"{value:.2f}" if value is not None else "-"
+
+        return cell
+
+    def run_ours(url: str, client: Any, row: Row, size: int | None) -> Callable[[], float]:
+        return lambda: run_taskrunner_redis(url, client, n, size, usage[row.name])
+
+    try:
+        with redis_bench.redis_server() as (url, client):
+            version = client.info("server")["redis_version"]
+            contenders = [
+                (row, run_ours(url, client, row, size))
+                for row, size in zip(rows, REDIS_QUEUE_SIZES)
+            ]
+            contenders.append((reference, lambda: run_rq(url, client, rq_n, usage[reference.name])))
+            alternate(
+                f"redis: trivial jobs through redis-server {version} on loopback, "
+                f"{WORKERS} worker processes",
+                config.rounds,
+                contenders,
+            )
+    except Exception as error:
+        message = f"{type(error).__name__}: {error}".splitlines()[0]
+        print(f"\nredis: n/a: {message}")
+        for row in [*rows, reference]:
+            row.error = row.error or message
+    else:
+        print_table(
+            [*rows, reference], reference, {"cpu s": cpu_cell(0), "redis cpu s": cpu_cell(1)}
+        )
+    targets = [
+        Target(
+            "redis",
+            f"taskrunner jobs/s{row.name.removeprefix('taskrunner')}",
+            row.rate,
+            "/s",
+            f">= {REDIS_GOAL:,}",
+            row.rate >= REDIS_GOAL if row.rate is not None else None,
+        )
+        for row in rows
+    ]
+    value = ratio(rows[0], reference)
+    targets.append(Target("redis", "jobs/s vs rq SimpleWorker", value, "x", "(RQ < 1,000/s)", None))
+    data = {
+        "rows": [
+            {
+                **row_json(row),
+                "cpu_seconds": median_cpu(row, 0),
+                "redis_cpu_seconds": median_cpu(row, 1),
+            }
+            for row in [*rows, reference]
+        ],
+        "ratio_vs_rq": {row.name: ratio(row, reference) for row in rows},
+        "goal_jobs_per_second": REDIS_GOAL,
+    }
+    return data, targets
 
 
 # -- main --------------------------------------------------------------------------------------

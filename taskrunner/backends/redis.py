@@ -14,6 +14,8 @@ passed in KEYS. What is in Redis:
     taskrunner:{NAME}:held:WID    set    the job ids worker WID holds (for its heartbeat)
     taskrunner:{NAME}:outcomes    list   outcomes reported by workers, for the controller
     taskrunner:{NAME}:pace        string earliest start (ms) of the next job under --rate
+    taskrunner:{NAME}:collected, recalled, popped:WID, and each *_by
+                                         the last reply of a call, to answer a retry alike
     taskrunner:{NAME}:run         hash   the run record: checkpoint, counters, state
     taskrunner:{NAME}:failures    hash   seq -> failure
     taskrunner:{NAME}:lock        string token of the controller running the run
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "taskrunner"
 RUN_KEY_PARTS = (
     "meta", "waiting", "payloads", "leases", "tokens", "leased", "outcomes", "pace",
+    "collected", "collected_by", "recalled", "recalled_by",
 )  # fmt: skip
 LOCK_SECONDS = 30
 SCRIPTS = ("push", "pop", "heartbeat", "report", "collect", "recall", "save")
@@ -242,7 +245,11 @@ class RedisRunStore:
     def reset_queue(self, name: str) -> None:
         """Forget jobs queued or leased by an earlier controller: resume takes them again."""
         client = self.connection.client
-        held = list(client.scan_iter(match=f"{KEY_PREFIX}:{{{name}}}:held:*", count=1000))
+        held = [
+            key
+            for pattern in ("held:*", "popped:*")
+            for key in client.scan_iter(match=f"{KEY_PREFIX}:{{{name}}}:{pattern}", count=1000)
+        ]
         parts = [p for p in RUN_KEY_PARTS if p != "meta"]
         client.delete(*[run_key(name, part) for part in parts], *held)
 

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from typing import Any
 
 from ..executor import Executor
@@ -52,6 +53,9 @@ class RedisExecutor(Executor):
         self._outstanding_jobs = 0
         self._local: subprocess.Popen[bytes] | None = None
         self._push_keys = [run_key(name, "waiting"), run_key(name, "payloads")]
+        self._collect_keys = [
+            run_key(name, part) for part in ("outcomes", "collected", "collected_by")
+        ]
 
     def start(self) -> None:
         self._connection.client.hset(run_key(self._name, "meta"), "state", "running")
@@ -100,7 +104,7 @@ class RedisExecutor(Executor):
         deadline = time.monotonic() + timeout
         while True:
             raw = self._connection.run(
-                "collect", [run_key(self._name, "outcomes")], [COLLECT_AT_ONCE]
+                "collect", self._collect_keys, [COLLECT_AT_ONCE, uuid.uuid4().hex]
             )
             if raw or time.monotonic() >= deadline:
                 break
@@ -111,7 +115,12 @@ class RedisExecutor(Executor):
         return self._events(raw)
 
     def recall(self) -> list[Event]:
-        ids = self._connection.run("recall", self._push_keys, [])
+        keys = [
+            *self._push_keys,
+            run_key(self._name, "recalled"),
+            run_key(self._name, "recalled_by"),
+        ]
+        ids = self._connection.run("recall", keys, [uuid.uuid4().hex])
         by_batch: dict[int, list[int]] = {}
         for raw_id in ids:
             batch_id, index = _parse_id(raw_id)

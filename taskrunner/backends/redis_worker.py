@@ -142,7 +142,12 @@ class RedisWorker:
         self._pop_keys = [
             run_key(name, part)
             for part in ("waiting", "payloads", "leases", "tokens", "leased", "outcomes")
-        ] + [held, run_key(name, "meta"), run_key(name, "pace")]
+        ] + [
+            held,
+            run_key(name, "meta"),
+            run_key(name, "pace"),
+            run_key(name, f"popped:{self._worker_id}"),
+        ]
         self._report_keys = [
             run_key(name, part) for part in ("leases", "tokens", "payloads", "leased", "outcomes")
         ] + [held]

@@ -1,12 +1,25 @@
 -- collect: the controller takes the outcomes workers reported, oldest first.
 --
--- KEYS[1]  taskrunner:{NAME}:outcomes   list of outcomes (JSON)
+-- KEYS[1]  taskrunner:{NAME}:outcomes        list of outcomes (JSON)
+-- KEYS[2]  taskrunner:{NAME}:collected       list: the outcomes the last call took
+-- KEYS[3]  taskrunner:{NAME}:collected_by    string: the request id of the last call
 -- ARGV[1]  the most outcomes to take
+-- ARGV[2]  a request id, new for each call
 --
--- Returns the outcomes taken; they are removed from the list in the same step.
+-- Returns the outcomes taken; they are removed from the list in the same step. A call
+-- repeated with the same request id (the client retried after a lost connection, not
+-- knowing whether the first ran) gets the same outcomes again instead of losing them.
 
+if redis.call('GET', KEYS[3]) == ARGV[2] then
+    return redis.call('LRANGE', KEYS[2], 0, -1)
+end
 local taken = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+redis.call('DEL', KEYS[2])
 if #taken > 0 then
     redis.call('LTRIM', KEYS[1], #taken, -1)
+    for i = 1, #taken, 1000 do
+        redis.call('RPUSH', KEYS[2], unpack(taken, i, math.min(i + 999, #taken)))
+    end
 end
+redis.call('SET', KEYS[3], ARGV[2])
 return taken

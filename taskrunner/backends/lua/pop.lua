@@ -9,6 +9,7 @@
 -- KEYS[7]  taskrunner:{NAME}:held:WID   set of job ids the calling worker holds
 -- KEYS[8]  taskrunner:{NAME}:meta       hash: the run's settings and its state
 -- KEYS[9]  taskrunner:{NAME}:pace       string: earliest start (ms) of the next job, for --rate
+-- KEYS[10] taskrunner:{NAME}:popped:WID string: the token of the worker's last pop
 -- ARGV[1]  N, the most jobs to lease
 -- ARGV[2]  lease length in ms
 -- ARGV[3]  the fresh lease token, "WID:counter"
@@ -22,6 +23,9 @@
 -- With --rate, the jobs leased are given start times one interval apart, after those given
 -- to every earlier pop: the caller waits `delay` ms before the first, then one interval
 -- between each.
+--
+-- A pop repeated with the same token (the client retried after a lost connection, not
+-- knowing whether the first ran) returns the jobs the first leased instead of leasing more.
 --
 -- Returns {state, delay, id1, payload1, id2, payload2, ...}; state is the meta hash's
 -- "state" field ("running", "finished", "stopped") or false when the run does not exist.
@@ -45,6 +49,16 @@ for _, id in ipairs(expired) do
 end
 
 local reply = {redis.call('HGET', KEYS[8], 'state'), 0}
+if redis.call('GET', KEYS[10]) == ARGV[3] then
+    for _, id in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+        if redis.call('HGET', KEYS[4], id) == ARGV[3] then
+            reply[#reply + 1] = id
+            reply[#reply + 1] = redis.call('HGET', KEYS[2], id)
+        end
+    end
+    return reply
+end
+redis.call('SET', KEYS[10], ARGV[3], 'PX', ARGV[2])
 local wanted = tonumber(ARGV[1])
 if wanted <= 0 then
     return reply

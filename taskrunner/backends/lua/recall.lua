@@ -1,13 +1,24 @@
 -- recall: the controller is stopping and takes back every job no worker has leased yet.
 --
--- KEYS[1]  taskrunner:{NAME}:waiting    list of job ids waiting to be leased
--- KEYS[2]  taskrunner:{NAME}:payloads   hash: job id -> serialized job
+-- KEYS[1]  taskrunner:{NAME}:waiting        list of job ids waiting to be leased
+-- KEYS[2]  taskrunner:{NAME}:payloads       hash: job id -> serialized job
+-- KEYS[3]  taskrunner:{NAME}:recalled       list: the ids the last call took back
+-- KEYS[4]  taskrunner:{NAME}:recalled_by    string: the request id of the last call
+-- ARGV[1]  a request id, new for each call
 --
 -- Returns the ids taken back; their jobs stay unfinished in the checkpoint, for `resume`.
+-- A call repeated with the same request id gets the same ids again.
 
-local ids = redis.call('LRANGE', KEYS[1], 0, -1)
-redis.call('DEL', KEYS[1])
-for _, id in ipairs(ids) do
-    redis.call('HDEL', KEYS[2], id)
+if redis.call('GET', KEYS[4]) == ARGV[1] then
+    return redis.call('LRANGE', KEYS[3], 0, -1)
 end
+local ids = redis.call('LRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1], KEYS[3])
+for i = 1, #ids do
+    redis.call('HDEL', KEYS[2], ids[i])
+end
+for i = 1, #ids, 1000 do
+    redis.call('RPUSH', KEYS[3], unpack(ids, i, math.min(i + 999, #ids)))
+end
+redis.call('SET', KEYS[4], ARGV[1])
 return ids
