@@ -16,6 +16,7 @@ import collections
 import concurrent.futures
 import contextlib
 import json
+import logging
 import multiprocessing
 import os
 import platform
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import taskrunner
+import taskrunner.controller
+import taskrunner.state
 
 ROOT = Path(__file__).resolve().parent.parent
 # `benchmarks.jobs` must be importable here and, by name, in every spawned worker; spawned
@@ -102,6 +105,9 @@ class Config:
     rate_jobs: int
     redis_jobs: int
     rq_jobs: int
+    # (checkpoint, total) of the resume benchmark. --quick keeps the issue's figures: skipping
+    # fewer jobs would measure worker start-up alone, and a run to the checkpoint takes ~1 s.
+    resume_jobs: tuple[int, int] = (1_000_000, jobs.RESUME_JOBS)
 
     @classmethod
     def make(cls, quick: bool) -> Config:
@@ -733,6 +739,332 @@ def bench_redis(config: Config) -> tuple[dict[str, Any], list[Target]]:
     return data, targets
 
 
+# -- 7. resume -------------------------------------------------------------------------------
+
+SKIP_GOAL = 1_000_000  # skipped jobs/s
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block: the generator reads them in this process, and
+    the workers spawned meanwhile inherit them."""
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def quiet(logger_name: str) -> Iterator[None]:
+    """No log records of that logger for the block (a stop the benchmark causes on purpose is
+    logged as an error; the exit code and the checkpoint are checked instead)."""
+    logger = logging.getLogger(logger_name)
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+def stamped(callback: Callable[[], taskrunner.Summary], job: int, directory: str) -> float:
+    """Call `callback` (a run or resume whose callback is jobs.stamp_first) and return the
+    seconds from the call to the start of `job` in a worker, which must run exactly once."""
+    path = os.path.join(directory, "stamp")
+    with environment({jobs.STAMP_JOB_ENV: str(job), jobs.STAMP_FILE_ENV: path}):
+        called = time.time()
+        callback()
+    try:
+        with open(path, encoding="ascii") as lines:
+            stamps = [float(line) for line in lines]
+    except FileNotFoundError:
+        raise BenchError(f"job {job:,} never ran") from None
+    if len(stamps) != 1:
+        raise BenchError(f"job {job:,} ran {len(stamps)} times")
+    return stamps[0] - called
+
+
+def checked(summary: taskrunner.Summary, exit_code: int, done: int, this_session: int) -> None:
+    if (summary.exit_code, summary.done, summary.jobs_this_session) != (
+        exit_code,
+        done,
+        this_session,
+    ):
+        raise BenchError(
+            f"exit code {summary.exit_code} (not {exit_code}): {summary.done:,} done "
+            f"(not {done:,}), {summary.jobs_this_session:,} this session (not {this_session:,})"
+        )
+
+
+def first_job_of_fresh_run(checkpoint: int, total: int, wall: list[float]) -> float:
+    """The baseline: a run of jobs.counted with no checkpoint, limited to as many jobs as a
+    resume runs. Returns the seconds from calling run() to the start of job 0; appends the
+    run's wall time to `wall`."""
+    jobs_run = total - checkpoint
+    with tempfile.TemporaryDirectory(prefix="taskrunner-bench-") as state_dir:
+
+        def fresh() -> taskrunner.Summary:
+            summary = taskrunner.run(
+                "benchmarks.jobs:counted",
+                "benchmarks.jobs:stamp_first",
+                args={"n": total},
+                name="bench-resume-fresh",
+                state_dir=state_dir,
+                workers=WORKERS,
+                limit=jobs_run,
+                progress=False,
+                restart=True,
+                verbosity=-1,
+            )
+            checked(summary, 0, jobs_run, jobs_run)
+            return summary
+
+        started = time.perf_counter()
+        first = stamped(fresh, 0, state_dir)
+        wall.append(time.perf_counter() - started)
+    return first
+
+
+def first_job_of_resume(gen: str, checkpoint: int, total: int, wall: list[float]) -> float:
+    """Stop a run of `gen` at `checkpoint` (its generator raises there: exit code 3), then
+    resume it. Returns the seconds from calling resume() to the start of the first job after
+    the checkpoint; appends resume's wall time to `wall`."""
+    name = f"bench-resume-{gen.rpartition(':')[2]}"
+    with tempfile.TemporaryDirectory(prefix="taskrunner-bench-") as state_dir:
+        with environment({jobs.STOP_AT_ENV: str(checkpoint)}), quiet("taskrunner.controller"):
+            summary = taskrunner.run(
+                gen,
+                "benchmarks.jobs:stamp_first",
+                args={"n": total},
+                name=name,
+                state_dir=state_dir,
+                workers=WORKERS,
+                progress=False,
+                restart=True,
+                verbosity=-1,
+            )
+        checked(summary, 3, checkpoint, checkpoint)
+        mark = taskrunner.status(name, state_dir=state_dir)["checkpoint"]
+        if mark != checkpoint:
+            raise BenchError(f"the run stopped with its checkpoint at {mark:,}, not {checkpoint:,}")
+
+        def resume() -> taskrunner.Summary:
+            summary = taskrunner.resume(name, state_dir=state_dir, progress=False, verbosity=-1)
+            checked(summary, 0, total, total - checkpoint)
+            return summary
+
+        started = time.perf_counter()
+        first = stamped(resume, checkpoint, state_dir)
+        wall.append(time.perf_counter() - started)
+    return first
+
+
+def bench_resume(config: Config) -> tuple[dict[str, Any], list[Target]]:
+    """Time from `resume` to the first new job of a run whose checkpoint is at 1,000,000 of
+    1,100,000 trivial jobs, for both strategies: a generator without `last` (run again from
+    the start, the finished prefix skipped and the job at the checkpoint checked) and one
+    that takes `last=` and seeks. The time runs from the call of resume() to the start of the
+    job at the checkpoint in a worker (jobs.stamp_first), so it includes spawning the workers:
+    the fresh run (no checkpoint, as many jobs as a resume runs) shows that start-up alone.
+    Each round first runs the generator to the checkpoint, untimed."""
+    checkpoint, total = config.resume_jobs
+    jobs_run = total - checkpoint
+    fresh = Row("fresh run (no checkpoint)", jobs_run)
+    skip = Row("resume: skip (GEN without last)", jobs_run)
+    seek = Row("resume: seek (GEN with last=)", jobs_run)
+    rows = [fresh, skip, seek]
+    wall: dict[str, list[float]] = {row.name: [] for row in rows}
+
+    def resumed(gen: str, row: Row) -> Callable[[], float]:
+        return lambda: first_job_of_resume(gen, checkpoint, total, wall[row.name])
+
+    alternate(
+        f"resume: time to the first new job, checkpoint at {checkpoint:,} of {total:,} "
+        f"trivial jobs, {WORKERS} workers",
+        config.rounds,
+        [
+            (fresh, lambda: first_job_of_fresh_run(checkpoint, total, wall[fresh.name])),
+            (skip, resumed("benchmarks.jobs:counted", skip)),
+            (seek, resumed("benchmarks.jobs:seeking", seek)),
+        ],
+    )
+
+    def median_wall(row: Row) -> float | None:
+        return statistics.median(wall[row.name]) if wall[row.name] and not row.error else None
+
+    print(f"  {'name':<{NAME_WIDTH}} {'first job s':>11} {'whole s':>9} {'jobs run':>10}")
+    for row in rows:
+        if row.error:
+            print(f"  {row.name:<{NAME_WIDTH}} n/a: {row.error}")
+            continue
+        assert row.median is not None
+        line = f"  {row.name:<{NAME_WIDTH}} {row.median:>11.3f} {median_wall(row) or 0:>9.2f}"
+        print(f"{line} {row.jobs:>10,}")
+    skipped_rate = checkpoint / skip.median if skip.median else None
+    # What skipping adds over seeking, both paying the same start-up: the net skipping rate.
+    extra = skip.median - seek.median if skip.median and seek.median else None
+    net_rate = checkpoint / extra if extra and extra > 0 else None
+    if skipped_rate is not None:
+        print(
+            f"  skipped jobs/s: {checkpoint:,} / {skip.median:.3f}s = {skipped_rate:,.0f} "
+            f"(a lower bound: the time includes starting {WORKERS} workers)"
+        )
+    if extra is not None:
+        net = f" = {net_rate:,.0f} jobs/s" if net_rate else " (within noise)"
+        print(f"  skipping over seeking: {extra * 1000:+.0f} ms{net}", flush=True)
+
+    def ms(row: Row) -> float | None:
+        return row.median * 1000 if row.median is not None else None
+
+    baseline = f"(fresh run {ms(fresh):.0f} ms)" if fresh.median is not None else "(fresh n/a)"
+    targets = [
+        Target("resume", "time to first new job (skip)", ms(skip), "ms", baseline, None),
+        Target("resume", "time to first new job (seek)", ms(seek), "ms", baseline, None),
+        Target(
+            "resume",
+            "skipped jobs/s",
+            skipped_rate,
+            "/s",
+            f">= {SKIP_GOAL:,}",
+            skipped_rate >= SKIP_GOAL if skipped_rate is not None else None,
+        ),
+    ]
+    data = {
+        "checkpoint": checkpoint,
+        "total": total,
+        "rows": [
+            {
+                **asdict(row),
+                "median_first_job_seconds": row.median,
+                "median_wall_seconds": median_wall(row),
+                "wall_seconds": wall[row.name],
+            }
+            for row in rows
+        ],
+        "skipped_jobs_per_second": skipped_rate,
+        "skip_over_seek_seconds": extra,
+        "net_skipped_jobs_per_second": net_rate,
+        "goal_skipped_jobs_per_second": SKIP_GOAL,
+    }
+    return data, targets
+
+
+# -- 8. checkpoint ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def counting_saves(into: list[tuple[int, float]]) -> Iterator[None]:
+    """Count and time the checkpoint saves (RunStore.save) of the runs in the block; append
+    (saves, seconds in them) to `into`. The controller runs in this process, so patching the
+    class here reaches it."""
+    original = taskrunner.state.RunStore.save
+    calls = [0, 0.0]
+
+    def save(self: Any, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            calls[0] += 1
+            calls[1] += time.perf_counter() - started
+
+    taskrunner.state.RunStore.save = save  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        taskrunner.state.RunStore.save = original  # type: ignore[method-assign]
+    into.append((int(calls[0]), calls[1]))
+
+
+@contextlib.contextmanager
+def save_seconds(seconds: float) -> Iterator[None]:
+    """The controller's save interval for the block (a module global it reads as it runs)."""
+    previous = taskrunner.controller.SAVE_SECONDS
+    taskrunner.controller.SAVE_SECONDS = seconds
+    try:
+        yield
+    finally:
+        taskrunner.controller.SAVE_SECONDS = previous
+
+
+def bench_checkpoint(config: Config) -> tuple[dict[str, Any], list[Target]]:
+    """The cost of checkpointing on the trivial benchmark's run: saving as shipped (every
+    SAVE_SECONDS and at the end) against SAVE_SECONDS set to 1e9 in this process, which
+    leaves only the final save. The checkpoint's bookkeeping in memory runs in both. Saves
+    are counted and timed; ratio = jobs/s with saving over without."""
+    n = config.trivial_jobs
+    shipped = taskrunner.controller.SAVE_SECONDS
+    with_saving = Row(f"saving every {shipped:g}s (as shipped)", n)
+    without = Row("final save only", n)
+    rows = [with_saving, without]
+    saves: dict[str, list[tuple[int, float]]] = {row.name: [] for row in rows}
+
+    def run_with() -> float:
+        with counting_saves(saves[with_saving.name]):
+            return run_taskrunner("trivial", n, "bench-checkpoint", workers=WORKERS)
+
+    def run_without() -> float:
+        with counting_saves(saves[without.name]), save_seconds(1e9):
+            return run_taskrunner("trivial", n, "bench-checkpoint", workers=WORKERS)
+
+    alternate(
+        f"checkpoint: {n:,} trivial jobs, {WORKERS} workers, checkpoint saved every "
+        f"{shipped:g}s vs only at the end (controller.SAVE_SECONDS = 1e9)",
+        config.rounds,
+        [(with_saving, run_with), (without, run_without)],
+    )
+
+    def median_saves(row: Row, which: int) -> float | None:
+        values = [pair[which] for pair in saves[row.name]]
+        return statistics.median(values) if values and not row.error else None
+
+    def saves_cell(row: Row) -> str:
+        value = median_saves(row, 0)
+        return f"{value:g}" if value is not None else "-"
+
+    def save_ms_cell(row: Row) -> str:
+        value = median_saves(row, 1)
+        return f"{value * 1000:.1f}" if value is not None else "-"
+
+    print_table(rows, without, {"saves": saves_cell, "in saves ms": save_ms_cell})
+    periodic = median_saves(with_saving, 0)
+    per_save = [seconds / calls for calls, seconds in saves[with_saving.name] if calls]
+    if periodic is not None and per_save:
+        one = statistics.median(per_save)
+        print(
+            f"  saves include the final one, made in both: {periodic - 1:g} periodic saves per "
+            f"run as shipped; one save takes {one * 1000:.2f} ms, "
+            f"{one / shipped:.2%} of a {shipped:g}s interval",
+            flush=True,
+        )
+    value = ratio(with_saving, without)
+    targets = [
+        Target(
+            "checkpoint", "jobs/s with saving / without", value, "x", "(final save in both)", None
+        ),
+    ]
+    data = {
+        "save_seconds": shipped,
+        "rows": [
+            {
+                **row_json(row),
+                "saves": saves[row.name],
+                "median_saves": median_saves(row, 0),
+                "median_seconds_in_saves": median_saves(row, 1),
+            }
+            for row in rows
+        ],
+        "ratio_with_over_without": value,
+    }
+    return data, targets
+
+
 # -- main --------------------------------------------------------------------------------------
 
 BENCHMARKS: dict[str, Callable[[Config], tuple[dict[str, Any], list[Target]]]] = {
@@ -742,6 +1074,8 @@ BENCHMARKS: dict[str, Callable[[Config], tuple[dict[str, Any], list[Target]]]] =
     "latency-asyncio": bench_latency_asyncio,
     "rate": bench_rate,
     "redis": bench_redis,
+    "resume": bench_resume,
+    "checkpoint": bench_checkpoint,
 }
 
 

@@ -213,6 +213,13 @@ def _drive(
     callback_fn: Callable[..., Any],
     retry_first: list[tuple[int, Any, int]] | None = None,
 ) -> Summary:
+    in_flight = options.workers * options.concurrency
+    if settings.is_local and options.queue_size < in_flight:
+        log.warning(
+            "--queue-size %d is below workers x concurrency (%d): at most %d jobs run at once; "
+            "raise --queue-size to use them all",
+            options.queue_size, in_flight, options.queue_size,
+        )  # fmt: skip
     executor: Executor
     if settings.is_local:
         executor = LocalPool(

@@ -39,9 +39,9 @@ if TYPE_CHECKING:
 # Each slot of the shared array holds three doubles: batch id, index in batch, start time.
 SLOT_FIELDS = 3
 IDLE = -1.0
-# With threads or tasks, finished jobs are reported at least this often (and whenever the
-# worker runs out of work), so many jobs share a message and the controller stays current.
-FLUSH_SECONDS = 0.02
+# With threads or tasks, a finished job is reported this long after it finished, together
+# with every job that finished meanwhile: many jobs share a message, none waits long.
+FLUSH_DELAY = 0.002
 _PR_SET_PDEATHSIG = 1
 
 
@@ -117,7 +117,7 @@ class JobRunner:
         # batch_id -> (indices, results) finished and not yet reported
         self._pending: dict[int, tuple[list[int], list[Any]]] = {}
         self._pending_busy = 0.0
-        self._last_flush = time.monotonic()
+        self._request_flush: Callable[[], None] = lambda: None
 
     # -- sequential ------------------------------------------------------------------------
 
@@ -183,7 +183,7 @@ class JobRunner:
             work.put((batch_id, index, job, 0.0))
         work.put(None)
         self._thread_loop(0, work)
-        self._flush(force=True)
+        self._flush()
 
     def _report_done(
         self, batch_id: int, indices: range | list[int], results: list[Any] | None, busy: float
@@ -223,6 +223,11 @@ class JobRunner:
             threading.Thread(target=self._thread_loop, args=(slot, work), daemon=True)
             for slot in range(self.config.concurrency)
         ]
+        wanted = threading.Event()
+        done = threading.Event()
+        self._request_flush = wanted.set
+        flusher = threading.Thread(target=self._flush_loop, args=(wanted, done), daemon=True)
+        flusher.start()
         for thread in threads:
             thread.start()
         while True:
@@ -235,7 +240,18 @@ class JobRunner:
             work.put(None)
         for thread in threads:
             thread.join()
-        self._flush(force=True)
+        done.set()
+        wanted.set()
+        flusher.join()
+        self._flush()
+
+    def _flush_loop(self, wanted: threading.Event, done: threading.Event) -> None:
+        """Report finished jobs shortly after the first of them finished, together."""
+        while not done.is_set():
+            wanted.wait()
+            time.sleep(FLUSH_DELAY)
+            wanted.clear()
+            self._flush()
 
     def _thread_loop(self, slot: int, work: queue.SimpleQueue[Any]) -> None:
         base = slot * SLOT_FIELDS
@@ -261,14 +277,13 @@ class JobRunner:
                     result = loop.run_until_complete(_as_coroutine(result))
             except BaseException as error:  # never trust the callback
                 slots[base + 2] = 0.0
-                self._flush(force=True)
+                self._flush()
                 self.reporter.send(
                     ("failed", batch_id, index, _job_error(error, time.monotonic() - started))
                 )
             else:
                 slots[base + 2] = 0.0
                 self._add_done(batch_id, index, result, time.monotonic() - started)
-                self._flush(force=work.empty())
             slots[base] = IDLE
         if loop is not None:
             loop.close()
@@ -280,16 +295,15 @@ class JobRunner:
             if self.config.want_results:
                 results.append(result)
             self._pending_busy += duration
+        self._request_flush()
 
-    def _flush(self, *, force: bool) -> None:
-        """Report the finished jobs gathered so far, if any and if it is time."""
+    def _flush(self) -> None:
+        """Report the finished jobs gathered so far, if any."""
         with self._pending_lock:
-            now = time.monotonic()
-            if not self._pending or (not force and now - self._last_flush < FLUSH_SECONDS):
+            if not self._pending:
                 return
             pending, self._pending = self._pending, {}
             busy, self._pending_busy = self._pending_busy, 0.0
-            self._last_flush = now
         share = busy / max(1, len(pending))
         for batch_id, (indices, results) in pending.items():
             self._report_done(
@@ -323,6 +337,17 @@ class JobRunner:
                 work.put_nowait(item)
 
         loop.add_reader(conn.fileno(), on_readable)
+        flush_due: list[asyncio.TimerHandle] = []
+
+        def flush_now() -> None:
+            flush_due.clear()
+            self._flush()
+
+        def request_flush() -> None:
+            if not flush_due:
+                flush_due.append(loop.call_later(FLUSH_DELAY, flush_now))
+
+        self._request_flush = request_flush
         tasks = [
             asyncio.create_task(self._task_loop(slot, work))
             for slot in range(self.config.concurrency)
@@ -331,7 +356,7 @@ class JobRunner:
         for _ in tasks:
             work.put_nowait(None)
         await asyncio.gather(*tasks)
-        self._flush(force=True)
+        self._flush()
 
     async def _task_loop(self, slot: int, work: asyncio.Queue[Any]) -> None:
         import asyncio
@@ -356,7 +381,7 @@ class JobRunner:
                 result = await asyncio.wait_for(_call_async(self.callback, job), timeout)
             except asyncio.TimeoutError:
                 slots[base + 2] = 0.0
-                self._flush(force=True)
+                self._flush()
                 error = _make_error(
                     "Timeout",
                     f"the job ran past --timeout {timeout:g}s and was cancelled",
@@ -366,14 +391,13 @@ class JobRunner:
                 self.reporter.send(("failed", batch_id, index, error))
             except BaseException as error:  # never trust the callback
                 slots[base + 2] = 0.0
-                self._flush(force=True)
+                self._flush()
                 self.reporter.send(
                     ("failed", batch_id, index, _job_error(error, time.monotonic() - started))
                 )
             else:
                 slots[base + 2] = 0.0
                 self._add_done(batch_id, index, result, time.monotonic() - started)
-                self._flush(force=work.empty())
             slots[base] = IDLE
 
 
