@@ -9,6 +9,7 @@ loop what it knows and starts a replacement. It knows nothing of seqs, checkpoin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -20,6 +21,7 @@ import struct
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -231,7 +233,8 @@ class LocalPool(Executor):
         # it before it has chosen to ignore SIGINT (and print a KeyboardInterrupt traceback).
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            process.start()
+            with _main_module_hidden(isinstance(self._callback, str)):
+                process.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         child_conn.close()
@@ -414,6 +417,31 @@ class LocalPool(Executor):
             if worker.retired and worker.outstanding_jobs <= 0 and worker.process.is_alive():
                 worker.killed_reason = "retired after a job timed out"
                 _kill(worker)
+
+
+@contextlib.contextmanager
+def _main_module_hidden(hide: bool) -> Iterator[None]:
+    """Keep a spawned worker from re-running the program's main script.
+
+    multiprocessing imports the parent's __main__ in every spawned child, so that functions
+    defined there can be unpickled. A worker that loads its callback by "module:attr" needs
+    none of it: skipping it saves the script's imports (often the heaviest part of a
+    worker's start) and spares the user's top-level code from running again. The module's
+    name and path are read while the process starts, so they are hidden only meanwhile.
+    """
+    main = sys.modules.get("__main__")
+    if not hide or main is None:
+        yield
+        return
+    saved = {
+        name: main.__dict__[name] for name in ("__spec__", "__file__") if name in main.__dict__
+    }
+    main.__spec__ = None
+    main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
 
 
 def _takes_batches(worker: _Worker) -> bool:

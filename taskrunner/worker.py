@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 # Each slot of the shared array holds three doubles: batch id, index in batch, start time.
 SLOT_FIELDS = 3
 IDLE = -1.0
-# With threads or tasks, a finished job is reported this long after it finished, together
-# with every job that finished meanwhile: many jobs share a message, none waits long.
+# With threads, a finished job is reported this long after it finished, together with every
+# job that finished meanwhile (unless the worker ran out of work: then at once).
 FLUSH_DELAY = 0.002
 _PR_SET_PDEATHSIG = 1
 
@@ -225,7 +225,15 @@ class JobRunner:
         ]
         wanted = threading.Event()
         done = threading.Event()
-        self._request_flush = wanted.set
+
+        def request_flush() -> None:
+            # Out of work: report now, so that more comes at once. Else gather a little.
+            if work.empty():
+                self._flush()
+            else:
+                wanted.set()
+
+        self._request_flush = request_flush
         flusher = threading.Thread(target=self._flush_loop, args=(wanted, done), daemon=True)
         flusher.start()
         for thread in threads:
@@ -337,15 +345,16 @@ class JobRunner:
                 work.put_nowait(item)
 
         loop.add_reader(conn.fileno(), on_readable)
-        flush_due: list[asyncio.TimerHandle] = []
+        flush_due: list[asyncio.Handle] = []
 
         def flush_now() -> None:
             flush_due.clear()
             self._flush()
 
         def request_flush() -> None:
+            # Every job that finishes in this turn of the loop goes in one report.
             if not flush_due:
-                flush_due.append(loop.call_later(FLUSH_DELAY, flush_now))
+                flush_due.append(loop.call_soon(flush_now))
 
         self._request_flush = request_flush
         tasks = [
