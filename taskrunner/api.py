@@ -17,20 +17,20 @@ from typing import Any, TextIO
 
 from .checkpoint import Checkpoint
 from .controller import Controller
-from .errors import OptionError, SpecError, StateError
+from .errors import OptionError, SpecError, StateError, TaskRunnerError
 from .executor import Executor
 from .jobsource import JobSource
 from .loader import ensure_cwd_on_path, resolve, spec_of
 from .logs import above_bar, level_for
-from .options import RunOptions
+from .options import DEFAULT_STATE_DIR, RunOptions
 from .pool import LocalPool
 from .progress import Progress, Summary
 from .records import Failure
 from .state import RunRecord, RunStore
+from .worker import is_async_callback
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STATE_DIR = ".taskrunner"
 
 Spec = str | Callable[..., Any]
 
@@ -70,6 +70,7 @@ def run(
     settings = _backend(backend)
     run_options = RunOptions.from_mapping(options)
     _check_workers(settings, run_options)
+    _check_results_file(run_options.results)
     args = dict(args or {})
     gen_spec, gen_fn = _resolve("GEN", gen)
     callback_spec, callback_fn = _resolve("CALLBACK", callback)
@@ -96,9 +97,14 @@ def run(
         )
         store.create(record, _worker_settings(settings, run_options, callback_spec))
         source = JobSource(iterable, limit=run_options.limit)
-        return _drive(
-            settings, record, run_options, source, Checkpoint(), store, callback, callback_fn
-        )
+        try:
+            return _drive(
+                settings, record, run_options, source, Checkpoint(), store, callback, callback_fn
+            )
+        except TaskRunnerError:
+            if record.done + record.failed == 0:
+                store.delete(name)  # nothing ran: leave no run behind (exit 2 changes nothing)
+            raise
     finally:
         store.close()
 
@@ -118,6 +124,7 @@ def resume(
         record = _find_run(store, name, unfinished=True)
         run_options = RunOptions.from_mapping(record.options).with_overrides(overrides)
         _check_workers(settings, run_options)
+        _check_results_file(run_options.results)
         store.lock(record.name)
         ensure_cwd_on_path()
         gen_fn = resolve(record.gen, what="GEN")
@@ -144,7 +151,6 @@ def resume(
         if retry_failed:
             failures = store.failures(record.name)
             retry = [(f.seq, f.job, 0) for f in failures]
-            record.failed -= len(failures)
         record.error = None
         if not settings.is_local:
             # What an earlier controller queued or leased is taken again from the generator.
@@ -229,7 +235,7 @@ def _drive(
             want_results=options.results is not None,
             timeout=options.timeout,
             log_level=level_for(options.verbosity),
-            is_async=inspect.iscoroutinefunction(callback_fn),
+            is_async=is_async_callback(callback_fn),
         )
     else:
         from .backends.redis_executor import RedisExecutor
@@ -278,6 +284,17 @@ def _results_file(path: str | None) -> Iterator[TextIO | None]:
             raise OptionError(f"cannot open --results file {path!r}: {error.strerror}") from None
         with file:
             yield file
+
+
+def _check_results_file(path: str | None) -> None:
+    """Refuse an unwritable --results file before anything starts."""
+    if path is None or path == "-":
+        return
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        raise OptionError(f"cannot open --results file {path!r}: {error.strerror}") from None
 
 
 def _resolve(what: str, target: Spec) -> tuple[str, Any]:

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import logs
 from .errors import TaskRunnerError
+from .options import DEFAULT_STATE_DIR
 
 if TYPE_CHECKING:
     from .progress import Summary
 
 # The API (and tqdm, sqlite3) is imported when a command runs, not when this module is:
 # a spawned worker re-imports the console script that imports us.
-DEFAULT_STATE_DIR = ".taskrunner"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,6 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"taskrunner: {error}", file=sys.stderr)
         return error.exit_code
+    except Exception:
+        # A bug of ours: the run state was saved as interrupted, so `resume` goes on.
+        traceback.print_exc()
+        print("taskrunner: internal error (the traceback above); please report it", file=sys.stderr)
+        return 1
 
 
 # -- commands --------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ LOGGED_FAILURES = 10
 RETRY_BACKOFF_BASE = 0.5
 RETRY_BACKOFF_MAX = 30.0
 # Failures that running the job again cannot mend.
-NOT_RETRIED = frozenset({"PicklingError", "SerializationError"})
+NOT_RETRIED = frozenset({"PicklingError", "UnpicklingError", "SerializationError", "LeaseLost"})
 
 # One byte per job of a batch in flight.
 OPEN, DONE, FAILED, HANDED_BACK = 0, 1, 2, 3
@@ -90,8 +90,13 @@ class Controller:
         self._open_jobs += len(self._handed_back)
         self._retries: list[_Retry] = []
         self._suspects: set[int] = set()  # seqs running in a worker that died with others
+        self._one_by_one: set[int] = set()  # seqs of a batch a worker could not unpickle
+        # Failed jobs run again by `resume --retry-failed`: their failure stays recorded
+        # until they finish, so that a stop before then loses none of them.
+        self._retrying_failed: set[int] = {seq for seq, _, _ in retry_first or []}
+        self._session_failures = 0
         self._new_failures: list[Failure] = []
-        self._cleared_failures: list[int] = [seq for seq, _, _ in retry_first or []]
+        self._cleared_failures: list[int] = []
         self._sizer = BatchSizer(
             concurrency=options.concurrency,
             cap=options.queue_size // (2 * max(1, options.workers)),
@@ -128,6 +133,9 @@ class Controller:
                     next_save = now + SAVE_SECONDS
                 self.progress.tick()
             crashed = False
+        except Exception:
+            self._save_after_crash()
+            raise
         finally:
             try:
                 finished = not crashed and not self._abandon and self._stop_reason is None
@@ -162,9 +170,10 @@ class Controller:
             if room <= 0:
                 return
             size = min(size, room)
-            if self._handed_back and self._handed_back[0][0] in self._suspects:
+            if self._handed_back and self._handed_back[0][0] in self._one_by_one | self._suspects:
                 seq, job, runs = self._handed_back.popleft()
-                self._submit([seq], [job], [runs], alone=True)
+                self._one_by_one.discard(seq)
+                self._submit([seq], [job], [runs], alone=seq in self._suspects)
                 continue
             if self._handed_back:
                 seqs, jobs, attempts = self._take_handed_back(size)
@@ -200,8 +209,8 @@ class Controller:
     def _take_handed_back(self, size: int) -> tuple[list[int], list[Any], list[int]]:
         seqs, jobs, attempts = [], [], []
         while self._handed_back and len(seqs) < size:
-            if self._handed_back[0][0] in self._suspects:
-                break  # runs alone, in a batch of its own
+            if self._handed_back[0][0] in self._one_by_one | self._suspects:
+                break  # goes in a batch of its own
             seq, job, runs = self._handed_back.popleft()
             seqs.append(seq)
             jobs.append(job)
@@ -232,6 +241,8 @@ class Controller:
         elif isinstance(event, JobsReturned):
             flight = self._in_flight.get(event.batch_id)
             if flight is not None:
+                if event.one_by_one:
+                    self._one_by_one.update(flight.batch.seqs[i] for i in event.indices)
                 self._hand_back(flight, event.indices)
 
     def _on_done(self, event: JobsDone) -> None:
@@ -322,7 +333,11 @@ class Controller:
         )
         self._suspects.discard(seq)
         self._open_jobs -= 1
-        self.record.failed += 1
+        if seq in self._retrying_failed:
+            self._retrying_failed.discard(seq)  # failed again: counted once, its record replaced
+        else:
+            self.record.failed += 1
+        self._session_failures += 1
         self._session_jobs += 1
         self.progress.update(failed=1)
         if self.record.failed <= LOGGED_FAILURES:
@@ -331,7 +346,7 @@ class Controller:
             if self.record.failed == LOGGED_FAILURES:
                 log.warning("further failures are not logged: 'taskrunner failures' lists them")
         limit = self.options.max_failures
-        if limit is not None and self.record.failed >= limit and self._stop_reason is None:
+        if limit is not None and self._session_failures >= limit and self._stop_reason is None:
             self._stop_reason = "max_failures"
             log.error("%d failures reached --max-failures; finishing the jobs in flight", limit)
 
@@ -376,6 +391,11 @@ class Controller:
         for index, job_state in enumerate(state):
             if job_state in (DONE, FAILED):
                 self.checkpoint.mark_one(seqs[index], jobs[index])
+            if job_state == DONE and seqs[index] in self._retrying_failed:
+                # A failed job that passed on retry: its failure record goes.
+                self._retrying_failed.discard(seqs[index])
+                self._cleared_failures.append(seqs[index])
+                self.record.failed -= 1
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -393,6 +413,13 @@ class Controller:
         self.store.save(record, self._new_failures, self._cleared_failures)
         self._new_failures = []
         self._cleared_failures = []
+
+    def _save_after_crash(self) -> None:
+        """Our own bug stopped the loop: keep what is known, resumable."""
+        try:
+            self._save("interrupted")
+        except Exception:
+            log.exception("could not save the run state")
 
     def _finish(self) -> Summary:
         if self._abandon or self._stop_reason == "interrupted":

@@ -9,6 +9,8 @@ from typing import Any
 
 from .errors import OptionError
 
+DEFAULT_STATE_DIR = ".taskrunner"
+
 # Options `resume` may change; the others are fixed when the run starts.
 RESUMABLE = frozenset(
     {

@@ -9,7 +9,6 @@ loop what it knows and starts a replacement. It knows nothing of seqs, checkpoin
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
 import os
@@ -21,15 +20,14 @@ import struct
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
 from .errors import SpecError
 from .executor import Executor
-from .records import Batch, Event, JobError, JobFailed, JobsDone, WorkerLost
-from .worker import IDLE, SLOT_FIELDS, WorkerConfig, worker_main
+from .records import Batch, Event, JobError, JobFailed, JobsDone, JobsReturned, WorkerLost
+from .worker import IDLE, RETIRE, SLOT_FIELDS, WorkerConfig, worker_main
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +110,8 @@ class LocalPool(Executor):
         return willing * batch_size
 
     def submit(self, batch: Batch) -> list[Event]:
-        message = (batch.batch_id, batch.jobs, batch.start_at, batch.interval, None)
         try:
-            payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+            payload = _batch_message(batch, batch.jobs, None)
         except Exception:
             payload = None
         if batch.alone and payload is not None:
@@ -139,6 +136,11 @@ class LocalPool(Executor):
             self._release_reserved(worker)
 
     def _release_reserved(self, worker: _Worker) -> None:
+        if worker.reserved is not None and worker.retired:
+            # A hung thread lives on in a retired worker: the batch goes elsewhere.
+            self._alone_waiting.appendleft(worker.reserved)
+            worker.reserved = None
+            return
         if worker.reserved is not None and worker.outstanding_jobs <= 0:
             batch_id, size, payload = worker.reserved
             worker.reserved = None
@@ -233,8 +235,7 @@ class LocalPool(Executor):
         # it before it has chosen to ignore SIGINT (and print a KeyboardInterrupt traceback).
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            with _main_module_hidden(isinstance(self._callback, str)):
-                process.start()
+            process.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         child_conn.close()
@@ -299,14 +300,7 @@ class LocalPool(Executor):
                 keep.append(index)
         if keep:
             # The worker reports by the batch's own indices, which `keep` maps to.
-            message = (
-                batch.batch_id,
-                [batch.jobs[i] for i in keep],
-                batch.start_at,
-                batch.interval,
-                keep,
-            )
-            payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+            payload = _batch_message(batch, [batch.jobs[i] for i in keep], keep)
             self._send(worker, batch.batch_id, len(keep), payload)
         return events
 
@@ -339,6 +333,22 @@ class LocalPool(Executor):
             record: logging.LogRecord = message[1]
             record.worker = f"w{worker.worker_id}"
             logging.getLogger(record.name).handle(record)
+        elif kind == "unloadable":
+            # The worker could not unpickle the batch's jobs. Alone, the job fails; with
+            # others, they come back to be sent one by one, to find which.
+            _, batch_id, indices, text = message
+            self._account(worker, batch_id, len(indices))
+            if len(indices) == 1:
+                error = JobError(
+                    "UnpicklingError", f"the worker cannot load the job: {text}", "", 0.0
+                )
+                events.append(JobFailed(batch_id, indices[0], error))
+            else:
+                events.append(JobsReturned(batch_id, list(indices), one_by_one=True))
+        elif kind == "returned":
+            _, batch_id, indices = message
+            self._account(worker, batch_id, len(indices))
+            events.append(JobsReturned(batch_id, list(indices)))
         elif kind == "ready":
             worker.ready = True
         elif kind == "fatal":
@@ -371,20 +381,32 @@ class LocalPool(Executor):
         worker.sender.close()
         worker.conn.close()
         reason = worker.killed_reason or _death_reason(worker.process.exitcode)
-        at = [(b, i) for b, i, _ in self._running(worker) if b in worker.outstanding]
-        running = [job for job in at if job not in worker.written_off]
+        running = [
+            (b, i)
+            for b, i, _ in self._running(worker)
+            if b in worker.outstanding and (b, i) not in worker.written_off
+        ]
+        if worker.killed_reason:
+            # We killed it for a job that overran and has failed as a Timeout already: the
+            # others it was running are not suspects, they run again.
+            running = []
         if worker.outstanding:
             log.warning("worker w%d: %s", worker.worker_id, reason)
         held = list(worker.outstanding)
         if worker.reserved is not None:
             held.append(worker.reserved[0])  # not sent yet: it runs again elsewhere
         return WorkerLost(
-            reason=reason,
-            batch_ids=held,
-            running=running,
-            in_order=self._in_order,
-            position=at[0] if self._in_order and at else None,
+            reason=reason, batch_ids=held, running=running, position=self._position(worker)
         )
+
+    def _position(self, worker: _Worker) -> tuple[int, int] | None:
+        """For a worker running one job after another: the job it is at (started or not)."""
+        if not self._in_order:
+            return None
+        batch_id, index = worker.slots[0], worker.slots[1]
+        if batch_id == IDLE or index < 0 or int(batch_id) not in worker.outstanding:
+            return None
+        return int(batch_id), int(index)
 
     def _check_timeouts(self, events: list[Event]) -> None:
         assert self._timeout is not None
@@ -411,6 +433,10 @@ class LocalPool(Executor):
                     # Nothing else can run in this worker until the job returns: kill it now.
                     worker.killed_reason = "killed after a job timed out"
                     _kill(worker)
+                else:
+                    # A thread cannot be killed: the worker hands back what it has not
+                    # started, finishes what runs, and is stopped once it holds nothing.
+                    self._write(worker, pickle.dumps(RETIRE))
 
     def _stop_retired_when_idle(self) -> None:
         for worker in self._workers.values():
@@ -419,29 +445,12 @@ class LocalPool(Executor):
                 _kill(worker)
 
 
-@contextlib.contextmanager
-def _main_module_hidden(hide: bool) -> Iterator[None]:
-    """Keep a spawned worker from re-running the program's main script.
-
-    multiprocessing imports the parent's __main__ in every spawned child, so that functions
-    defined there can be unpickled. A worker that loads its callback by "module:attr" needs
-    none of it: skipping it saves the script's imports (often the heaviest part of a
-    worker's start) and spares the user's top-level code from running again. The module's
-    name and path are read while the process starts, so they are hidden only meanwhile.
-    """
-    main = sys.modules.get("__main__")
-    if not hide or main is None:
-        yield
-        return
-    saved = {
-        name: main.__dict__[name] for name in ("__spec__", "__file__") if name in main.__dict__
-    }
-    main.__spec__ = None
-    main.__dict__.pop("__file__", None)
-    try:
-        yield
-    finally:
-        main.__dict__.update(saved)
+def _batch_message(batch: Batch, jobs: list[Any], index_map: list[int] | None) -> bytes:
+    """A batch as a worker reads it. The jobs are pickled apart, inside: a worker that cannot
+    unpickle them can still read which batch they were, and say so."""
+    blob = pickle.dumps(jobs, protocol=pickle.HIGHEST_PROTOCOL)
+    message = (batch.batch_id, len(jobs), blob, batch.start_at, batch.interval, index_map)
+    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _takes_batches(worker: _Worker) -> bool:

@@ -75,24 +75,28 @@ class WorkerLost:
     """A worker died or was killed holding the batches `batch_ids` (in the order sent).
 
     `running` lists the (batch_id, index) of the jobs it was running when it went, read from
-    its shared slots, less any already failed (a job killed for its timeout). `in_order` says
-    it ran its batches one job after the other; then `position` is the job it was at, and
-    every job sent before that one has returned (though perhaps not been reported).
+    its shared slots, less any already failed (a job killed for its timeout). For a worker
+    that ran its batches one job after the other, `position` is the job it was at: every job
+    sent before that one has returned (though perhaps not been reported).
     """
 
     reason: str
     batch_ids: list[int]
     running: list[tuple[int, int]]
-    in_order: bool
     position: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
 class JobsReturned:
-    """The jobs at `indices` of a batch were taken back before they started."""
+    """The jobs at `indices` of a batch were taken back before they started.
+
+    `one_by_one`: send them again each in a batch of its own (one of them cannot be loaded
+    by a worker, and which is not known).
+    """
 
     batch_id: int
     indices: list[int]
+    one_by_one: bool = False
 
 
 Event = JobsDone | JobFailed | WorkerLost | JobsReturned

@@ -271,8 +271,8 @@ class RunStore:
                     record.state,
                     record.updated_at,
                     record.low_water_mark,
-                    pickle.dumps(record.intervals, protocol=4),
-                    pickle.dumps(record.job_at_checkpoint, protocol=4),
+                    _pickle_checkpoint(record.intervals),
+                    _pickle_job(record.job_at_checkpoint),
                     record.fingerprint,
                     record.taken,
                     record.done,
@@ -371,6 +371,22 @@ def jsonable(value: Any) -> Any:
     except (TypeError, ValueError):
         return repr(value)
     return value
+
+
+def _pickle_checkpoint(intervals: list[tuple[int, int, Any]]) -> bytes:
+    try:
+        return pickle.dumps(intervals, protocol=4)
+    except Exception:
+        # A job that cannot be pickled failed as such; its repr stands in for it here.
+        return pickle.dumps([(start, stop, _picklable(job)) for start, stop, job in intervals])
+
+
+def _picklable(job: Any) -> Any:
+    try:
+        pickle.dumps(job, protocol=4)
+    except Exception:
+        return _job_repr(job)
+    return job
 
 
 def _pickle_job(job: Any) -> bytes:

@@ -36,6 +36,11 @@ from .records import JobError
 if TYPE_CHECKING:
     import asyncio
 
+# What the controller sends: a batch, or one of these.
+STOP = None  # finish what you hold and exit
+RETIRE = "retire"  # take no more of what you hold: hand back what has not started
+SKIP = "skip"  # (internal) a batch whose jobs could not be loaded, already reported
+
 # Each slot of the shared array holds three doubles: batch id, index in batch, start time.
 SLOT_FIELDS = 3
 IDLE = -1.0
@@ -74,7 +79,7 @@ def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: 
     reporter.send(("ready",))
     runner = JobRunner(config, callback, reporter, slots)
     try:
-        if _is_async(callback):
+        if is_async_callback(callback):
             runner.run_asyncio(conn)
         elif config.concurrency > 1:
             runner.run_threads(conn)
@@ -131,9 +136,11 @@ class JobRunner:
         timed = self.config.timeout is not None
         awaits: bool | None = None  # does the callback return awaitables? known after a job
         while True:
-            message = _receive(conn)
-            if message is None:
+            message = self._read(conn)
+            if message is STOP:
                 return
+            if message is SKIP or message == RETIRE:
+                continue
             batch_id, jobs, start_at, interval, index_map = message
             if index_map is not None:
                 self._run_mapped(batch_id, jobs, index_map)
@@ -141,13 +148,17 @@ class JobRunner:
             results: list[Any] | None = [] if want_results else None
             reported = 0  # jobs[:reported] are reported
             started = batch_started = time.monotonic()
+            # Index before batch: the slot must never pair this batch with a stale index.
+            slots[1] = -1.0
             slots[0] = batch_id
             slots[2] = started
             for index, job in enumerate(jobs):
-                if interval:
-                    _sleep_until(start_at + index * interval)
                 slots[1] = index
-                if timed:
+                if interval:
+                    slots[2] = 0.0  # waiting for its start time is not running
+                    _sleep_until(start_at + index * interval)
+                    slots[2] = started = time.monotonic()
+                elif timed:
                     slots[2] = started = time.monotonic()
                 try:
                     result = callback(job)
@@ -174,6 +185,34 @@ class JobRunner:
                 self._report_done(
                     batch_id, range(reported, len(jobs)), results, time.monotonic() - batch_started
                 )
+
+    def _read(self, conn: Connection) -> Any:
+        """The next message: STOP, RETIRE, a batch (batch_id, jobs, start_at, interval,
+        index_map), or SKIP for a batch whose jobs could not be loaded (reported as such)."""
+        message = pickle.loads(conn.recv_bytes())
+        if message is STOP or message == RETIRE:
+            return message
+        batch_id, count, blob, start_at, interval, index_map = message
+        try:
+            jobs = pickle.loads(blob)
+        except BaseException as error:  # a job's unpickling runs code of the user's
+            indices = index_map if index_map is not None else list(range(count))
+            text = _describe(error)
+            self.reporter.send(("unloadable", batch_id, indices, text))
+            return SKIP
+        return batch_id, jobs, start_at, interval, index_map
+
+    def _return_unstarted(self, work: queue.SimpleQueue[Any]) -> None:
+        """Hand back the jobs not yet started: this worker is retired (a thread hangs)."""
+        returned: dict[int, list[int]] = {}
+        while True:
+            try:
+                item = work.get_nowait()
+            except queue.Empty:
+                break
+            returned.setdefault(item[0], []).append(item[1])
+        for batch_id, indices in returned.items():
+            self.reporter.send(("returned", batch_id, indices))
 
     def _run_mapped(self, batch_id: int, jobs: list[Any], index_map: list[int]) -> None:
         """A batch that lost some jobs on the way (they could not be pickled): run the rest
@@ -207,7 +246,7 @@ class JobRunner:
             except Exception as error:
                 message = f"the result cannot be pickled: {type(error).__name__}: {error}"
                 self.reporter.send(
-                    ("failed", batch_id, index, _make_error("PicklingError", message, "", 0.0))
+                    ("failed", batch_id, index, JobError("PicklingError", message, "", 0.0))
                 )
             else:
                 good_indices.append(index)
@@ -239,9 +278,14 @@ class JobRunner:
         for thread in threads:
             thread.start()
         while True:
-            message = _receive(conn)
-            if message is None:
+            message = self._read(conn)
+            if message is STOP:
                 break
+            if message is SKIP:
+                continue
+            if message == RETIRE:
+                self._return_unstarted(work)
+                continue
             for item in _work_items(message):
                 work.put(item)
         for _ in threads:
@@ -334,12 +378,14 @@ class JobRunner:
 
         def on_readable() -> None:
             try:
-                message = _receive(conn)
+                message = self._read(conn)
             except (EOFError, OSError):
-                message = None
-            if message is None:
+                message = STOP
+            if message is STOP:
                 loop.remove_reader(conn.fileno())
                 closed.set()
+                return
+            if message is SKIP or message == RETIRE:
                 return
             for item in _work_items(message):
                 work.put_nowait(item)
@@ -388,10 +434,17 @@ class JobRunner:
             slots[base + 2] = started
             try:
                 result = await asyncio.wait_for(_call_async(self.callback, job), timeout)
-            except asyncio.TimeoutError:
+            except asyncio.TimeoutError as error:
                 slots[base + 2] = 0.0
+                if timeout is None or time.monotonic() - started < timeout:
+                    # The callback's own TimeoutError, not ours: an ordinary failure.
+                    self._flush()
+                    failure = _job_error(error, time.monotonic() - started)
+                    self.reporter.send(("failed", batch_id, index, failure))
+                    slots[base] = IDLE
+                    continue
                 self._flush()
-                error = _make_error(
+                error = JobError(
                     "Timeout",
                     f"the job ran past --timeout {timeout:g}s and was cancelled",
                     "",
@@ -423,28 +476,30 @@ def _work_items(message: tuple[Any, ...]) -> list[tuple[int, int, Any, float]]:
     ]
 
 
-def _receive(conn: Connection) -> Any:
-    return pickle.loads(conn.recv_bytes())
-
-
 def _sleep_until(deadline: float) -> None:
     delay = deadline - time.monotonic()
     if delay > 0:
         time.sleep(delay)
 
 
-def _make_error(error_type: str, message: str, tb: str, duration: float) -> JobError:
-    return JobError(error_type, message, tb, duration)
-
-
 def _job_error(error: BaseException, duration: float) -> JobError:
-    # Only strings travel: the exception itself may not pickle.
-    return _make_error(
-        type(error).__name__,
-        str(error),
-        "".join(traceback.format_exception(type(error), error, error.__traceback__)),
-        duration,
-    )
+    """The failure as strings (the exception itself may not pickle), whatever it does."""
+    try:
+        message = str(error)
+    except BaseException:  # an exception whose __str__ raises is still a failure to report
+        message = f"<{type(error).__name__} whose message cannot be shown>"
+    try:
+        tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    except BaseException:
+        tb = ""
+    return JobError(type(error).__name__, message, tb, duration)
+
+
+def _describe(error: BaseException) -> str:
+    try:
+        return f"{type(error).__name__}: {error}"
+    except BaseException:
+        return type(error).__name__
 
 
 async def _as_coroutine(awaitable: Any) -> Any:
@@ -464,7 +519,8 @@ def _await_in_thread(awaitable: Any) -> Any:
     return asyncio.run(_as_coroutine(awaitable))
 
 
-def _is_async(callback: Callable[[Any], Any]) -> bool:
+def is_async_callback(callback: Callable[[Any], Any]) -> bool:
+    """An `async def` function, or an object whose __call__ is one: runs as asyncio tasks."""
     return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
         getattr(callback, "__call__", None)  # noqa: B004 - a callable object's method
     )

@@ -29,6 +29,7 @@ import logging
 import os
 import pickle
 import socket
+import threading
 import time
 import uuid
 from dataclasses import asdict
@@ -180,8 +181,11 @@ class RedisRunStore:
         self.state_dir = _safe_url(url)  # where runs live, for messages
         self.keep_seconds = keep_seconds
         self._lock_tokens: dict[str, str] = {}
+        self._lock_renewer: threading.Thread | None = None
+        self._closed = threading.Event()
 
     def close(self) -> None:
+        self._closed.set()
         for name, token in self._lock_tokens.items():
             client = self.connection.client
             if client.get(run_key(name, "lock")) == token.encode():
@@ -210,6 +214,19 @@ class RedisRunStore:
                 f"wait for it to stop (one that was killed lets go within {LOCK_SECONDS}s)"
             )
         self._lock_tokens[name] = token
+        # Renewed from a thread of its own: a run loop held up by a slow generator must not
+        # lose the run to a lapsed lock.
+        if self._lock_renewer is None:
+            self._lock_renewer = threading.Thread(target=self._renew_locks, daemon=True)
+            self._lock_renewer.start()
+
+    def _renew_locks(self) -> None:
+        while not self._closed.wait(LOCK_SECONDS / 3):
+            for name in list(self._lock_tokens):
+                try:
+                    self.connection.client.expire(run_key(name, "lock"), LOCK_SECONDS)
+                except Exception as error:  # redis-py retried already; try again next time
+                    log.warning("could not renew the lock of run %r: %s", name, error)
 
     def serializer(self, name: str) -> Serializer:
         raw = self.connection.client.hget(run_key(name, "meta"), "serializer")

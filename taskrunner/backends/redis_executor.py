@@ -83,7 +83,7 @@ class RedisExecutor(Executor):
         for index, job in enumerate(batch.jobs):
             try:
                 payload = self._serializer.dumps(job)
-            except (TypeError, ValueError, AttributeError, Exception) as error:
+            except Exception as error:  # whatever the serializer raises for this job
                 message = f"the job cannot be serialized as {self._serializer.name}: {error}"
                 events.append(
                     JobFailed(
@@ -161,7 +161,7 @@ class RedisExecutor(Executor):
             if "ok" in outcome:
                 indices, results, busy = done.setdefault(batch_id, ([], [], 0.0))
                 indices.append(index)
-                results.append(self._serializer.from_json(outcome.get("r")))
+                results.append(self._serializer.from_json(outcome["r"]) if "r" in outcome else None)
                 done[batch_id] = (indices, results, busy + outcome.get("b", 0.0))
             elif "lost" in outcome:
                 message = f"lease lost: the job's lease expired {outcome['lost']} times"

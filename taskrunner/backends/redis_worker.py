@@ -8,7 +8,6 @@ dropped here with a warning, so no job is counted twice.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from ..logs import level_for
 from ..pool import LocalPool
 from ..records import Batch, Event, JobError, JobFailed, JobsDone, JobsReturned, WorkerLost
 from ..triage import triage
+from ..worker import is_async_callback
 from .redis import KEY_PREFIX, RedisConnection, Serializer, run_key
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def work(
             want_results=meta.get("want_results") == "1",
             timeout=timeout,
             log_level=level_for(verbosity),
-            is_async=inspect.iscoroutinefunction(callback_fn),
+            is_async=is_async_callback(callback_fn),
         )
         worker = RedisWorker(
             connection,
@@ -228,8 +228,13 @@ class RedisWorker:
                 continue
             ids.append(job_id)
             jobs.append(job)
-        if jobs:
-            self._submit(token, ids, jobs, start_at)
+        # In batches of the size the pool wants, so that no one worker process hoards them.
+        for first in range(0, len(jobs), size):
+            chunk = slice(first, first + size)
+            interval_s = self._interval_ms / 1000
+            self._submit(
+                token, ids[chunk], jobs[chunk], start_at + first * interval_s if start_at else 0.0
+            )
         return state, True
 
     def _submit(
@@ -270,19 +275,31 @@ class RedisWorker:
             busy = event.busy_seconds / max(1, len(event.indices))
             results = event.results if event.results is not None else [None] * len(event.indices)
             for index, result in zip(event.indices, results):
+                if index not in leased.open:
+                    continue  # reported already (a timed-out job that finished late)
                 outcome: dict[str, Any] = {"i": leased.ids[index], "ok": 1, "b": busy}
                 if self._want_results:
                     outcome["r"] = self._serializer.to_json(result)
                 self._report(event.batch_id, index, outcome)
         elif isinstance(event, JobFailed):
             leased = self._batches.get(event.batch_id)
-            if leased is not None:
+            if leased is not None and event.index in leased.open:
                 outcome = {"i": leased.ids[event.index], "e": _error_fields(event.error)}
                 self._report(event.batch_id, event.index, outcome)
         elif isinstance(event, WorkerLost):
             self._on_worker_lost(event)
-        elif isinstance(event, JobsReturned):  # pragma: no cover - the pool never returns jobs
-            pass
+        elif isinstance(event, JobsReturned):
+            # Handed back by a retired worker, or to be sent one by one: still leased to us.
+            leased = self._batches.get(event.batch_id)
+            if leased is not None:
+                indices = [i for i in event.indices if i in leased.open]
+                leased.open.difference_update(indices)
+                if not leased.open:
+                    del self._batches[event.batch_id]
+                groups = [[i] for i in indices] if event.one_by_one else [indices]
+                for group in groups:
+                    ids = [leased.ids[i] for i in group]
+                    self._submit(leased.token, ids, [leased.jobs[i] for i in group])
 
     def _report(self, batch_id: int, index: int, outcome: dict[str, Any]) -> None:
         leased = self._batches[batch_id]
