@@ -293,13 +293,13 @@ class RunStore:
 
     def failures(self, name: str) -> list[Failure]:
         rows = self._db.execute(
-            "SELECT seq, job, error_type, message, traceback, attempts, duration"
+            "SELECT seq, job, job_repr, error_type, message, traceback, attempts, duration"
             " FROM failures WHERE name = ? ORDER BY seq",
             (name,),
         ).fetchall()
         return [
-            Failure(seq, pickle.loads(job), error_type, message, tb, attempts, duration)
-            for seq, job, error_type, message, tb, attempts, duration in rows
+            Failure(seq, _unpickle(job, job_repr), error_type, message, tb, attempts, duration)
+            for seq, job, job_repr, error_type, message, tb, attempts, duration in rows
         ]
 
     def failure_summary(self, name: str) -> list[tuple[str, int, int]]:
@@ -340,8 +340,8 @@ class RunStore:
             started_at=started_at,
             updated_at=updated_at,
             low_water_mark=low_water_mark,
-            intervals=pickle.loads(intervals) if intervals else [],
-            job_at_checkpoint=pickle.loads(job_at_checkpoint) if job_at_checkpoint else None,
+            intervals=_unpickle(intervals, []) if intervals else [],
+            job_at_checkpoint=_unpickle(job_at_checkpoint, None) if job_at_checkpoint else None,
             fingerprint=fingerprint,
             taken=taken,
             done=done,
@@ -387,6 +387,14 @@ def _picklable(job: Any) -> Any:
     except Exception:
         return _job_repr(job)
     return job
+
+
+def _unpickle(payload: bytes, fallback: Any) -> Any:
+    """A stored job back; one whose unpickling fails (it failed as such) is shown by repr."""
+    try:
+        return pickle.loads(payload)
+    except Exception:
+        return fallback
 
 
 def _pickle_job(job: Any) -> bytes:

@@ -167,7 +167,7 @@ def test_pickle_payload_in_json_run_is_refused_not_executed(
     assert controller.wait(60).returncode == 0
     worker_result = worker.wait(30)
     assert not marker.exists(), "a pickle payload was unpickled in a JSON run"
-    assert "refused" in worker_result.stderr, worker_result
+    assert "a pickle payload in a JSON run is refused" in worker_result.stderr, worker_result
     assert_ran_once_each(project, range(60))
 
 
@@ -203,3 +203,35 @@ def test_wrong_password_is_one_line_exit_2(project: Project, tmp_path: Path):
             assert "wrong" not in result.stderr, "the password leaked into the message"
     finally:
         server.stop()
+
+
+def test_pickle_serializer_carries_any_picklable_job(project: Project, redis_url: str):
+    """--serializer pickle on both sides: jobs and results JSON cannot carry, and a warning."""
+    project.write(
+        "jobs.py",
+        """
+        def gen():
+            for seq in range(20):
+                yield (seq, frozenset({seq}))
+
+        def cb(job):
+            record(job[0])
+            return {job[0]}
+        """,
+    )
+    results = project.root / "results.jsonl"
+    result = project.run(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "2", "--no-progress", "--serializer", "pickle",
+        "--results", str(results), *backend(redis_url),
+    )  # fmt: skip
+    assert result.returncode == 1, result  # a set result cannot be written as JSON
+    assert "pickle" in result.stderr and "run code" in result.stderr
+    assert_ran_once_each(project, range(20))
+    failures = project.query("failures", "jobs.gen", *backend(redis_url))
+    assert {f["error_type"] for f in failures} == {"SerializationError"}
+    assert len(failures) == 20
+    again = project.run(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "2", "--no-progress", "--serializer", "pickle",
+        "--restart", *backend(redis_url),
+    )  # fmt: skip
+    assert again.returncode == 0, again
