@@ -11,9 +11,7 @@ benchmarks/results.json.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
-import concurrent.futures
 import contextlib
 import json
 import logging
@@ -33,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import taskrunner
-import taskrunner.controller
-import taskrunner.state
+
+# Spawned workers import this script again (as multiprocessing does with any main module), so
+# it imports here only what they need too; the controller's modules come in when used.
 
 ROOT = Path(__file__).resolve().parent.parent
 # `benchmarks.jobs` must be importable here and, by name, in every spawned worker; spawned
@@ -226,6 +225,8 @@ def bench_trivial(config: Config) -> tuple[dict[str, Any], list[Target]]:
     """Per-job overhead: trivial jobs through 2 workers, against multiprocessing.Pool,
     ProcessPoolExecutor and joblib with batches of 1000. The runner's own cost is all there is
     to measure; ratio = our jobs/s over Pool's."""
+    import concurrent.futures
+
     n = config.trivial_jobs
     context = multiprocessing.get_context("spawn")
 
@@ -411,6 +412,8 @@ def bench_latency_threads(config: Config) -> tuple[dict[str, Any], list[Target]]
     """Blocking, latency-bound jobs (a 50 ms sleep each) in 2 workers x 100 threads, against
     one ThreadPoolExecutor of as many threads. Shows whether per-worker concurrency hides the
     latency: the ideal time is jobs x 50 ms / 200 in flight."""
+    import concurrent.futures
+
     n = config.thread_jobs
     in_flight = WORKERS * 100
     ideal = n * jobs.THREAD_SLEEP_SECONDS / in_flight
@@ -439,6 +442,8 @@ def bench_latency_threads(config: Config) -> tuple[dict[str, Any], list[Target]]
 
 async def gather_with_semaphore(n: int, limit: int) -> None:
     """Every job as a task of one event loop, at most `limit` running at once."""
+    import asyncio
+
     semaphore = asyncio.Semaphore(limit)
 
     async def one(job: int) -> int:
@@ -453,6 +458,8 @@ def bench_latency_asyncio(config: Config) -> tuple[dict[str, Any], list[Target]]
     asyncio.gather under a Semaphore(2000) in one process: the ideal time is
     jobs x 100 ms / 2000 in flight. --queue-size (default 1000) bounds the jobs in flight
     too, so it is raised to 2000 here."""
+    import asyncio
+
     n = config.async_jobs
     in_flight = WORKERS * 1000
     ideal = n * jobs.ASYNC_SLEEP_SECONDS / in_flight
@@ -963,6 +970,8 @@ def counting_saves(into: list[tuple[int, float]]) -> Iterator[None]:
     """Count and time the checkpoint saves (RunStore.save) of the runs in the block; append
     (saves, seconds in them) to `into`. The controller runs in this process, so patching the
     class here reaches it."""
+    import taskrunner.state
+
     original = taskrunner.state.RunStore.save
     calls = [0, 0.0]
 
@@ -985,6 +994,8 @@ def counting_saves(into: list[tuple[int, float]]) -> Iterator[None]:
 @contextlib.contextmanager
 def save_seconds(seconds: float) -> Iterator[None]:
     """The controller's save interval for the block (a module global it reads as it runs)."""
+    import taskrunner.controller
+
     previous = taskrunner.controller.SAVE_SECONDS
     taskrunner.controller.SAVE_SECONDS = seconds
     try:
