@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # the event loop is still running this much later, and then its worker is killed.
 ASYNC_TIMEOUT_GRACE = 2.0
 _STOP_WAIT_SECONDS = 5.0
+_DRAIN_AT_ONCE = 256
 
 
 @dataclass
@@ -163,7 +164,9 @@ class LocalPool(Executor):
                 if not mask & ~select.POLLOUT:
                     continue
             if fd == worker.process.sentinel or not self._drain(worker, events):
-                self._drain(worker, events)
+                # Gone: everything it sent before it went counts, however much.
+                while self._drain(worker, events) and worker.reader.poll(0):
+                    pass
                 dead.add(worker.worker_id)
         for worker_id in dead:
             worker = self._workers.pop(worker_id)
@@ -195,12 +198,13 @@ class LocalPool(Executor):
             else:
                 self._write(worker, pickle.dumps(None))
         # Workers read what is still unsent while they finish; write it as they make room.
-        while any(w.unsent for w in self._workers.values()) and time.monotonic() < deadline:
-            for _fd, _mask in self._poller.poll(50):
-                pass
-            for worker in self._workers.values():
-                if worker.unsent:
-                    self._write_unsent(worker)
+        while time.monotonic() < deadline:
+            writers = [w for w in self._workers.values() if w.unsent]
+            if not writers:
+                break
+            select.select([], [w.sender for w in writers], [], 0.05)
+            for worker in writers:
+                self._write_unsent(worker)
         for worker in self._workers.values():
             worker.process.join(max(0.0, deadline - time.monotonic()))
             if worker.process.is_alive():
@@ -305,9 +309,15 @@ class LocalPool(Executor):
         return events
 
     def _drain(self, worker: _Worker, events: list[Event]) -> bool:
-        """Read every message the worker has sent; False once its pipe is closed."""
+        """Read the messages the worker has sent; False once its pipe is closed.
+
+        At most a few hundred at a time: a worker that logs a flood must not keep the loop
+        from the others (poll() comes back for the rest).
+        """
         try:
-            while worker.reader.poll(0):
+            for _ in range(_DRAIN_AT_ONCE):
+                if not worker.reader.poll(0):
+                    break
                 self._handle(worker, pickle.loads(worker.conn.recv_bytes()), events)
         except (EOFError, OSError):
             return False
