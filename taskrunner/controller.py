@@ -170,7 +170,7 @@ class Controller:
             if room <= 0:
                 return
             size = min(size, room)
-            if self._handed_back and self._handed_back[0][0] in self._one_by_one | self._suspects:
+            if self._handed_back and self._runs_on_its_own(self._handed_back[0][0]):
                 seq, job, runs = self._handed_back.popleft()
                 self._one_by_one.discard(seq)
                 self._submit([seq], [job], [runs], alone=seq in self._suspects)
@@ -209,13 +209,17 @@ class Controller:
     def _take_handed_back(self, size: int) -> tuple[list[int], list[Any], list[int]]:
         seqs, jobs, attempts = [], [], []
         while self._handed_back and len(seqs) < size:
-            if self._handed_back[0][0] in self._one_by_one | self._suspects:
-                break  # goes in a batch of its own
+            if self._runs_on_its_own(self._handed_back[0][0]):
+                break
             seq, job, runs = self._handed_back.popleft()
             seqs.append(seq)
             jobs.append(job)
             attempts.append(runs)
         return seqs, jobs, attempts
+
+    def _runs_on_its_own(self, seq: int) -> bool:
+        """A crash suspect (run alone), or a job of a batch a worker could not load."""
+        return seq in self._suspects or seq in self._one_by_one
 
     def _release_due_retries(self) -> None:
         now = time.monotonic()
