@@ -236,6 +236,7 @@ def _drive(
             timeout=options.timeout,
             log_level=level_for(options.verbosity),
             is_async=is_async_callback(callback_fn),
+            queue_size=options.queue_size,
         )
     else:
         from .backends.redis_executor import RedisExecutor

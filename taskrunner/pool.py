@@ -73,8 +73,12 @@ class LocalPool(Executor):
         timeout: float | None,
         log_level: int,
         is_async: bool,
+        queue_size: int | None = None,
     ) -> None:
         self._context = multiprocessing.get_context("spawn")
+        # No worker holds more than its share of the queue: the first worker ready must not
+        # take what the others would have run.
+        self._share = -(-queue_size // workers) if queue_size else None
         self._callback = callback
         self._workers_wanted = workers
         self._concurrency = concurrency
@@ -103,6 +107,8 @@ class LocalPool(Executor):
         if self._closing:
             return 0
         limit = self._concurrency + batch_size
+        if self._share is not None:
+            limit = min(limit, self._share)
         willing = sum(
             1
             for worker in self._workers.values()

@@ -433,7 +433,12 @@ class JobRunner:
             slots[base + 1] = index
             slots[base + 2] = started
             try:
-                result = await asyncio.wait_for(_call_async(self.callback, job), timeout)
+                if timeout is None:  # the common case, without wait_for's cost per job
+                    result = self.callback(job)
+                    if inspect.isawaitable(result):
+                        result = await result
+                else:
+                    result = await asyncio.wait_for(_call_async(self.callback, job), timeout)
             except asyncio.TimeoutError as error:
                 slots[base + 2] = 0.0
                 if timeout is None or time.monotonic() - started < timeout:
