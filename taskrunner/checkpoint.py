@@ -60,9 +60,6 @@ class Checkpoint:
         """The intervals with the job at the end of each: what the constructor takes back."""
         return [(start, stop, self._last_job_by_stop[stop]) for start, stop in self.intervals()]
 
-    def finished_above(self) -> int:
-        return sum(stop - start for start, stop in self._stop_by_start.items())
-
     def highest_finished(self) -> int:
         """One past the highest finished seq."""
         return max(self._start_by_stop, default=self.low_water_mark)
