@@ -89,6 +89,7 @@ class LocalPool(Executor):
         self._in_order = concurrency == 1 and not is_async
         self._workers: dict[int, _Worker] = {}
         self._alone_waiting: deque[tuple[int, int, bytes]] = deque()
+        self._unplaced: deque[tuple[int, int, bytes]] = deque()
         self._poller = select.poll()
         self._by_fd: dict[int, _Worker] = {}
         self._next_worker_id = 1
@@ -117,20 +118,32 @@ class LocalPool(Executor):
         return willing * batch_size
 
     def submit(self, batch: Batch) -> list[Event]:
+        events: list[Event] = []
         try:
-            payload = _batch_message(batch, batch.jobs, None)
+            payload: bytes | None = _batch_message(batch, batch.jobs, None)
+            size = len(batch.jobs)
         except Exception:
-            payload = None
-        if batch.alone and payload is not None:
-            self._alone_waiting.append((batch.batch_id, len(batch.jobs), payload))
-            self._place_alone()
-            return []
-        candidates = [w for w in self._workers.values() if _takes_batches(w)]
-        worker = min(candidates, key=lambda w: w.outstanding_jobs)
+            events, payload, size = self._picklable_part(batch)
         if payload is None:
-            return self._submit_picklable_part(worker, batch)
-        self._send(worker, batch.batch_id, len(batch.jobs), payload)
-        return []
+            return events
+        if batch.alone:
+            self._alone_waiting.append((batch.batch_id, size, payload))
+            self._place_alone()
+        else:
+            self._unplaced.append((batch.batch_id, size, payload))
+            self._place_unplaced()
+        return events
+
+    def _place_unplaced(self) -> None:
+        """Send batches to the least busy worker that takes batches; keep them while none does
+        (all are starting, or retired and not yet replaced)."""
+        while self._unplaced:
+            candidates = [w for w in self._workers.values() if _takes_batches(w)]
+            if not candidates:
+                return
+            worker = min(candidates, key=lambda w: w.outstanding_jobs)
+            batch_id, size, payload = self._unplaced.popleft()
+            self._send(worker, batch_id, size, payload)
 
     def _place_alone(self) -> None:
         """Give each batch that must run alone a worker, which takes nothing else meanwhile."""
@@ -188,10 +201,12 @@ class LocalPool(Executor):
                 self._spawn()
         if self._alone_waiting:
             self._place_alone()
+        if self._unplaced:
+            self._place_unplaced()
         return events
 
     def outstanding(self) -> int:
-        waiting = sum(size for _, size, _ in self._alone_waiting)
+        waiting = sum(size for _, size, _ in (*self._alone_waiting, *self._unplaced))
         reserved = sum(w.reserved[1] for w in self._workers.values() if w.reserved is not None)
         return waiting + reserved + sum(w.outstanding_jobs for w in self._workers.values())
 
@@ -295,8 +310,8 @@ class LocalPool(Executor):
         if not worker.unsent:
             self._poller.modify(worker.conn.fileno(), select.POLLIN)
 
-    def _submit_picklable_part(self, worker: _Worker, batch: Batch) -> list[Event]:
-        """Fail the jobs that cannot be pickled, one by one; send the others."""
+    def _picklable_part(self, batch: Batch) -> tuple[list[Event], bytes | None, int]:
+        """Fail the jobs that cannot be pickled, one by one; a message of the others."""
         events: list[Event] = []
         keep: list[int] = []
         for index, job in enumerate(batch.jobs):
@@ -308,11 +323,10 @@ class LocalPool(Executor):
                 events.append(JobFailed(batch.batch_id, index, error_record))
             else:
                 keep.append(index)
-        if keep:
-            # The worker reports by the batch's own indices, which `keep` maps to.
-            payload = _batch_message(batch, [batch.jobs[i] for i in keep], keep)
-            self._send(worker, batch.batch_id, len(keep), payload)
-        return events
+        if not keep:
+            return events, None, 0
+        # The worker reports by the batch's own indices, which `keep` maps to.
+        return events, _batch_message(batch, [batch.jobs[i] for i in keep], keep), len(keep)
 
     def _drain(self, worker: _Worker, events: list[Event]) -> bool:
         """Read the messages the worker has sent; False once its pipe is closed.

@@ -59,6 +59,9 @@ class RedisExecutor(Executor):
 
     def start(self) -> None:
         self._connection.client.hset(run_key(self._name, "meta"), "state", "running")
+        self._start_local()
+
+    def _start_local(self) -> None:
         if self._local_workers > 0:
             # Workers on this machine join through Redis like any other; in a session of
             # their own, so a Ctrl-C is the controller's to handle, and watching our pid.
@@ -109,8 +112,10 @@ class RedisExecutor(Executor):
             if raw or time.monotonic() >= deadline:
                 break
             if self._local is not None and self._local.poll() is not None:
-                log.warning("the local workers exited with code %s", self._local.returncode)
-                self._local = None
+                # Its leases lapse and its jobs go to others; on this machine, start anew.
+                log.warning("the local workers exited with code %s; starting them again",
+                            self._local.returncode)  # fmt: skip
+                self._start_local()
             time.sleep(min(IDLE_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
         return self._events(raw)
 
