@@ -18,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml
 # purpose, so the run exits 1; anything else is a real error.
 demo: install
 	cd examples && ../$(BIN)/taskrunner spawn account_sweep:accounts account_sweep:check \
-		--workers 2 --concurrency 8 --restart --state-dir ../.taskrunner; \
+		--workers 2 --concurrency 8 --total 2000 --restart --state-dir ../.taskrunner; \
 		code=$$?; test $$code -le 1
 
 test: install

@@ -41,7 +41,7 @@ class Progress:
             self._bar = tqdm(
                 total=total,
                 initial=done + failed,
-                unit="job",
+                unit=" jobs",
                 file=self._stream,
                 dynamic_ncols=True,
                 smoothing=0.1,
