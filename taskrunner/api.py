@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from .checkpoint import Checkpoint
 from .controller import Controller
-from .errors import OptionError, SpecError, StateError, TaskRunnerError
+from .errors import OptionError, SpecError, StateError
 from .executor import Executor
 from .jobsource import JobSource
 from .loader import ensure_cwd_on_path, resolve, spec_of
@@ -101,7 +101,8 @@ def run(
             return _drive(
                 settings, record, run_options, source, Checkpoint(), store, callback, callback_fn
             )
-        except TaskRunnerError:
+        except (SpecError, OptionError):
+            # Refused before any job ran (a worker could not load CALLBACK): no run remains.
             if record.done + record.failed == 0:
                 store.delete(name)  # nothing ran: leave no run behind (exit 2 changes nothing)
             raise

@@ -443,7 +443,12 @@ class LocalPool(Executor):
         limit = self._timeout + (ASYNC_TIMEOUT_GRACE if self._is_async else 0.0)
         now = time.monotonic()
         for worker in self._workers.values():
-            for batch_id, index, started in self._running(worker):
+            if worker.killed_reason:
+                continue  # killed for an overrun job already: the others it ran go back
+            overrun = sorted(self._running(worker), key=lambda job: job[2])
+            for batch_id, index, started in overrun:
+                if worker.killed_reason:
+                    break
                 if now - started <= limit or batch_id not in worker.outstanding:
                     continue
                 if (batch_id, index) in worker.written_off:

@@ -16,6 +16,7 @@ import time
 import uuid
 from typing import Any
 
+from ..errors import BackendError
 from ..executor import Executor
 from ..records import Batch, Event, JobError, JobFailed, JobsDone, JobsReturned
 from .redis import RedisConnection, Serializer, run_key
@@ -112,6 +113,10 @@ class RedisExecutor(Executor):
             if raw or time.monotonic() >= deadline:
                 break
             if self._local is not None and self._local.poll() is not None:
+                if self._local.returncode == 2:
+                    raise BackendError(
+                        "the local workers refused to start (exit code 2): see their message above"
+                    )
                 # Its leases lapse and its jobs go to others; on this machine, start anew.
                 log.warning("the local workers exited with code %s; starting them again",
                             self._local.returncode)  # fmt: skip
