@@ -97,3 +97,31 @@ def test_sigint_then_resume_runs_each_job_exactly_once(project: Project, backend
     result = project.run("resume", "jobs.gen", "--no-progress", *backend)
     assert result.returncode == 0, result
     assert_ran_once_each(project, range(120))
+
+
+def test_every_thread_hung_past_timeout_does_not_hang_the_run(
+    project: Project, backend: tuple[str, ...]
+):
+    """Both threads of the only worker hang: they fail as Timeout, the worker hands back what
+    it had not started, and its replacement runs it (in `taskrunner work` too)."""
+    project.write(
+        "hung.py",
+        """
+        def gen():
+            return range(12)
+
+        def cb(job):
+            record(job)
+            if job in (0, 1):
+                time.sleep(1000)
+        """,
+    )
+    result = project.run(
+        "spawn", "hung:gen", "hung:cb", "-w", "1", "-c", "2", "--timeout", "1", "--no-progress",
+        *backend, timeout=40,
+    )  # fmt: skip
+    assert result.returncode == 1, result
+    failures = project.query("failures", "hung.gen", *backend)
+    assert sorted(f["seq"] for f in failures) == [0, 1]
+    assert {f["error_type"] for f in failures} == {"Timeout"}
+    assert_ran_once_each(project, range(12))

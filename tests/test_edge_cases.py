@@ -37,30 +37,6 @@ def test_job_that_cannot_be_unpickled_in_the_worker_fails_alone(project: Project
     assert_ran_once_each(project, set(range(30)) - {7})
 
 
-def test_every_thread_hung_past_timeout_does_not_hang_the_run(project: Project):
-    project.write(
-        "jobs.py",
-        """
-        def gen():
-            return range(12)
-
-        def cb(job):
-            record(job)
-            if job in (0, 1):
-                time.sleep(1000)
-        """,
-    )
-    result = project.run(
-        "spawn", "jobs:gen", "jobs:cb", "-w", "1", "-c", "2", "--timeout", "1", "--no-progress",
-        timeout=40,
-    )  # fmt: skip
-    assert result.returncode == 1, result
-    failures = project.failures("jobs.gen")
-    assert set(failures) == {0, 1}
-    assert {f["error_type"] for f in failures.values()} == {"Timeout"}
-    assert_ran_once_each(project, range(12))
-
-
 @pytest.mark.parametrize("concurrency", ["1", "2"])
 def test_exception_whose_str_raises_is_still_reported(project: Project, concurrency: str):
     project.write(

@@ -235,27 +235,3 @@ def test_pickle_serializer_carries_any_picklable_job(project: Project, redis_url
         "--restart", *backend(redis_url),
     )  # fmt: skip
     assert again.returncode == 0, again
-
-
-def test_hung_threads_in_a_work_process_do_not_hang_the_run(project: Project, redis_url: str):
-    """The retired worker's unstarted jobs wait in the pool for its replacement."""
-    project.write(
-        "jobs.py",
-        """
-        def gen():
-            return range(12)
-
-        def cb(job):
-            record(job)
-            if job in (0, 1):
-                time.sleep(1000)
-        """,
-    )
-    result = project.run(
-        "spawn", "jobs:gen", "jobs:cb", "-w", "1", "-c", "2", "--timeout", "1", "--no-progress",
-        *backend(redis_url), timeout=40,
-    )  # fmt: skip
-    assert result.returncode == 1, result
-    failures = project.query("failures", "jobs.gen", *backend(redis_url))
-    assert sorted(f["seq"] for f in failures) == [0, 1]
-    assert_ran_once_each(project, range(12))
