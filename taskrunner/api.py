@@ -221,11 +221,11 @@ def _drive(
     retry_first: list[tuple[int, Any, int]] | None = None,
 ) -> Summary:
     in_flight = options.workers * options.concurrency
-    if settings.is_local and options.queue_size < in_flight:
+    if settings.is_local and options.queue_limit < in_flight:
         log.warning(
             "--queue-size %d is below workers x concurrency (%d): at most %d jobs run at once; "
             "raise --queue-size to use them all",
-            options.queue_size, in_flight, options.queue_size,
+            options.queue_limit, in_flight, options.queue_limit,
         )  # fmt: skip
     executor: Executor
     if settings.is_local:
@@ -237,7 +237,7 @@ def _drive(
             timeout=options.timeout,
             log_level=level_for(options.verbosity),
             is_async=is_async_callback(callback_fn),
-            queue_size=options.queue_size,
+            queue_size=options.queue_limit,
         )
     else:
         from .backends.redis_executor import RedisExecutor
@@ -246,7 +246,7 @@ def _drive(
             store.connection,
             record.name,
             serializer=store.serializer(record.name),
-            queue_size=options.queue_size,
+            queue_size=options.queue_limit,
             local_workers=options.workers,
             concurrency=options.concurrency,
             callback=record.callback,

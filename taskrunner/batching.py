@@ -31,7 +31,9 @@ class BatchSizer:
 
     def size(self) -> int:
         if self._job_seconds is None:
-            return 1  # nothing measured yet: do not hand out a hoard of possibly slow jobs
+            # Nothing measured yet: no hoard of possibly slow jobs, but enough to fill the
+            # worker's concurrency, which runs them all at once anyway.
+            return min(self._concurrency, self._cap)
         # A worker with N jobs in flight gets through N times as many in the same time.
         wanted = TARGET_BATCH_SECONDS * self._concurrency / max(self._job_seconds, 1e-7)
         return max(1, min(int(wanted), self._cap))

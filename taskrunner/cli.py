@@ -226,7 +226,11 @@ def _build_parser() -> _Parser:
     def run_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("-w", "--workers", type=int, help="worker processes (default: CPU count)")
         sub.add_argument("-c", "--concurrency", type=int, help="jobs in flight per worker")
-        sub.add_argument("--queue-size", type=int, help="most jobs taken and unfinished")
+        sub.add_argument(
+            "--queue-size",
+            type=int,
+            help="most jobs taken and unfinished (default: 1000, or 2 x workers x concurrency)",
+        )
         sub.add_argument("--timeout", type=float, help="per-job time limit in seconds")
         sub.add_argument("--retries", type=int, help="run a failed job up to N more times")
         sub.add_argument("--rate", type=float, help="at most R job starts per second in all")

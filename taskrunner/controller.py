@@ -99,7 +99,7 @@ class Controller:
         self._cleared_failures: list[int] = []
         self._sizer = BatchSizer(
             concurrency=options.concurrency,
-            cap=options.queue_size // (2 * max(1, options.workers)),
+            cap=options.queue_limit // (2 * max(1, options.workers)),
             rate=options.rate,
         )
         self._next_start = 0.0
@@ -121,6 +121,10 @@ class Controller:
                 self._dispatch()
                 if self._is_over():
                     break
+                if self._stop_reason is None:
+                    # Whatever room is left now has no job to fill it (the generator is done,
+                    # or --queue-size is reached): let idle workers take unstarted ones.
+                    self.executor.rebalance()
                 for event in self.executor.poll(self._poll_timeout()):
                     self._handle(event)
                 if self._stop_reason is not None and not recalled:
@@ -178,7 +182,7 @@ class Controller:
             if self._handed_back:
                 seqs, jobs, attempts = self._take_handed_back(size)
             else:
-                size = min(size, self.options.queue_size - self._open_jobs)
+                size = min(size, self.options.queue_limit - self._open_jobs)
                 if size <= 0 or self.source.exhausted:
                     self._note_generator_error()
                     return

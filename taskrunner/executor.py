@@ -37,6 +37,12 @@ class Executor(ABC):
     def poll(self, timeout: float) -> list[Event]:
         """Wait up to `timeout` seconds for outcomes; return those that arrived."""
 
+    def rebalance(self) -> None:
+        """No new job can be sent (the generator is done, or the queue is full): move jobs not
+        yet started from busy workers to idle ones, where that is possible (they come back as
+        JobsReturned events from poll()). By default nothing moves."""
+        return
+
     def recall(self) -> list[Event]:
         """The run is stopping: take back jobs not yet started, where that is possible.
 

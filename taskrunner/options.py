@@ -10,6 +10,7 @@ from typing import Any
 from .errors import OptionError
 
 DEFAULT_STATE_DIR = ".taskrunner"
+DEFAULT_QUEUE_SIZE = 1000
 
 # Options `resume` may change; the others are fixed when the run starts.
 RESUMABLE = frozenset(
@@ -26,7 +27,7 @@ class RunOptions:
 
     workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
     concurrency: int = 1
-    queue_size: int = 1000
+    queue_size: int | None = None  # None: see `queue_limit`
     timeout: float | None = None
     retries: int = 0
     rate: float | None = None
@@ -40,7 +41,8 @@ class RunOptions:
     def __post_init__(self) -> None:
         _at_least("--workers", self.workers, 0)  # 0: a Redis run fed by this controller alone
         _at_least("--concurrency", self.concurrency, 1)
-        _at_least("--queue-size", self.queue_size, 1)
+        if self.queue_size is not None:
+            _at_least("--queue-size", self.queue_size, 1)
         _at_least("--retries", self.retries, 0)
         _positive("--timeout", self.timeout)
         _positive("--rate", self.rate)
@@ -50,6 +52,15 @@ class RunOptions:
             _at_least("--limit", self.limit, 0)
         if self.total is not None:
             _at_least("--total", self.total, 0)
+
+    @property
+    def queue_limit(self) -> int:
+        """Most jobs taken and unfinished: --queue-size, else 1000 or, when more jobs run at
+        once, twice that many, so that every worker has its next jobs at hand as it finishes
+        (`-w 2 -c 1000` would otherwise run at most 1000 jobs at once)."""
+        if self.queue_size is not None:
+            return self.queue_size
+        return max(DEFAULT_QUEUE_SIZE, 2 * self.workers * self.concurrency)
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> RunOptions:

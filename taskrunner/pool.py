@@ -27,7 +27,7 @@ from typing import Any
 from .errors import SpecError
 from .executor import Executor
 from .records import Batch, Event, JobError, JobFailed, JobsDone, JobsReturned, WorkerLost
-from .worker import IDLE, RETIRE, SLOT_FIELDS, WorkerConfig, worker_main
+from .worker import GIVE_BACK, IDLE, RETIRE, SLOT_FIELDS, WorkerConfig, worker_main
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 # the event loop is still running this much later, and then its worker is killed.
 ASYNC_TIMEOUT_GRACE = 2.0
 _STOP_WAIT_SECONDS = 5.0
+# Workers that die before they are ready, this many in a row, will not start: replacing them
+# again and again would spin forever.
+MAX_FAILED_STARTS = 3
 _DRAIN_AT_ONCE = 256
 
 
@@ -53,6 +56,8 @@ class _Worker:
     reserved: tuple[int, int, bytes] | None = None
     alone: int | None = None
     retired: bool = False  # takes no new batches; stopped once its other jobs are reported
+    retired_at: float = 0.0
+    giving_back: bool = False  # asked to hand back unstarted jobs, and has not answered yet
     written_off: set[tuple[int, int]] = field(default_factory=set)  # timed out, still running
     killed_reason: str = ""
     reader: Any = None  # a poll object on this worker's pipe alone, to drain it
@@ -94,6 +99,7 @@ class LocalPool(Executor):
         self._by_fd: dict[int, _Worker] = {}
         self._next_worker_id = 1
         self._closing = False
+        self._failed_starts = 0  # workers in a row that died before they were ready
 
     # -- Executor interface --------------------------------------------------------------------
 
@@ -133,6 +139,27 @@ class LocalPool(Executor):
             self._unplaced.append((batch.batch_id, size, payload))
             self._place_unplaced()
         return events
+
+    def rebalance(self) -> None:
+        # At the end of a run, a worker whose jobs all finished would sit idle while another
+        # still holds jobs it has not started (with jobs of equal length, a whole extra round
+        # of them). Ask that one to hand them back; the run loop sends them to the idle one.
+        if self._in_order or self._closing or self._unplaced:
+            return  # one job after another: a worker reads no message until its batch ends
+        takers = [w for w in self._workers.values() if _takes_batches(w)]
+        idle_slots = sum(max(0, self._concurrency - w.outstanding_jobs) for w in takers)
+        if idle_slots <= 0:
+            return
+        for worker in sorted(takers, key=lambda w: w.outstanding_jobs, reverse=True):
+            not_started = worker.outstanding_jobs - self._concurrency
+            if not_started <= 0 or idle_slots <= 0:
+                return
+            if worker.giving_back:
+                continue
+            count = min(not_started, idle_slots)
+            worker.giving_back = True
+            self._write(worker, pickle.dumps((GIVE_BACK, count)))
+            idle_slots -= count
 
     def _place_unplaced(self) -> None:
         """Send batches to the least busy worker that takes batches; keep them while none does
@@ -193,6 +220,15 @@ class LocalPool(Executor):
                 self._poller.unregister(fd)
                 del self._by_fd[fd]
             events.append(self._bury(worker))
+            if not worker.ready and not worker.killed_reason:
+                self._failed_starts += 1
+                if self._failed_starts >= MAX_FAILED_STARTS:
+                    raise SpecError(
+                        f"workers die while starting ({_death_reason(worker.process.exitcode)})"
+                        f", {self._failed_starts} in a row; their error is above. A script that"
+                        " starts a run must do so under `if __name__ == '__main__':`, since"
+                        " every worker imports it again"
+                    )
         if self._timeout is not None:
             self._check_timeouts(events)
         self._stop_retired_when_idle()
@@ -223,7 +259,11 @@ class LocalPool(Executor):
             writers = [w for w in self._workers.values() if w.unsent]
             if not writers:
                 break
-            select.select([], [w.sender for w in writers], [], 0.05)
+            # poll, not select: select cannot wait on a descriptor numbered 1024 or more.
+            writable = select.poll()
+            for worker in writers:
+                writable.register(worker.sender.fileno(), select.POLLOUT)
+            writable.poll(50)
             for worker in writers:
                 self._write_unsent(worker)
         for worker in self._workers.values():
@@ -379,8 +419,11 @@ class LocalPool(Executor):
             _, batch_id, indices = message
             self._account(worker, batch_id, len(indices))
             events.append(JobsReturned(batch_id, list(indices)))
+        elif kind == "gave_back":
+            worker.giving_back = False
         elif kind == "ready":
             worker.ready = True
+            self._failed_starts = 0
         elif kind == "fatal":
             raise SpecError(f"a worker could not load CALLBACK: {message[1].strip()}")
 
@@ -464,6 +507,7 @@ class LocalPool(Executor):
                 self._account(worker, batch_id, 1)
                 worker.written_off.add((batch_id, index))
                 worker.retired = True
+                worker.retired_at = now
                 if self._in_order or self._is_async:
                     # Nothing else can run in this worker until the job returns: kill it now.
                     worker.killed_reason = "killed after a job timed out"
@@ -474,9 +518,18 @@ class LocalPool(Executor):
                     self._write(worker, pickle.dumps(RETIRE))
 
     def _stop_retired_when_idle(self) -> None:
+        now = time.monotonic()
         for worker in self._workers.values():
-            if worker.retired and worker.outstanding_jobs <= 0 and worker.process.is_alive():
+            if not worker.retired or worker.killed_reason or not worker.process.is_alive():
+                continue
+            if worker.outstanding_jobs <= 0:
                 worker.killed_reason = "retired after a job timed out"
+                _kill(worker)
+            elif self._timeout is not None and now - worker.retired_at > 2 * self._timeout + 1:
+                # Whatever it was running has finished or overrun since, yet it still holds
+                # jobs: it cannot even read our messages (a hung thread holding the GIL).
+                # Killed, it hands them back, and they run elsewhere.
+                worker.killed_reason = "retired after a job timed out, and no longer responding"
                 _kill(worker)
 
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 # What the controller sends: a batch, or one of these.
 STOP = None  # finish what you hold and exit
 RETIRE = "retire"  # take no more of what you hold: hand back what has not started
+GIVE_BACK = "give_back"  # (GIVE_BACK, n): hand back up to n jobs not started, for an idle worker
 SKIP = "skip"  # (internal) a batch whose jobs could not be loaded, already reported
 
 # Each slot of the shared array holds three doubles: batch id, index in batch, start time.
@@ -141,6 +142,9 @@ class JobRunner:
                 return
             if message is SKIP or message == RETIRE:
                 continue
+            if message[0] == GIVE_BACK:
+                self.reporter.send(("gave_back",))  # what it holds has started or is next
+                continue
             batch_id, jobs, start_at, interval, index_map = message
             if index_map is not None:
                 self._run_mapped(batch_id, jobs, index_map)
@@ -187,10 +191,11 @@ class JobRunner:
                 )
 
     def _read(self, conn: Connection) -> Any:
-        """The next message: STOP, RETIRE, a batch (batch_id, jobs, start_at, interval,
-        index_map), or SKIP for a batch whose jobs could not be loaded (reported as such)."""
+        """The next message: STOP, RETIRE, (GIVE_BACK, n), a batch (batch_id, jobs, start_at,
+        interval, index_map), or SKIP for a batch whose jobs could not be loaded (reported as
+        such)."""
         message = pickle.loads(conn.recv_bytes())
-        if message is STOP or message == RETIRE:
+        if message is STOP or message == RETIRE or message[0] == GIVE_BACK:
             return message
         batch_id, count, blob, start_at, interval, index_map = message
         try:
@@ -202,17 +207,22 @@ class JobRunner:
             return SKIP
         return batch_id, jobs, start_at, interval, index_map
 
-    def _return_unstarted(self, work: queue.SimpleQueue[Any]) -> None:
-        """Hand back the jobs not yet started: this worker is retired (a thread hangs)."""
+    def _return_unstarted(self, work: Any, most: float = float("inf")) -> None:
+        """Hand back up to `most` jobs not yet started from `work` (the local queue, of
+        threads or of asyncio): all of them when this worker is retired (a thread hangs), some
+        when another worker sits idle at the end of the run. Then says it is done."""
         returned: dict[int, list[int]] = {}
-        while True:
+        count = 0
+        while count < most and not work.empty():
             try:
                 item = work.get_nowait()
-            except queue.Empty:
+            except queue.Empty:  # a thread took the last one meanwhile
                 break
             returned.setdefault(item[0], []).append(item[1])
+            count += 1
         for batch_id, indices in returned.items():
             self.reporter.send(("returned", batch_id, indices))
+        self.reporter.send(("gave_back",))
 
     def _run_mapped(self, batch_id: int, jobs: list[Any], index_map: list[int]) -> None:
         """A batch that lost some jobs on the way (they could not be pickled): run the rest
@@ -285,6 +295,9 @@ class JobRunner:
                 continue
             if message == RETIRE:
                 self._return_unstarted(work)
+                continue
+            if message[0] == GIVE_BACK:
+                self._return_unstarted(work, message[1])
                 continue
             for item in _work_items(message):
                 work.put(item)
@@ -386,6 +399,9 @@ class JobRunner:
                 closed.set()
                 return
             if message is SKIP or message == RETIRE:
+                return  # an async worker is killed, never retired, for an overrun job
+            if message[0] == GIVE_BACK:
+                self._return_unstarted(work, message[1])
                 return
             for item in _work_items(message):
                 work.put_nowait(item)

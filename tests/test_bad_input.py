@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from helpers import Project, assert_usage_error
 
@@ -89,3 +92,31 @@ def test_verbose_import_error_shows_traceback(modules: Project) -> None:
     assert "Traceback" in result.stderr, result
     assert "boom at import 1234" in result.stderr, result
     assert not modules.log.exists()
+
+
+def test_script_without_main_guard_stops_instead_of_respawning_workers(modules: Project) -> None:
+    """A script that calls taskrunner.run at import time, without `if __name__ == "__main__":`.
+    Every spawned worker imports it again and dies while starting; the run stops with an error
+    that names the guard, instead of replacing the dying workers forever."""
+    modules.write(
+        "script.py",
+        "import taskrunner\n\ntaskrunner.run('jobs:gen', 'jobs:cb', workers=2, progress=False)\n",
+    )
+
+    try:
+        result = subprocess.run(
+            [sys.executable, "script.py"],
+            cwd=modules.root,
+            env=modules.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the run kept replacing workers that die while starting")
+
+    assert result.returncode != 0, result
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "workers die while starting" in last_line, result.stderr[-3000:]
+    assert "__main__" in last_line, last_line
+    assert modules.executions() == {}, "no job can have run"

@@ -7,11 +7,12 @@ test can tell that the jobs really overlapped, and that a worker never runs more
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Project, assert_ran_once_each
+from helpers import Project, assert_ran_once_each, wait_for
 from support_resume import assert_at_least_once_each, read_ints
 
 NAME = "jobs.gen"
@@ -111,6 +112,48 @@ def cb_crashes(job):
     time.sleep(0.02)
     if job == 37 and flag("crash"):
         os._exit(3)
+    return job
+
+
+def runs_slowly():
+    # The first process to start a job is the slow one: its jobs wait for the file 'release'.
+    # Also notes which process ran each job.
+    with open(os.path.join(HERE, "pids.log"), "a") as log:
+        log.write(f"{os.getpid()}\\n")
+    path = os.path.join(HERE, "slow.pid")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except FileExistsError:
+        with open(path) as file:
+            return file.read() == str(os.getpid())
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
+def cb_held_up(job):
+    record(job)
+    if runs_slowly():
+        while not flag("release"):
+            time.sleep(0.01)
+    return job
+
+
+async def cb_async_held_up(job):
+    record(job)
+    if runs_slowly():
+        while not flag("release"):
+            await asyncio.sleep(0.01)
+    return job
+
+
+def cb_holds_the_gil(job):
+    record(job)
+    if job == 3:
+        import re
+
+        re.match(r"(a+)+$", "a" * 60 + "b")  # backtracks for ages without releasing the GIL
+    time.sleep(0.005)
     return job
 
 
@@ -217,6 +260,55 @@ def test_worker_dying_with_several_jobs_in_flight(project: Project) -> None:
     assert "exit code 3" in failures[37]["message"], failures[37]
     status = project.status(NAME)
     assert (status["done"], status["failed"], status["pending"]) == (99, 1, 0), status
+
+
+@pytest.mark.parametrize(
+    "callback", ["jobs:cb_held_up", "jobs:cb_async_held_up"], ids=["threads", "asyncio"]
+)
+def test_idle_worker_takes_over_jobs_another_has_not_started(
+    project: Project, callback: str
+) -> None:
+    """-w 2 -c 2, 8 jobs, 4 to each worker. The first worker to start a job holds its two
+    running jobs until the test releases them; the other finishes its own four, and then the
+    two the held-up worker had not started are handed over to it: all 8 start before the
+    release (without the hand-over, only 6 could)."""
+    project.write("jobs.py", MODULE)
+
+    run = project.start(
+        "spawn", "jobs:gen", callback, "--arg", "n=8", *options(2, "--queue-size", "8")
+    )
+    wait_for(lambda: len(project.executions()) == 8, timeout=20, what="all 8 jobs to start")
+    project.set_flag("release")
+    result = run.wait(timeout=30)
+
+    assert result.returncode == 0, result
+    assert_ran_once_each(project, range(8))
+    slow_pid = (project.root / "slow.pid").read_text()
+    ran_in = Counter((project.root / "pids.log").read_text().split())
+    assert ran_in[slow_pid] == 2, f"the held-up worker should have run only its 2: {ran_in}"
+    assert sum(ran_in.values()) == 8, ran_in
+
+
+def test_timed_out_thread_that_holds_the_gil_does_not_hang_the_run(project: Project) -> None:
+    """-c 2 --timeout 1: job 3 spins in C code holding the GIL, so its worker cannot even
+    read the message that retires it. The job fails as a Timeout, the worker is killed
+    soon after, and its other jobs run elsewhere: the run ends, every job with an outcome."""
+    project.write("jobs.py", MODULE)
+
+    result = project.run(
+        "spawn", "jobs:gen", "jobs:cb_holds_the_gil", "--arg", "n=40",
+        *options(2, "--timeout", "1"), timeout=40,
+    )  # fmt: skip
+
+    assert result.returncode == 1, result
+    assert_at_least_once_each(project, range(40))
+    failures = project.failures(NAME)
+    assert 3 in failures, failures
+    # A job running beside it in the same worker is starved of the GIL as well, and may
+    # overrun too; nothing fails for any other reason.
+    assert {record["error_type"] for record in failures.values()} == {"Timeout"}, failures
+    status = project.status(NAME)
+    assert status["done"] + status["failed"] == 40 and status["pending"] == 0, status
 
 
 def read_results(path: Path) -> dict[int, dict[str, Any]]:
