@@ -148,10 +148,7 @@ def resume(
                 checkpoint=checkpoint,
             )
             source.seek(record.low_water_mark, record.fingerprint)
-        retry = []
-        if retry_failed:
-            failures = store.failures(record.name)
-            retry = [(f.seq, f.job, 0) for f in failures]
+        retry = _jobs_to_retry(store.failures(record.name)) if retry_failed else []
         record.error = None
         if not settings.is_local:
             # What an earlier controller queued or leased is taken again from the generator.
@@ -207,6 +204,19 @@ def runs(
 
 
 # -- internals -------------------------------------------------------------------------------
+
+
+def _jobs_to_retry(failures: list[Failure]) -> list[tuple[int, Any, int]]:
+    """(seq, job, runs) of each failed job that can run again: not those whose job could not
+    be stored, which stay recorded as failed."""
+    lost = [failure for failure in failures if not failure.job_kept]
+    if lost:
+        log.warning(
+            "%d failed job(s) cannot be retried: they could not be stored (seq %d: %s); "
+            "they stay recorded as failed",
+            len(lost), lost[0].seq, lost[0].error_type,
+        )  # fmt: skip
+    return [(failure.seq, failure.job, 0) for failure in failures if failure.job_kept]
 
 
 def _drive(

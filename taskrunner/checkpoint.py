@@ -90,13 +90,15 @@ class Checkpoint:
         self.job_at_checkpoint = self._last_job_by_stop.pop(stop, None)
 
 
-def fingerprint(job: Any) -> str:
-    """A short digest that is equal for equal jobs across runs and processes."""
+def fingerprint(job: Any) -> str | None:
+    """A short digest that is equal for equal jobs across runs and processes; None for a job
+    that can be neither written as JSON nor pickled (its repr may hold a memory address, so
+    nothing stable is left to compare)."""
     try:
         payload = json.dumps(job, sort_keys=True, separators=(",", ":")).encode()
     except (TypeError, ValueError):
         try:
             payload = pickle.dumps(job, protocol=4)
         except Exception:
-            payload = repr(job).encode()
+            return None
     return hashlib.sha256(payload).hexdigest()[:16]

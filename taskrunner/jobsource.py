@@ -64,7 +64,8 @@ class JobSource:
         if self.error is not None:
             return
         if job is sentinel or (
-            expected_fingerprint is not None and fingerprint(job) != expected_fingerprint
+            expected_fingerprint is not None
+            and fingerprint(job) not in (expected_fingerprint, None)
         ):
             raise StateError(
                 "the generator yields other jobs than when the run started; "

@@ -46,6 +46,9 @@ class Failure:
     traceback: str
     attempts: int
     duration: float
+    # False when the job itself could not be stored (it cannot be pickled, or serialized for
+    # Redis): `job` is then its repr, and `resume --retry-failed` cannot run it again.
+    job_kept: bool = True
 
 
 # Events an executor reports to the run loop -------------------------------------------------

@@ -297,10 +297,13 @@ class RunStore:
             " FROM failures WHERE name = ? ORDER BY seq",
             (name,),
         ).fetchall()
-        return [
-            Failure(seq, _unpickle(job, job_repr), error_type, message, tb, attempts, duration)
-            for seq, job, job_repr, error_type, message, tb, attempts, duration in rows
-        ]
+        failures = []
+        for seq, payload, job_repr, error_type, message, tb, attempts, duration in rows:
+            job, kept = _stored_job(payload, job_repr)
+            failures.append(
+                Failure(seq, job, error_type, message, tb, attempts, duration, job_kept=kept)
+            )
+        return failures
 
     def failure_summary(self, name: str) -> list[tuple[str, int, int]]:
         """(error type, count, first seq) for each kind of failure, most frequent first."""
@@ -401,8 +404,17 @@ def _pickle_job(job: Any) -> bytes:
     try:
         return pickle.dumps(job, protocol=4)
     except Exception:
-        # A job that cannot be pickled cannot be retried either; keep what can be shown.
-        return pickle.dumps(repr(job), protocol=4)
+        return b""  # cannot be kept: its repr (in job_repr) is all that is left of it
+
+
+def _stored_job(payload: bytes, job_repr: str) -> tuple[Any, bool]:
+    """A failed job as stored, and whether it is the job itself (else its repr)."""
+    if not payload:
+        return job_repr, False
+    try:
+        return pickle.loads(payload), True
+    except Exception:  # its class is gone, or it failed because it cannot be unpickled
+        return job_repr, False
 
 
 def _job_repr(job: Any) -> str:

@@ -125,3 +125,77 @@ def test_every_thread_hung_past_timeout_does_not_hang_the_run(
     assert sorted(f["seq"] for f in failures) == [0, 1]
     assert {f["error_type"] for f in failures} == {"Timeout"}
     assert_ran_once_each(project, range(12))
+
+
+UNCARRIED = """
+def gen():
+    for seq in range(20):
+        # A lock can be neither pickled nor written as JSON: seq 19 is also the last job,
+        # which the checkpoint keeps.
+        yield threading.Lock() if seq in (5, 19) else seq
+
+def cb(job):
+    record(job if isinstance(job, int) else -1)
+"""
+
+
+def test_job_that_cannot_be_carried_fails_and_stays_failed_on_retry(
+    project: Project, backend: tuple[str, ...]
+):
+    """A job the run cannot carry to a worker (unpicklable; not JSON for Redis) fails as such,
+    and the run ends normally. `resume --retry-failed` cannot run it again: it says so and
+    keeps the failure, and the callback never sees a stand-in for the job."""
+    project.write("jobs.py", UNCARRIED)
+    result = project.run(*spawn(project, backend))
+    assert result.returncode == 1, result
+    assert "internal error" not in result.stderr, result
+    assert_ran_once_each(project, set(range(20)) - {5, 19})
+    failures = {f["seq"]: f for f in project.query("failures", "jobs.gen", *backend)}
+    assert set(failures) == {5, 19}, failures
+    assert {f["error_type"] for f in failures.values()} <= {"PicklingError", "SerializationError"}
+    status = project.query("status", "jobs.gen", *backend)
+    assert (status["state"], status["done"], status["failed"]) == ("finished", 18, 2), status
+
+    again = project.run("resume", "jobs.gen", "--retry-failed", "--no-progress", *backend)
+
+    assert again.returncode == 1, again
+    assert "cannot be retried" in again.stderr, again
+    assert_ran_once_each(project, set(range(20)) - {5, 19})
+    failures = {f["seq"]: f for f in project.query("failures", "jobs.gen", *backend)}
+    assert set(failures) == {5, 19}, failures
+
+
+CRASHES = """
+def gen(n=300):
+    return range(n)
+
+def cb(job):
+    record(job)
+    if job == 250:
+        os._exit(3)
+    return {"double": job * 2}
+"""
+
+
+def test_results_lost_with_a_dead_worker_get_no_line(project: Project, backend: tuple[str, ...]):
+    """One worker, one job at a time, job 250 kills it mid-batch. The jobs before it in its
+    batch ran, so they count as finished, but their results died with the worker: they get
+    no line in --results (never a `"result": null`), and a warning says how many."""
+    project.write("jobs.py", CRASHES)
+    results = project.root / "results.jsonl"
+    result = project.run(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "1", "--no-progress", *backend,
+        "--results", str(results),
+    )  # fmt: skip
+    assert result.returncode == 1, result
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    assert all(line["result"] == {"double": line["job"] * 2} for line in lines), [
+        line for line in lines if line["result"] != {"double": line["job"] * 2}
+    ][:5]
+    written = {line["seq"] for line in lines}
+    assert len(written) == len(lines), "a seq has two lines"
+    status = project.query("status", "jobs.gen", *backend)
+    assert (status["done"], status["failed"]) == (299, 1), status
+    missing = 299 - len(written)
+    if missing:
+        assert f"results of {missing} jobs were lost" in result.stderr, result

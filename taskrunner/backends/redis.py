@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import fields
 from importlib import resources
 from typing import Any
 
@@ -48,7 +48,7 @@ RUN_KEY_PARTS = (
     "collected", "collected_by", "recalled", "recalled_by",
 )  # fmt: skip
 LOCK_SECONDS = 30
-SCRIPTS = ("push", "pop", "heartbeat", "report", "collect", "recall", "save")
+SCRIPTS = ("push", "pop", "pace", "heartbeat", "report", "collect", "recall", "save")
 
 
 def run_key(name: str, part: str) -> str:
@@ -278,11 +278,11 @@ class RedisRunStore:
     ) -> None:
         record.updated_at = time.time()
         serializer = self.serializer(record.name)
-        document = asdict(record)
+        document = _fields(record)
         document["intervals"] = [
-            [start, stop, serializer.to_json(job)] for start, stop, job in record.intervals
+            [start, stop, _carried(job, serializer)] for start, stop, job in record.intervals
         ]
-        document["job_at_checkpoint"] = serializer.to_json(record.job_at_checkpoint)
+        document["job_at_checkpoint"] = _carried(record.job_at_checkpoint, serializer)
         failures = list(new_failures)
         args: list[Any] = [
             self._lock_tokens.get(record.name, ""),
@@ -291,9 +291,7 @@ class RedisRunStore:
             len(failures),
         ]
         for failure in failures:
-            entry = asdict(failure)
-            entry["job"] = serializer.to_json(failure.job)
-            args += [failure.seq, json.dumps(entry)]
+            args += [failure.seq, _failure_entry(failure, serializer)]
         args += list(cleared_failures)
         keys = [run_key(record.name, part) for part in ("run", "failures", "lock", *RUN_KEY_PARTS)]
         if not self.connection.run("save", keys, args):
@@ -312,7 +310,8 @@ class RedisRunStore:
         ]
         failures = []
         for entry in entries:
-            entry["job"] = serializer.from_json(entry["job"])
+            if entry.get("job_kept", True):
+                entry["job"] = serializer.from_json(entry["job"])
             failures.append(Failure(**entry))
         return sorted(failures, key=lambda failure: failure.seq)
 
@@ -338,3 +337,39 @@ class RedisRunStore:
             return RunRecord(**document)
         except (ValueError, TypeError, KeyError) as error:
             raise StateError(f"the state of run {name!r} in Redis is corrupt: {error}") from None
+
+
+def _fields(instance: Any) -> dict[str, Any]:
+    """A dataclass's fields as a dict, without dataclasses.asdict's deep copy: a job that
+    cannot be copied (a lock, say) must still reach _carried, which writes its repr."""
+    return {field.name: getattr(instance, field.name) for field in fields(instance)}
+
+
+def _carried(job: Any, serializer: Serializer) -> Any:
+    """A job as the run's serializer puts it in a JSON document; one it cannot carry (the job
+    failed as such) by its repr."""
+    try:
+        carried = serializer.to_json(job)
+        json.dumps(carried)
+    except Exception:  # json's TypeError/ValueError, or anything pickling may raise
+        return _job_text(job)
+    return carried
+
+
+def _failure_entry(failure: Failure, serializer: Serializer) -> str:
+    """A failure as JSON. A job the serializer cannot carry is kept as its repr, marked so
+    that `resume --retry-failed` leaves it alone."""
+    entry = _fields(failure)
+    try:
+        entry["job"] = serializer.to_json(failure.job)
+        return json.dumps(entry)
+    except Exception:
+        entry["job"], entry["job_kept"] = _job_text(failure.job), False
+        return json.dumps(entry)
+
+
+def _job_text(job: Any) -> str:
+    try:
+        return repr(job)[:1000]
+    except Exception:
+        return "<unrepresentable job>"

@@ -160,7 +160,9 @@ class RedisExecutor(Executor):
         self._local = None
 
     def _events(self, raw: list[bytes]) -> list[Event]:
-        done: dict[int, tuple[list[int], list[Any], float]] = {}
+        # By batch, and by whether a result came: a job settled as finished after its worker
+        # died has none, and must not get a `"result": null` line in --results.
+        done: dict[tuple[int, bool], tuple[list[int], list[Any], float]] = {}
         events: list[Event] = []
         for entry in raw:
             outcome = json.loads(entry)
@@ -169,10 +171,12 @@ class RedisExecutor(Executor):
                 continue  # from a batch this controller did not push (an earlier session)
             self._account(batch_id, 1)
             if "ok" in outcome:
-                indices, results, busy = done.setdefault(batch_id, ([], [], 0.0))
+                key = (batch_id, "r" in outcome)
+                indices, results, busy = done.setdefault(key, ([], [], 0.0))
                 indices.append(index)
-                results.append(self._serializer.from_json(outcome["r"]) if "r" in outcome else None)
-                done[batch_id] = (indices, results, busy + outcome.get("b", 0.0))
+                if "r" in outcome:
+                    results.append(self._serializer.from_json(outcome["r"]))
+                done[key] = (indices, results, busy + outcome.get("b", 0.0))
             elif "lost" in outcome:
                 message = f"lease lost: the job's lease expired {outcome['lost']} times"
                 events.append(JobFailed(batch_id, index, JobError("LeaseLost", message, "", 0.0)))
@@ -182,8 +186,8 @@ class RedisExecutor(Executor):
                     JobFailed(batch_id, index, JobError(error_type, message, tb, duration))
                 )
         events[:0] = [
-            JobsDone(batch_id, indices, results, busy)
-            for batch_id, (indices, results, busy) in done.items()
+            JobsDone(batch_id, indices, results if with_results else None, busy)
+            for (batch_id, with_results), (indices, results, busy) in done.items()
         ]
         return events
 

@@ -139,6 +139,7 @@ class RedisWorker:
         self._abandon = False
         self._heartbeat_stop = threading.Event()
         held = run_key(name, f"held:{self._worker_id}")
+        self._pace_key = run_key(name, "pace")
         self._pop_keys = [
             run_key(name, part)
             for part in ("waiting", "payloads", "leases", "tokens", "leased", "outcomes")
@@ -254,6 +255,18 @@ class RedisWorker:
         for event in self._pool.submit(batch):
             self._handle(event)
 
+    def _run_again(self, leased: _Leased, indices: list[int], *, alone: bool = False) -> None:
+        """Submit jobs of a lease once more (handed back, or left by a process that died),
+        with fresh --rate start times: their old ones have passed."""
+        start_at = 0.0
+        if self._interval_ms:
+            delay_ms = self._connection.run(
+                "pace", [self._pace_key], [len(indices), self._interval_ms]
+            )
+            start_at = time.monotonic() + int(delay_ms) / 1000
+        ids = [leased.ids[i] for i in indices]
+        self._submit(leased.token, ids, [leased.jobs[i] for i in indices], start_at, alone=alone)
+
     def _heartbeat(self) -> None:
         interval = self._lease_ms / 3000
         while not self._heartbeat_stop.wait(interval):
@@ -298,8 +311,8 @@ class RedisWorker:
                     del self._batches[event.batch_id]
                 groups = [[i] for i in indices] if event.one_by_one else [indices]
                 for group in groups:
-                    ids = [leased.ids[i] for i in group]
-                    self._submit(leased.token, ids, [leased.jobs[i] for i in group])
+                    alone = any(leased.ids[i] in self._suspects for i in group)
+                    self._run_again(leased, group, alone=alone)
 
     def _report(self, batch_id: int, index: int, outcome: dict[str, Any]) -> None:
         leased = self._batches[batch_id]
@@ -336,13 +349,9 @@ class RedisWorker:
             plain = [i for i in indices if leased.ids[i] not in self._suspects]
             for index in indices:
                 if leased.ids[index] in self._suspects:
-                    self._submit(
-                        leased.token, [leased.ids[index]], [leased.jobs[index]], alone=True
-                    )
+                    self._run_again(leased, [index], alone=True)
             if plain:
-                self._submit(
-                    leased.token, [leased.ids[i] for i in plain], [leased.jobs[i] for i in plain]
-                )
+                self._run_again(leased, plain)
 
     def _flush_reports(self) -> None:
         if not self._reports:
