@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import traceback
 from collections.abc import Iterable, Iterator
@@ -32,7 +33,7 @@ class JobSource:
         self.exhausted = False
         self.error: BaseException | None = None
         self.error_traceback = ""
-        self._iterator = self._guarded(iter(iterable))
+        self._iterator = iter(iterable)
         self._limit = limit
         # Seqs that finished above the checkpoint are skipped, not dispatched again.
         self._checkpoint = checkpoint
@@ -46,7 +47,11 @@ class JobSource:
             self.exhausted = True
             return range(self.next_seq, self.next_seq), []
         if self.next_seq >= self._skip_below:
-            jobs = list(itertools.islice(self._iterator, count))
+            jobs: list[Any] = []
+            with self._guard():
+                # extend() keeps what the generator yielded before it raised; islice, in C,
+                # costs nothing per job (a wrapping generator would cost a frame per job).
+                jobs.extend(itertools.islice(self._iterator, count))
             seqs: Seqs = range(self.next_seq, self.next_seq + len(jobs))
             self.next_seq += len(jobs)
             self.exhausted = len(jobs) < count
@@ -58,9 +63,11 @@ class JobSource:
         """Skip the finished prefix of a re-run generator, checking it yields the same jobs."""
         if low_water_mark <= 0:
             return
-        collections.deque(itertools.islice(self._iterator, low_water_mark - 1), maxlen=0)
         sentinel = object()
-        job = next(self._iterator, sentinel)
+        job: Any = sentinel
+        with self._guard():
+            collections.deque(itertools.islice(self._iterator, low_water_mark - 1), maxlen=0)
+            job = next(self._iterator, sentinel)
         if self.error is not None:
             return
         if job is sentinel or (
@@ -77,25 +84,30 @@ class JobSource:
         assert self._checkpoint is not None
         seqs: list[int] = []
         jobs: list[Any] = []
-        for job in self._iterator:
-            seq = self.next_seq
-            self.next_seq += 1
-            if not self._checkpoint.is_finished(seq):
-                seqs.append(seq)
-                jobs.append(job)
-            if len(jobs) == count or self.next_seq >= self._skip_below:
-                break
-            if self._limit is not None and self.next_seq >= self._limit:
-                break
-        else:
-            self.exhausted = True
+        with self._guard():
+            for job in self._iterator:
+                seq = self.next_seq
+                self.next_seq += 1
+                if not self._checkpoint.is_finished(seq):
+                    seqs.append(seq)
+                    jobs.append(job)
+                if len(jobs) == count or self.next_seq >= self._skip_below:
+                    break
+                if self._limit is not None and self.next_seq >= self._limit:
+                    break
+            else:
+                self.exhausted = True
         return seqs, jobs
 
-    def _guarded(self, iterator: Iterator[Any]) -> Iterator[Any]:
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Around every call into the user's iterable: an error ends the source."""
         try:
-            yield from iterator
+            yield
         except (GeneratorExit, KeyboardInterrupt):
             raise
         except BaseException as error:  # the user's generator may raise anything
             self.error = error
             self.error_traceback = "".join(traceback.format_exception(error))
+            self.exhausted = True
+            self._iterator = iter(())
