@@ -120,15 +120,18 @@ def runs_slowly():
     # Also notes which process ran each job.
     with open(os.path.join(HERE, "pids.log"), "a") as log:
         log.write(f"{os.getpid()}\\n")
+    # The claim appears whole (written aside, then linked), so no thread reads it half made.
     path = os.path.join(HERE, "slow.pid")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-    except FileExistsError:
-        with open(path) as file:
-            return file.read() == str(os.getpid())
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    return True
+    if not os.path.exists(path):
+        mine = f"{path}.{os.getpid()}.{threading.get_ident()}"
+        with open(mine, "w") as file:
+            file.write(str(os.getpid()))
+        try:
+            os.link(mine, path)
+        except FileExistsError:
+            pass
+    with open(path) as file:
+        return file.read() == str(os.getpid())
 
 
 def cb_held_up(job):
@@ -301,9 +304,11 @@ def test_timed_out_thread_that_holds_the_gil_does_not_hang_the_run(project: Proj
     )  # fmt: skip
 
     assert result.returncode == 1, result
-    assert_at_least_once_each(project, range(40))
     failures = project.failures(NAME)
     assert 3 in failures, failures
+    # A job beside it may not even have reached its first line before it overran.
+    ran = set(project.executions())
+    assert set(range(40)) - set(failures) <= ran <= set(range(40)), sorted(ran)
     # A job running beside it in the same worker is starved of the GIL as well, and may
     # overrun too; nothing fails for any other reason.
     assert {record["error_type"] for record in failures.values()} == {"Timeout"}, failures
