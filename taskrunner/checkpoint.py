@@ -95,10 +95,22 @@ def fingerprint(job: Any) -> str | None:
     that can be neither written as JSON nor pickled (its repr may hold a memory address, so
     nothing stable is left to compare)."""
     try:
-        payload = json.dumps(job, sort_keys=True, separators=(",", ":")).encode()
+        payload = _canonical_json(job).encode()
     except (TypeError, ValueError):
         try:
             payload = pickle.dumps(job, protocol=4)
         except Exception:
             return None
     return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def _canonical_json(value: Any) -> str:
+    """JSON with sorted keys, and sets as sorted lists: a set's own order (and its pickle)
+    depends on the process's hash seed, so it would differ between a run and its resume."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_set_as_list)
+
+
+def _set_as_list(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):
+        return {"set": sorted(_canonical_json(item) for item in value)}
+    raise TypeError(f"{type(value).__name__} is not JSON")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
+import threading
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taskrunner.checkpoint import Checkpoint
+from taskrunner.checkpoint import Checkpoint, fingerprint
 
 
 def job_of(seq: int) -> str:
@@ -109,3 +113,25 @@ def test_starting_mark_counts_as_finished() -> None:
     checkpoint.mark_one(10, "k")
     assert checkpoint.low_water_mark == 11
     assert checkpoint.job_at_checkpoint == "k"
+
+
+def test_fingerprint_of_a_set_is_the_same_under_any_hash_seed() -> None:
+    """A generator re-run on resume yields the same set in another order (string hashes are
+    seeded per process): its fingerprint must not change, or resume refuses the run."""
+    code = (
+        "from taskrunner.checkpoint import fingerprint;"
+        "print(fingerprint({'job': frozenset(f'account-{i}' for i in range(50))}))"
+    )
+    prints = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(prints) == 1, prints
+    assert fingerprint({1, 2}) != fingerprint({1, 3})
+    assert fingerprint(threading.Lock()) is None
