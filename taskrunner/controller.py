@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from .batching import MAX_BATCH, BatchSizer
 from .checkpoint import Checkpoint, fingerprint
 from .executor import Executor
-from .jobsource import JobSource
+from .jobsource import GeneratorAbandoned, JobSource
 from .options import RunOptions
 from .progress import Progress, Summary
 from .records import Batch, Event, Failure, JobError, JobFailed, JobsDone, JobsReturned, WorkerLost
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 SAVE_SECONDS = 1.0
 POLL_SECONDS = 0.2
+DISPATCH_SECONDS = 0.05
 LOGGED_FAILURES = 10
 RETRY_BACKOFF_BASE = 0.5
 RETRY_BACKOFF_MAX = 30.0
@@ -106,6 +107,7 @@ class Controller:
         self._stop_reason: str | None = None
         self._abandon = False
         self._session_jobs = 0
+        self._more_to_send = False  # dispatch stopped for time, with room and jobs left
         self._started = time.monotonic()
 
     # -- the loop ------------------------------------------------------------------------------
@@ -118,7 +120,10 @@ class Controller:
             self.executor.start()
             next_save = time.monotonic() + SAVE_SECONDS
             while True:
-                self._dispatch()
+                try:
+                    self._dispatch()
+                except GeneratorAbandoned:
+                    break  # a second Ctrl-C while the generator hung: stop as abandoned
                 if self._is_over():
                     break
                 if self._stop_reason is None:
@@ -159,7 +164,7 @@ class Controller:
         return self.source.exhausted and not self._handed_back and not self._retries
 
     def _poll_timeout(self) -> float:
-        timeout = POLL_SECONDS
+        timeout = 0.0 if self._more_to_send else POLL_SECONDS
         if self._retries and not self._stop_reason:
             timeout = min(timeout, max(0.0, self._retries[0].due - time.monotonic()))
         return timeout
@@ -168,7 +173,14 @@ class Controller:
 
     def _dispatch(self) -> None:
         self._release_due_retries()
+        # Outcomes, timeouts and saves wait while we dispatch: with a slow generator, stop
+        # after a while and come back once they are seen to (poll without waiting).
+        deadline = time.monotonic() + DISPATCH_SECONDS
+        self._more_to_send = False
         while self._stop_reason is None:
+            if time.monotonic() >= deadline:
+                self._more_to_send = True
+                return
             size = self._sizer.size()
             room = self.executor.room(size)
             if room <= 0:
@@ -475,6 +487,10 @@ class Controller:
             self._abandon = True
             print("taskrunner: abandoning the jobs in flight; they will run again on resume",
                   file=sys.stderr)  # fmt: skip
+            if self.source.inside_generator:
+                # The loop is stuck in the user's generator (a hung query, say) and would
+                # never see the flag: stop waiting for it.
+                raise GeneratorAbandoned
             return
         self._stop_reason = "interrupted"
         print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import time
 import traceback
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -12,6 +13,13 @@ from typing import Any
 from .checkpoint import Checkpoint, fingerprint
 from .errors import StateError
 from .records import Seqs
+
+# Longest the run loop waits in the generator for one batch before sending what it has.
+TAKE_SECONDS = 0.02
+
+
+class GeneratorAbandoned(BaseException):
+    """Raised into a generator that hangs, by a second Ctrl-C, to stop waiting for it."""
 
 
 class JobSource:
@@ -33,6 +41,7 @@ class JobSource:
         self.exhausted = False
         self.error: BaseException | None = None
         self.error_traceback = ""
+        self.inside_generator = False  # the run loop is waiting in the user's code
         self._iterator = iter(iterable)
         self._limit = limit
         # Seqs that finished above the checkpoint are skipped, not dispatched again.
@@ -47,17 +56,34 @@ class JobSource:
             self.exhausted = True
             return range(self.next_seq, self.next_seq), []
         if self.next_seq >= self._skip_below:
-            jobs: list[Any] = []
-            with self._guard():
-                # extend() keeps what the generator yielded before it raised; islice, in C,
-                # costs nothing per job (a wrapping generator would cost a frame per job).
-                jobs.extend(itertools.islice(self._iterator, count))
+            jobs = self._take_within(count, TAKE_SECONDS)
             seqs: Seqs = range(self.next_seq, self.next_seq + len(jobs))
             self.next_seq += len(jobs)
-            self.exhausted = len(jobs) < count
         else:
             seqs, jobs = self._take_skipping(count)
         return seqs, jobs
+
+    def _take_within(self, count: int, seconds: float) -> list[Any]:
+        """Up to `count` jobs, in doubling chunks, until `seconds` have passed: a generator that
+        is slow for each job (a query per job) hands over what it has, so that workers start
+        on those rather than wait for a whole batch."""
+        jobs: list[Any] = []
+        chunk = 1
+        deadline = time.monotonic() + seconds
+        with self._guard():
+            while len(jobs) < count:
+                wanted = min(chunk, count - len(jobs))
+                had = len(jobs)
+                # extend() keeps what the generator yielded before it raised; islice, in C,
+                # costs nothing per job (a wrapping generator would cost a frame per job).
+                jobs.extend(itertools.islice(self._iterator, wanted))
+                if len(jobs) - had < wanted:
+                    self.exhausted = True
+                    break
+                if time.monotonic() >= deadline:
+                    break
+                chunk *= 2
+        return jobs
 
     def seek(self, low_water_mark: int, expected_fingerprint: str | None) -> None:
         """Skip the finished prefix of a re-run generator, checking it yields the same jobs."""
@@ -103,11 +129,14 @@ class JobSource:
     def _guard(self) -> Iterator[None]:
         """Around every call into the user's iterable: an error ends the source."""
         try:
+            self.inside_generator = True
             yield
-        except (GeneratorExit, KeyboardInterrupt):
+        except (GeneratorExit, KeyboardInterrupt, GeneratorAbandoned):
             raise
         except BaseException as error:  # the user's generator may raise anything
             self.error = error
             self.error_traceback = "".join(traceback.format_exception(error))
             self.exhausted = True
             self._iterator = iter(())
+        finally:
+            self.inside_generator = False

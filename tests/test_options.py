@@ -217,6 +217,43 @@ def test_queue_size_bounds_jobs_taken_and_not_finished(project: Project) -> None
     assert 1 <= most_open <= 5, f"{most_open} jobs taken and not finished"
 
 
+def test_slow_generator_feeds_workers_as_it_goes(project: Project) -> None:
+    """A generator that takes 20 ms per job (a query each): workers get its jobs as they come,
+    not once a whole batch of them is gathered. Each job notes how many jobs the generator
+    had yielded when it started; job 5 starts long before the generator is through."""
+    yielded = project.root / "yielded.log"
+    project.write(
+        "jobs.py",
+        f"""
+        YIELDED = {str(yielded)!r}
+
+
+        def gen():
+            for seq in range(100):
+                time.sleep(0.02)
+                with open(YIELDED, "a") as file:
+                    file.write("x")
+                yield seq
+
+
+        def cb(job):
+            record(job)
+            if job == 5:
+                with open(YIELDED) as file:
+                    count = len(file.read())
+                with open(os.path.join(HERE, "yielded_at_5"), "w") as file:
+                    file.write(str(count))
+        """,
+    )
+
+    result = project.run("spawn", "jobs:gen", "jobs:cb", *FAST)
+
+    assert result.returncode == 0, result
+    assert_ran_once_each(project, range(100))
+    yielded_at_5 = int((project.root / "yielded_at_5").read_text())
+    assert yielded_at_5 < 50, f"job 5 waited for {yielded_at_5} of 100 jobs to be yielded"
+
+
 def test_rate_limits_job_starts(project: Project) -> None:
     """--rate 20: 30 job starts, all workers together, take at least about 1.45 s."""
     starts = project.root / "starts.log"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from collections import Counter
 
@@ -49,6 +50,15 @@ def gen_breaks():
     for seq in range(N):
         if seq == 40 and not flag("fixed"):
             raise RuntimeError("generator broke at job 40")
+        yield seq
+
+
+def gen_hangs():
+    for seq in range(N):
+        if seq == 40 and not flag("fixed"):
+            open(os.path.join(HERE, "hung"), "w").close()
+            while not flag("fixed"):  # a query that never comes back
+                time.sleep(0.05)
         yield seq
 
 
@@ -277,6 +287,37 @@ def test_generator_error_exit_3_then_resume(project: Project) -> None:
     assert resumed.returncode == 0, resumed
     assert_ran_once_each(project, range(N))
     assert project.status("jobs.gen_breaks")["state"] == "finished"
+
+
+def test_second_ctrl_c_while_the_generator_hangs_stops_the_run(project: Project) -> None:
+    """GEN hangs at its 41st job. The first SIGINT cannot be acted on while the run loop
+    waits in the generator; the second stops the run at once (exit 130, checkpoint saved),
+    and resume, the generator mended, runs every job not run yet, exactly once."""
+    project.write("jobs.py", MODULE)
+    run = project.start("spawn", "jobs:gen_hangs", "jobs:cb", *FAST)
+    wait_for(lambda: (project.root / "hung").exists(), timeout=20, what="the generator to hang")
+
+    os.kill(run.pid, signal.SIGINT)
+    wait_for(lambda: "finishing" in run.err.read_text(), what="the first SIGINT noticed")
+    os.kill(run.pid, signal.SIGINT)
+    stopped = run.wait(timeout=20)
+
+    assert stopped.returncode == 130, stopped
+    assert "Traceback" not in stopped.stderr, stopped
+    status = project.status("jobs.gen_hangs")
+    assert status["state"] == "interrupted", status
+    before = project.executions()
+    # Jobs in flight at the second SIGINT were abandoned: they ran, and count as not done.
+    assert status["done"] <= len(before) <= 40, (status, before)
+    project.set_flag("fixed")
+    resumed = project.run("resume", "jobs.gen_hangs", *FAST)
+    assert resumed.returncode == 0, resumed
+    executions = project.executions()
+    assert set(executions) == set(range(N)), "a job never ran"
+    again = {seq for seq, count in executions.items() if count > 1}
+    assert again <= set(before), again
+    assert len(again) <= len(before) - status["done"], (again, status)
+    assert all(count <= 2 for count in executions.values()), executions
 
 
 def broken_run(project: Project, name: str) -> None:
