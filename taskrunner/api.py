@@ -25,7 +25,7 @@ from .logs import above_bar, level_for
 from .options import DEFAULT_STATE_DIR, RunOptions
 from .pool import LocalPool
 from .progress import Progress, Summary
-from .records import Failure
+from .records import Failure, UnkeptJob
 from .state import RunRecord, RunStore
 from .worker import is_async_callback
 
@@ -132,7 +132,14 @@ def resume(
         callback_fn = resolve(record.callback, what="CALLBACK")
         _check_callable("CALLBACK", record.callback, callback_fn)
         checkpoint = Checkpoint(record.low_water_mark, record.intervals, record.job_at_checkpoint)
-        if _takes_last(gen_fn) and record.low_water_mark > 0:
+        seeks = _takes_last(gen_fn) and record.low_water_mark > 0
+        if seeks and isinstance(record.job_at_checkpoint, UnkeptJob):
+            log.info(
+                "the job at the checkpoint could not be stored, so GEN cannot be given it as "
+                "`last`: GEN runs from the start and the finished jobs are skipped"
+            )
+            seeks = False
+        if seeks:
             # The generator seeks: it yields the jobs after `last`, numbered from the mark on.
             arguments = {**record.args, "last": record.job_at_checkpoint}
             source = JobSource(

@@ -14,6 +14,8 @@ import json
 import pickle
 from typing import Any
 
+from .records import UnkeptJob
+
 
 class Checkpoint:
     """Which seqs have finished, in a form that stays small however long the run."""
@@ -94,6 +96,8 @@ def fingerprint(job: Any) -> str | None:
     """A short digest that is equal for equal jobs across runs and processes; None for a job
     that can be neither written as JSON nor pickled (its repr may hold a memory address, so
     nothing stable is left to compare)."""
+    if isinstance(job, UnkeptJob):
+        return None  # only the repr of a job that could not be stored: nothing to compare
     try:
         payload = _canonical_json(job).encode()
     except (TypeError, ValueError):

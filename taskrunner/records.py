@@ -35,6 +35,12 @@ class JobError:
     duration: float
 
 
+class UnkeptJob(str):
+    """Stands, in a saved checkpoint, for a job that could not be stored (it cannot be
+    pickled, or the Redis serializer cannot carry it): its repr. `resume` cannot hand it to
+    a generator as `last`, nor compare it with a fingerprint."""
+
+
 @dataclass(frozen=True)
 class Failure:
     """A failed job as the run state keeps it."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import StateError
-from .records import Failure
+from .records import Failure, UnkeptJob
 
 SCHEMA_VERSION = 1
 DB_FILENAME = "taskrunner.sqlite3"
@@ -272,7 +272,7 @@ class RunStore:
                     record.updated_at,
                     record.low_water_mark,
                     _pickle_checkpoint(record.intervals),
-                    _pickle_job(record.job_at_checkpoint),
+                    _pickle_job(_picklable(record.job_at_checkpoint)),
                     record.fingerprint,
                     record.taken,
                     record.done,
@@ -380,7 +380,7 @@ def _pickle_checkpoint(intervals: list[tuple[int, int, Any]]) -> bytes:
     try:
         return pickle.dumps(intervals, protocol=4)
     except Exception:
-        # A job that cannot be pickled failed as such; its repr stands in for it here.
+        # A job that cannot be pickled failed as such; an UnkeptJob stands in for it here.
         return pickle.dumps([(start, stop, _picklable(job)) for start, stop, job in intervals])
 
 
@@ -388,7 +388,7 @@ def _picklable(job: Any) -> Any:
     try:
         pickle.dumps(job, protocol=4)
     except Exception:
-        return _job_repr(job)
+        return UnkeptJob(_job_repr(job))
     return job
 
 

@@ -444,3 +444,40 @@ def test_status_from_another_process_while_running(project: Project) -> None:
     result = run.wait(60)
     assert result.returncode == 0, result
     assert_ran_once_each(project, range(N))
+
+
+LOCK_AT_CHECKPOINT = """
+def gen_lock(last=None):
+    if last is not None:
+        with open(os.path.join(HERE, "last_values"), "a") as file:
+            file.write(repr(last) + "\\n")
+    first = 0 if last is None else last + 1
+    for seq in range(first, 20):
+        if seq == 6 and not flag("fixed"):
+            raise RuntimeError("the generator broke after job 5")
+        yield threading.Lock() if seq == 5 else seq
+
+def cb_any(job):
+    record(job)
+"""
+
+
+def test_resume_with_last_when_the_checkpoint_job_could_not_be_stored(project: Project):
+    """GEN takes `last`, and the job at the checkpoint is one that could not be stored (a
+    lock: it failed as such). resume cannot give it to GEN as `last`: GEN runs from the
+    start and the finished jobs are skipped, so each job still runs exactly once. (With
+    Redis the jobs still queued are recalled at the generator error, so the checkpoint does
+    not end on the lock; the store tests cover how Redis keeps such a job.)"""
+    project.write("jobs.py", MODULE + LOCK_AT_CHECKPOINT)
+    broken = project.run("spawn", "jobs:gen_lock", "jobs:cb_any", *FAST)
+    assert broken.returncode == 3, broken
+    assert project.status("jobs.gen_lock")["checkpoint"] == 6
+
+    project.set_flag("fixed")
+    resumed = project.run("resume", "jobs.gen_lock", *FAST)
+
+    assert resumed.returncode == 1, resumed  # job 5 stays failed
+    assert not (project.root / "last_values").exists(), "GEN was given a stand-in as `last`"
+    assert_ran_once_each(project, set(range(20)) - {5})
+    status = project.status("jobs.gen_lock")
+    assert (status["done"], status["failed"], status["taken"]) == (19, 1, 20), status

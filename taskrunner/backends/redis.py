@@ -37,7 +37,7 @@ from importlib import resources
 from typing import Any
 
 from ..errors import BackendError, StateError
-from ..records import Failure
+from ..records import Failure, UnkeptJob
 from ..state import RunRecord
 
 log = logging.getLogger(__name__)
@@ -279,10 +279,20 @@ class RedisRunStore:
         record.updated_at = time.time()
         serializer = self.serializer(record.name)
         document = _fields(record)
-        document["intervals"] = [
-            [start, stop, _carried(job, serializer)] for start, stop, job in record.intervals
-        ]
-        document["job_at_checkpoint"] = _carried(record.job_at_checkpoint, serializer)
+        # Jobs the serializer cannot carry are written as their repr; "unkept" says which
+        # (-1: the job at the checkpoint), so that they load back as UnkeptJob.
+        unkept: list[int] = []
+        intervals = []
+        for position, (start, stop, job) in enumerate(record.intervals):
+            carried, kept = _carried(job, serializer)
+            intervals.append([start, stop, carried])
+            if not kept:
+                unkept.append(position)
+        document["intervals"] = intervals
+        document["job_at_checkpoint"], kept = _carried(record.job_at_checkpoint, serializer)
+        if not kept:
+            unkept.append(-1)
+        document["unkept"] = unkept
         failures = list(new_failures)
         args: list[Any] = [
             self._lock_tokens.get(record.name, ""),
@@ -329,11 +339,15 @@ class RedisRunStore:
         serializer = self.serializer(name)
         try:
             document = json.loads(raw)
+            unkept = set(document.pop("unkept", []))
             document["intervals"] = [
-                (start, stop, serializer.from_json(job))
-                for start, stop, job in document["intervals"]
+                (start, stop, UnkeptJob(job) if position in unkept else serializer.from_json(job))
+                for position, (start, stop, job) in enumerate(document["intervals"])
             ]
-            document["job_at_checkpoint"] = serializer.from_json(document["job_at_checkpoint"])
+            job = document["job_at_checkpoint"]
+            document["job_at_checkpoint"] = (
+                UnkeptJob(job) if -1 in unkept else serializer.from_json(job)
+            )
             return RunRecord(**document)
         except (ValueError, TypeError, KeyError) as error:
             raise StateError(f"the state of run {name!r} in Redis is corrupt: {error}") from None
@@ -345,15 +359,18 @@ def _fields(instance: Any) -> dict[str, Any]:
     return {field.name: getattr(instance, field.name) for field in fields(instance)}
 
 
-def _carried(job: Any, serializer: Serializer) -> Any:
-    """A job as the run's serializer puts it in a JSON document; one it cannot carry (the job
-    failed as such) by its repr."""
+def _carried(job: Any, serializer: Serializer) -> tuple[Any, bool]:
+    """A job as the run's serializer puts it in a JSON document, and True; one it cannot
+    carry (the job failed as such), or one that stands for such a job, by its repr, and
+    False."""
+    if isinstance(job, UnkeptJob):
+        return str(job), False
     try:
         carried = serializer.to_json(job)
         json.dumps(carried)
     except Exception:  # json's TypeError/ValueError, or anything pickling may raise
-        return _job_text(job)
-    return carried
+        return _job_text(job), False
+    return carried, True
 
 
 def _failure_entry(failure: Failure, serializer: Serializer) -> str:

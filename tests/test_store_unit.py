@@ -1,0 +1,81 @@
+"""Both run stores keep what a checkpoint needs, including jobs that cannot be stored as
+themselves (they fail as such): those come back as UnkeptJob, never as a look-alike job."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis_support import RedisServer, serve
+
+from taskrunner.backends.redis import RedisRunStore
+from taskrunner.records import Failure, UnkeptJob
+from taskrunner.state import RunRecord, RunStore
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    yield from serve(tmp_path_factory.mktemp("redis-store"))
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    if request.param == "sqlite":
+        opened: Any = RunStore(str(tmp_path / "state"))
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        server.client().flushall()
+        opened = RedisRunStore(server.url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def saved_and_loaded(store: Any, record: RunRecord, failures: list[Failure] = []) -> RunRecord:  # noqa: B006
+    store.lock(record.name)
+    store.create(record)
+    store.save(record, failures)
+    loaded = store.get(record.name)
+    assert loaded is not None
+    return loaded
+
+
+def a_record(**fields: Any) -> RunRecord:
+    return RunRecord(name="r", gen="jobs:gen", callback="jobs:cb", args={}, options={}, **fields)
+
+
+def test_plain_jobs_come_back_as_they_were(store: Any) -> None:
+    record = a_record(low_water_mark=6, intervals=[(8, 10, {"id": 9})], job_at_checkpoint=5)
+    loaded = saved_and_loaded(store, record)
+    assert loaded.job_at_checkpoint == 5 and not isinstance(loaded.job_at_checkpoint, UnkeptJob)
+    assert loaded.intervals == [(8, 10, {"id": 9})]
+
+
+def test_unstorable_checkpoint_jobs_come_back_as_unkept(store: Any) -> None:
+    record = a_record(
+        low_water_mark=6, intervals=[(8, 10, threading.Lock())], job_at_checkpoint=threading.Lock()
+    )
+    loaded = saved_and_loaded(store, record)
+    assert isinstance(loaded.job_at_checkpoint, UnkeptJob), loaded.job_at_checkpoint
+    assert "lock" in loaded.job_at_checkpoint
+    assert isinstance(loaded.intervals[0][2], UnkeptJob), loaded.intervals
+    # Saved again (by a resumed run), they stay what they are.
+    store.save(loaded)
+    again = store.get("r")
+    assert isinstance(again.job_at_checkpoint, UnkeptJob)
+    assert isinstance(again.intervals[0][2], UnkeptJob)
+
+
+def test_failure_of_an_unstorable_job_is_kept_without_its_job(store: Any) -> None:
+    failures = [
+        Failure(5, threading.Lock(), "PicklingError", "cannot", "", 1, 0.0),
+        Failure(6, 6, "ValueError", "bad", "tb", 1, 0.1),
+    ]
+    saved_and_loaded(store, a_record(), failures)
+    by_seq = {failure.seq: failure for failure in store.failures("r")}
+    assert not by_seq[5].job_kept and "lock" in by_seq[5].job
+    assert by_seq[6].job_kept and by_seq[6].job == 6
