@@ -38,6 +38,9 @@ _STOP_WAIT_SECONDS = 5.0
 # Workers that die before they are ready, this many in a row, will not start: replacing them
 # again and again would spin forever.
 MAX_FAILED_STARTS = 3
+# A retired worker's main thread reads RETIRE at once, whatever its job threads do; one that
+# has not answered this long after is stuck.
+RETIRE_ANSWER_SECONDS = 5.0
 _DRAIN_AT_ONCE = 256
 
 
@@ -57,6 +60,7 @@ class _Worker:
     alone: int | None = None
     retired: bool = False  # takes no new batches; stopped once its other jobs are reported
     retired_at: float = 0.0
+    retire_seen: bool = False  # it read RETIRE and handed back what had not started
     giving_back: bool = False  # asked to hand back unstarted jobs, and has not answered yet
     written_off: set[tuple[int, int]] = field(default_factory=set)  # timed out, still running
     killed_reason: str = ""
@@ -100,6 +104,7 @@ class LocalPool(Executor):
         self._next_worker_id = 1
         self._closing = False
         self._failed_starts = 0  # workers in a row that died before they were ready
+        self._failed_start_reason = ""
 
     # -- Executor interface --------------------------------------------------------------------
 
@@ -195,6 +200,14 @@ class LocalPool(Executor):
             self._send(worker, batch_id, size, payload)
 
     def poll(self, timeout: float) -> list[Event]:
+        if self._failed_starts >= MAX_FAILED_STARTS:
+            # Raised here, not where the last one died: what that call returned is handled.
+            raise SpecError(
+                f"workers die while starting ({self._failed_start_reason}), "
+                f"{self._failed_starts} in a row; their error is above. A script that starts a "
+                "run must do so under `if __name__ == '__main__':`, since every worker imports "
+                "it again"
+            )
         events: list[Event] = []
         if self._timeout is not None:
             timeout = min(timeout, 0.1)
@@ -220,15 +233,11 @@ class LocalPool(Executor):
                 self._poller.unregister(fd)
                 del self._by_fd[fd]
             events.append(self._bury(worker))
-            if not worker.ready and not worker.killed_reason:
+            exitcode = worker.process.exitcode
+            if not worker.ready and exitcode is not None and exitcode > 0:
+                # Python itself failed in it (a signal from outside is no sign of that).
                 self._failed_starts += 1
-                if self._failed_starts >= MAX_FAILED_STARTS:
-                    raise SpecError(
-                        f"workers die while starting ({_death_reason(worker.process.exitcode)})"
-                        f", {self._failed_starts} in a row; their error is above. A script that"
-                        " starts a run must do so under `if __name__ == '__main__':`, since"
-                        " every worker imports it again"
-                    )
+                self._failed_start_reason = _death_reason(exitcode)
         if self._timeout is not None:
             self._check_timeouts(events)
         self._stop_retired_when_idle()
@@ -298,7 +307,7 @@ class LocalPool(Executor):
         )
         # Block SIGINT while the child starts: it inherits the mask, so a Ctrl-C cannot reach
         # it before it has chosen to ignore SIGINT (and print a KeyboardInterrupt traceback).
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             process.start()
         finally:
@@ -421,6 +430,7 @@ class LocalPool(Executor):
             events.append(JobsReturned(batch_id, list(indices)))
         elif kind == "gave_back":
             worker.giving_back = False
+            worker.retire_seen = worker.retired
         elif kind == "ready":
             worker.ready = True
             self._failed_starts = 0
@@ -525,10 +535,10 @@ class LocalPool(Executor):
             if worker.outstanding_jobs <= 0:
                 worker.killed_reason = "retired after a job timed out"
                 _kill(worker)
-            elif self._timeout is not None and now - worker.retired_at > 2 * self._timeout + 1:
-                # Whatever it was running has finished or overrun since, yet it still holds
-                # jobs: it cannot even read our messages (a hung thread holding the GIL).
-                # Killed, it hands them back, and they run elsewhere.
+            elif not worker.retire_seen and now - worker.retired_at > RETIRE_ANSWER_SECONDS:
+                # It has not even read RETIRE (a hung thread holding the GIL, say), so the
+                # jobs it has not started would never come back. Killed, it hands them back.
+                # One that did answer keeps its running jobs: each finishes or times out.
                 worker.killed_reason = "retired after a job timed out, and no longer responding"
                 _kill(worker)
 

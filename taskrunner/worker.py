@@ -65,10 +65,12 @@ class WorkerConfig:
 
 def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: int) -> None:
     """Entry point of a spawned worker process."""
-    # Ctrl-C reaches the whole process group; the controller decides, workers ignore it.
-    # The controller blocked SIGINT before starting us, so no signal slipped in before this.
+    # Ctrl-C reaches the whole process group, and so does the SIGTERM of `systemctl stop` or
+    # `timeout`: the controller decides (in-flight jobs finish), workers ignore them. It
+    # blocked both before starting us, so none slipped in before this.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     _exit_with_parent(parent_pid)
     reporter = Reporter(conn)
     _route_logging(reporter, config.log_level)

@@ -8,6 +8,7 @@ import signal
 from collections import Counter
 from typing import Any
 
+import pytest
 from helpers import (
     FAST,
     Background,
@@ -62,18 +63,20 @@ def resume_fast(project: Project, *name: str) -> None:
     assert project.status(NAME)["state"] == "finished"
 
 
-def test_sigint_to_process_group(project: Project) -> None:
-    """Ctrl-C (SIGINT to the group): exit 130, no traceback, nobody left, resume exactly-once."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_to_process_group(project: Project, signum: int) -> None:
+    """Ctrl-C (SIGINT to the group), or the SIGTERM that `systemctl stop` and `timeout` send
+    to the group: exit 130, no traceback, nobody left, no job blamed, resume exactly-once."""
     run = start_slow_run(project)
 
-    os.killpg(run.pid, signal.SIGINT)
+    os.killpg(run.pid, signum)
     result = run.wait(30)
 
     assert result.returncode == 130, result
     assert "Traceback" not in result.stderr, result
     assert_session_empties(run.pid)
     assert project.status(NAME)["state"] == "interrupted"
-    assert project.failures(NAME) == {}, "workers must not fail jobs on the group's SIGINT"
+    assert project.failures(NAME) == {}, "workers must not fail jobs on the group's signal"
 
     resume_fast(project, NAME)
     assert_ran_once_each(project, range(N))
@@ -171,3 +174,42 @@ def cb(job):
         time.sleep(120)
     return job
 """
+
+
+SLOW_START = """
+import multiprocessing
+
+if multiprocessing.parent_process() is not None:  # in a worker, importing CALLBACK
+    open(os.path.join(HERE, f"starting.{os.getpid()}"), "w").close()
+    while flag("slow_start"):
+        time.sleep(0.02)
+
+
+def gen():
+    yield from range(50)
+
+
+def cb(job):
+    record(job)
+"""
+
+
+def test_workers_killed_while_starting_are_replaced(project: Project) -> None:
+    """Three workers are killed (SIGKILL, as the OOM killer would) while they import CALLBACK:
+    a signal from outside says nothing of the code, so they are replaced and the run
+    finishes. (Workers that fail to start by themselves, three in a row, stop the run.)"""
+    project.write("jobs.py", SLOW_START)
+    project.set_flag("slow_start")
+    run = project.start("spawn", "jobs:gen", "jobs:cb", "--workers", "3", "--no-progress")
+    starting = wait_for(
+        lambda: len(found := list(project.root.glob("starting.*"))) == 3 and found,
+        20,
+        what="3 workers importing CALLBACK",
+    )
+    for path in starting:
+        os.kill(int(path.suffix[1:]), signal.SIGKILL)
+    project.set_flag("slow_start", on=False)
+    result = run.wait(30)
+
+    assert result.returncode == 0, result
+    assert_ran_once_each(project, range(50))
