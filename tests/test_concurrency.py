@@ -7,12 +7,12 @@ test can tell that the jobs really overlapped, and that a worker never runs more
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import Project, assert_ran_once_each, wait_for
+from support_held_up import HELD_UP, assert_held_up_worker_ran_only_its_own
 from support_resume import assert_at_least_once_each, read_ints
 
 NAME = "jobs.gen"
@@ -22,7 +22,9 @@ def options(concurrency: int, *extra: str) -> tuple[str, ...]:
     return ("--workers", "2", "--concurrency", str(concurrency), "--no-progress", *extra)
 
 
-MODULE = """
+MODULE = (
+    HELD_UP
+    + """
 import json
 
 IN_FLIGHT = 0
@@ -115,41 +117,6 @@ def cb_crashes(job):
     return job
 
 
-def runs_slowly():
-    # The first process to start a job is the slow one: its jobs wait for the file 'release'.
-    # Also notes which process ran each job.
-    with open(os.path.join(HERE, "pids.log"), "a") as log:
-        log.write(f"{os.getpid()}\\n")
-    # The claim appears whole (written aside, then linked), so no thread reads it half made.
-    path = os.path.join(HERE, "slow.pid")
-    if not os.path.exists(path):
-        mine = f"{path}.{os.getpid()}.{threading.get_ident()}"
-        with open(mine, "w") as file:
-            file.write(str(os.getpid()))
-        try:
-            os.link(mine, path)
-        except FileExistsError:
-            pass
-    with open(path) as file:
-        return file.read() == str(os.getpid())
-
-
-def cb_held_up(job):
-    record(job)
-    if runs_slowly():
-        while not flag("release"):
-            time.sleep(0.01)
-    return job
-
-
-async def cb_async_held_up(job):
-    record(job)
-    if runs_slowly():
-        while not flag("release"):
-            await asyncio.sleep(0.01)
-    return job
-
-
 def cb_holds_the_gil(job):
     record(job)
     if job == 3:
@@ -167,6 +134,7 @@ async def cb_mixed(job):
         raise KeyError(job)
     return {"job": job, "square": job * job}
 """
+)
 
 
 def peak_in_flight(project: Project) -> int:
@@ -286,10 +254,7 @@ def test_idle_worker_takes_over_jobs_another_has_not_started(
 
     assert result.returncode == 0, result
     assert_ran_once_each(project, range(8))
-    slow_pid = (project.root / "slow.pid").read_text()
-    ran_in = Counter((project.root / "pids.log").read_text().split())
-    assert ran_in[slow_pid] == 2, f"the held-up worker should have run only its 2: {ran_in}"
-    assert sum(ran_in.values()) == 8, ran_in
+    assert_held_up_worker_ran_only_its_own(project, 2)
 
 
 def test_timed_out_thread_that_holds_the_gil_does_not_hang_the_run(project: Project) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import FAST, Project, assert_ran_once_each, assert_usage_error, wait_for
 from redis_support import RedisServer, serve
+from support_held_up import HELD_UP, assert_held_up_worker_ran_only_its_own
 
 SLOW_JOBS = """
 def gen(n=60):
@@ -235,3 +236,21 @@ def test_pickle_serializer_carries_any_picklable_job(project: Project, redis_url
         "--restart", *backend(redis_url),
     )  # fmt: skip
     assert again.returncode == 0, again
+
+
+def test_idle_worker_process_takes_over_unstarted_jobs(project: Project, redis_url: str):
+    """`taskrunner work -w 2 -c 2`, 8 jobs: the process that starts a job first holds its
+    two running jobs until released; the other runs its own and then the two the held-up
+    one had not started (Redis has no more to lease), so all 8 start before the release."""
+    project.write("jobs.py", HELD_UP + "\ndef gen(n=8):\n    yield from range(n)\n")
+    controller = project.start(
+        "spawn", "jobs:gen", "jobs:cb_held_up", "-w", "0", "--no-progress", *backend(redis_url)
+    )
+    worker = project.start("work", "jobs:cb_held_up", "-w", "2", "-c", "2", *backend(redis_url))
+    wait_for(lambda: len(project.executions()) == 8, timeout=20, what="all 8 jobs to start")
+    project.set_flag("release")
+
+    assert controller.wait().returncode == 0
+    assert worker.wait().returncode == 0
+    assert_ran_once_each(project, range(8))
+    assert_held_up_worker_ran_only_its_own(project, 2)

@@ -180,6 +180,10 @@ class RedisWorker:
                 if self._abandon or (self._stopping and not self._batches):
                     break
                 idle = 0.005 if got_jobs or self._batches else min(idle * 2, IDLE_SLEEP_MAX)
+                if not got_jobs and not self._stopping:
+                    # Nothing more to lease now: an idle process takes over jobs another
+                    # holds and has not started (they come back as JobsReturned).
+                    self._pool.rebalance()
                 for event in self._pool.poll(0.0 if got_jobs else idle):
                     self._handle(event)
                 self._flush_reports()
