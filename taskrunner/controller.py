@@ -108,6 +108,8 @@ class Controller:
         self._abandon = False
         self._session_jobs = 0
         self._more_to_send = False  # dispatch stopped for time, with room and jobs left
+        self._stop_signal = ""  # the signal that stopped the run, once one has
+        self._announced_stop = self._announced_abandon = False
         self._started = time.monotonic()
 
     # -- the loop ------------------------------------------------------------------------------
@@ -123,10 +125,11 @@ class Controller:
                 try:
                     self._dispatch()
                 except GeneratorAbandoned:
-                    break  # a second Ctrl-C while the generator hung: stop as abandoned
+                    self.source.abandon()  # a signal came while the loop waited in it
+                self._announce_stop()
                 if self._is_over():
                     break
-                if self._stop_reason is None:
+                if self._stop_reason is None and not self._more_to_send:
                     # Whatever room is left now has no job to fill it (the generator is done,
                     # or --queue-size is reached): let idle workers take unstarted ones.
                     self.executor.rebalance()
@@ -483,18 +486,28 @@ class Controller:
             signal.signal(signum, handler)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        # Flags only: the loop says what it does (a write to stderr from here could land in
+        # the middle of another and raise).
         if self._stop_reason == "interrupted":
             self._abandon = True
+        else:
+            self._stop_reason = "interrupted"
+            self._stop_signal = signal.Signals(signum).name
+        if self.source.inside_generator:
+            # The loop waits in the user's generator (a slow or hung query, say) and would not
+            # see the flags until it returns: stop waiting for it. Resume takes its jobs again.
+            raise GeneratorAbandoned
+
+    def _announce_stop(self) -> None:
+        """Say once that a signal stopped the run, and once that it abandons jobs."""
+        if self._stop_signal and not self._announced_stop:
+            self._announced_stop = True
+            print(
+                f"taskrunner: {self._stop_signal}: finishing {self.executor.outstanding()} jobs"
+                " in flight (Ctrl-C again to abandon them)",
+                file=sys.stderr,
+            )
+        if self._abandon and not self._announced_abandon:
+            self._announced_abandon = True
             print("taskrunner: abandoning the jobs in flight; they will run again on resume",
                   file=sys.stderr)  # fmt: skip
-            if self.source.inside_generator:
-                # The loop is stuck in the user's generator (a hung query, say) and would
-                # never see the flag: stop waiting for it.
-                raise GeneratorAbandoned
-            return
-        self._stop_reason = "interrupted"
-        print(
-            f"taskrunner: {signal.Signals(signum).name}: finishing {self.executor.outstanding()}"
-            " jobs in flight (Ctrl-C again to abandon them)",
-            file=sys.stderr,
-        )

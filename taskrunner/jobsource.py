@@ -63,6 +63,12 @@ class JobSource:
             seqs, jobs = self._take_skipping(count)
         return seqs, jobs
 
+    def abandon(self) -> None:
+        """Take nothing more: the run stopped while waiting in the generator. Its jobs not
+        yet taken, and those taken by the interrupted call, are taken again by resume."""
+        self.exhausted = True
+        self._iterator = iter(())
+
     def _take_within(self, count: int, seconds: float) -> list[Any]:
         """Up to `count` jobs, in doubling chunks, until `seconds` have passed: a generator that
         is slow for each job (a query per job) hands over what it has, so that workers start

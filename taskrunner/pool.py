@@ -35,9 +35,15 @@ log = logging.getLogger(__name__)
 # the event loop is still running this much later, and then its worker is killed.
 ASYNC_TIMEOUT_GRACE = 2.0
 _STOP_WAIT_SECONDS = 5.0
-# Workers that die before they are ready, this many in a row, will not start: replacing them
-# again and again would spin forever.
+# Workers whose own code fails before they are ready (an exit code, or a crash signal), this
+# many in a row, will not start: replacing them again and again would spin forever.
 MAX_FAILED_STARTS = 3
+# Signals a process gets from its own code going wrong, unlike SIGKILL or SIGTERM from outside.
+_CRASH_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
+)
+# Deaths while starting from any cause (the OOM killer, say), in a row, before giving up.
+MAX_LOST_STARTS = 10
 # A retired worker's main thread reads RETIRE at once, whatever its job threads do; one that
 # has not answered this long after is stuck.
 RETIRE_ANSWER_SECONDS = 5.0
@@ -103,7 +109,8 @@ class LocalPool(Executor):
         self._by_fd: dict[int, _Worker] = {}
         self._next_worker_id = 1
         self._closing = False
-        self._failed_starts = 0  # workers in a row that died before they were ready
+        self._failed_starts = 0  # workers in a row whose own code failed before they were ready
+        self._lost_starts = 0  # workers in a row that died, of anything, before they were ready
         self._failed_start_reason = ""
 
     # -- Executor interface --------------------------------------------------------------------
@@ -200,13 +207,13 @@ class LocalPool(Executor):
             self._send(worker, batch_id, size, payload)
 
     def poll(self, timeout: float) -> list[Event]:
-        if self._failed_starts >= MAX_FAILED_STARTS:
+        if self._failed_starts >= MAX_FAILED_STARTS or self._lost_starts >= MAX_LOST_STARTS:
             # Raised here, not where the last one died: what that call returned is handled.
             raise SpecError(
                 f"workers die while starting ({self._failed_start_reason}), "
-                f"{self._failed_starts} in a row; their error is above. A script that starts a "
-                "run must do so under `if __name__ == '__main__':`, since every worker imports "
-                "it again"
+                f"{max(self._failed_starts, self._lost_starts)} in a row; their error is above. "
+                "A script that starts a run must do so under `if __name__ == '__main__':`, "
+                "since every worker imports it again"
             )
         events: list[Event] = []
         if self._timeout is not None:
@@ -234,10 +241,13 @@ class LocalPool(Executor):
                 del self._by_fd[fd]
             events.append(self._bury(worker))
             exitcode = worker.process.exitcode
-            if not worker.ready and exitcode is not None and exitcode > 0:
-                # Python itself failed in it (a signal from outside is no sign of that).
-                self._failed_starts += 1
+            if not worker.ready and exitcode is not None:
                 self._failed_start_reason = _death_reason(exitcode)
+                log.warning("worker w%d died while starting: %s", worker.worker_id,
+                            self._failed_start_reason)  # fmt: skip
+                self._lost_starts += 1
+                if exitcode > 0 or -exitcode in _CRASH_SIGNALS:
+                    self._failed_starts += 1  # its own code failed, not a kill from outside
         if self._timeout is not None:
             self._check_timeouts(events)
         self._stop_retired_when_idle()
@@ -430,10 +440,11 @@ class LocalPool(Executor):
             events.append(JobsReturned(batch_id, list(indices)))
         elif kind == "gave_back":
             worker.giving_back = False
-            worker.retire_seen = worker.retired
+        elif kind == "retired":
+            worker.retire_seen = True
         elif kind == "ready":
             worker.ready = True
-            self._failed_starts = 0
+            self._failed_starts = self._lost_starts = 0
         elif kind == "fatal":
             raise SpecError(f"a worker could not load CALLBACK: {message[1].strip()}")
 

@@ -343,8 +343,8 @@ class RunStore:
             started_at=started_at,
             updated_at=updated_at,
             low_water_mark=low_water_mark,
-            intervals=_unpickle(intervals, []) if intervals else [],
-            job_at_checkpoint=_unpickle(job_at_checkpoint, None) if job_at_checkpoint else None,
+            intervals=_unpickle_checkpoint(intervals) if intervals else [],
+            job_at_checkpoint=_loaded_job(job_at_checkpoint) if job_at_checkpoint else None,
             fingerprint=fingerprint,
             taken=taken,
             done=done,
@@ -377,11 +377,28 @@ def jsonable(value: Any) -> Any:
 
 
 def _pickle_checkpoint(intervals: list[tuple[int, int, Any]]) -> bytes:
+    """The finished intervals, each job pickled on its own: one that cannot be loaded again
+    must not take the others with it (they would all run again)."""
+    jobs = [
+        (start, stop, pickle.dumps(_picklable(job), protocol=4)) for start, stop, job in intervals
+    ]
+    return pickle.dumps({"version": 2, "intervals": jobs}, protocol=4)
+
+
+def _unpickle_checkpoint(payload: bytes) -> list[tuple[int, int, Any]]:
+    stored = _unpickle(payload, [])
+    if isinstance(stored, dict):
+        return [(start, stop, _loaded_job(job)) for start, stop, job in stored["intervals"]]
+    return stored  # as the first sessions stored it: jobs pickled all together
+
+
+def _loaded_job(payload: bytes) -> Any:
+    """A job of the checkpoint back; one that cannot be unpickled (it failed as such in its
+    worker) as an UnkeptJob, never as None, which could be a job."""
     try:
-        return pickle.dumps(intervals, protocol=4)
-    except Exception:
-        # A job that cannot be pickled failed as such; an UnkeptJob stands in for it here.
-        return pickle.dumps([(start, stop, _picklable(job)) for start, stop, job in intervals])
+        return pickle.loads(payload)
+    except Exception as error:
+        return UnkeptJob(f"<a job that cannot be unpickled: {type(error).__name__}>")
 
 
 def _picklable(job: Any) -> Any:

@@ -66,10 +66,13 @@ class WorkerConfig:
 def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: int) -> None:
     """Entry point of a spawned worker process."""
     # Ctrl-C reaches the whole process group, and so does the SIGTERM of `systemctl stop` or
-    # `timeout`: the controller decides (in-flight jobs finish), workers ignore them. It
-    # blocked both before starting us, so none slipped in before this.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # `timeout`: the controller decides (in-flight jobs finish), workers let them pass. With
+    # a handler that does nothing, not SIG_IGN: an ignored signal stays ignored across exec,
+    # and a program the callback starts could then not be stopped. The controller blocked
+    # both before starting us, so none slipped in before this.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _let_pass)
+        signal.siginterrupt(signum, False)  # restart system calls: no EINTR in C extensions
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     _exit_with_parent(parent_pid)
     reporter = Reporter(conn)
@@ -214,7 +217,7 @@ class JobRunner:
     def _return_unstarted(self, work: Any, most: float = float("inf")) -> None:
         """Hand back up to `most` jobs not yet started from `work` (the local queue, of
         threads or of asyncio): all of them when this worker is retired (a thread hangs), some
-        when another worker sits idle at the end of the run. Then says it is done."""
+        when another worker sits idle at the end of the run. Then says which it answered."""
         returned: dict[int, list[int]] = {}
         count = 0
         while count < most and not work.empty():
@@ -226,7 +229,7 @@ class JobRunner:
             count += 1
         for batch_id, indices in returned.items():
             self.reporter.send(("returned", batch_id, indices))
-        self.reporter.send(("gave_back",))
+        self.reporter.send(("retired",) if most == float("inf") else ("gave_back",))
 
     def _run_mapped(self, batch_id: int, jobs: list[Any], index_map: list[int]) -> None:
         """A batch that lost some jobs on the way (they could not be pickled): run the rest
@@ -585,6 +588,10 @@ def _route_logging(reporter: Reporter, level: int) -> None:
         root.removeHandler(handler)
     root.addHandler(_PipeLogHandler(reporter))
     root.setLevel(level)
+
+
+def _let_pass(signum: int, frame: Any) -> None:
+    """A signal the controller acts on, not the worker."""
 
 
 def _exit_with_parent(parent_pid: int) -> None:

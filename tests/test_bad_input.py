@@ -120,3 +120,33 @@ def test_script_without_main_guard_stops_instead_of_respawning_workers(modules: 
     assert "workers die while starting" in last_line, result.stderr[-3000:]
     assert "__main__" in last_line, last_line
     assert modules.executions() == {}, "no job can have run"
+
+
+def test_callback_that_crashes_workers_as_they_start_stops_the_run(project: Project) -> None:
+    """CALLBACK's module segfaults when a worker imports it: the run stops with exit 2 and
+    one line, instead of replacing the crashing workers forever."""
+    project.write(
+        "jobs.py",
+        """
+        import ctypes
+        import multiprocessing
+
+        if multiprocessing.parent_process() is not None:  # in a worker only
+            ctypes.string_at(0)  # SIGSEGV
+
+
+        def gen():
+            yield from range(5)
+
+
+        def cb(job):
+            record(job)
+        """,
+    )
+
+    result = project.run("spawn", "jobs:gen", "jobs:cb", "--no-progress", timeout=60)
+
+    assert result.returncode == 2, result
+    assert "workers die while starting" in result.stderr.strip().splitlines()[-1], result
+    assert "SIGSEGV" in result.stderr, result
+    assert project.executions() == {}

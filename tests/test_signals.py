@@ -213,3 +213,30 @@ def test_workers_killed_while_starting_are_replaced(project: Project) -> None:
 
     assert result.returncode == 0, result
     assert_ran_once_each(project, range(50))
+
+
+def test_a_program_the_callback_starts_can_still_be_terminated(project: Project) -> None:
+    """Workers let SIGINT and SIGTERM pass (the controller decides), but a program the callback
+    starts gets the usual signal handling: terminate() stops it."""
+    project.write(
+        "jobs.py",
+        """
+        import subprocess
+
+
+        def gen():
+            yield from range(2)
+
+
+        def cb(job):
+            child = subprocess.Popen(["sleep", "30"])
+            child.terminate()
+            child.wait(timeout=5)
+            record(job)
+        """,
+    )
+
+    result = project.run("spawn", "jobs:gen", "jobs:cb", *FAST, timeout=30)
+
+    assert result.returncode == 0, result
+    assert_ran_once_each(project, range(2))

@@ -35,6 +35,17 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         opened.close()
 
 
+def _refuse() -> None:
+    raise ValueError("this job cannot be loaded")
+
+
+class Unloadable:
+    """Pickles, but cannot be unpickled: as a job a worker failed as UnpicklingError."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (_refuse, ())
+
+
 def saved_and_loaded(store: Any, record: RunRecord, failures: list[Failure] = []) -> RunRecord:  # noqa: B006
     store.lock(record.name)
     store.create(record)
@@ -68,6 +79,21 @@ def test_unstorable_checkpoint_jobs_come_back_as_unkept(store: Any) -> None:
     again = store.get("r")
     assert isinstance(again.job_at_checkpoint, UnkeptJob)
     assert isinstance(again.intervals[0][2], UnkeptJob)
+
+
+def test_a_job_that_cannot_be_loaded_again_takes_no_other_with_it(store: Any) -> None:
+    """Stored, but it cannot be loaded again: it comes back as UnkeptJob (never None, which
+    could be a job), and the other finished intervals stay."""
+    record = a_record(
+        low_water_mark=5,
+        intervals=[(7, 8, Unloadable()), (9, 12, "job-11")],
+        job_at_checkpoint=Unloadable(),
+    )
+    loaded = saved_and_loaded(store, record)
+    assert isinstance(loaded.job_at_checkpoint, UnkeptJob), loaded.job_at_checkpoint
+    assert [(start, stop) for start, stop, _ in loaded.intervals] == [(7, 8), (9, 12)]
+    assert isinstance(loaded.intervals[0][2], UnkeptJob)
+    assert loaded.intervals[1][2] == "job-11"
 
 
 def test_failure_of_an_unstorable_job_is_kept_without_its_job(store: Any) -> None:

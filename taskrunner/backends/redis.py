@@ -341,12 +341,12 @@ class RedisRunStore:
             document = json.loads(raw)
             unkept = set(document.pop("unkept", []))
             document["intervals"] = [
-                (start, stop, UnkeptJob(job) if position in unkept else serializer.from_json(job))
+                (start, stop, UnkeptJob(job) if position in unkept else _loaded(job, serializer))
                 for position, (start, stop, job) in enumerate(document["intervals"])
             ]
             job = document["job_at_checkpoint"]
             document["job_at_checkpoint"] = (
-                UnkeptJob(job) if -1 in unkept else serializer.from_json(job)
+                UnkeptJob(job) if -1 in unkept else _loaded(job, serializer)
             )
             return RunRecord(**document)
         except (ValueError, TypeError, KeyError) as error:
@@ -371,6 +371,15 @@ def _carried(job: Any, serializer: Serializer) -> tuple[Any, bool]:
     except Exception:  # json's TypeError/ValueError, or anything pickling may raise
         return _job_text(job), False
     return carried, True
+
+
+def _loaded(job: Any, serializer: Serializer) -> Any:
+    """A checkpoint job back; one the pickle serializer cannot load (it failed as such in its
+    worker) as an UnkeptJob."""
+    try:
+        return serializer.from_json(job)
+    except Exception as error:
+        return UnkeptJob(f"<a job that cannot be loaded: {type(error).__name__}>")
 
 
 def _failure_entry(failure: Failure, serializer: Serializer) -> str:
