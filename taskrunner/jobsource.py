@@ -19,7 +19,8 @@ TAKE_SECONDS = 0.02
 
 
 class GeneratorAbandoned(BaseException):
-    """Raised into a generator that hangs, by a second Ctrl-C, to stop waiting for it."""
+    """Raised into the user's generator by a stop signal (Ctrl-C, SIGTERM) that comes while
+    the run loop waits in it, so that the loop stops waiting."""
 
 
 class JobSource:

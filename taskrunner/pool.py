@@ -315,8 +315,9 @@ class LocalPool(Executor):
             name=f"taskrunner-w{worker_id}",
             daemon=True,
         )
-        # Block SIGINT while the child starts: it inherits the mask, so a Ctrl-C cannot reach
-        # it before it has chosen to ignore SIGINT (and print a KeyboardInterrupt traceback).
+        # Block SIGINT and SIGTERM while the child starts: it inherits the mask, so a Ctrl-C
+        # or a SIGTERM to the group cannot reach it before it has chosen to let them pass
+        # (and kill it mid-start, or print a KeyboardInterrupt traceback).
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             process.start()

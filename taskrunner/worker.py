@@ -214,10 +214,10 @@ class JobRunner:
             return SKIP
         return batch_id, jobs, start_at, interval, index_map
 
-    def _return_unstarted(self, work: Any, most: float = float("inf")) -> None:
+    def _return_unstarted(self, work: Any, answer: str, most: float = float("inf")) -> None:
         """Hand back up to `most` jobs not yet started from `work` (the local queue, of
         threads or of asyncio): all of them when this worker is retired (a thread hangs), some
-        when another worker sits idle at the end of the run. Then says which it answered."""
+        when another worker sits idle. Then sends `answer`, to say it is done."""
         returned: dict[int, list[int]] = {}
         count = 0
         while count < most and not work.empty():
@@ -229,7 +229,7 @@ class JobRunner:
             count += 1
         for batch_id, indices in returned.items():
             self.reporter.send(("returned", batch_id, indices))
-        self.reporter.send(("retired",) if most == float("inf") else ("gave_back",))
+        self.reporter.send((answer,))
 
     def _run_mapped(self, batch_id: int, jobs: list[Any], index_map: list[int]) -> None:
         """A batch that lost some jobs on the way (they could not be pickled): run the rest
@@ -301,10 +301,10 @@ class JobRunner:
             if message is SKIP:
                 continue
             if message == RETIRE:
-                self._return_unstarted(work)
+                self._return_unstarted(work, "retired")
                 continue
             if message[0] == GIVE_BACK:
-                self._return_unstarted(work, message[1])
+                self._return_unstarted(work, "gave_back", message[1])
                 continue
             for item in _work_items(message):
                 work.put(item)
@@ -408,7 +408,7 @@ class JobRunner:
             if message is SKIP or message == RETIRE:
                 return  # an async worker is killed, never retired, for an overrun job
             if message[0] == GIVE_BACK:
-                self._return_unstarted(work, message[1])
+                self._return_unstarted(work, "gave_back", message[1])
                 return
             for item in _work_items(message):
                 work.put_nowait(item)

@@ -7,6 +7,7 @@ import os
 import signal
 from collections import Counter
 
+import pytest
 from helpers import FAST, Background, Project, assert_ran_once_each, wait_for
 from support_resume import (
     assert_one_line_error,
@@ -437,44 +438,7 @@ def test_status_from_another_process_while_running(project: Project) -> None:
     assert_ran_once_each(project, range(N))
 
 
-LOCK_AT_CHECKPOINT = """
-def gen_lock(last=None):
-    if last is not None:
-        with open(os.path.join(HERE, "last_values"), "a") as file:
-            file.write(repr(last) + "\\n")
-    first = 0 if last is None else last + 1
-    for seq in range(first, 20):
-        if seq == 6 and not flag("fixed"):
-            raise RuntimeError("the generator broke after job 5")
-        yield threading.Lock() if seq == 5 else seq
-
-def cb_any(job):
-    record(job)
-"""
-
-
-def test_resume_with_last_when_the_checkpoint_job_could_not_be_stored(project: Project):
-    """GEN takes `last`, and the job at the checkpoint is one that could not be stored (a
-    lock: it failed as such). resume cannot give it to GEN as `last`: GEN runs from the
-    start and the finished jobs are skipped, so each job still runs exactly once. (With
-    Redis the jobs still queued are recalled at the generator error, so the checkpoint does
-    not end on the lock; the store tests cover how Redis keeps such a job.)"""
-    project.write("jobs.py", MODULE + LOCK_AT_CHECKPOINT)
-    broken = project.run("spawn", "jobs:gen_lock", "jobs:cb_any", *FAST)
-    assert broken.returncode == 3, broken
-    assert project.status("jobs.gen_lock")["checkpoint"] == 6
-
-    project.set_flag("fixed")
-    resumed = project.run("resume", "jobs.gen_lock", *FAST)
-
-    assert resumed.returncode == 1, resumed  # job 5 stays failed
-    assert not (project.root / "last_values").exists(), "GEN was given a stand-in as `last`"
-    assert_ran_once_each(project, set(range(20)) - {5})
-    status = project.status("jobs.gen_lock")
-    assert (status["done"], status["failed"], status["taken"]) == (19, 1, 20), status
-
-
-UNLOADABLE_AT_CHECKPOINT = """
+BAD_JOB_AT_CHECKPOINT = """
 def _refuse():
     raise ValueError("this job cannot be loaded")
 
@@ -484,33 +448,46 @@ class Unloadable:
         return (_refuse, ())
 
 
-def gen_unloadable(last=None):
+BAD_JOBS = {"lock": threading.Lock, "unloadable": Unloadable}
+
+
+def gen_bad(kind, last=None):
     if last is not None:
         with open(os.path.join(HERE, "last_values"), "a") as file:
             file.write(repr(last) + "\\n")
     for seq in range(0 if last is None else last + 1, 10):
         if seq == 5 and not flag("fixed"):
             raise RuntimeError("the generator broke after job 4")
-        yield Unloadable() if seq == 4 else seq
+        yield BAD_JOBS[kind]() if seq == 4 else seq
+
+
+def cb_any(job):
+    record(job)
 """
 
 
-def test_resume_with_last_when_the_checkpoint_job_cannot_be_loaded(project: Project):
-    """The job at the checkpoint pickles but cannot be unpickled (its worker failed it as
-    UnpicklingError): resume does not give GEN a stand-in (or None) as `last`; it runs GEN
-    from the start and skips the finished jobs, so each job runs exactly once."""
-    project.write("jobs.py", MODULE + UNLOADABLE_AT_CHECKPOINT + LOCK_AT_CHECKPOINT)
-    # One job per batch (a batch holds at most queue-size / 2 per worker), so that job 4 fails
-    # alone and the checkpoint ends on it.
-    broken = project.run("spawn", "jobs:gen_unloadable", "jobs:cb_any", *FAST, "--queue-size", "2")
+@pytest.mark.parametrize("kind", ["lock", "unloadable"])
+def test_resume_with_last_when_the_checkpoint_job_cannot_be_kept(project: Project, kind: str):
+    """GEN takes `last`, and the job at the checkpoint failed because it cannot travel: a
+    lock cannot be pickled; an Unloadable pickles but cannot be unpickled, by the worker or
+    by resume. resume cannot give it (nor None) to GEN as `last`: GEN runs from the start
+    and the finished jobs are skipped, so each job still runs exactly once. (With Redis the
+    jobs still queued are recalled at the generator error, so the checkpoint does not end on
+    such a job; tests/test_store_unit.py covers how Redis keeps one.)"""
+    project.write("jobs.py", MODULE + BAD_JOB_AT_CHECKPOINT)
+    # One job per batch (a batch holds at most queue-size / 2 per worker): job 4 fails alone,
+    # and the checkpoint ends on it.
+    broken = project.run(
+        "spawn", "jobs:gen_bad", "jobs:cb_any", *FAST, "--queue-size", "2", "--arg", f"kind={kind}"
+    )  # fmt: skip
     assert broken.returncode == 3, broken
-    assert project.status("jobs.gen_unloadable")["checkpoint"] == 5
+    assert project.status("jobs.gen_bad")["checkpoint"] == 5
 
     project.set_flag("fixed")
-    resumed = project.run("resume", "jobs.gen_unloadable", *FAST)
+    resumed = project.run("resume", "jobs.gen_bad", *FAST)
 
     assert resumed.returncode == 1, resumed  # job 4 stays failed
     assert not (project.root / "last_values").exists(), "GEN was given a stand-in as `last`"
     assert_ran_once_each(project, set(range(10)) - {4})
-    status = project.status("jobs.gen_unloadable")
+    status = project.status("jobs.gen_bad")
     assert (status["done"], status["failed"], status["taken"]) == (9, 1, 10), status
