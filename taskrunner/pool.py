@@ -18,6 +18,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -285,14 +286,15 @@ class LocalPool(Executor):
             writable.poll(50)
             for worker in writers:
                 self._write_unsent(worker)
-        for worker in self._workers.values():
-            worker.process.join(max(0.0, deadline - time.monotonic()))
-            if worker.process.is_alive():
-                _kill(worker)
-                worker.process.join()
-            worker.sender.close()
-            worker.conn.close()
+        workers = list(self._workers.values())
         self._workers.clear()
+        if abandon:
+            _reap(workers, deadline)
+            return
+        # Everything they ran is reported: they are only exiting now (tens of milliseconds
+        # for an interpreter with asyncio loaded). The run's end need not wait for that; the
+        # reaper still kills any that outstay the deadline, and the process waits for it.
+        threading.Thread(target=_reap, args=(workers, deadline), name="taskrunner-reaper").start()
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -553,6 +555,17 @@ class LocalPool(Executor):
                 # One that did answer keeps its running jobs: each finishes or times out.
                 worker.killed_reason = "retired after a job timed out, and no longer responding"
                 _kill(worker)
+
+
+def _reap(workers: list[_Worker], deadline: float) -> None:
+    """Wait for stopped workers to exit until `deadline`, kill those still there."""
+    for worker in workers:
+        worker.process.join(max(0.0, deadline - time.monotonic()))
+        if worker.process.is_alive():
+            _kill(worker)
+            worker.process.join()
+        worker.sender.close()
+        worker.conn.close()
 
 
 def _batch_message(batch: Batch, jobs: list[Any], index_map: list[int] | None) -> bytes:
