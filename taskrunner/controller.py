@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from .batching import MAX_BATCH, BatchSizer
 from .checkpoint import Checkpoint, fingerprint
 from .executor import Executor
-from .jobsource import GeneratorAbandoned, JobSource
+from .jobsource import TAKE_SECONDS, GeneratorAbandoned, JobSource
 from .options import RunOptions
 from .progress import Progress, Summary
 from .records import Batch, Event, Failure, JobError, JobFailed, JobsDone, JobsReturned, WorkerLost
@@ -108,6 +108,7 @@ class Controller:
         self._abandon = False
         self._session_jobs = 0
         self._more_to_send = False  # dispatch stopped for time, with room and jobs left
+        self._stall_seconds = 0.0  # longest recent wait in one next() of the generator
         self._stop_signal = ""  # the signal that stopped the run, once one has
         self._announced_stop = self._announced_abandon = False
         self._started = time.monotonic()
@@ -185,7 +186,7 @@ class Controller:
                 self._more_to_send = True
                 return
             size = self._sizer.size()
-            room = self.executor.room(size)
+            room = self.executor.room(size, self._reserve())
             if room <= 0:
                 return
             size = min(size, room)
@@ -201,7 +202,9 @@ class Controller:
                 if size <= 0 or self.source.exhausted:
                     self._note_generator_error()
                     return
+                taking = time.monotonic()
                 seqs, jobs = self.source.take(size)
+                self._note_take(time.monotonic() - taking)
                 attempts = None
                 self._open_jobs += len(jobs)
                 self.record.taken = self.source.next_seq
@@ -209,6 +212,22 @@ class Controller:
                     self._note_generator_error()
                     return
             self._submit(seqs, jobs, attempts)
+
+    def _note_take(self, seconds: float) -> None:
+        """Remember how long the generator can stall (a page fetched from a database, say):
+        a take that outran its budget waited that long in one of the generator's next()."""
+        if seconds > TAKE_SECONDS:
+            self._stall_seconds = max(seconds, 0.9 * self._stall_seconds)
+
+    def _reserve(self) -> int:
+        """Jobs more per worker, to run while the loop waits on a stalling generator: enough
+        for the longest recent stall at the rate jobs finish, within the queue's bound."""
+        if not self._stall_seconds or not self._session_jobs:
+            return 0
+        rate = self._session_jobs / max(1e-3, time.monotonic() - self._started)
+        workers = max(1, self.options.workers)
+        wanted = int(1.5 * self._stall_seconds * rate / workers)
+        return min(wanted, self.options.queue_limit // workers)
 
     def _submit(
         self, seqs: Any, jobs: list[Any], attempts: list[int] | None, *, alone: bool = False

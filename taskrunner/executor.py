@@ -21,11 +21,12 @@ class Executor(ABC):
         """Get workers going. Returns without waiting for them to be ready."""
 
     @abstractmethod
-    def room(self, batch_size: int) -> int:
+    def room(self, batch_size: int, reserve: int = 0) -> int:
         """How many more jobs to send now, if batches are about `batch_size` long.
 
         The run loop sends no more than this, so no worker hoards a backlog that another,
-        idle, could have run.
+        idle, could have run. `reserve`: jobs more that each worker may hold, to keep it busy
+        while the run loop waits on a generator that stalls now and then.
         """
 
     @abstractmethod

@@ -120,13 +120,13 @@ class LocalPool(Executor):
         for _ in range(self._workers_wanted):
             self._spawn()
 
-    def room(self, batch_size: int) -> int:
+    def room(self, batch_size: int, reserve: int = 0) -> int:
         # A worker takes a whole batch while it holds less than its threads' worth plus one
-        # batch: one batch running, one waiting, so it never idles for a round trip and
-        # never hoards more than that.
+        # batch (plus the reserve): one batch running, one waiting, so it never idles for a
+        # round trip and never hoards more than that.
         if self._closing:
             return 0
-        limit = self._concurrency + batch_size
+        limit = self._concurrency + batch_size + reserve
         if self._share is not None:
             limit = min(limit, self._share)
         willing = sum(

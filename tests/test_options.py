@@ -254,6 +254,50 @@ def test_slow_generator_feeds_workers_as_it_goes(project: Project) -> None:
     assert yielded_at_5 < 50, f"job 5 waited for {yielded_at_5} of 100 jobs to be yielded"
 
 
+def test_workers_keep_busy_while_the_generator_fetches_a_page(project: Project) -> None:
+    """A generator that stalls 0.2 s every 200 jobs (a page fetched from a database): once a
+    stall has been seen, workers get enough jobs ahead to keep starting jobs through the
+    next stalls, instead of idling until the page arrives."""
+    project.write(
+        "jobs.py",
+        """
+        def gen():
+            for seq in range(1200):
+                if seq and seq % 200 == 0:
+                    started = time.time()
+                    time.sleep(0.2)
+                    with open(os.path.join(HERE, "stalls.log"), "a") as log:
+                        log.write(f"{started} {time.time()}\\n")
+                yield seq
+
+
+        def cb(job):
+            with open(os.path.join(HERE, "starts.log"), "a") as log:
+                log.write(f"{time.time()}\\n")
+            record(job)
+            time.sleep(0.01)
+        """,
+    )
+
+    result = project.run("spawn", "jobs:gen", "jobs:cb", *FAST, "--concurrency", "4")
+
+    assert result.returncode == 0, result
+    assert_ran_once_each(project, range(1200))
+    starts = sorted(float(line) for line in (project.root / "starts.log").read_text().split())
+    stalls = [
+        tuple(map(float, line.split()))
+        for line in (project.root / "stalls.log").read_text().splitlines()
+    ]
+    assert len(stalls) == 5, stalls
+    # The first two stalls teach the run how long they last; through the later ones, jobs
+    # still start in the second half of each stall.
+    for begin, end in stalls[2:]:
+        middle = (begin + end) / 2
+        assert any(middle <= start <= end for start in starts), (
+            f"no job started in the second half of the stall {begin:.3f}-{end:.3f}"
+        )
+
+
 def test_rate_limits_job_starts(project: Project) -> None:
     """--rate 20: 30 job starts, all workers together, take at least about 1.45 s."""
     starts = project.root / "starts.log"

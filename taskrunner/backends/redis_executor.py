@@ -78,7 +78,8 @@ class RedisExecutor(Executor):
                 command.append("-q")
             self._local = subprocess.Popen(command, start_new_session=True)
 
-    def room(self, batch_size: int) -> int:
+    def room(self, batch_size: int, reserve: int = 0) -> int:
+        # Redis holds up to --queue-size jobs waiting anyway: workers never wait on us.
         return max(0, self._queue_size - self._outstanding_jobs)
 
     def submit(self, batch: Batch) -> list[Event]:
