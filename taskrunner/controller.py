@@ -24,7 +24,17 @@ from .executor import Executor
 from .jobsource import TAKE_SECONDS, GeneratorAbandoned, JobSource
 from .options import RunOptions
 from .progress import Progress, Summary
-from .records import Batch, Event, Failure, JobError, JobFailed, JobsDone, JobsReturned, WorkerLost
+from .records import (
+    Batch,
+    Ending,
+    Event,
+    Failure,
+    JobError,
+    JobFailed,
+    JobsDone,
+    JobsReturned,
+    WorkerLost,
+)
 from .state import RunRecord, jsonable
 from .triage import triage
 
@@ -151,8 +161,13 @@ class Controller:
             raise
         finally:
             try:
-                finished = not crashed and not self._abandon and self._stop_reason is None
-                self.executor.close(abandon=self._abandon or crashed, finished=finished)
+                if self._abandon or crashed:
+                    ending = Ending.ABANDONED
+                elif self._stop_reason is None:
+                    ending = Ending.FINISHED
+                else:
+                    ending = Ending.STOPPED
+                self.executor.close(ending)
             finally:
                 self._restore_signal_handlers(previous)
                 self.progress.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from .records import Batch, Event
+from .records import Batch, Ending, Event
 
 
 class Executor(ABC):
@@ -57,6 +57,6 @@ class Executor(ABC):
         """Jobs submitted and not yet reported."""
 
     @abstractmethod
-    def close(self, *, abandon: bool = False, finished: bool = False) -> None:
-        """Stop the workers. They finish what they hold, unless `abandon`. `finished` says
-        the run is complete (rather than stopped, to be resumed)."""
+    def close(self, ending: Ending) -> None:
+        """Stop the workers. They finish what they hold, unless the ending is ABANDONED;
+        FINISHED says the run is complete (rather than stopped, to be resumed)."""

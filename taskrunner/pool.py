@@ -27,7 +27,7 @@ from typing import Any
 
 from .errors import SpecError
 from .executor import Executor
-from .records import Batch, Event, JobError, JobFailed, JobsDone, JobsReturned, WorkerLost
+from .records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned, WorkerLost
 from .worker import GIVE_BACK, IDLE, RETIRE, SLOT_FIELDS, WorkerConfig, worker_main
 
 log = logging.getLogger(__name__)
@@ -266,7 +266,8 @@ class LocalPool(Executor):
         reserved = sum(w.reserved[1] for w in self._workers.values() if w.reserved is not None)
         return waiting + reserved + sum(w.outstanding_jobs for w in self._workers.values())
 
-    def close(self, *, abandon: bool = False, finished: bool = False) -> None:
+    def close(self, ending: Ending) -> None:
+        abandon = ending is Ending.ABANDONED
         self._closing = True
         deadline = time.monotonic() + _STOP_WAIT_SECONDS
         for worker in self._workers.values():

@@ -3,7 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
+
+
+class RunState(str, Enum):
+    """Where a run stands, as stored and as `status --json` shows it."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"
+    GENERATOR_ERROR = "generator_error"
+    MAX_FAILURES = "max_failures"
+
+    def __str__(self) -> str:  # the stored word, on every Python version
+        return self.value
+
+
+class Ending(Enum):
+    """How a session's workers are let go."""
+
+    FINISHED = "finished"  # the run is complete: workers elsewhere may leave
+    STOPPED = "stopped"  # a graceful stop: workers finish what they hold; resume continues
+    ABANDONED = "abandoned"  # a second Ctrl-C or a crash: jobs in flight are left to resume
+
 
 # The seqs of a batch: a range while the generator's order holds (cheap to pickle and to
 # account), a list once jobs were handed back or retried.

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import BackendError
 from ..executor import Executor
-from ..records import Batch, Event, JobError, JobFailed, JobsDone, JobsReturned
+from ..records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned
 from .redis import RedisConnection, Serializer, run_key
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,9 @@ class RedisExecutor(Executor):
     def outstanding(self) -> int:
         return self._outstanding_jobs
 
-    def close(self, *, abandon: bool = False, finished: bool = False) -> None:
+    def close(self, ending: Ending) -> None:
+        finished = ending is Ending.FINISHED
+        abandon = ending is Ending.ABANDONED
         # Workers leave a finished run after the jobs they hold; a stopped one they wait on,
         # for `resume`, but for ours on this machine: they stop with the controller.
         state = "finished" if finished else "stopped"

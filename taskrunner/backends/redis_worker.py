@@ -24,7 +24,7 @@ from ..errors import BackendError, SpecError
 from ..loader import ensure_cwd_on_path, resolve
 from ..logs import level_for
 from ..pool import LocalPool
-from ..records import Batch, Event, JobError, JobFailed, JobsDone, JobsReturned, WorkerLost
+from ..records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned, WorkerLost
 from ..triage import triage
 from ..worker import is_async_callback
 from .redis import KEY_PREFIX, RedisConnection, Serializer, run_key
@@ -189,7 +189,7 @@ class RedisWorker:
                 self._flush_reports()
         finally:
             self._heartbeat_stop.set()
-            self._pool.close(abandon=self._abandon)
+            self._pool.close(Ending.ABANDONED if self._abandon else Ending.STOPPED)
             self._flush_reports()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
