@@ -9,44 +9,28 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, TextIO
 
+from .backends import BackendKind, backend_for
 from .checkpoint import Checkpoint
 from .controller import Controller
 from .errors import OptionError, SpecError, StateError
 from .executor import Executor
 from .jobsource import JobSource
 from .loader import ensure_cwd_on_path, resolve, spec_of
-from .logs import above_bar, level_for
-from .options import DEFAULT_STATE_DIR, RunOptions
-from .pool import LocalPool
+from .logs import above_bar
+from .options import DEFAULT_STATE_DIR, Backend, RunOptions, WorkerSettings
 from .progress import Progress, Summary
 from .records import Failure, UnkeptJob
-from .state import RunRecord, RunStore
-from .worker import is_async_callback
+from .store import RunRecord, RunStore
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Backend", "failures", "resume", "run", "runs", "status"]
 
 Spec = str | Callable[..., Any]
-
-
-@dataclass(frozen=True)
-class Backend:
-    """Where a run's state lives and how its jobs reach workers: this machine, or Redis."""
-
-    url: str = "local"
-    serializer: str = "json"  # Redis only: "pickle" lets any Redis writer run code on workers
-    lease: float = 30.0  # Redis only: seconds a worker holds a job without a heartbeat
-    keep: float = 7 * 86400.0  # Redis only: seconds a finished run's keys are kept
-
-    @property
-    def is_local(self) -> bool:
-        return self.url == "local"
 
 
 def run(
@@ -67,9 +51,10 @@ def run(
     limit, total, results, progress, verbosity). `backend` is "local", a Redis URL, or a
     Backend. Returns the run's Summary.
     """
-    settings = _backend(backend)
+    backend = _backend(backend)
+    kind = _kind(backend)
     run_options = RunOptions.from_mapping(options)
-    _check_workers(settings, run_options)
+    kind.check_workers(run_options)
     _check_results_file(run_options.results)
     args = dict(args or {})
     gen_spec, gen_fn = _resolve("GEN", gen)
@@ -77,7 +62,7 @@ def run(
     _check_callable("CALLBACK", callback_spec, callback_fn)
     _check_gen_args(gen_spec, gen_fn, args)
     name = name or _default_name(gen_spec)
-    store = _open_store(settings, state_dir)
+    store = kind.open_store(backend, state_dir, create=True)
     try:
         existing = store.get(name)
         if existing is not None and not restart:
@@ -95,12 +80,11 @@ def run(
             options=run_options.saved(),
             total=_total(run_options, iterable, first_seq=0),
         )
-        store.create(record, _worker_settings(settings, run_options, callback_spec))
+        store.create(record, WorkerSettings.for_run(callback_spec, run_options, backend))
         source = JobSource(iterable, limit=run_options.limit)
         try:
-            return _drive(
-                settings, record, run_options, source, Checkpoint(), store, callback, callback_fn
-            )
+            executor = kind.executor(store, record, run_options, callback, callback_fn)
+            return _drive(record, run_options, source, Checkpoint(), store, executor)
         except (SpecError, OptionError):
             # Refused before any job ran (a worker could not load CALLBACK): no run remains.
             if record.done + record.failed == 0:
@@ -119,12 +103,13 @@ def resume(
     **overrides: Any,
 ) -> Summary:
     """Continue a run where its checkpoint stands; `overrides` change resumable options."""
-    settings = _backend(backend)
-    store = _open_store(settings, state_dir)
+    backend = _backend(backend)
+    kind = _kind(backend)
+    store = kind.open_store(backend, state_dir, create=True)
     try:
         record = _find_run(store, name, unfinished=True)
         run_options = RunOptions.from_mapping(record.options).with_overrides(overrides)
-        _check_workers(settings, run_options)
+        kind.check_workers(run_options)
         _check_results_file(run_options.results)
         store.lock(record.name)
         ensure_cwd_on_path()
@@ -157,16 +142,10 @@ def resume(
             source.seek(record.low_water_mark, record.fingerprint)
         retry = _jobs_to_retry(store.failures(record.name)) if retry_failed else []
         record.error = None
-        if not settings.is_local:
-            # What an earlier controller queued or leased is taken again from the generator.
-            store.reset_queue(record.name)
-            store.write_worker_settings(
-                record.name, _worker_settings(settings, run_options, record.callback)
-            )
-        return _drive(
-            settings, record, run_options, source, checkpoint, store, record.callback,
-            callback_fn, retry,
-        )  # fmt: skip
+        # What an earlier controller queued or leased is taken again from the generator.
+        store.reopen(record.name, WorkerSettings.for_run(record.callback, run_options, backend))
+        executor = kind.executor(store, record, run_options, record.callback, callback_fn)
+        return _drive(record, run_options, source, checkpoint, store, executor, retry)
     finally:
         store.close()
 
@@ -178,7 +157,7 @@ def status(
     backend: str | Backend = "local",
 ) -> dict[str, Any]:
     """Where a run stands (the most recently updated one when no name is given)."""
-    store = _open_existing(_backend(backend), state_dir)
+    store = _open_existing(backend, state_dir)
     try:
         return _find_run(store, name).as_status()
     finally:
@@ -192,7 +171,7 @@ def failures(
     backend: str | Backend = "local",
 ) -> list[Failure]:
     """The failed jobs of a run, by seq."""
-    store = _open_existing(_backend(backend), state_dir)
+    store = _open_existing(backend, state_dir)
     try:
         return store.failures(_find_run(store, name).name)
     finally:
@@ -203,7 +182,7 @@ def runs(
     *, state_dir: str = DEFAULT_STATE_DIR, backend: str | Backend = "local"
 ) -> list[dict[str, Any]]:
     """Every run of the state directory (or Redis), most recently updated first."""
-    store = _open_existing(_backend(backend), state_dir)
+    store = _open_existing(backend, state_dir)
     try:
         return [record.as_status() for record in store.all()]
     finally:
@@ -227,48 +206,14 @@ def _jobs_to_retry(failures: list[Failure]) -> list[tuple[int, Any, int]]:
 
 
 def _drive(
-    settings: Backend,
     record: RunRecord,
     options: RunOptions,
     source: JobSource,
     checkpoint: Checkpoint,
     store: RunStore,
-    callback: Spec,
-    callback_fn: Callable[..., Any],
+    executor: Executor,
     retry_first: list[tuple[int, Any, int]] | None = None,
 ) -> Summary:
-    in_flight = options.workers * options.concurrency
-    if settings.is_local and options.queue_limit < in_flight:
-        log.warning(
-            "--queue-size %d is below workers x concurrency (%d): at most %d jobs run at once; "
-            "raise --queue-size to use them all",
-            options.queue_limit, in_flight, options.queue_limit,
-        )  # fmt: skip
-    executor: Executor
-    if settings.is_local:
-        executor = LocalPool(
-            callback if isinstance(callback, str) else callback_fn,
-            workers=options.workers,
-            concurrency=options.concurrency,
-            want_results=options.results is not None,
-            timeout=options.timeout,
-            log_level=level_for(options.verbosity),
-            is_async=is_async_callback(callback_fn),
-            queue_size=options.queue_limit,
-        )
-    else:
-        from .backends.redis_executor import RedisExecutor
-
-        executor = RedisExecutor(
-            store.connection,
-            record.name,
-            serializer=store.serializer(record.name),
-            queue_size=options.queue_limit,
-            local_workers=options.workers,
-            concurrency=options.concurrency,
-            callback=record.callback,
-            verbosity=options.verbosity,
-        )
     record.state = "running"
     record.options = options.saved()
     progress = Progress(
@@ -383,62 +328,25 @@ def _default_name(gen_spec: str) -> str:
 
 
 def _backend(backend: str | Backend) -> Backend:
-    settings = backend if isinstance(backend, Backend) else Backend(backend)
-    if not settings.is_local:
-        from .backends.redis import Serializer, is_redis_url
+    return backend if isinstance(backend, Backend) else Backend(backend)
 
-        if not is_redis_url(settings.url):
-            raise OptionError(
-                f"--backend {settings.url!r} is neither 'local' nor a redis:// or rediss:// URL"
-            )
-        Serializer(settings.serializer)  # checks the name
-        if settings.serializer == "pickle":
-            log.warning(
-                "--serializer pickle: anyone who can write to this Redis can run code on workers"
-            )
-    if settings.lease <= 0 or settings.keep <= 0:
+
+def _kind(backend: Backend) -> BackendKind:
+    """The kind of backend `backend` names, once its options are checked."""
+    kind = backend_for(backend.url)
+    kind.check(backend)
+    if backend.lease <= 0 or backend.keep <= 0:
         raise OptionError("--lease and --keep must be above 0")
-    return settings
+    return kind
 
 
-def _check_workers(settings: Backend, options: RunOptions) -> None:
-    if settings.is_local and options.workers < 1:
-        raise OptionError(
-            f"--workers must be at least 1 in local mode, not {options.workers} "
-            "(0 is for a Redis run whose workers join with 'taskrunner work')"
-        )
+def _open_existing(backend: str | Backend, state_dir: str) -> RunStore:
+    """The store of the read-only views, which never make a place for runs."""
+    options = _backend(backend)
+    return _kind(options).open_store(options, state_dir, create=False)
 
 
-def _worker_settings(settings: Backend, options: RunOptions, callback: str) -> dict[str, Any]:
-    """What workers elsewhere read from the run: the same for every one of them."""
-    return {
-        "callback": callback,
-        "serializer": settings.serializer,
-        "lease": settings.lease,
-        "retries": options.retries,
-        "timeout": options.timeout if options.timeout is not None else "",
-        "rate": options.rate if options.rate is not None else "",
-        "want_results": 1 if options.results is not None else 0,
-    }
-
-
-def _open_store(settings: Backend, state_dir: str) -> Any:
-    if settings.is_local:
-        return RunStore(state_dir)
-    from .backends.redis import RedisRunStore
-
-    return RedisRunStore(settings.url, keep_seconds=int(settings.keep))
-
-
-def _open_existing(settings: Backend, state_dir: str) -> Any:
-    if settings.is_local and not os.path.isdir(state_dir):
-        raise StateError(
-            f"no runs in {state_dir!r} (no such directory); start one with 'taskrunner spawn'"
-        )
-    return _open_store(settings, state_dir)
-
-
-def _find_run(store: Any, name: str | None, *, unfinished: bool = False) -> RunRecord:
+def _find_run(store: RunStore, name: str | None, *, unfinished: bool = False) -> RunRecord:
     records = store.all()
     if name is not None:
         for record in records:

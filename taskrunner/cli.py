@@ -132,14 +132,14 @@ def _runs(ns: argparse.Namespace, verbosity: int) -> int:
 
 
 def _work(ns: argparse.Namespace, verbosity: int) -> int:
-    from .backends.redis import is_redis_url
-    from .backends.redis_worker import work
+    from .backends import backend_for
 
-    if not is_redis_url(ns.backend):
-        raise TaskRunnerError(
-            f"'taskrunner work' joins a Redis run: --backend redis://..., not {ns.backend!r}"
-        )
-    return work(
+    try:
+        kind = backend_for(ns.backend)
+    except TaskRunnerError:
+        # Not a backend at all: the same answer as for one whose workers cannot join.
+        kind = backend_for("local")
+    return kind.work(
         ns.callback,
         ns.backend,
         name=ns.name,

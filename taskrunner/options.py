@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,84 @@ class RunOptions:
         if fixed:
             raise OptionError(f"resume cannot change {', '.join(fixed)}; start over with --restart")
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a run's state lives and how its jobs reach workers: this machine, or Redis.
+
+    `url` picks the kind of backend (backends.backend_for); the other fields matter to the
+    backends whose workers join from elsewhere."""
+
+    url: str = "local"
+    serializer: str = "json"  # Redis only: "pickle" lets any Redis writer run code on workers
+    lease: float = 30.0  # Redis only: seconds a worker holds a job without a heartbeat
+    keep: float = 7 * 86400.0  # Redis only: seconds a finished run's keys are kept
+
+    @property
+    def is_local(self) -> bool:
+        """For callers of earlier versions; the core asks backends.backend_for instead."""
+        return self.url == "local"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """What every worker of a run reads from the store before it takes jobs: the same for all
+    of them, written by the controller at the start of each session (`create`, `reopen`).
+
+    Kept as a mapping of text fields (`as_fields` / `from_fields`), the one encoding both
+    sides use: None is "", a flag is "1" or "0".
+    """
+
+    callback: str
+    serializer: str = "json"
+    lease: float = 30.0  # seconds a worker holds a job without a heartbeat
+    retries: int = 0  # a job is leased at most 1 + retries times
+    timeout: float | None = None
+    rate: float | None = None  # jobs per second across all workers
+    want_results: bool = False
+
+    @classmethod
+    def for_run(cls, callback: str, options: RunOptions, backend: Backend) -> WorkerSettings:
+        return cls(
+            callback=callback,
+            serializer=backend.serializer,
+            lease=backend.lease,
+            retries=options.retries,
+            timeout=options.timeout,
+            rate=options.rate,
+            want_results=options.results is not None,
+        )
+
+    def as_fields(self) -> dict[str, str]:
+        return {
+            "callback": self.callback,
+            "serializer": self.serializer,
+            "lease": str(self.lease),
+            "retries": str(self.retries),
+            "timeout": "" if self.timeout is None else str(self.timeout),
+            "rate": "" if self.rate is None else str(self.rate),
+            "want_results": "1" if self.want_results else "0",
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[Any, Any]) -> WorkerSettings:
+        """Back from `as_fields` (names and values as str or bytes); a field that is missing
+        takes its default. Other fields (the run's state, say) are ignored."""
+        text = {_text(key): _text(value) for key, value in fields.items()}
+        return cls(
+            callback=text.get("callback", ""),
+            serializer=text.get("serializer") or "json",
+            lease=float(text.get("lease") or 30.0),
+            retries=int(text.get("retries") or 0),
+            timeout=float(text["timeout"]) if text.get("timeout") else None,
+            rate=float(text["rate"]) if text.get("rate") else None,
+            want_results=text.get("want_results") == "1",
+        )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _at_least(flag: str, value: Any, lowest: int) -> None:

@@ -14,11 +14,15 @@ import pickle
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import StateError
+from .options import WorkerSettings
 from .records import Failure, UnkeptJob
+from .store import RunRecord, failure_as_json, job_text, jsonable
+
+# Imported from here by callers that predate store.py.
+__all__ = ["DB_FILENAME", "RunRecord", "RunStore", "SqliteRunStore", "failure_as_json", "jsonable"]
 
 SCHEMA_VERSION = 1
 DB_FILENAME = "taskrunner.sqlite3"
@@ -60,54 +64,12 @@ CREATE TABLE IF NOT EXISTS failures (
 """
 
 
-@dataclass
-class RunRecord:
-    """One run as stored: what it runs, how far it got."""
+class SqliteRunStore:
+    """The runs of one state directory, in one SQLite file: a store.RunStore.
 
-    name: str
-    gen: str
-    callback: str
-    args: dict[str, Any]
-    options: dict[str, Any]
-    state: str = "running"
-    started_at: float = field(default_factory=time.time)
-    updated_at: float = field(default_factory=time.time)
-    low_water_mark: int = 0
-    intervals: list[tuple[int, int, Any]] = field(default_factory=list)
-    job_at_checkpoint: Any = None
-    fingerprint: str | None = None
-    taken: int = 0
-    done: int = 0
-    failed: int = 0
-    total: int | None = None
-    error: str | None = None
-
-    @property
-    def pending(self) -> int:
-        known = self.total if self.total is not None else self.taken
-        return max(0, max(known, self.taken) - self.done - self.failed)
-
-    def as_status(self) -> dict[str, Any]:
-        """The JSON shape of `taskrunner status --json` (documented in the README)."""
-        return {
-            "name": self.name,
-            "state": self.state,
-            "done": self.done,
-            "failed": self.failed,
-            "pending": self.pending,
-            "taken": self.taken,
-            "total": self.total,
-            "checkpoint": self.low_water_mark,
-            "started_at": _iso(self.started_at),
-            "updated_at": _iso(self.updated_at),
-            "gen": self.gen,
-            "callback": self.callback,
-            "args": self.args,
-        }
-
-
-class RunStore:
-    """The runs of one state directory."""
+    Every write is one IMMEDIATE transaction; `lock` is an flock on a file per run beside
+    the database, so a controller that dies lets go of its runs at once.
+    """
 
     def __init__(self, state_dir: str) -> None:
         self.state_dir = state_dir
@@ -210,7 +172,7 @@ class RunStore:
         rows = self._db.execute("SELECT * FROM runs ORDER BY updated_at DESC").fetchall()
         return [self._record(row) for row in rows]
 
-    def create(self, record: RunRecord, worker_settings: dict[str, Any] | None = None) -> None:
+    def create(self, record: RunRecord, worker_settings: WorkerSettings | None = None) -> None:
         """Record a new run, replacing one of the same name. `worker_settings` are for
         workers on other machines; a local run passes its options to its workers itself."""
         with self._transaction():
@@ -232,6 +194,9 @@ class RunStore:
                 ),
             )
 
+    def reopen(self, name: str, worker_settings: WorkerSettings) -> None:
+        """Nothing to prepare: the local pool keeps no queue between sessions."""
+
     def save(
         self,
         record: RunRecord,
@@ -252,7 +217,7 @@ class RunStore:
                         record.name,
                         failure.seq,
                         _pickle_job(failure.job),
-                        _job_repr(failure.job),
+                        job_text(failure.job),
                         failure.error_type,
                         failure.message,
                         failure.traceback,
@@ -354,28 +319,6 @@ class RunStore:
         )
 
 
-def failure_as_json(failure: Failure) -> dict[str, Any]:
-    """The JSON shape of one entry of `taskrunner failures --json`."""
-    return {
-        "seq": failure.seq,
-        "job": jsonable(failure.job),
-        "error_type": failure.error_type,
-        "message": failure.message,
-        "traceback": failure.traceback,
-        "attempts": failure.attempts,
-        "duration": round(failure.duration, 6),
-    }
-
-
-def jsonable(value: Any) -> Any:
-    """The value itself when JSON can carry it, else its repr."""
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-    return value
-
-
 def _pickle_checkpoint(intervals: list[tuple[int, int, Any]]) -> bytes:
     """The finished intervals, each job pickled on its own: one that cannot be loaded again
     must not take the others with it (they would all run again)."""
@@ -405,7 +348,7 @@ def _picklable(job: Any) -> Any:
     try:
         pickle.dumps(job, protocol=4)
     except Exception:
-        return UnkeptJob(_job_repr(job))
+        return UnkeptJob(job_text(job))
     return job
 
 
@@ -434,16 +377,9 @@ def _stored_job(payload: bytes, job_repr: str) -> tuple[Any, bool]:
         return job_repr, False
 
 
-def _job_repr(job: Any) -> str:
-    try:
-        return repr(job)[:1000]
-    except Exception:
-        return "<unrepresentable job>"
-
-
 def _safe_filename(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
 
 
-def _iso(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(timestamp))
+# The name of this class before store.RunStore became the protocol it implements.
+RunStore = SqliteRunStore

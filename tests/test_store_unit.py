@@ -13,7 +13,8 @@ from redis_support import RedisServer, serve
 
 from taskrunner.backends.redis import RedisRunStore
 from taskrunner.records import Failure, UnkeptJob
-from taskrunner.state import RunRecord, RunStore
+from taskrunner.state import SqliteRunStore
+from taskrunner.store import RunRecord, RunStore
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(params=["sqlite", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     if request.param == "sqlite":
-        opened: Any = RunStore(str(tmp_path / "state"))
+        opened: RunStore = SqliteRunStore(str(tmp_path / "state"))
     else:
         server: RedisServer = request.getfixturevalue("redis_server")
         server.client().flushall()

@@ -19,6 +19,9 @@ passed in KEYS. What is in Redis:
     taskrunner:{NAME}:run         hash   the run record: checkpoint, counters, state
     taskrunner:{NAME}:failures    hash   seq -> failure
     taskrunner:{NAME}:lock        string token of the controller running the run
+                                         (taken, extended, released by script: redis_lock.py)
+
+`BACKEND` at the end is what backends.backend_for serves redis:// URLs with.
 """
 
 from __future__ import annotations
@@ -26,19 +29,19 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import pickle
-import socket
-import threading
 import time
-import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import fields
 from importlib import resources
 from typing import Any
 
 from ..errors import BackendError, StateError
+from ..executor import Executor
+from ..options import Backend, RunOptions, WorkerSettings
 from ..records import Failure, UnkeptJob
-from ..state import RunRecord
+from ..store import RunRecord, RunStore, job_text
+from .redis_lock import ControllerLock, LockRenewer
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +50,10 @@ RUN_KEY_PARTS = (
     "meta", "waiting", "payloads", "leases", "tokens", "leased", "outcomes", "pace",
     "collected", "collected_by", "recalled", "recalled_by",
 )  # fmt: skip
-LOCK_SECONDS = 30
-SCRIPTS = ("push", "pop", "pace", "heartbeat", "report", "collect", "recall", "save")
+SCRIPTS = (
+    "push", "pop", "pace", "heartbeat", "report", "collect", "recall", "save",
+    "lock_take", "lock_extend", "lock_release",
+)  # fmt: skip
 
 
 def run_key(name: str, part: str) -> str:
@@ -116,16 +121,6 @@ class RedisConnection:
         self.client.close()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _safe_url(url: str) -> str:
     """The URL without its password, for messages."""
     if "@" not in url:
@@ -174,59 +169,32 @@ class Serializer:
 
 
 class RedisRunStore:
-    """Run records and failures in Redis: the same methods as state.RunStore."""
+    """Run records and failures in Redis, with each run's queue: a store.RunStore.
+
+    `save` is one script (lua/save.lua), atomic with the lock check; the lock is taken,
+    renewed and released by script too (redis_lock.py).
+    """
 
     def __init__(self, url: str, *, keep_seconds: int = 7 * 86400) -> None:
         self.connection = RedisConnection(url)
         self.state_dir = _safe_url(url)  # where runs live, for messages
         self.keep_seconds = keep_seconds
-        self._lock_tokens: dict[str, str] = {}
-        self._lock_renewer: threading.Thread | None = None
-        self._closed = threading.Event()
+        self._locks: dict[str, ControllerLock] = {}
+        self._renewer = LockRenewer()
 
     def close(self) -> None:
-        self._closed.set()
-        for name, token in self._lock_tokens.items():
-            client = self.connection.client
-            if client.get(run_key(name, "lock")) == token.encode():
-                client.delete(run_key(name, "lock"))
-        self._lock_tokens.clear()
+        self._renewer.stop()
+        for lock in self._locks.values():
+            lock.release()  # only if still ours: never another controller's
+        self._locks.clear()
         self.connection.close()
 
     def lock(self, name: str) -> None:
-        """Hold the run for this controller; the lock lapses if it is not renewed.
-
-        The token names the host and pid, so that on the same machine a controller that was
-        killed is recognised at once, without waiting for its lock to lapse.
-        """
-        client = self.connection.client
-        key = run_key(name, "lock")
-        token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
-        if not client.set(key, token, nx=True, ex=LOCK_SECONDS):
-            holder = (client.get(key) or b"").decode()
-            host, _, rest = holder.partition(":")
-            pid = rest.partition(":")[0]
-            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
-                client.delete(key)
-                return self.lock(name)
-            raise StateError(
-                f"run {name!r} is being run by another controller ({host}, pid {pid}); "
-                f"wait for it to stop (one that was killed lets go within {LOCK_SECONDS}s)"
-            )
-        self._lock_tokens[name] = token
-        # Renewed from a thread of its own: a run loop held up by a slow generator must not
-        # lose the run to a lapsed lock.
-        if self._lock_renewer is None:
-            self._lock_renewer = threading.Thread(target=self._renew_locks, daemon=True)
-            self._lock_renewer.start()
-
-    def _renew_locks(self) -> None:
-        while not self._closed.wait(LOCK_SECONDS / 3):
-            for name in list(self._lock_tokens):
-                try:
-                    self.connection.client.expire(run_key(name, "lock"), LOCK_SECONDS)
-                except Exception as error:  # redis-py retried already; try again next time
-                    log.warning("could not renew the lock of run %r: %s", name, error)
+        """Hold the run for this controller; the lock lapses if it is not renewed."""
+        lock = ControllerLock(self.connection, run_key(name, "lock"))
+        lock.take(name)
+        self._locks[name] = lock
+        self._renewer.add(lock)
 
     def serializer(self, name: str) -> Serializer:
         raw = self.connection.client.hget(run_key(name, "meta"), "serializer")
@@ -245,22 +213,24 @@ class RedisRunStore:
                 records.append(record)
         return sorted(records, key=lambda record: record.updated_at, reverse=True)
 
-    def create(self, record: RunRecord, worker_settings: dict[str, Any] | None = None) -> None:
+    def create(self, record: RunRecord, worker_settings: WorkerSettings | None = None) -> None:
         """Record a new run, replacing one of the same name; `worker_settings` go to meta."""
         client = self.connection.client
         client.delete(*[run_key(record.name, part) for part in (*RUN_KEY_PARTS, "run", "failures")])
-        self.write_worker_settings(record.name, worker_settings or {})
+        if worker_settings is not None:
+            self._write_worker_settings(record.name, worker_settings)
         self.save(record)
 
-    def write_worker_settings(self, name: str, settings: dict[str, Any]) -> None:
-        """What every worker reads before it leases: serializer, lease, retries, timeout."""
-        if settings:
-            self.connection.client.hset(
-                run_key(name, "meta"), mapping={k: str(v) for k, v in settings.items()}
-            )
+    def reopen(self, name: str, worker_settings: WorkerSettings) -> None:
+        """Forget jobs queued or leased by an earlier controller (resume takes them again
+        from the generator), and give workers this session's settings."""
+        self._reset_queue(name)
+        self._write_worker_settings(name, worker_settings)
 
-    def reset_queue(self, name: str) -> None:
-        """Forget jobs queued or leased by an earlier controller: resume takes them again."""
+    def _write_worker_settings(self, name: str, settings: WorkerSettings) -> None:
+        self.connection.client.hset(run_key(name, "meta"), mapping=settings.as_fields())
+
+    def _reset_queue(self, name: str) -> None:
         client = self.connection.client
         held = [
             key
@@ -273,8 +243,8 @@ class RedisRunStore:
     def save(
         self,
         record: RunRecord,
-        new_failures: Any = (),
-        cleared_failures: Any = (),
+        new_failures: Iterable[Failure] = (),
+        cleared_failures: Iterable[int] = (),
     ) -> None:
         record.updated_at = time.time()
         serializer = self.serializer(record.name)
@@ -294,8 +264,9 @@ class RedisRunStore:
             unkept.append(-1)
         document["unkept"] = unkept
         failures = list(new_failures)
+        lock = self._locks.get(record.name)
         args: list[Any] = [
-            self._lock_tokens.get(record.name, ""),
+            lock.token if lock is not None else "",
             json.dumps(document),
             self.keep_seconds if record.state == "finished" else 0,
             len(failures),
@@ -306,8 +277,8 @@ class RedisRunStore:
         keys = [run_key(record.name, part) for part in ("run", "failures", "lock", *RUN_KEY_PARTS)]
         if not self.connection.run("save", keys, args):
             raise StateError(f"run {record.name!r} was taken over by another controller")
-        if record.name in self._lock_tokens:
-            self.connection.client.expire(run_key(record.name, "lock"), LOCK_SECONDS)
+        if lock is not None:
+            lock.extend()
 
     def delete(self, name: str) -> None:
         client = self.connection.client
@@ -369,7 +340,7 @@ def _carried(job: Any, serializer: Serializer) -> tuple[Any, bool]:
         carried = serializer.to_json(job)
         json.dumps(carried)
     except Exception:  # json's TypeError/ValueError, or anything pickling may raise
-        return _job_text(job), False
+        return job_text(job), False
     return carried, True
 
 
@@ -390,12 +361,58 @@ def _failure_entry(failure: Failure, serializer: Serializer) -> str:
         entry["job"] = serializer.to_json(failure.job)
         return json.dumps(entry)
     except Exception:
-        entry["job"], entry["job_kept"] = _job_text(failure.job), False
+        entry["job"], entry["job_kept"] = job_text(failure.job), False
         return json.dumps(entry)
 
 
-def _job_text(job: Any) -> str:
-    try:
-        return repr(job)[:1000]
-    except Exception:
-        return "<unrepresentable job>"
+# -- the backend ----------------------------------------------------------------------------------
+
+
+class RedisBackend:
+    """A backends.BackendKind: state and queue in Redis, workers on any machine."""
+
+    name = "Redis"
+
+    def check(self, backend: Backend) -> None:
+        Serializer(backend.serializer)  # checks the name
+        if backend.serializer == "pickle":
+            log.warning(
+                "--serializer pickle: anyone who can write to this Redis can run code on workers"
+            )
+
+    def check_workers(self, options: RunOptions) -> None:
+        return  # -w 0 is fine: the run's workers join with `taskrunner work`
+
+    def open_store(self, backend: Backend, state_dir: str, *, create: bool) -> RunStore:
+        return RedisRunStore(backend.url, keep_seconds=int(backend.keep))
+
+    def executor(
+        self,
+        store: RunStore,
+        record: RunRecord,
+        options: RunOptions,
+        callback: str | Callable[..., Any],
+        callback_fn: Callable[..., Any],
+    ) -> Executor:
+        from .redis_executor import RedisExecutor
+
+        if not isinstance(store, RedisRunStore):
+            raise TypeError(f"a Redis run needs its RedisRunStore, not {store!r}")
+        return RedisExecutor(
+            store.connection,
+            record.name,
+            serializer=store.serializer(record.name),
+            queue_size=options.queue_limit,
+            local_workers=options.workers,
+            concurrency=options.concurrency,
+            callback=record.callback,
+            verbosity=options.verbosity,
+        )
+
+    def work(self, callback: str, url: str, **options: Any) -> int:
+        from .redis_worker import work
+
+        return work(callback, url, **options)
+
+
+BACKEND = RedisBackend()

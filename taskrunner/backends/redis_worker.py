@@ -23,6 +23,7 @@ from ..batching import BatchSizer
 from ..errors import BackendError, SpecError
 from ..loader import ensure_cwd_on_path, resolve
 from ..logs import level_for
+from ..options import WorkerSettings
 from ..pool import LocalPool
 from ..records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned, WorkerLost
 from ..triage import triage
@@ -52,14 +53,10 @@ def work(
     connection = RedisConnection(url)
     try:
         name = _wait_for_run(connection, name, wait_seconds)
-        meta = {
-            key.decode(): value.decode()
-            for key, value in connection.client.hgetall(run_key(name, "meta")).items()
-        }
-        run_serializer = meta.get("serializer", "json")
-        if run_serializer != serializer:
+        settings = WorkerSettings.from_fields(connection.client.hgetall(run_key(name, "meta")))
+        if settings.serializer != serializer:
             raise BackendError(
-                f"run {name!r} uses --serializer {run_serializer}; give the same to 'work'"
+                f"run {name!r} uses --serializer {settings.serializer}; give the same to 'work'"
             )
         if serializer == "pickle":
             log.warning("--serializer pickle: anyone who can write to this Redis can run code here")
@@ -67,13 +64,12 @@ def work(
         callback_fn = resolve(callback, what="CALLBACK")
         if not callable(callback_fn):
             raise SpecError(f"CALLBACK {callback!r} is not callable")
-        timeout = float(meta["timeout"]) if meta.get("timeout") else None
         pool = LocalPool(
             callback,
             workers=workers,
             concurrency=concurrency,
-            want_results=meta.get("want_results") == "1",
-            timeout=timeout,
+            want_results=settings.want_results,
+            timeout=settings.timeout,
             log_level=level_for(verbosity),
             is_async=is_async_callback(callback_fn),
         )
@@ -82,12 +78,12 @@ def work(
             name,
             pool,
             Serializer(serializer),
-            lease_ms=int(float(meta.get("lease", "30")) * 1000),
-            max_leases=1 + int(meta.get("retries", "0")),
-            want_results=meta.get("want_results") == "1",
+            lease_ms=int(settings.lease * 1000),
+            max_leases=1 + settings.retries,
+            want_results=settings.want_results,
             concurrency=concurrency,
             parent_pid=parent_pid,
-            rate=float(meta["rate"]) if meta.get("rate") else None,
+            rate=settings.rate,
         )
         return worker.run()
     finally:

@@ -1,0 +1,77 @@
+"""The local backend: run state in SQLite (state.py), jobs in worker processes of this machine
+(pool.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import OptionError, StateError, TaskRunnerError
+from ..executor import Executor
+from ..logs import level_for
+from ..options import Backend, RunOptions
+from ..pool import LocalPool
+from ..state import SqliteRunStore
+from ..store import RunRecord, RunStore
+from ..worker import is_async_callback
+
+log = logging.getLogger(__name__)
+
+
+class LocalBackend:
+    """A backends.BackendKind: this machine only."""
+
+    name = "local"
+
+    def check(self, backend: Backend) -> None:
+        return  # serializer, lease and keep are for workers elsewhere
+
+    def check_workers(self, options: RunOptions) -> None:
+        if options.workers < 1:
+            raise OptionError(
+                f"--workers must be at least 1 in local mode, not {options.workers} "
+                "(0 is for a Redis run whose workers join with 'taskrunner work')"
+            )
+
+    def open_store(self, backend: Backend, state_dir: str, *, create: bool) -> RunStore:
+        if not create and not os.path.isdir(state_dir):
+            raise StateError(
+                f"no runs in {state_dir!r} (no such directory); start one with 'taskrunner spawn'"
+            )
+        return SqliteRunStore(state_dir)
+
+    def executor(
+        self,
+        store: RunStore,
+        record: RunRecord,
+        options: RunOptions,
+        callback: str | Callable[..., Any],
+        callback_fn: Callable[..., Any],
+    ) -> Executor:
+        in_flight = options.workers * options.concurrency
+        if options.queue_limit < in_flight:
+            log.warning(
+                "--queue-size %d is below workers x concurrency (%d): at most %d jobs run at "
+                "once; raise --queue-size to use them all",
+                options.queue_limit, in_flight, options.queue_limit,
+            )  # fmt: skip
+        return LocalPool(
+            callback if isinstance(callback, str) else callback_fn,
+            workers=options.workers,
+            concurrency=options.concurrency,
+            want_results=options.results is not None,
+            timeout=options.timeout,
+            log_level=level_for(options.verbosity),
+            is_async=is_async_callback(callback_fn),
+            queue_size=options.queue_limit,
+        )
+
+    def work(self, callback: str, url: str, **_: Any) -> int:
+        raise TaskRunnerError(
+            f"'taskrunner work' joins a Redis run: --backend redis://..., not {url!r}"
+        )
+
+
+BACKEND = LocalBackend()

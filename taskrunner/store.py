@@ -1,0 +1,175 @@
+"""The seam between the run loop and where a run's state lives: the `RunStore` contract.
+
+A store keeps, per run name, one `RunRecord` (what the run runs, its checkpoint and counters)
+and the failed jobs of that run. The SQLite store (state.py) keeps the runs of one state
+directory; the Redis store (backends/redis.py) those of one Redis database. A new backend
+implements this protocol, and `backends.BackendKind`, and nothing in the core changes.
+
+Who calls what: `api` opens a store, reads (`get`, `all`, `failures`), then for a run it
+drives calls `lock`, and `create` (a new run) or `reopen` (a resumed one); the run loop
+(controller.py) calls `save` about once a second and `failure_summary` at the end; `api`
+calls `close` in every case. A store is used from one thread, except for what `lock` itself
+starts to keep the lock alive.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .options import WorkerSettings
+from .records import Failure
+
+
+@dataclass
+class RunRecord:
+    """One run as stored: what it runs, how far it got."""
+
+    name: str
+    gen: str
+    callback: str
+    args: dict[str, Any]
+    options: dict[str, Any]
+    state: str = "running"
+    started_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    low_water_mark: int = 0
+    intervals: list[tuple[int, int, Any]] = field(default_factory=list)
+    job_at_checkpoint: Any = None
+    fingerprint: str | None = None
+    taken: int = 0
+    done: int = 0
+    failed: int = 0
+    total: int | None = None
+    error: str | None = None
+
+    @property
+    def pending(self) -> int:
+        known = self.total if self.total is not None else self.taken
+        return max(0, max(known, self.taken) - self.done - self.failed)
+
+    def as_status(self) -> dict[str, Any]:
+        """The JSON shape of `taskrunner status --json` (documented in the README)."""
+        return {
+            "name": self.name,
+            "state": self.state,
+            "done": self.done,
+            "failed": self.failed,
+            "pending": self.pending,
+            "taken": self.taken,
+            "total": self.total,
+            "checkpoint": self.low_water_mark,
+            "started_at": _iso(self.started_at),
+            "updated_at": _iso(self.updated_at),
+            "gen": self.gen,
+            "callback": self.callback,
+            "args": self.args,
+        }
+
+
+class RunStore(Protocol):
+    """Where runs are kept. Every method raises StateError (exit code 2, one line) when the
+    state cannot be read or written as it should; none of them prints.
+
+    Jobs are kept as themselves where the store's encoding can carry them (pickle for SQLite,
+    the run's serializer for Redis). A job it cannot carry (it failed as such) is kept as its
+    `job_text`: checkpoint jobs come back as `UnkeptJob`, failures with `job_kept=False`, so
+    that nothing ever mistakes the text for the job.
+    """
+
+    state_dir: str
+    """Where the runs live, for messages: a directory, or a URL without its password."""
+
+    def close(self) -> None:
+        """Release every lock this store took (only locks it still holds: never one that
+        lapsed and was taken by another controller meanwhile) and close the connection.
+        Called once, last, also after an error; must not raise for a lock already lost."""
+
+    def lock(self, name: str) -> None:
+        """Hold run `name` for this controller until `close`. Atomic: of two controllers
+        racing for one run, exactly one gets it. A lock that needs renewing (Redis) is
+        renewed by the store itself, from a thread of its own, so a run loop held up by a
+        slow generator keeps it. Raises StateError, naming the holder, when another live
+        controller holds the run; a holder known to be dead (same host, no such pid) is
+        replaced. Returns nothing."""
+
+    def get(self, name: str) -> RunRecord | None:
+        """The record of run `name`, or None when there is no such run. Reads what the
+        last `save` wrote in full: never half of one. Raises StateError when it is corrupt."""
+
+    def all(self) -> list[RunRecord]:
+        """Every run's record, the most recently updated first; [] when there are none."""
+
+    def create(self, record: RunRecord, worker_settings: WorkerSettings | None = None) -> None:
+        """Record a new run, atomically replacing any run of the same name together with its
+        failures (and, for a queue in the store, its jobs). `worker_settings` are what
+        workers elsewhere read before they take jobs; a store that has no workers elsewhere
+        ignores them. The caller holds the lock."""
+
+    def reopen(self, name: str, worker_settings: WorkerSettings) -> None:
+        """Prepare run `name` for another session (resume), after `lock`: what an earlier
+        controller had queued or leased is forgotten (the generator yields it again from
+        the checkpoint), and `worker_settings` replace the ones workers read. The record and
+        its failures are left as they are. A store with no queue of its own does nothing."""
+
+    def save(
+        self,
+        record: RunRecord,
+        new_failures: Iterable[Failure] = (),
+        cleared_failures: Iterable[int] = (),
+    ) -> None:
+        """Write `record` (setting its `updated_at` to now), add or replace `new_failures`
+        (by seq) and remove the failures of the seqs in `cleared_failures` (retried jobs
+        that now finished): all of it in one atomic step, so that counters, checkpoint and
+        failures always agree after a crash. Called by the run loop about once a second,
+        never once per job. A finished run's state may be kept for a limited time only
+        (Redis: `--keep`). Raises StateError when another controller has taken the run
+        over: two controllers never write one checkpoint."""
+
+    def delete(self, name: str) -> None:
+        """Remove run `name` and its failures, atomically; nothing happens when there is no
+        such run. Used when a run is refused before any job ran."""
+
+    def failures(self, name: str) -> list[Failure]:
+        """The failed jobs of run `name`, by seq; [] for no failures or no such run."""
+
+    def failure_summary(self, name: str) -> list[tuple[str, int, int]]:
+        """(error type, count, first seq) for each kind of failure of run `name`, the most
+        frequent first, ties by error type."""
+
+
+def job_text(job: Any) -> str:
+    """What stands for a job that cannot be stored as itself: its repr, cut short."""
+    try:
+        return repr(job)[:1000]
+    except Exception:
+        return "<unrepresentable job>"
+
+
+def failure_as_json(failure: Failure) -> dict[str, Any]:
+    """The JSON shape of one entry of `taskrunner failures --json`."""
+    return {
+        "seq": failure.seq,
+        "job": jsonable(failure.job),
+        "error_type": failure.error_type,
+        "message": failure.message,
+        "traceback": failure.traceback,
+        "attempts": failure.attempts,
+        "duration": round(failure.duration, 6),
+    }
+
+
+def jsonable(value: Any) -> Any:
+    """The value itself when JSON can carry it, else its repr."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(timestamp))

@@ -1,0 +1,133 @@
+"""The Redis controller lock against a real redis-server: taken, extended and released by
+script, each comparing the token, so a controller never frees or keeps another's lock."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+from redis_support import RedisServer, serve
+
+from taskrunner.backends.redis import RedisRunStore, run_key
+from taskrunner.backends.redis_lock import LOCK_SECONDS, ControllerLock
+from taskrunner.errors import StateError
+from taskrunner.store import RunRecord
+
+NAME = "r"
+KEY = run_key(NAME, "lock")
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    yield from serve(tmp_path_factory.mktemp("redis-lock"))
+
+
+@pytest.fixture
+def stores(redis_server: RedisServer) -> Iterator[list[RedisRunStore]]:
+    """Open stores on demand (two controllers in one test); all closed at the end."""
+    redis_server.client().flushall()
+    opened: list[RedisRunStore] = []
+    yield opened
+    for store in opened:
+        store.close()
+
+
+def open_store(server: RedisServer, opened: list[RedisRunStore]) -> RedisRunStore:
+    store = RedisRunStore(server.url)
+    opened.append(store)
+    return store
+
+
+def a_record() -> RunRecord:
+    return RunRecord(name=NAME, gen="jobs:gen", callback="jobs:cb", args={}, options={})
+
+
+def test_a_release_with_a_wrong_token_leaves_the_lock(redis_server, stores):
+    holder = open_store(redis_server, stores)
+    holder.lock(NAME)
+    client = redis_server.client()
+    token = client.get(KEY)
+
+    assert not ControllerLock(holder.connection, KEY, "another:1:token").release()
+
+    assert client.get(KEY) == token
+    assert client.pttl(KEY) > 0
+
+
+def test_an_extend_with_a_wrong_token_fails_and_changes_nothing(redis_server, stores):
+    holder = open_store(redis_server, stores)
+    holder.lock(NAME)
+    client = redis_server.client()
+    client.pexpire(KEY, 5000)  # well below LOCK_SECONDS: an extend would raise it
+
+    assert not ControllerLock(holder.connection, KEY, "another:1:token").extend()
+
+    assert client.pttl(KEY) <= 5000
+    assert ControllerLock(holder.connection, KEY, client.get(KEY).decode()).extend()
+    assert client.pttl(KEY) > 5000
+
+
+def test_a_second_controller_is_refused_while_the_first_holds_the_run(redis_server, stores):
+    open_store(redis_server, stores).lock(NAME)
+    with pytest.raises(StateError, match="being run by another controller"):
+        open_store(redis_server, stores).lock(NAME)
+
+
+def test_a_lapsed_lock_taken_by_another_is_not_taken_back(redis_server, stores):
+    """The first controller's lock lapsed (say it was held up past LOCK_SECONDS) and a second
+    took the run: the first one's renewal, save and close leave the second's lock alone."""
+    first = open_store(redis_server, stores)
+    first.lock(NAME)
+    first.create(a_record())
+    client = redis_server.client()
+    client.pexpire(KEY, 1)
+    deadline = time.monotonic() + 5
+    while client.exists(KEY) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = open_store(redis_server, stores)
+    second.lock(NAME)
+    taken = client.get(KEY)
+    client.pexpire(KEY, 5000)
+
+    first._renewer.renew_once()  # what its renewal thread does every LOCK_SECONDS / 3
+
+    assert client.get(KEY) == taken
+    assert client.pttl(KEY) <= 5000, "the first controller extended the second's lock"
+    with pytest.raises(StateError, match="taken over by another controller"):
+        first.save(a_record())
+    first.close()
+    stores.remove(first)
+    assert client.get(KEY) == taken, "the first controller released the second's lock"
+    second.save(a_record())  # the run is the second's to write
+
+
+def test_the_holder_renews_and_releases_its_own_lock(redis_server, stores):
+    holder = open_store(redis_server, stores)
+    holder.lock(NAME)
+    client = redis_server.client()
+    client.pexpire(KEY, 5000)
+
+    holder._renewer.renew_once()
+
+    assert client.pttl(KEY) > 5000
+    assert client.pttl(KEY) <= LOCK_SECONDS * 1000
+    holder.close()
+    stores.remove(holder)
+    assert not client.exists(KEY)
+
+
+def test_a_dead_controller_on_this_host_is_replaced_at_once(redis_server, stores):
+    """A lock whose token names this host and a pid that no longer exists is released (by
+    its own token) and taken, without waiting for it to lapse."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    client = redis_server.client()
+    client.set(KEY, f"{socket.gethostname()}:{gone.pid}:dead", px=LOCK_SECONDS * 1000)
+
+    store = open_store(redis_server, stores)
+    store.lock(NAME)
+
+    assert client.get(KEY).decode().split(":")[1] != str(gone.pid)
