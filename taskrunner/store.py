@@ -71,8 +71,10 @@ class RunRecord:
 
 
 class RunStore(Protocol):
-    """Where runs are kept. Every method raises StateError (exit code 2, one line) when the
-    state cannot be read or written as it should; none of them prints.
+    """Where runs are kept. What the user can act on (another controller holds the run, a
+    state that is not ours or is corrupt, an unwritable place) is raised as StateError or
+    BackendError (exit code 2, one line); none of the methods prints. (A write error in the
+    middle of a run, a full disk say, is not yet turned into one: see issue 10.)
 
     Jobs are kept as themselves where the store's encoding can carry them (pickle for SQLite,
     the run's serializer for Redis). A job it cannot carry (it failed as such) is kept as its
@@ -98,7 +100,7 @@ class RunStore(Protocol):
 
     def get(self, name: str) -> RunRecord | None:
         """The record of run `name`, or None when there is no such run. Reads what the
-        last `save` wrote in full: never half of one. Raises StateError when it is corrupt."""
+        last `save` wrote in full: never half of one."""
 
     def all(self) -> list[RunRecord]:
         """Every run's record, the most recently updated first; [] when there are none."""

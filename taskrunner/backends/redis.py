@@ -61,10 +61,6 @@ def run_key(name: str, part: str) -> str:
     return f"{KEY_PREFIX}:{{{name}}}:{part}"
 
 
-def is_redis_url(backend: str) -> bool:
-    return backend.startswith(("redis://", "rediss://", "unix://"))
-
-
 # -- connection ----------------------------------------------------------------------------------
 
 
