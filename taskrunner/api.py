@@ -20,7 +20,7 @@ from .controller import Controller
 from .errors import OptionError, SpecError, StateError
 from .executor import Executor
 from .jobsource import JobSource
-from .loader import ensure_cwd_on_path, resolve, spec_of
+from .loader import complete_specs, ensure_cwd_on_path, resolve, spec_of
 from .logs import above_bar, level_for
 from .options import DEFAULT_STATE_DIR, RunOptions
 from .pool import LocalPool
@@ -51,7 +51,7 @@ class Backend:
 
 def run(
     gen: Spec,
-    callback: Spec,
+    callback: Spec | None = None,
     *,
     args: dict[str, Any] | None = None,
     name: str | None = None,
@@ -67,6 +67,7 @@ def run(
     limit, total, results, progress, verbosity). `backend` is "local", a Redis URL, or a
     Backend. Returns the run's Summary.
     """
+    gen, callback = complete_specs(gen, callback)  # left out: GEN's handle_job, else callback
     settings = _backend(backend)
     run_options = RunOptions.from_mapping(options)
     _check_workers(settings, run_options)
