@@ -107,21 +107,43 @@ def test_file_forms(project: Project, gen: str):
 
 
 def test_file_form_resumes_with_its_callback(project: Project):
-    """The found callback is recorded, so `resume` needs nothing new."""
-    project.write("lib/tasks.py", TASKMASTER)
-    result = project.run("spawn", "lib/tasks.py", *FAST, "--limit", "10")
-    assert result.returncode == 0, result
+    """The callback found is recorded, so `resume` needs nothing new; it passes `last`."""
+    project.write(
+        "lib/tasks.py",
+        """
+        def get_jobs(last=0):
+            with open(os.path.join(HERE, "lasts"), "a") as lasts:
+                lasts.write(f"{last}\\n")
+            for job in range(last, 30):
+                if job == 20 and flag("break"):
+                    raise RuntimeError("the database went away")
+                yield job
+
+
+        def handle_job(job):
+            record(job)
+        """,
+    )
+    project.set_flag("break")
+    result = project.run("spawn", "lib/tasks.py", *FAST)
+    assert result.returncode == 3, result
+    project.set_flag("break", on=False)
     result = project.run("resume", "tasks.get_jobs", "--no-progress")
     assert result.returncode == 0, result
-    assert project.status("tasks.get_jobs")["state"] == "finished"
+    status = project.status("tasks.get_jobs")
+    assert (status["state"], status["failed"]) == ("finished", 0), status
+    assert set(project.executions()) == set(range(30))
+    first, again = (project.root / "lasts").read_text().split()
+    assert first == "0" and 0 < int(again) < 20, "resume passes last= the job at the checkpoint"
 
 
-def test_api_run_finds_the_callback_of_a_function_gen(project: Project):
-    """taskrunner.run(gen) with a function: the callback is looked up in its module."""
+@pytest.mark.parametrize("gen", ["mymodule.get_jobs", "'mymodule'", "'mymodule:get_jobs'"])
+def test_api_run_finds_the_callback(project: Project, gen: str):
+    """taskrunner.run(gen) alone: the callback is looked up in GEN's module (a function's too)."""
     project.write("mymodule.py", TASKMASTER)
     script = (
         "import sys, taskrunner, mymodule\n"
-        "summary = taskrunner.run(mymodule.get_jobs, workers=2, progress=False)\n"
+        f"summary = taskrunner.run({gen}, workers=2, progress=False)\n"
         "print(summary.done, summary.exit_code)\n"
     )
     proc = subprocess.run(
@@ -197,6 +219,23 @@ def test_every_option_and_positional_has_help(project: Project, command: str):
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == [], f"{command}: options without help"
+
+
+def test_readme_tells_a_newcomer_how_to_run_it_and_its_taskmaster_example_runs(project: Project):
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    assert ".venv/bin/taskrunner" in readme and "source .venv/bin/activate" in readme
+    assert "license = MIT" in (root / "setup.cfg").read_text()
+    assert (root / "LICENSE").read_text().startswith("MIT License")
+    section = readme.split("## Coming from taskmaster", 1)[1]
+    module = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (project.root / "mymodule.py").write_text(module)
+    result = project.run("spawn", "mymodule", *FAST)
+    assert result.returncode == 0, result
+    # Where a print goes (stdout, or above the bar on stderr) is the output's business.
+    assert (result.stdout + result.stderr).count("Got ") == 1000, result
+    status = project.status("mymodule.get_jobs")
+    assert (status["done"], status["callback"]) == (1000, "mymodule:handle_job"), status
 
 
 def test_failures_help_says_v_shows_tracebacks(project: Project):
