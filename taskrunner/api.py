@@ -19,7 +19,7 @@ from .controller import Controller
 from .errors import OptionError, SpecError, StateError
 from .executor import Executor
 from .jobsource import JobSource
-from .loader import ensure_cwd_on_path, resolve, spec_of
+from .loader import complete_specs, ensure_cwd_on_path, resolve, spec_of
 from .logs import above_bar
 from .options import DEFAULT_STATE_DIR, Backend, RunOptions, WorkerSettings
 from .progress import Progress, Summary
@@ -35,7 +35,7 @@ Spec = str | Callable[..., Any]
 
 def run(
     gen: Spec,
-    callback: Spec,
+    callback: Spec | None = None,
     *,
     args: dict[str, Any] | None = None,
     name: str | None = None,
@@ -51,6 +51,7 @@ def run(
     limit, total, results, progress, verbosity). `backend` is "local", a Redis URL, or a
     Backend. Returns the run's Summary.
     """
+    gen, callback = complete_specs(gen, callback)  # left out: GEN's handle_job, else callback
     backend = _backend(backend)
     kind = _kind(backend)
     run_options = RunOptions.from_mapping(options)

@@ -28,9 +28,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
 
+class _VersionAction(argparse.Action):
+    """--version, read from the installed package's metadata only when it is asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("taskrunner")
+        except PackageNotFoundError:
+            found = "unknown (not installed)"
+        print(f"taskrunner {found}")  # on stdout, as argparse's own version action does
+        parser.exit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
-    ns = parser.parse_args(argv)
+    ns, unrecognized = parser.parse_known_args(argv)
+    if unrecognized:
+        # The top parser would blame itself; the subcommand's help is where the options are.
+        command_parser: argparse.ArgumentParser = getattr(ns, "command_parser", parser)
+        command_parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")
     if ns.command is None:
         parser.print_help(sys.stderr)
         return 2
@@ -55,10 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _spawn(ns: argparse.Namespace, verbosity: int) -> int:
     from . import api
+    from .loader import complete_specs
 
+    gen, callback = complete_specs(ns.gen, ns.callback)
     summary = api.run(
-        ns.gen,
-        ns.callback,
+        gen,
+        callback,
         args=_parse_args(ns.arg),
         name=ns.name,
         state_dir=ns.state_dir,
@@ -208,83 +231,167 @@ def _build_parser() -> _Parser:
         prog="taskrunner",
         description="Run a generator's jobs through worker processes, safely and resumably.",
     )
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="where run state lives")
-        sub.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    def command(name: str, text: str, handler: Any) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text)
+        # A usage error the top parser finds (an unknown option) is told by this one.
+        sub.set_defaults(handler=handler, command_parser=sub)
+        return sub
+
+    def logging_options(sub: argparse.ArgumentParser, verbose: str = "more logging") -> None:
+        sub.add_argument("-v", "--verbose", action="count", default=0, help=verbose)
         sub.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
 
-    def backend(sub: argparse.ArgumentParser) -> None:
+    def state_dir(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
-            "--backend", default="local", help="'local', or redis://[user:password@]host:port/db"
+            "--state-dir",
+            default=DEFAULT_STATE_DIR,
+            metavar="DIR",
+            help=f"where local run state lives (default: {DEFAULT_STATE_DIR})",
+        )
+
+    def backend(sub: argparse.ArgumentParser, *, redis_only: bool = False) -> None:
+        sub.add_argument(
+            "--backend",
+            metavar="URL",
+            default="local",
+            required=redis_only,
+            help="the run's Redis: redis://[user:password@]host:port/db"
+            if redis_only
+            else "'local' (the default), or redis://[user:password@]host:port/db",
         )
         sub.add_argument(
-            "--serializer", default="json", choices=("json", "pickle"), help="Redis payloads"
+            "--serializer",
+            default="json",
+            choices=("json", "pickle"),
+            help="Redis payloads: json (the default) or pickle (anyone who can write to that "
+            "Redis can then run code on the workers)",
+        )
+
+    def json_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    def workers(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "-w", "--workers", type=int, metavar="N", help="worker processes (default: CPU count)"
+        )
+        sub.add_argument(
+            "-c",
+            "--concurrency",
+            type=int,
+            metavar="N",
+            help="jobs in flight per worker: threads, or asyncio tasks for an async callback "
+            "(default: 1)",
         )
 
     def run_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("-w", "--workers", type=int, help="worker processes (default: CPU count)")
-        sub.add_argument("-c", "--concurrency", type=int, help="jobs in flight per worker")
+        workers(sub)
         sub.add_argument(
             "--queue-size",
             type=int,
+            metavar="N",
             help="most jobs taken and unfinished (default: 1000, or 2 x workers x concurrency)",
         )
-        sub.add_argument("--timeout", type=float, help="per-job time limit in seconds")
-        sub.add_argument("--retries", type=int, help="run a failed job up to N more times")
-        sub.add_argument("--rate", type=float, help="at most R job starts per second in all")
-        sub.add_argument("--max-failures", type=int, help="stop taking new jobs after N failures")
-        sub.add_argument("--results", metavar="FILE", help="append a JSON line per finished job")
+        sub.add_argument("--timeout", type=float, metavar="S", help="per-job time limit in seconds")
+        sub.add_argument(
+            "--retries", type=int, metavar="N", help="run a failed job up to N more times"
+        )
+        sub.add_argument(
+            "--rate", type=float, metavar="R", help="at most R job starts per second in all"
+        )
+        sub.add_argument(
+            "--max-failures", type=int, metavar="N", help="stop taking new jobs after N failures"
+        )
+        sub.add_argument(
+            "--results", metavar="FILE", help="append a JSON line per finished job ('-': stdout)"
+        )
         sub.add_argument("--no-progress", action="store_true", help="no bar, no status lines")
         backend(sub)
-        sub.add_argument("--lease", type=float, help="Redis: seconds a job is leased (default 30)")
-        sub.add_argument("--keep", type=float, help="Redis: days to keep a finished run (7)")
+        sub.add_argument(
+            "--lease", type=float, metavar="S", help="Redis: seconds a job is leased (default 30)"
+        )
+        sub.add_argument(
+            "--keep", type=float, metavar="DAYS", help="Redis: days to keep a finished run (7)"
+        )
 
-    spawn = commands.add_parser("spawn", help="start a run")
-    spawn.add_argument("gen", metavar="GEN", help="module:attr or path/file.py:attr")
-    spawn.add_argument("callback", metavar="CALLBACK", help="module:attr or path/file.py:attr")
+    spawn = command("spawn", "start a run", _spawn)
+    spawn.add_argument(
+        "gen",
+        metavar="GEN",
+        help="the generator: module:attr or path/file.py:attr; a MODULE (or path/file.py) "
+        "alone means MODULE:get_jobs",
+    )
+    spawn.add_argument(
+        "callback",
+        metavar="CALLBACK",
+        nargs="?",
+        help="the callback: module:attr or path/file.py:attr (default: handle_job, else "
+        "callback, in GEN's module)",
+    )
     run_options(spawn)
-    spawn.add_argument("--limit", type=int, help="take only the first N jobs")
-    spawn.add_argument("--total", type=int, help="job count for the bar and ETA")
-    spawn.add_argument("--arg", action="append", metavar="KEY=VALUE", help="keyword for GEN")
+    spawn.add_argument("--limit", type=int, metavar="N", help="take only the first N jobs")
+    spawn.add_argument("--total", type=int, metavar="N", help="job count for the bar and ETA")
+    spawn.add_argument(
+        "--arg",
+        action="append",
+        metavar="KEY=VALUE",
+        help="keyword argument for GEN, repeatable (VALUE is JSON when it parses)",
+    )
     spawn.add_argument("--name", help="run name (default: module.attr of GEN)")
     spawn.add_argument("--restart", action="store_true", help="discard a run of that name")
-    common(spawn)
-    spawn.set_defaults(handler=_spawn)
+    state_dir(spawn)
+    logging_options(spawn)
 
-    resume = commands.add_parser("resume", help="continue an unfinished (or failed) run")
-    resume.add_argument("name", metavar="NAME", nargs="?")
+    resume = command("resume", "continue an unfinished (or failed) run", _resume)
+    resume.add_argument(
+        "name", metavar="NAME", nargs="?", help="the run (default: the only unfinished one)"
+    )
     run_options(resume)
     resume.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
-    common(resume)
-    resume.set_defaults(handler=_resume)
+    state_dir(resume)
+    logging_options(resume)
 
-    for command, handler, text in (
-        ("status", _status, "where a run stands"),
-        ("failures", _failures, "the failed jobs, with error and traceback"),
-    ):
-        sub = commands.add_parser(command, help=text)
-        sub.add_argument("name", metavar="NAME", nargs="?")
-        sub.add_argument("--json", action="store_true")
-        backend(sub)
-        common(sub)
-        sub.set_defaults(handler=handler)
+    status = command("status", "where a run stands", _status)
+    status.add_argument(
+        "name", metavar="NAME", nargs="?", help="the run (default: the latest updated)"
+    )
+    json_option(status)
+    backend(status)
+    state_dir(status)
+    logging_options(status)
 
-    runs = commands.add_parser("runs", help="the runs in the state directory")
-    runs.add_argument("--json", action="store_true")
+    failures = command("failures", "the failed jobs, with error and traceback", _failures)
+    failures.add_argument(
+        "name", metavar="NAME", nargs="?", help="the run (default: the latest updated)"
+    )
+    json_option(failures)
+    backend(failures)
+    state_dir(failures)
+    logging_options(failures, verbose="show each failure's traceback; more logging")
+
+    runs = command("runs", "the runs in the state directory", _runs)
+    json_option(runs)
     backend(runs)
-    common(runs)
-    runs.set_defaults(handler=_runs)
+    state_dir(runs)
+    logging_options(runs)
 
-    work = commands.add_parser("work", help="join a Redis run as a worker")
-    work.add_argument("callback", metavar="CALLBACK")
-    backend(work)
+    # Redis only: no local state, no run options; a worker takes them from the run.
+    work = command("work", "join a Redis run as a worker", _work)
+    work.add_argument(
+        "callback", metavar="CALLBACK", help="the run's callback: module:attr or path/file.py:attr"
+    )
+    backend(work, redis_only=True)
     work.add_argument("--name", help="the run to join (default: the only one running)")
-    work.add_argument("-w", "--workers", type=int, help="worker processes (default: CPU count)")
-    work.add_argument("-c", "--concurrency", type=int, help="jobs in flight per worker")
-    work.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the run")
+    workers(work)
+    work.add_argument(
+        "--wait",
+        type=float,
+        metavar="S",
+        default=60.0,
+        help="seconds to wait for the run (default: 60)",
+    )
     work.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
-    common(work)
-    work.set_defaults(handler=_work)
+    logging_options(work)
     return parser

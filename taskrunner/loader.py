@@ -6,9 +6,19 @@ import importlib
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from .errors import SpecError
+
+# taskmaster's conventions, so its modules run unchanged: `spawn MODULE` means MODULE:get_jobs,
+# and a left-out CALLBACK is the module's handle_job (taskmaster's name), else its `callback`.
+DEFAULT_GEN = "get_jobs"
+CALLBACK_NAMES = ("handle_job", "callback")
+# GEN may name a file of jobs instead of a generator; it has no module to find a callback in.
+JOB_FILE_SUFFIXES = (".jsonl", ".txt")
+
+Target = str | Callable[..., Any]
 
 
 def ensure_cwd_on_path() -> None:
@@ -35,6 +45,61 @@ def resolve(spec: str, *, what: str = "spec") -> Any:
                 f"{what} {spec!r}: module {module_name!r} has no attribute {attr_path!r}"
             ) from None
     return target
+
+
+def complete_specs(gen: Target, callback: Target | None = None) -> tuple[Target, Target]:
+    """Fill in what the user left out of GEN and CALLBACK, as taskmaster's `tm-spawn` does.
+
+    A GEN spec without ":attr" (`mymodule`, `path/to/file.py`) names MODULE:get_jobs. A
+    CALLBACK of None is found in GEN's module: handle_job, else callback; for a function
+    passed as GEN, in the module it was defined in (and returned as the function itself, as
+    if the caller had passed it). Neither there: SpecError naming both and the two-spec form.
+    """
+    if isinstance(gen, str):
+        return _complete_gen_spec(gen, callback)
+    if callback is not None:
+        return gen, callback
+    module_name = getattr(gen, "__module__", None)
+    module = sys.modules.get(module_name) if module_name else None
+    for name in CALLBACK_NAMES:
+        found = getattr(module, name, None) if module is not None else None
+        if found is not None:
+            return gen, found
+    raise SpecError(
+        f"callback left out, and GEN's module {module_name!r} has neither "
+        f"{' nor '.join(CALLBACK_NAMES)}: pass one, as in run(gen, callback)"
+    )
+
+
+def _complete_gen_spec(gen: str, callback: Target | None) -> tuple[str, Target]:
+    if ":" not in gen and gen.endswith(JOB_FILE_SUFFIXES):
+        if callback is None:
+            raise SpecError(f"GEN {gen!r} is a file of jobs: name CALLBACK too (module:attr)")
+        return gen, callback
+    module_form = ":" not in gen
+    if module_form:
+        gen = f"{gen}:{DEFAULT_GEN}"
+    if callback is not None and not module_form:
+        return gen, callback
+    ensure_cwd_on_path()
+    module_part = gen.rpartition(":")[0]
+    module = sys.modules[_import_module_of(gen, what="GEN")]
+    if module_form and not hasattr(module, DEFAULT_GEN):
+        raise SpecError(
+            f"GEN {module_part!r}: module {module.__name__!r} has no {DEFAULT_GEN} (the "
+            f"generator's name when only a module is given); name it, as in "
+            f"'taskrunner spawn {module_part}:GEN'"
+        )
+    if callback is not None:
+        return gen, callback
+    for name in CALLBACK_NAMES:
+        if hasattr(module, name):
+            return gen, f"{module_part}:{name}"
+    raise SpecError(
+        f"no CALLBACK given, and module {module.__name__!r} has neither "
+        f"{' nor '.join(CALLBACK_NAMES)}; name it, as in "
+        f"'taskrunner spawn {gen} {module_part}:CALLBACK'"
+    )
 
 
 def spec_of(obj: Any) -> str:
