@@ -8,7 +8,8 @@ within a round, so that the noise of a small shared machine falls on all of them
 figures are medians over the rounds.
 
 A contender is timed either in this process (`timed`, `run_taskrunner`) or as whole processes
-(`time_command`, `run_processes`), the latter from the repo root with the same interpreter.
+from the repo root with the same interpreter (`time_taskrunner_cli` beside a peer's
+`time_command`, or `run_processes` for several at once), start-up and exit included.
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import taskrunner
 
 ROOT = Path(__file__).resolve().parent.parent
 GEN = "benchmarks.jobs:gen"
@@ -167,6 +166,10 @@ def consume(iterator: Iterator[Any]) -> None:
 def run_taskrunner(callback: str, n: int, name: str, **options: Any) -> float:
     """One taskrunner.run() of GEN(n) with `benchmarks.jobs:<callback>` in a fresh state
     directory, in this process; its wall time in seconds. Checks that all `n` jobs were done."""
+    # Imported here: a peer run as a whole process (benchmarks.peers) imports this module, and
+    # its time should not include importing taskrunner.
+    import taskrunner
+
     with tempfile.TemporaryDirectory(prefix="taskrunner-bench-") as state_dir:
         started = time.perf_counter()
         summary = taskrunner.run(
@@ -195,6 +198,14 @@ def spawn_command(callback: str, n: int, *options: str) -> list[str]:
         sys.executable, "-m", "taskrunner", "spawn", GEN, f"benchmarks.jobs:{callback}",
         "--arg", f"n={n}", "--no-progress", "--restart", *options,
     ]  # fmt: skip
+
+
+def time_taskrunner_cli(callback: str, n: int, *options: str) -> float:
+    """Wall time of one whole CLI run (`spawn_command`) in a fresh state directory, interpreter
+    start-up and exit included: the figure to set beside a peer's `time_command`. Exit code 0
+    means every job was done."""
+    with tempfile.TemporaryDirectory(prefix="taskrunner-bench-") as state_dir:
+        return time_command(spawn_command(callback, n, "--state-dir", state_dir, *options))
 
 
 def time_command(command: list[str]) -> float:

@@ -88,7 +88,8 @@ def test_targets_judge_only_measured_values() -> None:
     assert missed.figures()["status"] == "MISS"
 
 
-def test_a_peer_runs_as_a_whole_process() -> None:
+def test_taskrunner_and_a_peer_run_as_whole_processes() -> None:
+    assert harness.time_taskrunner_cli("trivial", 2_000, "-w", "2") > 0
     assert harness.time_command(peers.peer_command("pool", 2_000)) > 0
     with pytest.raises(harness.BenchError, match="exit code 2"):
         harness.time_command(peers.peer_command("no-such-peer", 1))

@@ -2,8 +2,8 @@
 
 A benchmark module has a `run(config: Config) -> Outcome` that prints its table and returns
 its figures and targets (benchmarks.harness). Adding one is a module here and a line below.
-Modules are imported only when their benchmark runs: spawned workers import the main script
-again, and should not pay for the whole suite.
+Modules are imported only when their benchmark runs, so that `--only NAME` loads one (and
+what it imports: RQ, taskrunner's internals).
 """
 
 from __future__ import annotations
