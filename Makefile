@@ -32,8 +32,9 @@ lint: install
 	$(BIN)/ruff check taskrunner tests benchmarks examples
 	$(BIN)/ruff format --check taskrunner tests benchmarks examples
 
+# `make bench BENCH_ARGS="--quick --only trivial"` passes options to benchmarks/run.py.
 bench: install
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .taskrunner build *.egg-info
