@@ -49,7 +49,8 @@ def run(
     `gen` and `callback` are "module:attr" specs or importable functions. `options` are those
     of RunOptions (workers, concurrency, queue_size, timeout, retries, rate, max_failures,
     limit, total, results, progress, verbosity). `backend` is "local", a Redis URL, or a
-    Backend. Returns the run's Summary.
+    Backend. `callback` left out is GEN's module's `handle_job`, else its `callback`.
+    Returns the run's Summary.
     """
     gen, callback = complete_specs(gen, callback)  # left out: GEN's handle_job, else callback
     backend = _backend(backend)
