@@ -164,13 +164,13 @@ def test_two_spawns_of_one_name_at_once(project: Project) -> None:
         barrier = threading.Barrier(2)
         results = []
 
-        def spawn(results: list = results, barrier: threading.Barrier = barrier) -> None:
+        def spawn(
+            results: list = results,
+            barrier: threading.Barrier = barrier,
+            state: str = f"s{attempt}",
+        ) -> None:
             barrier.wait()
-            results.append(
-                project.run(
-                    "spawn", "jobs:gen", "jobs:cb", *FAST, "--state-dir", f"state{attempt}"
-                )
-            )
+            results.append(project.run("spawn", "jobs:gen", "jobs:cb", *FAST, "--state-dir", state))
 
         threads = [threading.Thread(target=spawn) for _ in range(2)]
         for thread in threads:
@@ -234,7 +234,7 @@ def test_counts_stay_exact_through_hard_crashes(project: Project) -> None:
     )
     options = ("--workers", "2", "--concurrency", "4", "--no-progress")
     run = project.start("spawn", "jobs:gen", "jobs:cb", *options)
-    for crash in range(3):
+    for _crash in range(3):
         wait_executed(project, executed(project) + 500, timeout=60)
         os.killpg(run.pid, signal.SIGKILL)
         run.wait(30)
