@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
+import subprocess
 import threading
 
 import pytest
-from helpers import FAST, Project, assert_ran_once_each
+from helpers import CLI, FAST, Project, assert_ran_once_each
 from support_resume import executed, stop_run, wait_executed, wait_session_empty
 
 N = 400
@@ -249,3 +251,39 @@ def test_counts_stay_exact_through_hard_crashes(project: Project) -> None:
     assert (status["done"], status["failed"], status["pending"]) == expected, status
     failures = project.failures("jobs.gen")
     assert sorted(failures) == [seq for seq in range(total) if seq % 10 == 5]
+
+
+def test_a_full_disk_stops_the_run_with_one_line_and_resume_finishes(project: Project) -> None:
+    """The state file cannot grow (RLIMIT_FSIZE stands for a full disk): exit 2, one clear
+    line, no traceback; with room again, resume finishes and the counts are exact."""
+    total = 3000
+    project.write(
+        "jobs.py",
+        f"""
+        def gen():
+            yield from range({total})
+
+
+        def cb(job):
+            if job % 3 == 0:
+                raise ValueError("x" * 2000 + str(job))  # failure rows fill the disk
+        """,
+    )
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    full = subprocess.run(
+        [*CLI, "spawn", "jobs:gen", "jobs:cb", *FAST],
+        cwd=project.root, env=project.env(), preexec_fn=small_disk, capture_output=True,
+        text=True, timeout=60, start_new_session=True,
+    )  # fmt: skip
+
+    assert full.returncode == 2, full.stderr[-3000:]
+    assert "Traceback" not in full.stderr, full.stderr[-3000:]
+    last_line = full.stderr.strip().splitlines()[-1]
+    assert "state" in last_line and "resume" in last_line, last_line
+    resumed = project.run("resume", "jobs.gen", *FAST)
+    assert resumed.returncode == 1, resumed
+    status = project.status("jobs.gen")
+    assert (status["done"], status["failed"], status["pending"]) == (2000, 1000, 0), status
