@@ -134,6 +134,7 @@ def resume(
                 first_seq=record.low_water_mark,
                 limit=run_options.limit,
                 checkpoint=checkpoint,
+                last_fingerprint=record.fingerprint,
             )
         else:
             source = JobSource(

@@ -62,6 +62,11 @@ class Checkpoint:
         """The intervals with the job at the end of each: what the constructor takes back."""
         return [(start, stop, self._last_job_by_stop[stop]) for start, stop in self.intervals()]
 
+    def interval_ends(self) -> dict[int, Any]:
+        """seq -> job for the last seq of each finished interval above the mark: where a
+        re-run generator is checked before the seqs of an interval are skipped."""
+        return {stop - 1: job for stop, job in self._last_job_by_stop.items()}
+
     def highest_finished(self) -> int:
         """One past the highest finished seq."""
         return max(self._start_by_stop, default=self.low_water_mark)

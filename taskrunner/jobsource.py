@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import logging
 import time
 import traceback
 from collections.abc import Iterable, Iterator
@@ -13,6 +14,12 @@ from typing import Any
 from .checkpoint import Checkpoint, fingerprint
 from .errors import StateError
 from .records import Seqs
+
+log = logging.getLogger(__name__)
+
+_CHANGED = (
+    "the generator yields other jobs than when the run started; start over with --restart"
+)
 
 # Longest the run loop waits in the generator for one batch before sending what it has.
 TAKE_SECONDS = 0.02
@@ -37,7 +44,10 @@ class JobSource:
         first_seq: int = 0,
         limit: int | None = None,
         checkpoint: Checkpoint | None = None,
+        last_fingerprint: str | None = None,
     ) -> None:
+        """`last_fingerprint`: a generator given `last=` may yield that job again first
+        (taskmaster's own `range(last, n)`); a first job with this fingerprint is dropped."""
         self.next_seq = first_seq
         self.exhausted = False
         self.error: BaseException | None = None
@@ -48,6 +58,14 @@ class JobSource:
         # Seqs that finished above the checkpoint are skipped, not dispatched again.
         self._checkpoint = checkpoint
         self._skip_below = checkpoint.highest_finished() if checkpoint else first_seq
+        # Skipping by seq is only as good as the generator's order: the job at the end of
+        # each finished interval is compared with the one saved there before its seqs go.
+        self._edges = {
+            seq: expected
+            for seq, job in (checkpoint.interval_ends() if checkpoint else {}).items()
+            if (expected := fingerprint(job)) is not None
+        }
+        self._last_fingerprint = last_fingerprint
 
     def take(self, count: int) -> tuple[Seqs, list[Any]]:
         """Up to `count` jobs and their seqs; fewer (or none) once the source ends."""
@@ -56,6 +74,8 @@ class JobSource:
         if self.exhausted or count <= 0:
             self.exhausted = True
             return range(self.next_seq, self.next_seq), []
+        if self._last_fingerprint is not None:
+            self._drop_reyielded_last()
         if self.next_seq >= self._skip_below:
             jobs = self._take_within(count, TAKE_SECONDS)
             seqs: Seqs = range(self.next_seq, self.next_seq + len(jobs))
@@ -63,6 +83,21 @@ class JobSource:
         else:
             seqs, jobs = self._take_skipping(count)
         return seqs, jobs
+
+    def _drop_reyielded_last(self) -> None:
+        expected, self._last_fingerprint = self._last_fingerprint, None
+        sentinel = object()
+        with self._guard():
+            first = next(self._iterator, sentinel)
+        if first is sentinel:
+            return
+        if fingerprint(first) == expected:
+            log.info(
+                "GEN yielded `last` (the job at the checkpoint) again first; "
+                "it finished before, so it is not run again"
+            )
+            return
+        self._iterator = itertools.chain((first,), self._iterator)
 
     def abandon(self) -> None:
         """Take nothing more: the run stopped while waiting in the generator. Its jobs not
@@ -107,20 +142,22 @@ class JobSource:
             expected_fingerprint is not None
             and fingerprint(job) not in (expected_fingerprint, None)
         ):
-            raise StateError(
-                "the generator yields other jobs than when the run started; "
-                "start over with --restart"
-            )
+            raise StateError(_CHANGED)
         self.next_seq = low_water_mark
 
     def _take_skipping(self, count: int) -> tuple[list[int], list[Any]]:
         assert self._checkpoint is not None
         seqs: list[int] = []
         jobs: list[Any] = []
+        changed = False
         with self._guard():
             for job in self._iterator:
                 seq = self.next_seq
                 self.next_seq += 1
+                expected = self._edges.get(seq)
+                if expected is not None and fingerprint(job) not in (expected, None):
+                    changed = True  # raised below, outside the guard of the user's code
+                    break
                 if not self._checkpoint.is_finished(seq):
                     seqs.append(seq)
                     jobs.append(job)
@@ -130,6 +167,8 @@ class JobSource:
                     break
             else:
                 self.exhausted = True
+        if changed:
+            raise StateError(_CHANGED)
         return seqs, jobs
 
     @contextlib.contextmanager
