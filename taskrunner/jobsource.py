@@ -17,9 +17,7 @@ from .records import Seqs
 
 log = logging.getLogger(__name__)
 
-_CHANGED = (
-    "the generator yields other jobs than when the run started; start over with --restart"
-)
+_CHANGED = "the generator yields other jobs than when the run started; start over with --restart"
 
 # Longest the run loop waits in the generator for one batch before sending what it has.
 TAKE_SECONDS = 0.02

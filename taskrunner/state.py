@@ -7,6 +7,7 @@ A file that is not ours, or is of a newer schema, is refused before anything wri
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -64,6 +65,23 @@ CREATE TABLE IF NOT EXISTS failures (
 """
 
 
+_BUSY_SECONDS = 10.0
+
+
+def _enable_wal(db: sqlite3.Connection) -> None:
+    """Switch to WAL. The switch can answer "database is locked" at once, without the busy
+    timeout, while a second controller opens the same new file: wait for it as for a lock."""
+    deadline = time.monotonic() + _BUSY_SECONDS
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SqliteRunStore:
     """The runs of one state directory, in one SQLite file: a store.RunStore.
 
@@ -95,8 +113,8 @@ class SqliteRunStore:
         if os.path.exists(self.path):
             self._check_existing()
         try:
-            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            db = sqlite3.connect(self.path, timeout=_BUSY_SECONDS, isolation_level=None)
+            _enable_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -115,6 +133,8 @@ class SqliteRunStore:
             f"run state {self.path!r} is corrupt or not a taskrunner state file; "
             "move it away (runs recorded in it are lost) or use another --state-dir"
         )
+        if not header:
+            return  # another controller has just created it: an empty database, not a corrupt one
         if header != _SQLITE_HEADER:
             raise StateError(corrupt)
         try:
@@ -153,7 +173,7 @@ class SqliteRunStore:
             holder = lock_file.read().strip() or "another process"
             lock_file.close()
             raise StateError(
-                f"run {name!r} is being run by another controller (pid {holder}); "
+                f"run {name!r} is already running (controller pid {holder}); "
                 "wait for it to stop, or stop it with Ctrl-C"
             ) from None
         lock_file.seek(0)
@@ -285,12 +305,31 @@ class SqliteRunStore:
 
         class _Transaction:
             def __enter__(self) -> None:
-                store._db.execute("BEGIN IMMEDIATE")
+                try:
+                    store._db.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as error:
+                    raise store._write_error(error) from error
 
             def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
-                store._db.execute("COMMIT" if kind is None else "ROLLBACK")
+                if kind is None:
+                    try:
+                        store._db.execute("COMMIT")
+                        return
+                    except sqlite3.Error as error:
+                        value = error
+                # SQLite may have rolled back by itself (an I/O error): nothing left to undo.
+                with contextlib.suppress(sqlite3.Error):
+                    store._db.execute("ROLLBACK")
+                if isinstance(value, sqlite3.Error):
+                    raise store._write_error(value) from value
 
         return _Transaction()
+
+    def _write_error(self, error: sqlite3.Error) -> StateError:
+        return StateError(
+            f"cannot write run state {self.path!r}: {error} (is the disk full?); what was "
+            "saved before is kept: make room, then continue with 'taskrunner resume'"
+        )
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> RunRecord:

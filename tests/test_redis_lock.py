@@ -104,6 +104,25 @@ def test_a_lapsed_lock_taken_by_another_is_not_taken_back(redis_server, stores):
     second.save(a_record())  # the run is the second's to write
 
 
+@pytest.mark.parametrize("first_call", ["renew", "save"])
+def test_a_lock_that_lapsed_while_nobody_took_it_is_taken_back(redis_server, stores, first_call):
+    """Redis was away for longer than the lock lasts (its TTL kept counting): the lock is
+    gone, no one else holds it, and the controller takes it back instead of giving up."""
+    holder = open_store(redis_server, stores)
+    holder.lock(NAME)
+    holder.create(a_record())
+    client = redis_server.client()
+    token = client.get(KEY)
+    client.delete(KEY)  # what a lapse leaves
+
+    if first_call == "renew":
+        holder._renewer.renew_once()
+    holder.save(a_record())
+
+    assert client.get(KEY) == token
+    assert client.pttl(KEY) > (LOCK_SECONDS - 5) * 1000
+
+
 def test_the_holder_renews_and_releases_its_own_lock(redis_server, stores):
     holder = open_store(redis_server, stores)
     holder.lock(NAME)

@@ -271,7 +271,11 @@ class RedisRunStore:
             args += [failure.seq, _failure_entry(failure, serializer)]
         args += list(cleared_failures)
         keys = [run_key(record.name, part) for part in ("run", "failures", "lock", *RUN_KEY_PARTS)]
-        if not self.connection.run("save", keys, args):
+        saved = self.connection.run("save", keys, args)
+        if not saved and lock is not None and lock.extend():
+            # The lock had lapsed during an outage and nobody took it: ours again, save.
+            saved = self.connection.run("save", keys, args)
+        if not saved:
             raise StateError(f"run {record.name!r} was taken over by another controller")
         if lock is not None:
             lock.extend()

@@ -54,8 +54,11 @@ class ControllerLock:
             ControllerLock(self._connection, self.key, holder).release()
 
     def extend(self) -> bool:
-        """Renew the lock for LOCK_SECONDS from now; False when this token no longer holds it."""
+        """Renew the lock for LOCK_SECONDS from now, taking it back if it lapsed and nobody
+        took it (an outage longer than the lock); False when another token holds it."""
         extended = self._connection.run("lock_extend", [self.key], [self.token, _ms(LOCK_SECONDS)])
+        if int(extended) == 2:
+            log.info("took the lock %s back: it had lapsed and no one else held it", self.key)
         return bool(extended)
 
     def release(self) -> bool:
@@ -89,7 +92,9 @@ class LockRenewer:
             except Exception as error:  # redis-py retried already; try again next time
                 log.warning("could not renew the lock %s: %s", lock.key, error)
                 continue
-            if not held and lock.key not in self._lost:
+            if held:
+                self._lost.discard(lock.key)
+            elif lock.key not in self._lost:
                 # Not taken back: the next save is refused, and says so.
                 self._lost.add(lock.key)
                 log.warning("lost the lock %s: it lapsed, or another controller took it", lock.key)

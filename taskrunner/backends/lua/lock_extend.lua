@@ -1,15 +1,21 @@
--- lock_extend: renew a run's controller lock, if the caller still holds it.
+-- lock_extend: renew a run's controller lock, if the caller still holds it or nobody does.
 --
 -- KEYS[1]  taskrunner:{NAME}:lock   string: the token of the controller running the run
 -- ARGV[1]  the token the caller took it with
 -- ARGV[2]  how long the lock lasts from now unless extended again, in ms
 --
--- Compare and extend in one step: a lock that lapsed and was taken by another controller is
--- not renewed for the first one, nor taken back. Returns 1 when extended, 0 when not held by
--- ARGV[1] (taken by another, or lapsed: then `save` refuses too, see save.lua).
+-- Compare and extend in one step. A lock that lapsed while nobody took it (Redis was
+-- unreachable for longer than the lock lasts: its TTL kept counting) is taken back; one
+-- that another controller holds is neither renewed nor taken. Returns 1 when extended,
+-- 2 when taken back, 0 when another token holds it (then `save` refuses too, see save.lua).
 
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
     return 1
+end
+if not holder then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return 2
 end
 return 0
