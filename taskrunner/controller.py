@@ -5,7 +5,7 @@ the counters and their saving) and knows nothing of how the executor reaches its
 collaborators each keep one concern: ledger.py (what became of each job of a batch in flight),
 requeue.py (jobs to send again: handed back, retries, crash suspects), triage.py (the culprit
 rule for dead workers), pacing.py (`--rate` and the stall reserve), results.py (`--results`)
-and stopping.py (the two-stage stop on a signal).
+stopping.py (the two-stage stop on a signal) and tally.py (the counts, kept once).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from .requeue import Requeue, Waiting, retry_delay
 from .results import ResultsWriter
 from .state import RunRecord
 from .stopping import StopSignals
+from .tally import Tally
 from .triage import settle
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 SAVE_SECONDS = 1.0
 POLL_SECONDS = 0.2
 DISPATCH_SECONDS = 0.05
-LOGGED_FAILURES = 10
 # Failures that running the job again cannot mend.
 NOT_RETRIED = frozenset({"PicklingError", "UnpicklingError", "SerializationError", "LeaseLost"})
 # How a run that stopped ends, and its exit code.
@@ -82,13 +82,7 @@ class Controller:
         self._next_batch_id = 1
         # A waiting job's `extra` is the runs it had before; the generator's new jobs had none.
         self._requeue = Requeue(Waiting(seq, job, runs) for seq, job, runs in retry_first or [])
-        # Failed jobs run again by `resume --retry-failed`: their failure stays recorded
-        # until they finish, so that a stop before then loses none of them.
-        self._retrying_failed: set[int] = {seq for seq, _, _ in retry_first or []}
-        self._new_failures: list[Failure] = []
-        self._cleared_failures: list[int] = []
-        # This session's outcomes; the run's totals are record.done and record.failed.
-        self._session_done = self._session_failed = 0
+        self._tally = Tally(record, progress, (seq for seq, _, _ in retry_first or []))
         self._sizer = BatchSizer(
             concurrency=options.concurrency,
             cap=options.queue_limit // (2 * max(1, options.workers)),
@@ -188,7 +182,7 @@ class Controller:
                 return
             size = self._sizer.size()
             reserve = self._stall_reserve.jobs_per_worker(
-                self._session_done + self._session_failed, time.monotonic() - self._started
+                self._tally.session_jobs, time.monotonic() - self._started
             )
             room = self.executor.room(size, reserve)
             if room <= 0:
@@ -265,9 +259,7 @@ class Controller:
                 count -= len(refused)
             else:
                 log.warning("the results of %d jobs were lost with their worker", count)
-        self.record.done += count
-        self._session_done += count
-        self.progress.update(done=count)
+        self._tally.done(count)
         self._complete_if_settled(event.batch_id)
 
     def _on_failed(self, batch_id: int, index: int, error: JobError) -> None:
@@ -289,26 +281,14 @@ class Controller:
     def _record_failure(self, flight: Flight, index: int, error: JobError) -> None:
         runs = flight.extra(index, 0) + 1
         seq, job = flight.keys[index], flight.jobs[index]
-        assert isinstance(seq, int)
-        self._new_failures.append(
+        self._requeue.settled(seq)
+        self._tally.failed(
             Failure(
                 seq, job, error.error_type, error.message, error.traceback, runs, error.duration
             )
         )
-        self._requeue.settled(seq)
-        if seq in self._retrying_failed:
-            self._retrying_failed.discard(seq)  # failed again: counted once, its record replaced
-        else:
-            self.record.failed += 1
-        self._session_failed += 1
-        self.progress.update(failed=1)
-        if self.record.failed <= LOGGED_FAILURES:
-            first_line = error.message.splitlines()[0] if error.message else ""
-            log.warning("seq %d failed: %s: %s", seq, error.error_type, first_line)
-            if self.record.failed == LOGGED_FAILURES:
-                log.warning("further failures are not logged: 'taskrunner failures' lists them")
         limit = self.options.max_failures
-        if limit is not None and self._session_failed >= limit and self._stop_reason is None:
+        if limit is not None and self._tally.session_failed >= limit and self._stop_reason is None:
             self._halted = RunState.MAX_FAILURES
             log.error("%d failures reached --max-failures; finishing the jobs in flight", limit)
 
@@ -325,11 +305,8 @@ class Controller:
         for index, job_state in enumerate(state):
             if job_state in (DONE, FAILED):
                 self.checkpoint.mark_one(seqs[index], jobs[index])
-            if job_state == DONE and seqs[index] in self._retrying_failed:
-                # A failed job that passed on retry: its failure record goes.
-                self._retrying_failed.discard(seqs[index])
-                self._cleared_failures.append(seqs[index])
-                self.record.failed -= 1
+            if job_state == DONE:
+                self._tally.checkpointed_done(seqs[index])
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -344,9 +321,8 @@ class Controller:
         record.fingerprint = (
             fingerprint(self.checkpoint.job_at_checkpoint) if record.low_water_mark else None
         )
-        self.store.save(record, self._new_failures, self._cleared_failures)
-        self._new_failures = []
-        self._cleared_failures = []
+        self.store.save(record, *self._tally.unsaved())
+        self._tally.saved()
 
     def _save_after_crash(self) -> None:
         """Our own bug stopped the loop: keep what is known, resumable."""
@@ -373,7 +349,7 @@ class Controller:
             failed=self.record.failed,
             pending=self.record.pending if state is not RunState.FINISHED else 0,
             duration=time.monotonic() - self._started,
-            jobs_this_session=self._session_done + self._session_failed,
+            jobs_this_session=self._tally.session_jobs,
             failures_by_type=self.store.failure_summary(self.record.name),
             generator_traceback=self.record.error if state is RunState.GENERATOR_ERROR else None,
         )
