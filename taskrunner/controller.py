@@ -1,11 +1,12 @@
 """The run loop: generator -> batches -> executor -> outcomes -> checkpoint, progress, state.
 
 It owns the run's bookkeeping (the batches in flight, the bound on jobs taken, the checkpoint,
-the counters and their saving) and knows nothing of how the executor reaches its workers. Its
-collaborators each keep one concern: ledger.py (what became of each job of a batch in flight),
-requeue.py (jobs to send again: handed back, retries, crash suspects), triage.py (the culprit
-rule for dead workers), pacing.py (`--rate` and the stall reserve), results.py (`--results`)
-stopping.py (the two-stage stop on a signal) and tally.py (the counts, kept once).
+the counters and when they are saved) and knows nothing of how the executor reaches its
+workers. Its collaborators each keep one concern: ledger.py (what became of each job of a
+batch in flight), outcomes.py and triage.py (events, dead workers), requeue.py (jobs to send
+again: handed back, retries, crash suspects), pacing.py (`--rate`, the stall reserve),
+results.py (`--results`), tally.py (the counts, kept once), saving.py (the store call) and
+stopping.py (the two-stage stop on a signal).
 """
 
 from __future__ import annotations
@@ -13,35 +14,24 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable
 from typing import Any, TextIO
 
 from .batching import BatchSizer
-from .checkpoint import Checkpoint, fingerprint
+from .checkpoint import Checkpoint
 from .executor import Executor
 from .jobsource import GeneratorAbandoned, JobSource
 from .ledger import DONE, FAILED, HANDED_BACK, OPEN, Flight, Ledger
 from .options import RunOptions
+from .outcomes import SettlesOutcomes
 from .pacing import RatePacer, StallReserve
 from .progress import Progress, Summary
-from .records import (
-    Batch,
-    Ending,
-    Event,
-    Failure,
-    JobError,
-    JobFailed,
-    JobsDone,
-    JobsReturned,
-    RunState,
-    WorkerLost,
-)
-from .requeue import Requeue, Waiting, retry_delay
+from .records import Batch, Ending, Failure, JobError, JobsDone, RunState
+from .requeue import Requeue, Waiting
 from .results import ResultsWriter
+from .saving import RunSaver
 from .state import RunRecord
 from .stopping import StopSignals
 from .tally import Tally
-from .triage import settle
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +40,9 @@ POLL_SECONDS = 0.2
 DISPATCH_SECONDS = 0.05
 # Failures that running the job again cannot mend.
 NOT_RETRIED = frozenset({"PicklingError", "UnpicklingError", "SerializationError", "LeaseLost"})
-# How a run that stopped ends, and its exit code.
-_EXIT_CODES = {RunState.INTERRUPTED: 130, RunState.GENERATOR_ERROR: 3, RunState.MAX_FAILURES: 1}
 
 
-class Controller:
+class Controller(SettlesOutcomes):
     """Drives one run from its job source to its end, saving its state as it goes."""
 
     def __init__(
@@ -83,6 +71,7 @@ class Controller:
         # A waiting job's `extra` is the runs it had before; the generator's new jobs had none.
         self._requeue = Requeue(Waiting(seq, job, runs) for seq, job, runs in retry_first or [])
         self._tally = Tally(record, progress, (seq for seq, _, _ in retry_first or []))
+        self._saver = RunSaver(record, checkpoint, store, self._tally, self.results)
         self._sizer = BatchSizer(
             concurrency=options.concurrency,
             cap=options.queue_limit // (2 * max(1, options.workers)),
@@ -122,12 +111,12 @@ class Controller:
                     self._handle_all(self.executor.recall())
                 now = time.monotonic()
                 if now >= next_save:
-                    self._save()
+                    self._saver.save()
                     next_save = now + SAVE_SECONDS
                 self.progress.tick()
             crashed = False
         except Exception:
-            self._save_after_crash()
+            self._saver.save_after_crash()
             raise
         finally:
             try:
@@ -227,21 +216,6 @@ class Controller:
 
     # -- outcomes ------------------------------------------------------------------------------
 
-    def _handle_all(self, events: Iterable[Event]) -> None:
-        for event in events:
-            self._handle(event)
-
-    def _handle(self, event: Event) -> None:
-        if isinstance(event, JobsDone):
-            self._on_done(event)
-        elif isinstance(event, JobFailed):
-            self._on_failed(event.batch_id, event.index, event.error)
-        elif isinstance(event, WorkerLost):
-            self._handle_all(settle(event, self._ledger, self._requeue.suspects))
-        elif isinstance(event, JobsReturned):
-            self._requeue.put_back(self._ledger, event)
-            self._complete_if_settled(event.batch_id)
-
     def _on_done(self, event: JobsDone) -> None:
         fresh, results = self._ledger.mark_done(event.batch_id, event.indices, event.results)
         count = len(fresh)
@@ -269,10 +243,7 @@ class Controller:
         runs = flight.extra(index, 0) + 1
         if runs <= self.options.retries and error.error_type not in NOT_RETRIED:
             self._ledger.mark(batch_id, index, HANDED_BACK)
-            delay = retry_delay(runs)
-            seq = flight.keys[index]
-            self._requeue.retry_later(Waiting(seq, flight.jobs[index], runs), delay)
-            log.info("seq %d failed (%s), retry %d in %.1fs", seq, error.error_type, runs, delay)
+            self._requeue.retry_later(Waiting(flight.keys[index], flight.jobs[index], runs), error)
         else:
             self._ledger.mark(batch_id, index, FAILED)
             self._record_failure(flight, index, error)
@@ -292,6 +263,9 @@ class Controller:
             self._halted = RunState.MAX_FAILURES
             log.error("%d failures reached --max-failures; finishing the jobs in flight", limit)
 
+    def _on_returned(self, batch_id: int) -> None:
+        self._complete_if_settled(batch_id)
+
     def _complete_if_settled(self, batch_id: int) -> None:
         """Once every job of the batch has an outcome, move the finished ones into the
         checkpoint."""
@@ -310,48 +284,12 @@ class Controller:
 
     # -- state -----------------------------------------------------------------------------------
 
-    def _save(self, state: RunState = RunState.RUNNING) -> None:
-        if self.results is not None:
-            self.results.flush()  # results first: a saved checkpoint never runs ahead of them
-        record = self.record
-        record.state = state
-        record.low_water_mark = self.checkpoint.low_water_mark
-        record.intervals = self.checkpoint.snapshot()
-        record.job_at_checkpoint = self.checkpoint.job_at_checkpoint
-        record.fingerprint = (
-            fingerprint(self.checkpoint.job_at_checkpoint) if record.low_water_mark else None
-        )
-        self.store.save(record, *self._tally.unsaved())
-        self._tally.saved()
-
-    def _save_after_crash(self) -> None:
-        """Our own bug stopped the loop: keep what is known, resumable."""
-        try:
-            self._save(RunState.INTERRUPTED)
-        except Exception:
-            log.exception("could not save the run state")
-
     def _finish(self) -> Summary:
-        state = RunState.INTERRUPTED if self._signals.abandon else self._stop_reason
-        if state is None:
-            state = RunState.FINISHED
-            exit_code = 1 if self.record.failed else 0
-        else:
-            exit_code = _EXIT_CODES[state]
-        if self.record.total is None and state is RunState.FINISHED:
-            self.record.total = self.record.taken
-        self._save(state)
-        return Summary(
-            name=self.record.name,
-            state=state,
-            exit_code=exit_code,
-            done=self.record.done,
-            failed=self.record.failed,
-            pending=self.record.pending if state is not RunState.FINISHED else 0,
-            duration=time.monotonic() - self._started,
+        stopped = RunState.INTERRUPTED if self._signals.abandon else self._stop_reason
+        return self._saver.save_last(
+            stopped,
             jobs_this_session=self._tally.session_jobs,
-            failures_by_type=self.store.failure_summary(self.record.name),
-            generator_traceback=self.record.error if state is RunState.GENERATOR_ERROR else None,
+            duration=time.monotonic() - self._started,
         )
 
     # -- stopping --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ is at fault is not known). A failed job waits out a backoff before it is due aga
 from __future__ import annotations
 
 import heapq
+import logging
 import time
 from collections import deque
 from collections.abc import Hashable, Iterable
@@ -16,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .ledger import Ledger
-from .records import JobsReturned
+from .records import JobError, JobsReturned
+
+log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_BASE = 0.5
 RETRY_BACKOFF_MAX = 30.0
@@ -86,7 +89,13 @@ class Requeue:
             one_by_one=event.one_by_one,
         )
 
-    def retry_later(self, waiting: Waiting, delay: float) -> None:
+    def retry_later(self, waiting: Waiting, error: JobError) -> None:
+        """Queue a failed job (`extra`: the runs it had) again once its backoff is over."""
+        delay = retry_delay(waiting.extra)
+        log.info(
+            "seq %d failed (%s), retry %d in %.1fs", waiting.key, error.error_type, waiting.extra,
+            delay,
+        )  # fmt: skip
         self._retry_order += 1
         heapq.heappush(self._retries, _Retry(time.monotonic() + delay, self._retry_order, waiting))
 

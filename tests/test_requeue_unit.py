@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from taskrunner.jobsource import TAKE_SECONDS
 from taskrunner.ledger import Ledger
 from taskrunner.pacing import RatePacer, StallReserve
-from taskrunner.records import JobsReturned
+from taskrunner.records import JobError, JobsReturned
 from taskrunner.requeue import RETRY_BACKOFF_MAX, Requeue, Waiting, retry_delay
 from taskrunner.stopping import StopSignals
 
@@ -59,7 +59,8 @@ def test_put_back_takes_open_jobs_out_of_the_ledger():
 
 def test_retries_wait_out_their_backoff():
     requeue = Requeue()
-    requeue.retry_later(Waiting(1, "a", 1), 0.05)
+    requeue.retry_later(Waiting(1, "a", 1), JobError("ValueError", "", "", 0.0))
+    requeue._retries[0].due = time.monotonic() + 0.05  # rather than the first backoff, 0.5 s
     assert len(requeue) == 1 and not requeue.has_due
     requeue.release_due()
     assert not requeue.has_due

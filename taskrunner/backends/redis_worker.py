@@ -22,11 +22,11 @@ from ..errors import BackendError, SpecError
 from ..ledger import FAILED, Flight, Ledger
 from ..loader import ensure_cwd_on_path, resolve
 from ..logs import level_for
+from ..outcomes import SettlesOutcomes
 from ..pool import LocalPool
-from ..records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned, WorkerLost
+from ..records import Batch, Ending, JobError, JobsDone
 from ..requeue import Requeue
 from ..stopping import StopSignals
-from ..triage import settle
 from ..worker import is_async_callback
 from .redis import KEY_PREFIX, RedisConnection, Serializer, run_key
 
@@ -95,7 +95,7 @@ def work(
         connection.close()
 
 
-class RedisWorker:
+class RedisWorker(SettlesOutcomes):
     """Leases batches from Redis into a local pool and reports their outcomes.
 
     The bookkeeping is the run loop's own: a ledger of the batches in the pool (keyed by job
@@ -181,8 +181,7 @@ class RedisWorker:
                     # Nothing more to lease now: an idle process takes over jobs another
                     # holds and has not started (they come back as JobsReturned).
                     self._pool.rebalance()
-                for event in self._pool.poll(0.0 if got_jobs else idle):
-                    self._handle(event)
+                self._handle_all(self._pool.poll(0.0 if got_jobs else idle))
                 self._flush_reports()
         finally:
             self._heartbeat_stop.set()
@@ -260,8 +259,7 @@ class RedisWorker:
         self._ledger.add(batch_id, ids, jobs, tokens)
         interval = self._interval_ms / 1000 if start_at else 0.0
         batch = Batch(batch_id, list(range(len(jobs))), jobs, start_at, interval, alone)
-        for event in self._pool.submit(batch):
-            self._handle(event)
+        self._handle_all(self._pool.submit(batch))
 
     def _send_again(self) -> None:
         """Submit the jobs waiting in the requeue once more (handed back, or left by a process
@@ -291,23 +289,17 @@ class RedisWorker:
 
     # -- outcomes ------------------------------------------------------------------------------
 
-    def _handle(self, event: Event) -> None:
-        if isinstance(event, JobsDone):
-            self._on_done(event)
-        elif isinstance(event, JobFailed):
-            flight = self._ledger.mark(event.batch_id, event.index, FAILED)
-            if flight is not None:
-                outcome = {"i": flight.keys[event.index], "e": _error_fields(event.error)}
-                self._report(flight, event.index, outcome)
-                self._ledger.pop_settled(event.batch_id)
-        elif isinstance(event, WorkerLost):
-            for settled in settle(event, self._ledger, self._requeue.suspects):
-                self._handle(settled)
-        elif isinstance(event, JobsReturned):
-            # Handed back by a retired process, or to be sent one by one: still leased to us.
-            self._requeue.put_back(self._ledger, event)
-            self._ledger.pop_settled(event.batch_id)
-            self._send_again()
+    def _on_failed(self, batch_id: int, index: int, error: JobError) -> None:
+        flight = self._ledger.mark(batch_id, index, FAILED)
+        if flight is not None:
+            self._report(flight, index, {"i": flight.keys[index], "e": _error_fields(error)})
+            self._ledger.pop_settled(batch_id)
+
+    def _on_returned(self, batch_id: int) -> None:
+        # Handed back by a retired process, left by a dead one, or to be sent one by one:
+        # still leased to us, so they run again here.
+        self._ledger.pop_settled(batch_id)
+        self._send_again()
 
     def _on_done(self, event: JobsDone) -> None:
         if event.batch_id not in self._ledger:
