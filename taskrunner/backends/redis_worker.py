@@ -302,15 +302,14 @@ class RedisWorker(SettlesOutcomes):
         self._send_again()
 
     def _on_done(self, event: JobsDone) -> None:
-        if event.batch_id not in self._ledger:
+        flight = self._ledger.get(event.batch_id)
+        if flight is None:
             return
         self._sizer.observe(len(event.indices), event.busy_seconds)
         busy = event.busy_seconds / max(1, len(event.indices))
-        flight = self._ledger.get(event.batch_id)
         # Only jobs still open: one reported already (a timed-out job that finished late) is not
         # reported twice. Without results (they died with a process), none is sent.
         fresh, results = self._ledger.mark_done(event.batch_id, event.indices, event.results)
-        assert flight is not None
         for index, result in zip(fresh, results if results is not None else [None] * len(fresh)):
             outcome: dict[str, Any] = {"i": flight.keys[index], "ok": 1, "b": busy}
             if self._want_results and results is not None:
