@@ -10,9 +10,13 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from .records import RunState
+
 log = logging.getLogger("taskrunner")
 
 STATUS_LINE_SECONDS = 10.0
+# States of a run that stopped before its end: `resume` continues it.
+_STOPPED = (RunState.INTERRUPTED, RunState.GENERATOR_ERROR, RunState.MAX_FAILURES)
 
 
 class Progress:
@@ -91,7 +95,7 @@ class Summary:
     """What a run came to; `taskrunner.run` and `taskrunner.resume` return one."""
 
     name: str
-    state: str
+    state: str  # a RunState
     exit_code: int
     done: int
     failed: int
@@ -108,10 +112,10 @@ class Summary:
     def render(self) -> str:
         """The end-of-run summary printed on stderr."""
         words = {
-            "finished": "finished",
-            "interrupted": "was interrupted",
-            "generator_error": "stopped: the generator raised",
-            "max_failures": "stopped at --max-failures",
+            RunState.FINISHED: "finished",
+            RunState.INTERRUPTED: "was interrupted",
+            RunState.GENERATOR_ERROR: "stopped: the generator raised",
+            RunState.MAX_FAILURES: "stopped at --max-failures",
         }
         lines = [
             f"taskrunner: run {self.name!r} {words.get(self.state, self.state)}: "
@@ -124,7 +128,7 @@ class Summary:
         return "\n".join(lines)
 
     def next_command(self) -> str:
-        if self.state in ("interrupted", "generator_error", "max_failures") or self.pending:
+        if self.state in _STOPPED or self.pending:
             return f"taskrunner resume {self.name}"
         if self.failed:
             return (

@@ -6,14 +6,22 @@
 - With several running, the culprit is not known: each goes back to the queue once, as a
   suspect; a suspect that is running again when another worker dies is the culprit.
 - Every other job the worker held runs again.
+
+`settle()` puts the rule in the terms every loop already speaks: a dead worker becomes the
+ordinary events of the jobs it held, so that the run loop and `taskrunner work` settle it by
+the code that handles any outcome.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .records import WorkerLost
+from .records import Event, JobError, JobFailed, JobsDone, JobsReturned, WorkerLost
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
 
 JobRef = tuple[int, int]  # (batch_id, index)
 
@@ -66,3 +74,29 @@ def triage(
         if (batch_id, index) not in settled
     ]
     return Triage(finished, culprits, again)
+
+
+def settle(event: WorkerLost, ledger: Ledger, suspects: set[Hashable]) -> list[Event]:
+    """What a dead worker's jobs came to, as events to handle in order: JobsDone (without
+    results: they died with the worker) for those it finished, JobFailed (WorkerDied) for the
+    culprit, JobsReturned for the jobs to run again. A job is named by its ledger key."""
+    outcome = triage(
+        event,
+        ledger.open_jobs_of(event.batch_ids),
+        suspects,
+        lambda batch_id, index: ledger.get(batch_id).keys[index],
+    )
+    events: list[Event] = [
+        JobsDone(batch_id, indices, None, 0.0) for batch_id, indices in _by_batch(outcome.finished)
+    ]
+    error = JobError("WorkerDied", event.reason, "", 0.0)
+    events += [JobFailed(batch_id, index, error) for batch_id, index in outcome.culprits]
+    events += [JobsReturned(batch_id, indices) for batch_id, indices in _by_batch(outcome.again)]
+    return events
+
+
+def _by_batch(refs: list[JobRef]) -> list[tuple[int, list[int]]]:
+    grouped: dict[int, list[int]] = {}
+    for batch_id, index in refs:
+        grouped.setdefault(batch_id, []).append(index)
+    return list(grouped.items())

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import BackendError
 from ..executor import Executor
+from ..ledger import DONE, FAILED, HANDED_BACK, Ledger
 from ..records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned
 from .redis import RedisConnection, Serializer, run_key
 
@@ -50,8 +51,8 @@ class RedisExecutor(Executor):
         self._concurrency = concurrency
         self._callback = callback
         self._verbosity = verbosity
-        self._outstanding: dict[int, int] = {}
-        self._outstanding_jobs = 0
+        # The jobs pushed and not yet reported, by batch: the run loop's own ledger.
+        self._pushed = Ledger()
         self._local: subprocess.Popen[bytes] | None = None
         self._push_keys = [run_key(name, "waiting"), run_key(name, "payloads")]
         self._collect_keys = [
@@ -80,11 +81,12 @@ class RedisExecutor(Executor):
 
     def room(self, batch_size: int, reserve: int = 0) -> int:
         # Redis holds up to --queue-size jobs waiting anyway: workers never wait on us.
-        return max(0, self._queue_size - self._outstanding_jobs)
+        return max(0, self._queue_size - self._pushed.open_jobs)
 
     def submit(self, batch: Batch) -> list[Event]:
         events: list[Event] = []
         args: list[Any] = [self._queue_size]
+        self._pushed.add(batch.batch_id, batch.seqs, batch.jobs)
         for index, job in enumerate(batch.jobs):
             try:
                 payload = self._serializer.dumps(job)
@@ -95,14 +97,13 @@ class RedisExecutor(Executor):
                         batch.batch_id, index, JobError("SerializationError", message, "", 0.0)
                     )
                 )
+                self._pushed.mark(batch.batch_id, index, FAILED)
                 continue
             args += [f"{batch.batch_id}:{index}", payload]
-        count = (len(args) - 1) // 2
-        if count:
+        self._pushed.pop_settled(batch.batch_id)
+        if len(args) > 1:
             while self._connection.run("push", self._push_keys, args) < 0:
                 time.sleep(IDLE_POLL_SECONDS)  # the queue is full: workers will lease some
-            self._outstanding[batch.batch_id] = count
-            self._outstanding_jobs += count
         return events
 
     def poll(self, timeout: float) -> list[Event]:
@@ -135,14 +136,12 @@ class RedisExecutor(Executor):
         by_batch: dict[int, list[int]] = {}
         for raw_id in ids:
             batch_id, index = _parse_id(raw_id)
-            if batch_id in self._outstanding:
+            if self._settle(batch_id, index, HANDED_BACK):
                 by_batch.setdefault(batch_id, []).append(index)
-        for batch_id, indices in by_batch.items():
-            self._account(batch_id, len(indices))
         return [JobsReturned(batch_id, indices) for batch_id, indices in by_batch.items()]
 
     def outstanding(self) -> int:
-        return self._outstanding_jobs
+        return self._pushed.open_jobs
 
     def close(self, ending: Ending) -> None:
         finished = ending is Ending.FINISHED
@@ -170,9 +169,8 @@ class RedisExecutor(Executor):
         for entry in raw:
             outcome = json.loads(entry)
             batch_id, index = _parse_id(outcome["i"])
-            if batch_id not in self._outstanding:
+            if not self._settle(batch_id, index, DONE if "ok" in outcome else FAILED):
                 continue  # from a batch this controller did not push (an earlier session)
-            self._account(batch_id, 1)
             if "ok" in outcome:
                 key = (batch_id, "r" in outcome)
                 indices, results, busy = done.setdefault(key, ([], [], 0.0))
@@ -194,13 +192,12 @@ class RedisExecutor(Executor):
         ]
         return events
 
-    def _account(self, batch_id: int, count: int) -> None:
-        left = self._outstanding[batch_id] - count
-        self._outstanding_jobs -= count
-        if left <= 0:
-            del self._outstanding[batch_id]
-        else:
-            self._outstanding[batch_id] = left
+    def _settle(self, batch_id: int, index: int, job_state: int) -> bool:
+        """Count a pushed job as reported; False if it was not ours to wait for."""
+        if self._pushed.mark(batch_id, index, job_state) is None:
+            return False
+        self._pushed.pop_settled(batch_id)
+        return True
 
 
 def _parse_id(raw: bytes | str) -> tuple[int, int]:

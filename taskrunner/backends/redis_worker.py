@@ -1,9 +1,10 @@
 """`taskrunner work`: lease jobs of a Redis run, run them in local worker processes, report back.
 
 The jobs run in the same pool as a local run (pool.py), so every failure is captured the
-same way; a dead worker's jobs are settled by the same rule (triage.py). Leases are renewed
-by a heartbeat thread every lease/3; an outcome whose lease was lost is refused by Redis and
-dropped here with a warning, so no job is counted twice.
+same way; the jobs in the pool are accounted by the run loop's own pieces (ledger.py,
+requeue.py, triage.py, stopping.py), so a dead process is settled by the same code path.
+Leases are renewed by a heartbeat thread every lease/3; an outcome whose lease was lost is
+refused by Redis and dropped here with a warning, so no job is counted twice.
 """
 
 from __future__ import annotations
@@ -11,22 +12,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import threading
 import time
 import uuid
-from collections.abc import Hashable
-from dataclasses import dataclass
 from typing import Any
 
 from ..batching import BatchSizer
 from ..errors import BackendError, SpecError
+from ..ledger import FAILED, Flight, Ledger
 from ..loader import ensure_cwd_on_path, resolve
 from ..logs import level_for
 from ..options import WorkerSettings
+from ..outcomes import SettlesOutcomes
 from ..pool import LocalPool
-from ..records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned, WorkerLost
-from ..triage import triage
+from ..records import Batch, Ending, JobError, JobsDone
+from ..requeue import Requeue
+from ..stopping import StopSignals
 from ..worker import is_async_callback
 from .redis import KEY_PREFIX, RedisConnection, Serializer, run_key
 
@@ -90,16 +91,14 @@ def work(
         connection.close()
 
 
-@dataclass
-class _Leased:
-    token: str
-    ids: list[str]
-    jobs: list[Any]
-    open: set[int]
+class RedisWorker(SettlesOutcomes):
+    """Leases batches from Redis into a local pool and reports their outcomes.
 
-
-class RedisWorker:
-    """Leases batches from Redis into a local pool and reports their outcomes."""
+    The bookkeeping is the run loop's own: a ledger of the batches in the pool (keyed by job
+    id, each job with its lease token), the requeue for jobs handed back or left by a dead
+    process (run again here, under the leases they hold), triage.settle for a dead process,
+    and the two-stage stop. What is Redis's own is the lease queue: pop, report, heartbeat.
+    """
 
     def __init__(
         self,
@@ -125,14 +124,13 @@ class RedisWorker:
         self._parent_pid = parent_pid
         self._worker_id = uuid.uuid4().hex[:12]
         self._pop_count = 0
-        self._batches: dict[int, _Leased] = {}
+        self._ledger = Ledger()
         self._next_batch = 1
-        self._suspects: set[Hashable] = set()
+        self._requeue = Requeue()
         self._reports: list[Any] = []
         self._interval_ms = 1000.0 / rate if rate else 0.0
         self._sizer = BatchSizer(concurrency=concurrency, cap=500, rate=rate)
-        self._stopping = False
-        self._abandon = False
+        self._signals = StopSignals()
         self._heartbeat_stop = threading.Event()
         held = run_key(name, f"held:{self._worker_id}")
         self._pace_key = run_key(name, "pace")
@@ -151,10 +149,7 @@ class RedisWorker:
         self._heartbeat_keys = [run_key(name, "leases"), run_key(name, "tokens"), held]
 
     def run(self) -> int:
-        previous = {
-            signum: signal.signal(signum, self._on_signal)
-            for signum in (signal.SIGINT, signal.SIGTERM)
-        }
+        self._signals.install()
         heartbeat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         self._pool.start()
         heartbeat.start()
@@ -163,35 +158,40 @@ class RedisWorker:
         try:
             while True:
                 if self._parent_pid is not None and os.getppid() != self._parent_pid:
-                    self._stopping = True
+                    self._signals.request_stop()
                 got_jobs = False
-                if not self._stopping:
+                if not self._signals.stopping:
                     state, got_jobs = self._lease()
                     if state is None:
                         log.error("run %r no longer exists in Redis", self._name)
-                        self._stopping = True
+                        self._signals.request_stop()
                         exit_code = 2
-                    elif state == "finished" and not got_jobs and not self._batches:
+                    elif state == "finished" and not got_jobs and not self._holds_jobs():
                         break
-                if self._abandon or (self._stopping and not self._batches):
+                self._signals.announce(_announce_stop, _announce_nothing)
+                if self._signals.abandon or (self._signals.stopping and not self._holds_jobs()):
                     break
-                idle = 0.005 if got_jobs or self._batches else min(idle * 2, IDLE_SLEEP_MAX)
-                if not got_jobs and not self._stopping:
+                busy = got_jobs or self._holds_jobs()
+                idle = 0.005 if busy else min(idle * 2, IDLE_SLEEP_MAX)
+                if not got_jobs and not self._signals.stopping:
                     # Nothing more to lease now: an idle process takes over jobs another
                     # holds and has not started (they come back as JobsReturned).
                     self._pool.rebalance()
-                for event in self._pool.poll(0.0 if got_jobs else idle):
-                    self._handle(event)
+                self._handle_all(self._pool.poll(0.0 if got_jobs else idle))
                 self._flush_reports()
         finally:
             self._heartbeat_stop.set()
-            self._pool.close(Ending.ABANDONED if self._abandon else Ending.STOPPED)
+            self._pool.close(Ending.ABANDONED if self._signals.abandon else Ending.STOPPED)
             self._flush_reports()
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-        if self._abandon or (self._stopping and exit_code == 0 and self._parent_pid is None):
+            self._signals.restore()
+        if self._signals.abandon:
+            return 130
+        if self._signals.stopping and exit_code == 0 and self._parent_pid is None:
             return 130
         return exit_code
+
+    def _holds_jobs(self) -> bool:
+        return bool(self._ledger) or bool(self._requeue)
 
     # -- leasing -------------------------------------------------------------------------------
 
@@ -234,14 +234,17 @@ class RedisWorker:
             chunk = slice(first, first + size)
             interval_s = self._interval_ms / 1000
             self._submit(
-                token, ids[chunk], jobs[chunk], start_at + first * interval_s if start_at else 0.0
+                ids[chunk],
+                [token] * len(ids[chunk]),
+                jobs[chunk],
+                start_at + first * interval_s if start_at else 0.0,
             )
         return state, True
 
     def _submit(
         self,
-        token: str,
         ids: list[str],
+        tokens: list[str],
         jobs: list[Any],
         start_at: float = 0.0,
         *,
@@ -249,23 +252,26 @@ class RedisWorker:
     ) -> None:
         batch_id = self._next_batch
         self._next_batch += 1
-        self._batches[batch_id] = _Leased(token, ids, jobs, set(range(len(ids))))
+        self._ledger.add(batch_id, ids, jobs, tokens)
         interval = self._interval_ms / 1000 if start_at else 0.0
         batch = Batch(batch_id, list(range(len(jobs))), jobs, start_at, interval, alone)
-        for event in self._pool.submit(batch):
-            self._handle(event)
+        self._handle_all(self._pool.submit(batch))
 
-    def _run_again(self, leased: _Leased, indices: list[int], *, alone: bool = False) -> None:
-        """Submit jobs of a lease once more (handed back, or left by a process that died),
-        with fresh --rate start times: their old ones have passed."""
-        start_at = 0.0
-        if self._interval_ms:
-            delay_ms = self._connection.run(
-                "pace", [self._pace_key], [len(indices), self._interval_ms]
-            )
-            start_at = time.monotonic() + int(delay_ms) / 1000
-        ids = [leased.ids[i] for i in indices]
-        self._submit(leased.token, ids, [leased.jobs[i] for i in indices], start_at, alone=alone)
+    def _send_again(self) -> None:
+        """Submit the jobs waiting in the requeue once more (handed back, or left by a process
+        that died), under the leases they hold, with fresh --rate start times: their old ones
+        have passed. A suspect goes alone."""
+        while self._requeue.has_due:
+            waiting, alone = self._requeue.take(len(self._requeue))
+            start_at = 0.0
+            if self._interval_ms:
+                delay_ms = self._connection.run(
+                    "pace", [self._pace_key], [len(waiting), self._interval_ms]
+                )
+                start_at = time.monotonic() + int(delay_ms) / 1000
+            ids = [item.key for item in waiting]
+            tokens = [item.extra for item in waiting]
+            self._submit(ids, tokens, [item.job for item in waiting], start_at, alone=alone)
 
     def _heartbeat(self) -> None:
         interval = self._lease_ms / 3000
@@ -279,79 +285,42 @@ class RedisWorker:
 
     # -- outcomes ------------------------------------------------------------------------------
 
-    def _handle(self, event: Event) -> None:
-        if isinstance(event, JobsDone):
-            leased = self._batches.get(event.batch_id)
-            if leased is None:
-                return
-            self._sizer.observe(len(event.indices), event.busy_seconds)
-            busy = event.busy_seconds / max(1, len(event.indices))
-            results = event.results if event.results is not None else [None] * len(event.indices)
-            for index, result in zip(event.indices, results):
-                if index not in leased.open:
-                    continue  # reported already (a timed-out job that finished late)
-                outcome: dict[str, Any] = {"i": leased.ids[index], "ok": 1, "b": busy}
-                if self._want_results:
-                    outcome["r"] = self._serializer.to_json(result)
-                self._report(event.batch_id, index, outcome)
-        elif isinstance(event, JobFailed):
-            leased = self._batches.get(event.batch_id)
-            if leased is not None and event.index in leased.open:
-                outcome = {"i": leased.ids[event.index], "e": _error_fields(event.error)}
-                self._report(event.batch_id, event.index, outcome)
-        elif isinstance(event, WorkerLost):
-            self._on_worker_lost(event)
-        elif isinstance(event, JobsReturned):
-            # Handed back by a retired worker, or to be sent one by one: still leased to us.
-            leased = self._batches.get(event.batch_id)
-            if leased is not None:
-                indices = [i for i in event.indices if i in leased.open]
-                leased.open.difference_update(indices)
-                if not leased.open:
-                    del self._batches[event.batch_id]
-                groups = [[i] for i in indices] if event.one_by_one else [indices]
-                for group in groups:
-                    alone = any(leased.ids[i] in self._suspects for i in group)
-                    self._run_again(leased, group, alone=alone)
+    def _on_failed(self, batch_id: int, index: int, error: JobError) -> None:
+        flight = self._ledger.mark(batch_id, index, FAILED)
+        if flight is not None:
+            self._report(flight, index, {"i": flight.keys[index], "e": _error_fields(error)})
+            self._ledger.pop_settled(batch_id)
 
-    def _report(self, batch_id: int, index: int, outcome: dict[str, Any]) -> None:
-        leased = self._batches[batch_id]
+    def _on_returned(self, batch_id: int) -> None:
+        # Handed back by a retired process, left by a dead one, or to be sent one by one:
+        # still leased to us, so they run again here.
+        self._ledger.pop_settled(batch_id)
+        self._send_again()
+
+    def _on_done(self, event: JobsDone) -> None:
+        flight = self._ledger.get(event.batch_id)
+        if flight is None:
+            return
+        self._sizer.observe(len(event.indices), event.busy_seconds)
+        busy = event.busy_seconds / max(1, len(event.indices))
+        # Only jobs still open: one reported already (a timed-out job that finished late) is not
+        # reported twice. Without results (they died with a process), none is sent.
+        fresh, results = self._ledger.mark_done(event.batch_id, event.indices, event.results)
+        for index, result in zip(fresh, results if results is not None else [None] * len(fresh)):
+            outcome: dict[str, Any] = {"i": flight.keys[index], "ok": 1, "b": busy}
+            if self._want_results and results is not None:
+                outcome["r"] = self._serializer.to_json(result)
+            self._report(flight, index, outcome)
+        self._ledger.pop_settled(event.batch_id)
+
+    def _report(self, flight: Flight, index: int, outcome: dict[str, Any]) -> None:
         try:
             encoded = json.dumps(outcome)
         except (TypeError, ValueError) as error:
             message = f"the result cannot be written as JSON: {error}"
             failure = JobError("SerializationError", message, "", 0.0)
             encoded = json.dumps({"i": outcome["i"], "e": _error_fields(failure)})
-        self._reports += [leased.ids[index], leased.token, encoded]
-        leased.open.discard(index)
-        if not leased.open:
-            del self._batches[batch_id]
-
-    def _on_worker_lost(self, event: WorkerLost) -> None:
-        open_jobs = {
-            batch_id: sorted(self._batches[batch_id].open)
-            for batch_id in event.batch_ids
-            if batch_id in self._batches
-        }
-        outcome = triage(event, open_jobs, self._suspects, lambda b, i: self._batches[b].ids[i])
-        for batch_id, index in outcome.finished:
-            self._report(batch_id, index, {"i": self._batches[batch_id].ids[index], "ok": 1})
-        error = JobError("WorkerDied", event.reason, "", 0.0)
-        for batch_id, index in outcome.culprits:
-            job_id = self._batches[batch_id].ids[index]
-            self._report(batch_id, index, {"i": job_id, "e": _error_fields(error)})
-        # The others run again here, under the leases they already hold; a suspect alone.
-        again: dict[int, list[int]] = {}
-        for batch_id, index in outcome.again:
-            again.setdefault(batch_id, []).append(index)
-        for batch_id, indices in again.items():
-            leased = self._batches.pop(batch_id)
-            plain = [i for i in indices if leased.ids[i] not in self._suspects]
-            for index in indices:
-                if leased.ids[index] in self._suspects:
-                    self._run_again(leased, [index], alone=True)
-            if plain:
-                self._run_again(leased, plain)
+        self._reports += [flight.keys[index], flight.extra(index), encoded]
 
     def _flush_reports(self) -> None:
         if not self._reports:
@@ -364,12 +333,13 @@ class RedisWorker:
                 len(refused),
             )
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        if self._stopping:
-            self._abandon = True
-            return
-        self._stopping = True
-        log.warning("stopping: finishing the jobs held (again to abandon them)")
+
+def _announce_stop(signal_name: str) -> None:
+    log.warning("stopping: finishing the jobs held (again to abandon them)")
+
+
+def _announce_nothing() -> None:
+    return
 
 
 def _error_fields(error: JobError) -> list[Any]:

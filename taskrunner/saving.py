@@ -1,0 +1,85 @@
+"""Saving a run's state: the checkpoint, the counts and the failure rows in one store call,
+after the results they cover are flushed; and, at the end of a session, its Summary."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .checkpoint import Checkpoint, fingerprint
+from .progress import Summary
+from .records import RunState
+from .results import ResultsWriter
+from .state import RunRecord
+from .tally import Tally
+
+log = logging.getLogger(__name__)
+
+# The exit code of a run that stopped before its end, by the state it stopped in.
+EXIT_CODES = {RunState.INTERRUPTED: 130, RunState.GENERATOR_ERROR: 3, RunState.MAX_FAILURES: 1}
+
+
+class RunSaver:
+    """Writes a run's record, as the loop has it now, to its store."""
+
+    def __init__(
+        self,
+        record: RunRecord,
+        checkpoint: Checkpoint,
+        store: Any,  # state.RunStore, or the Redis backend's store: the same methods
+        tally: Tally,
+        results: ResultsWriter | None,
+    ) -> None:
+        self._record = record
+        self._checkpoint = checkpoint
+        self._store = store
+        self._tally = tally
+        self._results = results
+
+    def save(self, state: RunState = RunState.RUNNING) -> None:
+        if self._results is not None:
+            self._results.flush()  # results first: a saved checkpoint never runs ahead of them
+        record, checkpoint = self._record, self._checkpoint
+        record.state = state
+        record.low_water_mark = checkpoint.low_water_mark
+        record.intervals = checkpoint.snapshot()
+        record.job_at_checkpoint = checkpoint.job_at_checkpoint
+        record.fingerprint = (
+            fingerprint(checkpoint.job_at_checkpoint) if record.low_water_mark else None
+        )
+        # Counts and failure rows in the same call as the checkpoint that covers their jobs.
+        self._store.save(record, *self._tally.unsaved())
+        self._tally.saved()
+
+    def save_after_crash(self) -> None:
+        """Our own bug stopped the loop: keep what is known, resumable."""
+        try:
+            self.save(RunState.INTERRUPTED)
+        except Exception:
+            log.exception("could not save the run state")
+
+    def save_last(
+        self, stopped: RunState | None, *, jobs_this_session: int, duration: float
+    ) -> Summary:
+        """Save the state the session ends in (`stopped`, or finished if None); what it came to."""
+        record = self._record
+        if stopped is None:
+            state = RunState.FINISHED
+            exit_code = 1 if record.failed else 0
+        else:
+            state, exit_code = stopped, EXIT_CODES[stopped]
+        if record.total is None and state is RunState.FINISHED:
+            record.total = record.taken
+        self.save(state)
+        return Summary(
+            name=record.name,
+            state=state,
+            exit_code=exit_code,
+            done=record.done,
+            failed=record.failed,
+            pending=record.pending if state is not RunState.FINISHED else 0,
+            duration=duration,
+            jobs_this_session=jobs_this_session,
+            failures_by_type=self._store.failure_summary(record.name),
+            generator_traceback=record.error if state is RunState.GENERATOR_ERROR else None,
+        )

@@ -1,0 +1,63 @@
+"""Stop signals, in two stages: the first SIGINT or SIGTERM stops a run gracefully (the jobs in
+flight finish), the second abandons those jobs (they run again on resume).
+
+The handler only sets flags: the loop that owns them says what happens, when it next looks (a
+write to stderr from a signal handler could land in the middle of another write and raise).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import Any
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopSignals:
+    """The two-stage stop of one loop; install() while it runs, restore() after."""
+
+    def __init__(self, after_signal: Callable[[], None] | None = None) -> None:
+        # Called at the end of the handler: it may raise, to break the loop out of a wait
+        # that would not see the flags (the user's generator, say).
+        self._after_signal = after_signal
+        self.stopping = False
+        self.abandon = False
+        self.signal_name = ""  # the signal that stopped the loop, once one has
+        self._previous: dict[int, Any] = {}
+        self._announced_stop = self._announced_abandon = False
+
+    def install(self) -> None:
+        for signum in STOP_SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+            except ValueError:  # not the main thread: the caller handles signals
+                pass
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def request_stop(self) -> None:
+        """Stop as a first signal would (the loop found a reason of its own)."""
+        self.stopping = True
+
+    def announce(self, on_stop: Callable[[str], None], on_abandon: Callable[[], None]) -> None:
+        """Say once that a signal stopped the loop (`on_stop(signal name)`), and once that it
+        abandons the jobs in flight."""
+        if self.signal_name and not self._announced_stop:
+            self._announced_stop = True
+            on_stop(self.signal_name)
+        if self.abandon and not self._announced_abandon:
+            self._announced_abandon = True
+            on_abandon()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.stopping:
+            self.abandon = True
+        else:
+            self.stopping = True
+            self.signal_name = signal.Signals(signum).name
+        if self._after_signal is not None:
+            self._after_signal()

@@ -1,0 +1,63 @@
+"""The Redis executor's count of jobs pushed and not yet reported, without a Redis server."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from taskrunner.backends.redis import Serializer
+from taskrunner.backends.redis_executor import RedisExecutor
+from taskrunner.records import Batch, JobFailed, JobsDone
+
+
+class _Connection:
+    """Stands in for RedisConnection: every push is taken."""
+
+    url = "redis://unused"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[Any]]] = []
+
+    def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        self.calls.append((script, args))
+        return 1
+
+
+def _executor() -> RedisExecutor:
+    return RedisExecutor(
+        _Connection(),  # type: ignore[arg-type]
+        "unit",
+        serializer=Serializer("json"),
+        queue_size=10,
+        local_workers=0,
+        concurrency=1,
+        callback="unused:unused",
+        verbosity=0,
+    )
+
+
+def _ok(job_id: str) -> bytes:
+    return json.dumps({"i": job_id, "ok": 1, "b": 0.001}).encode()
+
+
+def test_a_repeated_outcome_is_counted_once():
+    # Drift bug: the count per batch went down once per outcome, so a job reported twice
+    # made the batch look finished (and the room too large) while another job was out.
+    executor = _executor()
+    assert executor.submit(Batch(1, range(2), ["a", "b"])) == []
+    assert executor.outstanding() == 2 and executor.room(1) == 8
+    events = executor._events([_ok("1:0"), _ok("1:0")])
+    assert events == [JobsDone(1, [0], None, 0.001)]
+    assert executor.outstanding() == 1 and executor.room(1) == 9
+    assert executor._events([_ok("1:1")]) == [JobsDone(1, [1], None, 0.001)]
+    assert executor.outstanding() == 0
+
+
+def test_a_job_that_cannot_be_serialized_fails_and_is_not_waited_for():
+    executor = _executor()
+    events = executor.submit(Batch(2, range(2), ["a", {1, 2}]))
+    assert [type(event) for event in events] == [JobFailed]
+    assert events[0].index == 1 and events[0].error.error_type == "SerializationError"
+    assert executor.outstanding() == 1
+    assert executor._events([_ok("9:0")]) == [], "not pushed by this controller"
+    assert executor.outstanding() == 1
