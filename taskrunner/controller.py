@@ -29,8 +29,8 @@ from .records import Batch, Ending, Failure, JobError, JobsDone, RunState
 from .requeue import Requeue, Waiting
 from .results import ResultsWriter
 from .saving import RunSaver
-from .state import RunRecord
 from .stopping import StopSignals
+from .store import RunRecord, RunStore
 from .tally import Tally
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Controller(SettlesOutcomes):
         source: JobSource,
         executor: Executor,
         checkpoint: Checkpoint,
-        store: Any,  # state.RunStore, or the Redis backend's store: the same methods
+        store: RunStore,
         progress: Progress,
         results: TextIO | None,
         retry_first: list[tuple[int, Any, int]] | None = None,

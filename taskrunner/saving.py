@@ -4,13 +4,13 @@ after the results they cover are flushed; and, at the end of a session, its Summ
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from .checkpoint import Checkpoint, fingerprint
+from .errors import StateError
 from .progress import Summary
 from .records import RunState
 from .results import ResultsWriter
-from .state import RunRecord
+from .store import RunRecord, RunStore
 from .tally import Tally
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ class RunSaver:
         self,
         record: RunRecord,
         checkpoint: Checkpoint,
-        store: Any,  # state.RunStore, or the Redis backend's store: the same methods
+        store: RunStore,
         tally: Tally,
         results: ResultsWriter | None,
     ) -> None:
@@ -55,6 +55,10 @@ class RunSaver:
         """Our own bug stopped the loop: keep what is known, resumable."""
         try:
             self.save(RunState.INTERRUPTED)
+        except StateError:
+            # The store itself failed (a full disk): its one-line error is already on its way
+            # up; a traceback here would only bury it.
+            log.debug("could not save the run state", exc_info=True)
         except Exception:
             log.exception("could not save the run state")
 
