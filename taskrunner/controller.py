@@ -66,6 +66,7 @@ class Controller(SettlesOutcomes):
         self.store = store
         self.progress = progress
         self.results = ResultsWriter(results) if results is not None else None
+        self._want_results = results is not None
         self._ledger = Ledger()
         self._next_batch_id = 1
         # A waiting job's `extra` is the runs it had before; the generator's new jobs had none.

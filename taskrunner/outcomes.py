@@ -21,6 +21,9 @@ class SettlesOutcomes(ABC):
 
     _ledger: Ledger
     _requeue: Requeue
+    # With --results, a job that a dead worker finished but never reported has no result to
+    # write: it runs again (delivery is at least once) rather than count as done without it.
+    _want_results: bool
 
     def _handle_all(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -32,7 +35,11 @@ class SettlesOutcomes(ABC):
         elif isinstance(event, JobFailed):
             self._on_failed(event.batch_id, event.index, event.error)
         elif isinstance(event, WorkerLost):
-            self._handle_all(settle(event, self._ledger, self._requeue.suspects))
+            self._handle_all(
+                settle(
+                    event, self._ledger, self._requeue.suspects, rerun_finished=self._want_results
+                )
+            )
         elif isinstance(event, JobsReturned):
             self._requeue.put_back(self._ledger, event)
             self._on_returned(event.batch_id)

@@ -76,16 +76,25 @@ def triage(
     return Triage(finished, culprits, again)
 
 
-def settle(event: WorkerLost, ledger: Ledger, suspects: set[Hashable]) -> list[Event]:
+def settle(
+    event: WorkerLost, ledger: Ledger, suspects: set[Hashable], *, rerun_finished: bool = False
+) -> list[Event]:
     """What a dead worker's jobs came to, as events to handle in order: JobsDone (without
     results: they died with the worker) for those it finished, JobFailed (WorkerDied) for the
-    culprit, JobsReturned for the jobs to run again. A job is named by its ledger key."""
+    culprit, JobsReturned for the jobs to run again. A job is named by its ledger key.
+
+    `rerun_finished`: the results are wanted, and those of the finished jobs are lost: they
+    are returned to run again instead."""
     outcome = triage(
         event,
         ledger.open_jobs_of(event.batch_ids),
         suspects,
         lambda batch_id, index: ledger.get(batch_id).keys[index],
     )
+    again = outcome.again
+    if rerun_finished:
+        again = outcome.finished + again
+        outcome = Triage([], outcome.culprits, again)
     events: list[Event] = [
         JobsDone(batch_id, indices, None, 0.0) for batch_id, indices in _by_batch(outcome.finished)
     ]
