@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from .ledger import Ledger
 from .records import Event, JobError, JobFailed, JobsDone, JobsReturned, WorkerLost
 from .requeue import Requeue
+from .stopping import STOP_SIGNALS, StopSignals
 from .triage import settle
 
 
@@ -24,6 +25,7 @@ class SettlesOutcomes(ABC):
     # With --results, a job that a dead worker finished but never reported has no result to
     # write: it runs again (delivery is at least once) rather than count as done without it.
     _want_results: bool
+    _signals: StopSignals
 
     def _handle_all(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -33,11 +35,21 @@ class SettlesOutcomes(ABC):
         if isinstance(event, JobsDone):
             self._on_done(event)
         elif isinstance(event, JobFailed):
-            self._on_failed(event.batch_id, event.index, event.error)
+            if self._signals.signal_name and event.error.error_type in _STOP_ERRORS:
+                # The stop signal reached a callback that had replaced our handler: the job
+                # did nothing wrong, and runs again on resume.
+                self._handle(JobsReturned(event.batch_id, [event.index]))
+            else:
+                self._on_failed(event.batch_id, event.index, event.error)
         elif isinstance(event, WorkerLost):
             self._handle_all(
                 settle(
-                    event, self._ledger, self._requeue.suspects, rerun_finished=self._want_results
+                    event,
+                    self._ledger,
+                    self._requeue.suspects,
+                    rerun_finished=self._want_results,
+                    # Once a stop signal came, workers that die of one were sent it with us.
+                    blame=not (self._signals.signal_name and _died_of_stop_signal(event)),
                 )
             )
         elif isinstance(event, JobsReturned):
@@ -55,3 +67,11 @@ class SettlesOutcomes(ABC):
     @abstractmethod
     def _on_returned(self, batch_id: int) -> None:
         """Jobs of the batch went back to the requeue (the batch may now be settled)."""
+
+
+# What a callback that replaced our handlers fails with when the stop signal reaches it.
+_STOP_ERRORS = frozenset({"KeyboardInterrupt", "SystemExit"})
+
+
+def _died_of_stop_signal(event: WorkerLost) -> bool:
+    return event.signal_number in STOP_SIGNALS

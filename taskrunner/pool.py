@@ -493,8 +493,13 @@ class LocalPool(Executor):
         held = list(worker.outstanding)
         if worker.reserved is not None:
             held.append(worker.reserved[0])  # not sent yet: it runs again elsewhere
+        exitcode = worker.process.exitcode
         return WorkerLost(
-            reason=reason, batch_ids=held, running=running, position=self._position(worker)
+            reason=reason,
+            batch_ids=held,
+            running=running,
+            position=self._position(worker),
+            signal_number=-exitcode if exitcode is not None and exitcode < 0 else None,
         )
 
     def _position(self, worker: _Worker) -> tuple[int, int] | None:

@@ -116,6 +116,7 @@ class WorkerLost:
     batch_ids: list[int]
     running: list[tuple[int, int]]
     position: tuple[int, int] | None = None
+    signal_number: int | None = None  # the signal that killed it, if one did
 
 
 @dataclass(frozen=True)

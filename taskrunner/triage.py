@@ -77,24 +77,33 @@ def triage(
 
 
 def settle(
-    event: WorkerLost, ledger: Ledger, suspects: set[Hashable], *, rerun_finished: bool = False
+    event: WorkerLost,
+    ledger: Ledger,
+    suspects: set[Hashable],
+    *,
+    rerun_finished: bool = False,
+    blame: bool = True,
 ) -> list[Event]:
     """What a dead worker's jobs came to, as events to handle in order: JobsDone (without
     results: they died with the worker) for those it finished, JobFailed (WorkerDied) for the
     culprit, JobsReturned for the jobs to run again. A job is named by its ledger key.
 
     `rerun_finished`: the results are wanted, and those of the finished jobs are lost: they
-    are returned to run again instead."""
+    are returned to run again instead.
+
+    `blame` False: the worker died of a stop signal that reached its whole process group
+    (a callback had replaced our handler): a stop the controller was asked for is no job's
+    fault, so no job is a culprit or a suspect for it; the jobs it was running run again."""
     outcome = triage(
         event,
         ledger.open_jobs_of(event.batch_ids),
-        suspects,
+        suspects if blame else set(suspects),
         lambda batch_id, index: ledger.get(batch_id).keys[index],
     )
-    again = outcome.again
+    if not blame:
+        outcome = Triage(outcome.finished, [], outcome.culprits + outcome.again)
     if rerun_finished:
-        again = outcome.finished + again
-        outcome = Triage([], outcome.culprits, again)
+        outcome = Triage([], outcome.culprits, outcome.finished + outcome.again)
     events: list[Event] = [
         JobsDone(batch_id, indices, None, 0.0) for batch_id, indices in _by_batch(outcome.finished)
     ]
