@@ -27,8 +27,26 @@ from typing import Any
 
 from .errors import SpecError
 from .executor import Executor
+from .protocol import (
+    RETIRE_FRAME,
+    STOP_FRAME,
+    Done,
+    Failed,
+    Fatal,
+    FromWorker,
+    GaveBack,
+    GiveBack,
+    Log,
+    Ready,
+    Retired,
+    Returned,
+    Unloadable,
+    decode,
+    encode,
+    encode_batch,
+)
 from .records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned, WorkerLost
-from .worker import GIVE_BACK, IDLE, RETIRE, SLOT_FIELDS, WorkerConfig, worker_main
+from .worker import IDLE, SLOT_FIELDS, WorkerConfig, worker_main
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +189,7 @@ class LocalPool(Executor):
                 continue
             count = min(not_started, idle_slots)
             worker.giving_back = True
-            self._write(worker, pickle.dumps((GIVE_BACK, count)))
+            self._write(worker, encode(GiveBack(count)))
             idle_slots -= count
 
     def _place_unplaced(self) -> None:
@@ -274,7 +292,7 @@ class LocalPool(Executor):
             if abandon:
                 _kill(worker)
             else:
-                self._write(worker, pickle.dumps(None))
+                self._write(worker, STOP_FRAME)
         # Workers read what is still unsent while they finish; write it as they make room.
         while time.monotonic() < deadline:
             writers = [w for w in self._workers.values() if w.unsent]
@@ -401,56 +419,51 @@ class LocalPool(Executor):
             for _ in range(_DRAIN_AT_ONCE):
                 if not worker.reader.poll(0):
                     break
-                self._handle(worker, pickle.loads(worker.conn.recv_bytes()), events)
+                self._handle(worker, decode(worker.conn.recv_bytes()), events)
         except (EOFError, OSError):
             return False
         return True
 
-    def _handle(self, worker: _Worker, message: tuple[Any, ...], events: list[Event]) -> None:
-        kind = message[0]
-        if kind == "done":
-            _, batch_id, indices, results, busy = message
-            count = len(indices)
-            if worker.written_off:
-                late = [i for i in indices if (batch_id, i) in worker.written_off]
-                count -= len(late)
-            self._account(worker, batch_id, count)
-            events.append(JobsDone(batch_id, indices, results, busy))
-        elif kind == "failed":
-            _, batch_id, index, error = message
-            if (batch_id, index) in worker.written_off:
-                return  # already failed as a timeout
-            self._account(worker, batch_id, 1)
-            events.append(JobFailed(batch_id, index, error))
-        elif kind == "log":
-            record: logging.LogRecord = message[1]
-            record.worker = f"w{worker.worker_id}"
-            logging.getLogger(record.name).handle(record)
-        elif kind == "unloadable":
-            # The worker could not unpickle the batch's jobs. Alone, the job fails; with
-            # others, they come back to be sent one by one, to find which.
-            _, batch_id, indices, text = message
-            self._account(worker, batch_id, len(indices))
-            if len(indices) == 1:
-                error = JobError(
-                    "UnpicklingError", f"the worker cannot load the job: {text}", "", 0.0
-                )
-                events.append(JobFailed(batch_id, indices[0], error))
-            else:
-                events.append(JobsReturned(batch_id, list(indices), one_by_one=True))
-        elif kind == "returned":
-            _, batch_id, indices = message
-            self._account(worker, batch_id, len(indices))
-            events.append(JobsReturned(batch_id, list(indices)))
-        elif kind == "gave_back":
-            worker.giving_back = False
-        elif kind == "retired":
-            worker.retire_seen = True
-        elif kind == "ready":
-            worker.ready = True
-            self._failed_starts = self._lost_starts = 0
-        elif kind == "fatal":
-            raise SpecError(f"a worker could not load CALLBACK: {message[1].strip()}")
+    def _handle(self, worker: _Worker, message: FromWorker, events: list[Event]) -> None:
+        match message:
+            case Done(batch_id, indices, results, busy):
+                count = len(indices)
+                if worker.written_off:
+                    late = [i for i in indices if (batch_id, i) in worker.written_off]
+                    count -= len(late)
+                self._account(worker, batch_id, count)
+                events.append(JobsDone(batch_id, indices, results, busy))
+            case Failed(batch_id, index, error):
+                if (batch_id, index) in worker.written_off:
+                    return  # already failed as a timeout
+                self._account(worker, batch_id, 1)
+                events.append(JobFailed(batch_id, index, error))
+            case Log(record):
+                record.worker = f"w{worker.worker_id}"
+                logging.getLogger(record.name).handle(record)
+            case Unloadable(batch_id, indices, text):
+                # The worker could not unpickle the batch's jobs. Alone, the job fails; with
+                # others, they come back to be sent one by one, to find which.
+                self._account(worker, batch_id, len(indices))
+                if len(indices) == 1:
+                    error = JobError(
+                        "UnpicklingError", f"the worker cannot load the job: {text}", "", 0.0
+                    )
+                    events.append(JobFailed(batch_id, indices[0], error))
+                else:
+                    events.append(JobsReturned(batch_id, list(indices), one_by_one=True))
+            case Returned(batch_id, indices):
+                self._account(worker, batch_id, len(indices))
+                events.append(JobsReturned(batch_id, list(indices)))
+            case GaveBack():
+                worker.giving_back = False
+            case Retired():
+                worker.retire_seen = True
+            case Ready():
+                worker.ready = True
+                self._failed_starts = self._lost_starts = 0
+            case Fatal(text):
+                raise SpecError(f"a worker could not load CALLBACK: {text.strip()}")
 
     def _account(self, worker: _Worker, batch_id: int, count: int) -> None:
         left = worker.outstanding.get(batch_id, 0) - count
@@ -540,7 +553,7 @@ class LocalPool(Executor):
                 else:
                     # A thread cannot be killed: the worker hands back what it has not
                     # started, finishes what runs, and is stopped once it holds nothing.
-                    self._write(worker, pickle.dumps(RETIRE))
+                    self._write(worker, RETIRE_FRAME)
 
     def _stop_retired_when_idle(self) -> None:
         now = time.monotonic()
@@ -570,11 +583,7 @@ def _reap(workers: list[_Worker], deadline: float) -> None:
 
 
 def _batch_message(batch: Batch, jobs: list[Any], index_map: list[int] | None) -> bytes:
-    """A batch as a worker reads it. The jobs are pickled apart, inside: a worker that cannot
-    unpickle them can still read which batch they were, and say so."""
-    blob = pickle.dumps(jobs, protocol=pickle.HIGHEST_PROTOCOL)
-    message = (batch.batch_id, len(jobs), blob, batch.start_at, batch.interval, index_map)
-    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return encode_batch(batch.batch_id, jobs, batch.start_at, batch.interval, index_map)
 
 
 def _takes_batches(worker: _Worker) -> bool:

@@ -31,16 +31,29 @@ from typing import TYPE_CHECKING, Any
 
 from multiprocessing_logging import MultiProcessingHandler
 
+from .protocol import (
+    Done,
+    Failed,
+    Fatal,
+    FromWorker,
+    GaveBack,
+    GiveBack,
+    Log,
+    Ready,
+    Retire,
+    Retired,
+    Returned,
+    RunBatch,
+    Stop,
+    Unloadable,
+    decode,
+    encode,
+    load_jobs,
+)
 from .records import JobError
 
 if TYPE_CHECKING:
     import asyncio
-
-# What the controller sends: a batch, or one of these.
-STOP = None  # finish what you hold and exit
-RETIRE = "retire"  # take no more of what you hold: hand back what has not started
-GIVE_BACK = "give_back"  # (GIVE_BACK, n): hand back up to n jobs not started, for an idle worker
-SKIP = "skip"  # (internal) a batch whose jobs could not be loaded, already reported
 
 # Each slot of the shared array holds three doubles: batch id, index in batch, start time.
 SLOT_FIELDS = 3
@@ -80,9 +93,9 @@ def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: 
     try:
         callback = _load_callback(config.callback)
     except BaseException as error:  # the user's module may raise anything on import
-        reporter.send(("fatal", "".join(traceback.format_exception_only(type(error), error))))
+        reporter.send(Fatal("".join(traceback.format_exception_only(type(error), error))))
         return
-    reporter.send(("ready",))
+    reporter.send(Ready())
     runner = JobRunner(config, callback, reporter, slots)
     try:
         if is_async_callback(callback):
@@ -104,8 +117,8 @@ class Reporter:
         self._conn = conn
         self._lock = threading.Lock()
 
-    def send(self, message: tuple[Any, ...]) -> None:
-        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    def send(self, message: FromWorker) -> None:
+        payload = encode(message)
         with self._lock:
             self._conn.send_bytes(payload)
 
@@ -145,12 +158,12 @@ class JobRunner:
         awaits: bool | None = None  # does the callback return awaitables? known after a job
         while True:
             message = self._read(conn)
-            if message is STOP:
+            if isinstance(message, Stop):
                 return
-            if message is SKIP or message == RETIRE:
+            if message is None or isinstance(message, Retire):
                 continue
-            if message[0] == GIVE_BACK:
-                self.reporter.send(("gave_back",))  # what it holds has started or is next
+            if isinstance(message, GiveBack):
+                self.reporter.send(GaveBack())  # what it holds has started or is next
                 continue
             batch_id, jobs, start_at, interval, index_map = message
             if index_map is not None:
@@ -184,7 +197,7 @@ class JobRunner:
                             batch_id, range(reported, index), results, finished - batch_started
                         )
                     duration = finished - started if timed else 0.0
-                    self.reporter.send(("failed", batch_id, index, _job_error(error, duration)))
+                    self.reporter.send(Failed(batch_id, index, _job_error(error, duration)))
                     reported, results = index + 1, ([] if want_results else None)
                     batch_started = finished
                     continue
@@ -198,23 +211,25 @@ class JobRunner:
                 )
 
     def _read(self, conn: Connection) -> Any:
-        """The next message: STOP, RETIRE, (GIVE_BACK, n), a batch (batch_id, jobs, start_at,
-        interval, index_map), or SKIP for a batch whose jobs could not be loaded (reported as
+        """The next command: Stop, Retire, GiveBack, a batch (batch_id, jobs, start_at,
+        interval, index_map), or None for a batch whose jobs could not be loaded (reported as
         such)."""
-        message = pickle.loads(conn.recv_bytes())
-        if message is STOP or message == RETIRE or message[0] == GIVE_BACK:
+        message = decode(conn.recv_bytes())
+        if not isinstance(message, RunBatch):
             return message
-        batch_id, count, blob, start_at, interval, index_map = message
         try:
-            jobs = pickle.loads(blob)
+            jobs = load_jobs(message)
         except BaseException as error:  # a job's unpickling runs code of the user's
-            indices = index_map if index_map is not None else list(range(count))
-            text = _describe(error)
-            self.reporter.send(("unloadable", batch_id, indices, text))
-            return SKIP
-        return batch_id, jobs, start_at, interval, index_map
+            indices = message.index_map
+            if indices is None:
+                indices = list(range(message.count))
+            self.reporter.send(Unloadable(message.batch_id, list(indices), _describe(error)))
+            return None
+        return message.batch_id, jobs, message.start_at, message.interval, message.index_map
 
-    def _return_unstarted(self, work: Any, answer: str, most: float = float("inf")) -> None:
+    def _return_unstarted(
+        self, work: Any, answer: GaveBack | Retired, most: float = float("inf")
+    ) -> None:
         """Hand back up to `most` jobs not yet started from `work` (the local queue, of
         threads or of asyncio): all of them when this worker is retired (a thread hangs), some
         when another worker sits idle. Then sends `answer`, to say it is done."""
@@ -228,8 +243,8 @@ class JobRunner:
             returned.setdefault(item[0], []).append(item[1])
             count += 1
         for batch_id, indices in returned.items():
-            self.reporter.send(("returned", batch_id, indices))
-        self.reporter.send((answer,))
+            self.reporter.send(Returned(batch_id, indices))
+        self.reporter.send(answer)
 
     def _run_mapped(self, batch_id: int, jobs: list[Any], index_map: list[int]) -> None:
         """A batch that lost some jobs on the way (they could not be pickled): run the rest
@@ -245,7 +260,7 @@ class JobRunner:
         self, batch_id: int, indices: range | list[int], results: list[Any] | None, busy: float
     ) -> None:
         try:
-            self.reporter.send(("done", batch_id, indices, results, busy))
+            self.reporter.send(Done(batch_id, indices, results, busy))
         except Exception:
             if results is None:
                 raise
@@ -263,13 +278,13 @@ class JobRunner:
             except Exception as error:
                 message = f"the result cannot be pickled: {type(error).__name__}: {error}"
                 self.reporter.send(
-                    ("failed", batch_id, index, JobError("PicklingError", message, "", 0.0))
+                    Failed(batch_id, index, JobError("PicklingError", message, "", 0.0))
                 )
             else:
                 good_indices.append(index)
                 good_results.append(result)
         if good_indices:
-            self.reporter.send(("done", batch_id, good_indices, good_results, busy))
+            self.reporter.send(Done(batch_id, good_indices, good_results, busy))
 
     # -- threads ---------------------------------------------------------------------------
 
@@ -296,15 +311,15 @@ class JobRunner:
             thread.start()
         while True:
             message = self._read(conn)
-            if message is STOP:
+            if isinstance(message, Stop):
                 break
-            if message is SKIP:
+            if message is None:
                 continue
-            if message == RETIRE:
-                self._return_unstarted(work, "retired")
+            if isinstance(message, Retire):
+                self._return_unstarted(work, Retired())
                 continue
-            if message[0] == GIVE_BACK:
-                self._return_unstarted(work, "gave_back", message[1])
+            if isinstance(message, GiveBack):
+                self._return_unstarted(work, GaveBack(), message.most)
                 continue
             for item in _work_items(message):
                 work.put(item)
@@ -351,7 +366,7 @@ class JobRunner:
                 slots[base + 2] = 0.0
                 self._flush()
                 self.reporter.send(
-                    ("failed", batch_id, index, _job_error(error, time.monotonic() - started))
+                    Failed(batch_id, index, _job_error(error, time.monotonic() - started))
                 )
             else:
                 slots[base + 2] = 0.0
@@ -400,15 +415,15 @@ class JobRunner:
             try:
                 message = self._read(conn)
             except (EOFError, OSError):
-                message = STOP
-            if message is STOP:
+                message = Stop()
+            if isinstance(message, Stop):
                 loop.remove_reader(conn.fileno())
                 closed.set()
                 return
-            if message is SKIP or message == RETIRE:
+            if message is None or isinstance(message, Retire):
                 return  # an async worker is killed, never retired, for an overrun job
-            if message[0] == GIVE_BACK:
-                self._return_unstarted(work, "gave_back", message[1])
+            if isinstance(message, GiveBack):
+                self._return_unstarted(work, GaveBack(), message.most)
                 return
             for item in _work_items(message):
                 work.put_nowait(item)
@@ -468,7 +483,7 @@ class JobRunner:
                     # The callback's own TimeoutError, not ours: an ordinary failure.
                     self._flush()
                     failure = _job_error(error, time.monotonic() - started)
-                    self.reporter.send(("failed", batch_id, index, failure))
+                    self.reporter.send(Failed(batch_id, index, failure))
                     slots[base] = IDLE
                     continue
                 self._flush()
@@ -478,12 +493,12 @@ class JobRunner:
                     "",
                     time.monotonic() - started,
                 )
-                self.reporter.send(("failed", batch_id, index, error))
+                self.reporter.send(Failed(batch_id, index, error))
             except BaseException as error:  # never trust the callback
                 slots[base + 2] = 0.0
                 self._flush()
                 self.reporter.send(
-                    ("failed", batch_id, index, _job_error(error, time.monotonic() - started))
+                    Failed(batch_id, index, _job_error(error, time.monotonic() - started))
                 )
             else:
                 slots[base + 2] = 0.0
@@ -576,7 +591,7 @@ class _PipeLogHandler(MultiProcessingHandler):
         self._reporter = reporter
 
     def _send(self, record: logging.LogRecord) -> None:
-        self._reporter.send(("log", record))
+        self._reporter.send(Log(record))
 
     def close(self) -> None:
         logging.Handler.close(self)
