@@ -28,7 +28,9 @@ from typing import Any
 from .errors import SpecError
 from .executor import Executor
 from .protocol import (
+    IDLE,
     RETIRE_FRAME,
+    SLOT_FIELDS,
     STOP_FRAME,
     Done,
     Failed,
@@ -46,7 +48,7 @@ from .protocol import (
     encode_batch,
 )
 from .records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned, WorkerLost
-from .worker import IDLE, SLOT_FIELDS, WorkerConfig, worker_main
+from .worker import WorkerConfig, worker_main
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,13 @@ from .records import JobError
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
+# Besides the pipe, a worker shares an array of doubles with the pool: SLOT_FIELDS per thread
+# or task, (batch id, index in batch, start time) of the job it runs. The pool reads it to
+# enforce --timeout and to name the culprit when the worker dies. A batch id of IDLE: no job;
+# a start time of 0.0: not running (waiting for its --rate slot, or reporting).
+SLOT_FIELDS = 3
+IDLE = -1.0
+
 # -- pool -> worker ---------------------------------------------------------------------------
 
 
