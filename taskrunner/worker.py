@@ -1,14 +1,11 @@
-"""The worker process: receive batches on its own pipe, run the callback safely, report back.
+"""The worker process: its entry point, signals, logging, and the choice of run strategy.
 
-A worker talks to the controller over one duplex pipe of its own (never a shared queue, whose
-lock a dying process can take with it). It tells the controller which job it is running
-through a small shared-memory array of slots, one per job in flight, so that when it dies or
-hangs the controller still knows the culprit without a message per job.
-
-Three ways to run jobs, chosen once per worker:
-- sequential (concurrency 1): the main thread runs each batch in order;
-- threads (plain callback, concurrency N): N threads take jobs from a local queue;
-- asyncio (`async def` callback): N tasks on one event loop, each job under `wait_for`.
+A worker talks to the pool over one duplex pipe of its own (never a shared queue, whose lock a
+dying process can take with it): commands come in through its inbox (inbox.py), outcomes go
+out through its outcome buffer (reporting.py), as the messages of protocol.py. Which job it is
+running it writes to a small shared-memory array of slots, so that when it dies or hangs the
+pool still knows the culprit. How it runs jobs (in order, threads or asyncio) is chosen once,
+from the callback and the concurrency (strategies.py).
 """
 
 from __future__ import annotations
@@ -17,8 +14,6 @@ import ctypes
 import inspect
 import logging
 import os
-import pickle
-import queue
 import signal
 import sys
 import threading
@@ -27,27 +22,17 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from multiprocessing_logging import MultiProcessingHandler
 
-from .records import JobError
+from .inbox import Inbox
+from .reporting import OutcomeBuffer, Reporter
+from .protocol import IDLE, SLOT_FIELDS, Fatal, Log, Ready
+from .strategies import Asyncio, Sequential, Strategy, Threads
 
-if TYPE_CHECKING:
-    import asyncio
+__all__ = ["IDLE", "SLOT_FIELDS", "WorkerConfig", "is_async_callback", "worker_main"]
 
-# What the controller sends: a batch, or one of these.
-STOP = None  # finish what you hold and exit
-RETIRE = "retire"  # take no more of what you hold: hand back what has not started
-GIVE_BACK = "give_back"  # (GIVE_BACK, n): hand back up to n jobs not started, for an idle worker
-SKIP = "skip"  # (internal) a batch whose jobs could not be loaded, already reported
-
-# Each slot of the shared array holds three doubles: batch id, index in batch, start time.
-SLOT_FIELDS = 3
-IDLE = -1.0
-# With threads, a finished job is reported this long after it finished, together with every
-# job that finished meanwhile (unless the worker ran out of work: then at once).
-FLUSH_DELAY = 0.002
 _PR_SET_PDEATHSIG = 1
 
 
@@ -80,471 +65,31 @@ def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: 
     try:
         callback = _load_callback(config.callback)
     except BaseException as error:  # the user's module may raise anything on import
-        reporter.send(("fatal", "".join(traceback.format_exception_only(type(error), error))))
+        reporter.send(Fatal("".join(traceback.format_exception_only(type(error), error))))
         return
-    reporter.send(("ready",))
-    runner = JobRunner(config, callback, reporter, slots)
+    reporter.send(Ready())
+    kind: type[Strategy]
+    if is_async_callback(callback):
+        kind = Asyncio
+    elif config.concurrency > 1:
+        kind = Threads
+    else:
+        kind = Sequential
+    buffer = OutcomeBuffer(reporter, config.want_results, kind.flush_delay)
+    strategy = kind(
+        callback,
+        slots,
+        Inbox(conn, reporter),
+        buffer,
+        concurrency=config.concurrency,
+        timeout=config.timeout,
+    )
     try:
-        if is_async_callback(callback):
-            runner.run_asyncio(conn)
-        elif config.concurrency > 1:
-            runner.run_threads(conn)
-        else:
-            runner.run_sequential(conn)
+        strategy.run()
     except (EOFError, OSError):
         pass  # the controller went away: nothing left to report to
     finally:
         logging.shutdown()
-
-
-class Reporter:
-    """Sends messages to the controller; safe to call from any thread of the worker."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._lock = threading.Lock()
-
-    def send(self, message: tuple[Any, ...]) -> None:
-        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        with self._lock:
-            self._conn.send_bytes(payload)
-
-
-class JobRunner:
-    """Runs jobs through the callback and reports outcomes in as few messages as it can."""
-
-    def __init__(
-        self,
-        config: WorkerConfig,
-        callback: Callable[[Any], Any],
-        reporter: Reporter,
-        slots: Any,
-    ) -> None:
-        self.config = config
-        self.callback = callback
-        self.reporter = reporter
-        # Written through a memoryview of the shared array: half the cost of the ctypes array's
-        # own item assignment, which matters at one write per job.
-        self.slots = memoryview(slots).cast("B").cast("d")
-        self._pending_lock = threading.Lock()
-        # batch_id -> (indices, results) finished and not yet reported
-        self._pending: dict[int, tuple[list[int], list[Any]]] = {}
-        self._pending_busy = 0.0
-        self._request_flush: Callable[[], None] = lambda: None
-
-    # -- sequential ------------------------------------------------------------------------
-
-    def run_sequential(self, conn: Connection) -> None:
-        # The hot path for tiny jobs: per job, one slot write and the call. Batches are sized
-        # to a few milliseconds of work, so reporting once per batch keeps the controller
-        # current; the slot names the culprit if this process dies mid-batch.
-        callback = self.callback
-        slots = self.slots
-        want_results = self.config.want_results
-        timed = self.config.timeout is not None
-        awaits: bool | None = None  # does the callback return awaitables? known after a job
-        while True:
-            message = self._read(conn)
-            if message is STOP:
-                return
-            if message is SKIP or message == RETIRE:
-                continue
-            if message[0] == GIVE_BACK:
-                self.reporter.send(("gave_back",))  # what it holds has started or is next
-                continue
-            batch_id, jobs, start_at, interval, index_map = message
-            if index_map is not None:
-                self._run_mapped(batch_id, jobs, index_map)
-                continue
-            results: list[Any] | None = [] if want_results else None
-            reported = 0  # jobs[:reported] are reported
-            started = batch_started = time.monotonic()
-            # Index before batch: the slot must never pair this batch with a stale index.
-            slots[1] = -1.0
-            slots[0] = batch_id
-            slots[2] = started
-            for index, job in enumerate(jobs):
-                slots[1] = index
-                if interval:
-                    slots[2] = 0.0  # waiting for its start time is not running
-                    _sleep_until(start_at + index * interval)
-                    slots[2] = started = time.monotonic()
-                elif timed:
-                    slots[2] = started = time.monotonic()
-                try:
-                    result = callback(job)
-                    if awaits is not False:
-                        awaits = inspect.isawaitable(result)
-                        if awaits:
-                            result = _await_in_thread(result)
-                except BaseException as error:  # never trust the callback
-                    finished = time.monotonic()
-                    if index > reported:
-                        self._report_done(
-                            batch_id, range(reported, index), results, finished - batch_started
-                        )
-                    duration = finished - started if timed else 0.0
-                    self.reporter.send(("failed", batch_id, index, _job_error(error, duration)))
-                    reported, results = index + 1, ([] if want_results else None)
-                    batch_started = finished
-                    continue
-                if results is not None:
-                    results.append(result)
-            slots[2] = 0.0
-            slots[0] = IDLE
-            if len(jobs) > reported:
-                self._report_done(
-                    batch_id, range(reported, len(jobs)), results, time.monotonic() - batch_started
-                )
-
-    def _read(self, conn: Connection) -> Any:
-        """The next message: STOP, RETIRE, (GIVE_BACK, n), a batch (batch_id, jobs, start_at,
-        interval, index_map), or SKIP for a batch whose jobs could not be loaded (reported as
-        such)."""
-        message = pickle.loads(conn.recv_bytes())
-        if message is STOP or message == RETIRE or message[0] == GIVE_BACK:
-            return message
-        batch_id, count, blob, start_at, interval, index_map = message
-        try:
-            jobs = pickle.loads(blob)
-        except BaseException as error:  # a job's unpickling runs code of the user's
-            indices = index_map if index_map is not None else list(range(count))
-            text = _describe(error)
-            self.reporter.send(("unloadable", batch_id, indices, text))
-            return SKIP
-        return batch_id, jobs, start_at, interval, index_map
-
-    def _return_unstarted(self, work: Any, answer: str, most: float = float("inf")) -> None:
-        """Hand back up to `most` jobs not yet started from `work` (the local queue, of
-        threads or of asyncio): all of them when this worker is retired (a thread hangs), some
-        when another worker sits idle. Then sends `answer`, to say it is done."""
-        returned: dict[int, list[int]] = {}
-        count = 0
-        while count < most and not work.empty():
-            try:
-                item = work.get_nowait()
-            except queue.Empty:  # a thread took the last one meanwhile
-                break
-            returned.setdefault(item[0], []).append(item[1])
-            count += 1
-        for batch_id, indices in returned.items():
-            self.reporter.send(("returned", batch_id, indices))
-        self.reporter.send((answer,))
-
-    def _run_mapped(self, batch_id: int, jobs: list[Any], index_map: list[int]) -> None:
-        """A batch that lost some jobs on the way (they could not be pickled): run the rest
-        one by one, reporting each under its index in the original batch."""
-        work: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        for index, job in zip(index_map, jobs):
-            work.put((batch_id, index, job, 0.0))
-        work.put(None)
-        self._thread_loop(0, work)
-        self._flush()
-
-    def _report_done(
-        self, batch_id: int, indices: range | list[int], results: list[Any] | None, busy: float
-    ) -> None:
-        try:
-            self.reporter.send(("done", batch_id, indices, results, busy))
-        except Exception:
-            if results is None:
-                raise
-            self._report_unpicklable(batch_id, indices, results, busy)
-
-    def _report_unpicklable(
-        self, batch_id: int, indices: range | list[int], results: list[Any], busy: float
-    ) -> None:
-        """Fail the jobs whose results cannot be pickled, one by one; report the others."""
-        good_indices: list[int] = []
-        good_results: list[Any] = []
-        for index, result in zip(indices, results):
-            try:
-                pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception as error:
-                message = f"the result cannot be pickled: {type(error).__name__}: {error}"
-                self.reporter.send(
-                    ("failed", batch_id, index, JobError("PicklingError", message, "", 0.0))
-                )
-            else:
-                good_indices.append(index)
-                good_results.append(result)
-        if good_indices:
-            self.reporter.send(("done", batch_id, good_indices, good_results, busy))
-
-    # -- threads ---------------------------------------------------------------------------
-
-    def run_threads(self, conn: Connection) -> None:
-        work: queue.SimpleQueue[tuple[int, int, Any, float] | None] = queue.SimpleQueue()
-        threads = [
-            threading.Thread(target=self._thread_loop, args=(slot, work), daemon=True)
-            for slot in range(self.config.concurrency)
-        ]
-        wanted = threading.Event()
-        done = threading.Event()
-
-        def request_flush() -> None:
-            # Out of work: report now, so that more comes at once. Else gather a little.
-            if work.empty():
-                self._flush()
-            else:
-                wanted.set()
-
-        self._request_flush = request_flush
-        flusher = threading.Thread(target=self._flush_loop, args=(wanted, done), daemon=True)
-        flusher.start()
-        for thread in threads:
-            thread.start()
-        while True:
-            message = self._read(conn)
-            if message is STOP:
-                break
-            if message is SKIP:
-                continue
-            if message == RETIRE:
-                self._return_unstarted(work, "retired")
-                continue
-            if message[0] == GIVE_BACK:
-                self._return_unstarted(work, "gave_back", message[1])
-                continue
-            for item in _work_items(message):
-                work.put(item)
-        for _ in threads:
-            work.put(None)
-        for thread in threads:
-            thread.join()
-        done.set()
-        wanted.set()
-        flusher.join()
-        self._flush()
-
-    def _flush_loop(self, wanted: threading.Event, done: threading.Event) -> None:
-        """Report finished jobs shortly after the first of them finished, together."""
-        while not done.is_set():
-            wanted.wait()
-            time.sleep(FLUSH_DELAY)
-            wanted.clear()
-            self._flush()
-
-    def _thread_loop(self, slot: int, work: queue.SimpleQueue[Any]) -> None:
-        base = slot * SLOT_FIELDS
-        slots = self.slots
-        loop: asyncio.AbstractEventLoop | None = None
-        while True:
-            item = work.get()
-            if item is None:
-                break
-            batch_id, index, job, start_at = item
-            if start_at:
-                _sleep_until(start_at)
-            started = time.monotonic()
-            slots[base] = batch_id
-            slots[base + 1] = index
-            slots[base + 2] = started
-            try:
-                result = self.callback(job)
-                if inspect.isawaitable(result):
-                    import asyncio
-
-                    loop = loop or asyncio.new_event_loop()
-                    result = loop.run_until_complete(_as_coroutine(result))
-            except BaseException as error:  # never trust the callback
-                slots[base + 2] = 0.0
-                self._flush()
-                self.reporter.send(
-                    ("failed", batch_id, index, _job_error(error, time.monotonic() - started))
-                )
-            else:
-                slots[base + 2] = 0.0
-                self._add_done(batch_id, index, result, time.monotonic() - started)
-            slots[base] = IDLE
-        if loop is not None:
-            loop.close()
-
-    def _add_done(self, batch_id: int, index: int, result: Any, duration: float) -> None:
-        with self._pending_lock:
-            indices, results = self._pending.setdefault(batch_id, ([], []))
-            indices.append(index)
-            if self.config.want_results:
-                results.append(result)
-            self._pending_busy += duration
-        self._request_flush()
-
-    def _flush(self) -> None:
-        """Report the finished jobs gathered so far, if any."""
-        with self._pending_lock:
-            if not self._pending:
-                return
-            pending, self._pending = self._pending, {}
-            busy, self._pending_busy = self._pending_busy, 0.0
-        share = busy / max(1, len(pending))
-        for batch_id, (indices, results) in pending.items():
-            self._report_done(
-                batch_id, indices, results if self.config.want_results else None, share
-            )
-
-    # -- asyncio ---------------------------------------------------------------------------
-
-    def run_asyncio(self, conn: Connection) -> None:
-        import asyncio
-
-        asyncio.run(self._async_main(conn))
-
-    async def _async_main(self, conn: Connection) -> None:
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        work: asyncio.Queue[tuple[int, int, Any, float] | None] = asyncio.Queue()
-        closed = asyncio.Event()
-
-        def on_readable() -> None:
-            try:
-                message = self._read(conn)
-            except (EOFError, OSError):
-                message = STOP
-            if message is STOP:
-                loop.remove_reader(conn.fileno())
-                closed.set()
-                return
-            if message is SKIP or message == RETIRE:
-                return  # an async worker is killed, never retired, for an overrun job
-            if message[0] == GIVE_BACK:
-                self._return_unstarted(work, "gave_back", message[1])
-                return
-            for item in _work_items(message):
-                work.put_nowait(item)
-
-        loop.add_reader(conn.fileno(), on_readable)
-        flush_due: list[asyncio.Handle] = []
-
-        def flush_now() -> None:
-            flush_due.clear()
-            self._flush()
-
-        def request_flush() -> None:
-            # Every job that finishes in this turn of the loop goes in one report.
-            if not flush_due:
-                flush_due.append(loop.call_soon(flush_now))
-
-        self._request_flush = request_flush
-        tasks = [
-            asyncio.create_task(self._task_loop(slot, work))
-            for slot in range(self.config.concurrency)
-        ]
-        await closed.wait()
-        for _ in tasks:
-            work.put_nowait(None)
-        await asyncio.gather(*tasks)
-        self._flush()
-
-    async def _task_loop(self, slot: int, work: asyncio.Queue[Any]) -> None:
-        import asyncio
-
-        base = slot * SLOT_FIELDS
-        slots = self.slots
-        timeout = self.config.timeout
-        while True:
-            item = await work.get()
-            if item is None:
-                return
-            batch_id, index, job, start_at = item
-            if start_at:
-                delay = start_at - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            started = time.monotonic()
-            slots[base] = batch_id
-            slots[base + 1] = index
-            slots[base + 2] = started
-            try:
-                if timeout is None:  # the common case, without wait_for's cost per job
-                    result = self.callback(job)
-                    if inspect.isawaitable(result):
-                        result = await result
-                else:
-                    result = await asyncio.wait_for(_call_async(self.callback, job), timeout)
-            except asyncio.TimeoutError as error:
-                slots[base + 2] = 0.0
-                if timeout is None or time.monotonic() - started < timeout:
-                    # The callback's own TimeoutError, not ours: an ordinary failure.
-                    self._flush()
-                    failure = _job_error(error, time.monotonic() - started)
-                    self.reporter.send(("failed", batch_id, index, failure))
-                    slots[base] = IDLE
-                    continue
-                self._flush()
-                error = JobError(
-                    "Timeout",
-                    f"the job ran past --timeout {timeout:g}s and was cancelled",
-                    "",
-                    time.monotonic() - started,
-                )
-                self.reporter.send(("failed", batch_id, index, error))
-            except BaseException as error:  # never trust the callback
-                slots[base + 2] = 0.0
-                self._flush()
-                self.reporter.send(
-                    ("failed", batch_id, index, _job_error(error, time.monotonic() - started))
-                )
-            else:
-                slots[base + 2] = 0.0
-                self._add_done(batch_id, index, result, time.monotonic() - started)
-            slots[base] = IDLE
-
-
-# -- helpers ----------------------------------------------------------------------------------
-
-
-def _work_items(message: tuple[Any, ...]) -> list[tuple[int, int, Any, float]]:
-    """One (batch_id, index, job, start_at) per job of a batch message."""
-    batch_id, jobs, start_at, interval, index_map = message
-    indices = index_map if index_map is not None else range(len(jobs))
-    return [
-        (batch_id, index, job, start_at + position * interval if interval else 0.0)
-        for position, (index, job) in enumerate(zip(indices, jobs))
-    ]
-
-
-def _sleep_until(deadline: float) -> None:
-    delay = deadline - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
-
-
-def _job_error(error: BaseException, duration: float) -> JobError:
-    """The failure as strings (the exception itself may not pickle), whatever it does."""
-    try:
-        message = str(error)
-    except BaseException:  # an exception whose __str__ raises is still a failure to report
-        message = f"<{type(error).__name__} whose message cannot be shown>"
-    try:
-        tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    except BaseException:
-        tb = ""
-    return JobError(type(error).__name__, message, tb, duration)
-
-
-def _describe(error: BaseException) -> str:
-    try:
-        return f"{type(error).__name__}: {error}"
-    except BaseException:
-        return type(error).__name__
-
-
-async def _as_coroutine(awaitable: Any) -> Any:
-    return await awaitable
-
-
-async def _call_async(callback: Callable[[Any], Any], job: Any) -> Any:
-    result = callback(job)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-def _await_in_thread(awaitable: Any) -> Any:
-    import asyncio
-
-    return asyncio.run(_as_coroutine(awaitable))
 
 
 def is_async_callback(callback: Callable[[Any], Any]) -> bool:
@@ -576,7 +121,7 @@ class _PipeLogHandler(MultiProcessingHandler):
         self._reporter = reporter
 
     def _send(self, record: logging.LogRecord) -> None:
-        self._reporter.send(("log", record))
+        self._reporter.send(Log(record))
 
     def close(self) -> None:
         logging.Handler.close(self)

@@ -1,0 +1,77 @@
+"""A worker's side of reading: the commands that come down its pipe, decoded.
+
+A batch arrives with its jobs pickled apart (protocol.RunBatch); unpickling them runs the
+user's code, so a batch that cannot be loaded is reported here (Unloadable) and the run
+strategies never see it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .reporting import Reporter
+from .protocol import GiveBack, Retire, RunBatch, Stop, Unloadable, decode, load_jobs
+
+# One job queued in a worker: (batch_id, index in batch, job, start time or 0.0). A tuple,
+# not a record: thousands of them are made per second.
+WorkItem = tuple[int, int, Any, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """A batch whose jobs are loaded and ready to run."""
+
+    batch_id: int
+    jobs: list[Any]
+    start_at: float
+    interval: float
+    index_map: list[int] | None  # set when the batch lost jobs on the way: see RunBatch
+
+    def items(self) -> list[WorkItem]:
+        """One work item per job, under its index in the batch as sent by the run loop."""
+        indices = self.index_map if self.index_map is not None else range(len(self.jobs))
+        start_at, interval = self.start_at, self.interval
+        return [
+            (self.batch_id, index, job, start_at + position * interval if interval else 0.0)
+            for position, (index, job) in enumerate(zip(indices, self.jobs))
+        ]
+
+
+Command = Work | GiveBack | Retire | Stop
+
+
+class Inbox:
+    """Reads one worker's pipe and turns what arrives into commands."""
+
+    def __init__(self, conn: Connection, reporter: Reporter) -> None:
+        self._conn = conn
+        self._reporter = reporter
+
+    def fileno(self) -> int:
+        return self._conn.fileno()
+
+    def read(self) -> Command | None:
+        """The next command, blocking until one arrives; None for a batch whose jobs could
+        not be loaded (already reported). Raises EOFError or OSError once the pool is gone."""
+        message = decode(self._conn.recv_bytes())
+        if not isinstance(message, RunBatch):
+            command: Command = message
+            return command
+        try:
+            jobs = load_jobs(message)
+        except BaseException as error:  # a job's unpickling runs code of the user's
+            indices = message.index_map
+            if indices is None:
+                indices = list(range(message.count))
+            self._reporter.send(Unloadable(message.batch_id, list(indices), _describe(error)))
+            return None
+        return Work(message.batch_id, jobs, message.start_at, message.interval, message.index_map)
+
+
+def _describe(error: BaseException) -> str:
+    try:
+        return f"{type(error).__name__}: {error}"
+    except BaseException:
+        return type(error).__name__

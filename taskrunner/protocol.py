@@ -1,0 +1,176 @@
+"""The messages between the local pool (pool.py) and a worker process (worker.py).
+
+Every message is a frozen, slotted dataclass, pickled whole into one frame of the worker's
+own pipe (multiprocessing Connection framing) by `encode`, and read back by `decode`: one
+place for the wire format, and a reader dispatches on the message's class, never on a
+position in a tuple.
+
+    pool -> worker     RunBatch, GiveBack, Retire, Stop
+    worker -> pool     Ready, Fatal, Log, Done, Failed, Unloadable, Returned, GaveBack, Retired
+
+Messages are per batch, never per job: a batch of thousands of tiny jobs is one RunBatch and
+(when all goes well) one Done.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import dataclass
+from typing import Any
+
+from .records import JobError
+
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+# Besides the pipe, a worker shares an array of doubles with the pool: SLOT_FIELDS per thread
+# or task, (batch id, index in batch, start time) of the job it runs. The pool reads it to
+# enforce --timeout and to name the culprit when the worker dies. A batch id of IDLE: no job;
+# a start time of 0.0: not running (waiting for its --rate slot, or reporting).
+SLOT_FIELDS = 3
+IDLE = -1.0
+
+# -- pool -> worker ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunBatch:
+    """Run these jobs. `jobs_blob` is the list of jobs pickled apart, inside the message: a
+    worker that cannot unpickle them can still read which batch they were, and say so.
+
+    Job i may start at `start_at + i * interval` (--rate; time.monotonic clock) when
+    `interval` is set. `index_map`: the batch lost some jobs on the way (they could not be
+    pickled); job i of the blob is then job `index_map[i]` of the batch, and is reported so.
+    """
+
+    batch_id: int
+    count: int
+    jobs_blob: bytes
+    start_at: float
+    interval: float
+    index_map: list[int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class GiveBack:
+    """Hand back up to `most` jobs not started yet, for a worker that sits idle."""
+
+    most: int
+
+
+@dataclass(frozen=True, slots=True)
+class Retire:
+    """Take no more of what you hold: hand back what has not started, finish what runs."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Finish what you hold, report it, and exit."""
+
+
+# -- worker -> pool ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The callback is loaded: jobs sent now start now (--rate relies on it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fatal:
+    """The callback cannot be loaded; `text` says why. The worker exits."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """A log record of the worker's, message and traceback already rendered to strings."""
+
+    record: logging.LogRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The jobs at `indices` of a batch returned; `results` aligns with them when wanted.
+    `busy` is the seconds they ran, together."""
+
+    batch_id: int
+    indices: range | list[int]
+    results: list[Any] | None
+    busy: float
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The job at `index` of a batch failed."""
+
+    batch_id: int
+    index: int
+    error: JobError
+
+
+@dataclass(frozen=True, slots=True)
+class Unloadable:
+    """The jobs of a batch could not be unpickled in the worker (`text` says why); none ran."""
+
+    batch_id: int
+    indices: list[int]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Returned:
+    """The jobs at `indices` of a batch are handed back, not started (after GiveBack or
+    Retire)."""
+
+    batch_id: int
+    indices: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class GaveBack:
+    """The answer to GiveBack: everything it will hand back has been sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retired:
+    """The answer to Retire: everything not started has been handed back."""
+
+
+ToWorker = RunBatch | GiveBack | Retire | Stop
+FromWorker = Ready | Fatal | Log | Done | Failed | Unloadable | Returned | GaveBack | Retired
+
+
+def encode(message: ToWorker | FromWorker) -> bytes:
+    """One message as the bytes of one frame. Raises what pickle raises (a result that
+    cannot be pickled, say): the caller knows which part of its message to blame."""
+    return pickle.dumps(message, protocol=_PROTOCOL)
+
+
+def decode(payload: bytes) -> Any:
+    """The message of one frame (a ToWorker or a FromWorker, by who reads)."""
+    return pickle.loads(payload)
+
+
+def encode_batch(
+    batch_id: int,
+    jobs: list[Any],
+    start_at: float,
+    interval: float,
+    index_map: list[int] | None,
+) -> bytes:
+    """A RunBatch, encoded; raises if the jobs cannot be pickled."""
+    blob = pickle.dumps(jobs, protocol=_PROTOCOL)
+    return encode(RunBatch(batch_id, len(jobs), blob, start_at, interval, index_map))
+
+
+def load_jobs(message: RunBatch) -> list[Any]:
+    """The jobs of a RunBatch. Unpickling runs the user's code: it may raise anything."""
+    jobs: list[Any] = pickle.loads(message.jobs_blob)
+    return jobs
+
+
+# Encoded once: the commands without fields are the same bytes every time.
+STOP_FRAME = encode(Stop())
+RETIRE_FRAME = encode(Retire())

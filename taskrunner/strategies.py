@@ -1,0 +1,368 @@
+"""How a worker runs its jobs: three strategies, one way to start, fail and report a job.
+
+- Sequential (concurrency 1, a plain callback): the main thread runs each batch in order.
+  The hot path for tiny jobs: per job, one slot write, one clock read and the call; a batch
+  is reported once, when it ends (batches are sized to a few milliseconds of work).
+- Threads (a plain callback, concurrency N): N threads take jobs from a local queue.
+- Asyncio (an `async def` callback): N tasks on one event loop, each job under `wait_for`
+  when --timeout is set.
+
+A job in flight is named in the worker's shared slots (protocol.SLOT_FIELDS doubles per
+thread or task: batch id, index, start time), so the pool knows the culprit when the worker
+dies or hangs, without a message per job. Every strategy measures a job's duration from the
+moment it starts (after any --rate wait) to the moment it returns or raises.
+"""
+
+from __future__ import annotations
+
+import inspect
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .inbox import Inbox, Work, WorkItem
+from .reporting import FLUSH_DELAY, OutcomeBuffer
+from .protocol import IDLE, SLOT_FIELDS, GaveBack, GiveBack, Retire, Retired, Returned, Stop
+from .records import JobError
+
+if TYPE_CHECKING:
+    import asyncio
+
+
+class Strategy:
+    """Runs the commands of a worker's inbox until Stop; reports through its buffer."""
+
+    # How long finished jobs may wait in the buffer to share a report (None: until the
+    # strategy flushes).
+    flush_delay: ClassVar[float | None] = None
+
+    def __init__(
+        self,
+        callback: Callable[[Any], Any],
+        slots: Any,
+        inbox: Inbox,
+        buffer: OutcomeBuffer,
+        *,
+        concurrency: int,
+        timeout: float | None,
+    ) -> None:
+        self.callback = callback
+        # Written through a memoryview of the shared array: half the cost of the ctypes
+        # array's own item assignment, which matters at one write per job.
+        self.slots = memoryview(slots).cast("B").cast("d")
+        self.inbox = inbox
+        self.buffer = buffer
+        self.concurrency = concurrency
+        self.timeout = timeout
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    # -- the one way to start, end and report a job -------------------------------------------
+
+    def _start(self, base: int, batch_id: int, index: int) -> float:
+        """Name the job in slot `base` and return its start time."""
+        started = time.monotonic()
+        slots = self.slots
+        slots[base] = batch_id
+        slots[base + 1] = index
+        slots[base + 2] = started
+        return started
+
+    def _succeeded(
+        self, base: int, batch_id: int, index: int, result: Any, started: float, more_coming: bool
+    ) -> None:
+        self.slots[base + 2] = 0.0  # reporting is not running: no timeout, no blame
+        self.buffer.add_done(batch_id, index, result, time.monotonic() - started, more_coming)
+        self.slots[base] = IDLE
+
+    def _failed(
+        self, base: int, batch_id: int, index: int, error: BaseException | JobError, started: float
+    ) -> None:
+        self.slots[base + 2] = 0.0
+        self.buffer.report_failed(batch_id, index, error, time.monotonic() - started)
+        self.slots[base] = IDLE
+
+    def _run_item(self, base: int, item: WorkItem, work: queue.SimpleQueue[Any]) -> None:
+        """Run one queued job on this thread (threads, and batches that lost jobs)."""
+        batch_id, index, job, start_at = item
+        if start_at:
+            _sleep_until(start_at)
+        started = self._start(base, batch_id, index)
+        try:
+            result = self.callback(job)
+            if inspect.isawaitable(result):
+                result = _await_here(result)
+        except BaseException as error:  # never trust the callback
+            self._failed(base, batch_id, index, error, started)
+        else:
+            self._succeeded(base, batch_id, index, result, started, not work.empty())
+
+    def _thread_loop(self, base: int, work: queue.SimpleQueue[Any]) -> None:
+        try:
+            while (item := work.get()) is not None:
+                self._run_item(base, item, work)
+        finally:
+            _close_loop_here()
+
+    def _hand_back(self, items: list[WorkItem], answer: GaveBack | Retired) -> None:
+        """Return jobs not started (for an idle worker, or because this one is retired), then
+        say it is done."""
+        returned: dict[int, list[int]] = {}
+        for batch_id, index, _job, _start_at in items:
+            returned.setdefault(batch_id, []).append(index)
+        reporter = self.buffer.reporter
+        for batch_id, indices in returned.items():
+            reporter.send(Returned(batch_id, indices))
+        reporter.send(answer)
+
+
+class Sequential(Strategy):
+    """One job after another on the main thread; a message is read only between batches."""
+
+    def run(self) -> None:
+        self._awaits: bool | None = None  # does the callback return awaitables? known after a job
+        while True:
+            command = self.inbox.read()
+            if isinstance(command, Work):
+                if command.index_map is None:
+                    self._run_batch(command)
+                else:
+                    self._run_mapped(command)
+            elif isinstance(command, Stop):
+                break
+            elif isinstance(command, GiveBack):
+                self._hand_back([], GaveBack())  # what it holds has started or is next
+            # Retire is never sent here (a worker running in order is killed instead); None
+            # is a batch the inbox could not load, reported already.
+        self.buffer.close()
+        _close_loop_here()
+
+    def _run_batch(self, work: Work) -> None:
+        callback, slots, buffer = self.callback, self.slots, self.buffer
+        batch_id, jobs, start_at, interval = work.batch_id, work.jobs, work.start_at, work.interval
+        timed = self.timeout is not None
+        awaits = self._awaits
+        results: list[Any] | None = [] if buffer.want_results else None
+        reported = 0  # jobs[:reported] are reported
+        started = batch_started = time.monotonic()
+        # Index before batch: the slot must never pair this batch with a stale index.
+        slots[1] = -1.0
+        slots[0] = batch_id
+        slots[2] = started
+        for index, job in enumerate(jobs):
+            slots[1] = index
+            if interval:
+                slots[2] = 0.0  # waiting for its start time is not running
+                _sleep_until(start_at + index * interval)
+                slots[2] = started = time.monotonic()
+            elif timed:
+                slots[2] = started = time.monotonic()
+            else:
+                started = time.monotonic()  # the slot keeps the batch's start: enough to blame
+            try:
+                result = callback(job)
+                if awaits is not False:
+                    awaits = self._awaits = inspect.isawaitable(result)
+                    if awaits:
+                        result = _await_here(result)
+            except BaseException as error:  # never trust the callback
+                finished = time.monotonic()
+                if index > reported:
+                    busy = finished - batch_started
+                    buffer.report_done(batch_id, range(reported, index), results, busy)
+                buffer.report_failed(batch_id, index, error, finished - started)
+                reported, results = index + 1, ([] if buffer.want_results else None)
+                batch_started = finished
+                continue
+            if results is not None:
+                results.append(result)
+        slots[2] = 0.0
+        slots[0] = IDLE
+        if len(jobs) > reported:
+            busy = time.monotonic() - batch_started
+            buffer.report_done(batch_id, range(reported, len(jobs)), results, busy)
+
+    def _run_mapped(self, work: Work) -> None:
+        """A batch that lost some jobs on the way (they could not be pickled): run the rest
+        one by one, each reported under its index in the original batch."""
+        queued: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for item in work.items():
+            queued.put(item)
+        queued.put(None)
+        while (item := queued.get()) is not None:
+            self._run_item(0, item, queued)
+        self.buffer.flush()
+
+
+class Threads(Strategy):
+    """`concurrency` threads take jobs from one local queue; the main thread reads commands."""
+
+    flush_delay = FLUSH_DELAY
+
+    def run(self) -> None:
+        work: queue.SimpleQueue[WorkItem | None] = queue.SimpleQueue()
+        threads = [
+            threading.Thread(target=self._thread_loop, args=(slot * SLOT_FIELDS, work), daemon=True)
+            for slot in range(self.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        while True:
+            command = self.inbox.read()
+            if isinstance(command, Work):
+                for item in command.items():
+                    work.put(item)
+            elif isinstance(command, Stop):
+                break
+            elif isinstance(command, Retire):
+                self._hand_back(_take_unstarted(work), Retired())
+            elif isinstance(command, GiveBack):
+                self._hand_back(_take_unstarted(work, command.most), GaveBack())
+        for _ in threads:
+            work.put(None)
+        for thread in threads:
+            thread.join()
+        self.buffer.close()
+
+
+class Asyncio(Strategy):
+    """`concurrency` tasks on one event loop; the pipe is read by the loop itself."""
+
+    flush_delay = FLUSH_DELAY
+
+    def run(self) -> None:
+        import asyncio
+
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        work: asyncio.Queue[WorkItem | None] = asyncio.Queue()
+        closed = asyncio.Event()
+
+        def on_readable() -> None:
+            try:
+                command = self.inbox.read()
+            except (EOFError, OSError):
+                command = Stop()
+            if isinstance(command, Work):
+                for item in command.items():
+                    work.put_nowait(item)
+            elif isinstance(command, Stop):
+                loop.remove_reader(self.inbox.fileno())
+                closed.set()
+            elif isinstance(command, GiveBack):
+                self._hand_back(_take_unstarted_async(work, command.most), GaveBack())
+            # Retire is never sent here: an async worker is killed for an overrun job.
+
+        loop.add_reader(self.inbox.fileno(), on_readable)
+        tasks = [
+            asyncio.create_task(self._task_loop(slot * SLOT_FIELDS, work))
+            for slot in range(self.concurrency)
+        ]
+        await closed.wait()
+        for _ in tasks:
+            work.put_nowait(None)
+        await asyncio.gather(*tasks)
+        self.buffer.close()
+
+    async def _task_loop(self, base: int, work: asyncio.Queue[WorkItem | None]) -> None:
+        import asyncio
+
+        callback, timeout = self.callback, self.timeout
+        while (item := await work.get()) is not None:
+            batch_id, index, job, start_at = item
+            if start_at:
+                delay = start_at - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            started = self._start(base, batch_id, index)
+            try:
+                if timeout is None:  # the common case, without wait_for's cost per job
+                    result = callback(job)
+                    if inspect.isawaitable(result):
+                        result = await result
+                else:
+                    result = await asyncio.wait_for(_call_async(callback, job), timeout)
+            except asyncio.TimeoutError as error:
+                elapsed = time.monotonic() - started
+                if timeout is None or elapsed < timeout:
+                    # The callback's own TimeoutError, not ours: an ordinary failure.
+                    self._failed(base, batch_id, index, error, started)
+                else:
+                    text = f"the job ran past --timeout {timeout:g}s and was cancelled"
+                    self._failed(base, batch_id, index, JobError("Timeout", text, "", elapsed),
+                                 started)  # fmt: skip
+            except BaseException as error:  # never trust the callback
+                self._failed(base, batch_id, index, error, started)
+            else:
+                self._succeeded(base, batch_id, index, result, started, not work.empty())
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _take_unstarted(work: queue.SimpleQueue[Any], most: float = float("inf")) -> list[WorkItem]:
+    """Up to `most` queued jobs that no thread has taken yet."""
+    items: list[WorkItem] = []
+    while len(items) < most:
+        try:
+            items.append(work.get_nowait())
+        except queue.Empty:  # a thread took the last one meanwhile
+            break
+    return items
+
+
+def _take_unstarted_async(work: asyncio.Queue[Any], most: float) -> list[WorkItem]:
+    """Up to `most` queued jobs that no task has taken yet."""
+    import asyncio
+
+    items: list[WorkItem] = []
+    while len(items) < most:
+        try:
+            items.append(work.get_nowait())
+        except asyncio.QueueEmpty:
+            break
+    return items
+
+
+def _sleep_until(deadline: float) -> None:
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+# A sync callback may return an awaitable: each thread runs those on an event loop of its own.
+_thread_state = threading.local()
+
+
+def _await_here(awaitable: Any) -> Any:
+    import asyncio
+
+    loop = getattr(_thread_state, "loop", None)
+    if loop is None:
+        loop = _thread_state.loop = asyncio.new_event_loop()
+    return loop.run_until_complete(_as_coroutine(awaitable))
+
+
+def _close_loop_here() -> None:
+    loop = getattr(_thread_state, "loop", None)
+    if loop is not None:
+        _thread_state.loop = None
+        loop.close()
+
+
+async def _as_coroutine(awaitable: Any) -> Any:
+    return await awaitable
+
+
+async def _call_async(callback: Callable[[Any], Any], job: Any) -> Any:
+    result = callback(job)
+    if inspect.isawaitable(result):
+        result = await result
+    return result

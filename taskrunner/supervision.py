@@ -1,0 +1,288 @@
+"""Supervision of the local pool's workers: their lifecycle, timeouts, retiring, deaths.
+
+A worker goes STARTING -> READY, and from READY, when one of its jobs overruns --timeout,
+either RETIRING -> RETIRED (threads: a thread cannot be killed, so the worker hands back what
+has not started and is stopped once its running jobs are reported) or straight to KILLED (one
+job at a time, or asyncio: nothing else runs until that job returns). A worker that dies, of
+anything, is buried: what it held is reported as WorkerLost, and the pool starts another.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from .channel import Channel
+from .errors import BackendError, SpecError
+from .protocol import IDLE, SLOT_FIELDS
+from .records import JobError, JobFailed, WorkerLost
+from .worker import WorkerConfig, worker_main
+
+if TYPE_CHECKING:
+    from .placement import PendingBatch
+
+log = logging.getLogger(__name__)
+
+# An async job that overruns its timeout is cancelled by its worker; only one that blocks
+# the event loop is still running this much later, and then its worker is killed.
+ASYNC_TIMEOUT_GRACE = 2.0
+# A retired worker's main thread reads RETIRE at once, whatever its job threads do; one that
+# has not answered this long after is stuck.
+RETIRE_ANSWER_SECONDS = 5.0
+# Workers whose own code fails before they are ready (an exit code, or a crash signal), this
+# many in a row, will not start: replacing them again and again would spin forever.
+MAX_FAILED_STARTS = 3
+# Deaths while starting from any cause (the OOM killer, say), in a row, before giving up.
+MAX_LOST_STARTS = 10
+# Signals a process gets from its own code going wrong, unlike SIGKILL or SIGTERM from outside.
+_CRASH_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
+)
+
+
+class Phase(Enum):
+    """Where a worker stands in its life, as the pool sees it."""
+
+    STARTING = "starting"  # loading the callback: sent nothing yet
+    READY = "ready"  # takes batches; jobs sent now start now (--rate relies on it)
+    RETIRING = "retiring"  # a thread's job overran: sent Retire, no answer yet
+    RETIRED = "retired"  # answered Retire: holds only running jobs; stopped once they report
+    KILLED = "killed"  # killed by the pool (killed_reason says why); its death is on its way
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    """One worker process and what the pool knows of it."""
+
+    worker_id: int
+    process: Any
+    channel: Channel
+    slots: Any
+    phase: Phase = Phase.STARTING
+    # batch_id -> jobs of that batch not yet reported, in the order the batches were sent.
+    outstanding: dict[int, int] = field(default_factory=dict)
+    outstanding_jobs: int = 0
+    # A batch to run alone waits here until the worker has finished everything else; `alone`
+    # is the id of the one it is running (placement.py).
+    reserved: PendingBatch | None = None
+    alone: int | None = None
+    giving_back: bool = False  # asked to hand back unstarted jobs, and has not answered yet
+    retired_at: float = 0.0
+    written_off: set[tuple[int, int]] = field(default_factory=set)  # timed out, still running
+    killed_reason: str = ""
+
+    @property
+    def retired(self) -> bool:
+        """Takes no new batches: a job of its overran its timeout."""
+        return self.phase in (Phase.RETIRING, Phase.RETIRED, Phase.KILLED)
+
+    def kill(self, reason: str) -> None:
+        self.phase = Phase.KILLED
+        self.killed_reason = reason
+        kill(self)
+
+    def running(self) -> list[tuple[int, int, float]]:
+        """(batch_id, index, started) of each job its slots say is running."""
+        slots = self.slots
+        running = []
+        for base in range(0, len(slots), SLOT_FIELDS):
+            batch_id, index, started = slots[base], slots[base + 1], slots[base + 2]
+            if started > 0 and batch_id != IDLE and index >= 0:
+                running.append((int(batch_id), int(index), started))
+        return running
+
+
+class StartupDeaths:
+    """Counts workers that die before they are ready, and says when to give up."""
+
+    def __init__(self) -> None:
+        self._failed = 0  # in a row, whose own code failed (an exit code, a crash signal)
+        self._lost = 0  # in a row, dead of anything, a kill from outside included
+        self._reason = ""
+
+    def record(self, worker: WorkerHandle) -> None:
+        exitcode = worker.process.exitcode
+        if worker.phase is not Phase.STARTING or exitcode is None:
+            return
+        self._reason = death_reason(exitcode)
+        log.warning("worker w%d died while starting: %s", worker.worker_id, self._reason)
+        self._lost += 1
+        if exitcode > 0 or -exitcode in _CRASH_SIGNALS:
+            self._failed += 1
+
+    def reset(self) -> None:
+        """A worker became ready: the callback loads."""
+        self._failed = self._lost = 0
+
+    def check(self) -> None:
+        """Raise if workers keep dying as they start."""
+        if self._failed >= MAX_FAILED_STARTS:
+            raise SpecError(
+                f"workers die while starting ({self._reason}), {self._failed} in a row; "
+                "their error is above. A script that starts a run must do so under "
+                "`if __name__ == '__main__':`, since every worker imports it again"
+            )
+        if self._lost >= MAX_LOST_STARTS:
+            # Killed from outside: nothing says the code is at fault. The OOM killer is the
+            # usual culprit; the run stays, to be resumed.
+            raise BackendError(
+                f"workers die while starting ({self._reason}), {self._lost} in a row, killed "
+                "from outside: is the machine out of memory? Try fewer --workers, then resume"
+            )
+
+
+def start_worker(context: Any, config: WorkerConfig) -> WorkerHandle:
+    """Spawn a worker process with a pipe and slots of its own; returns without waiting."""
+    parent_conn, child_conn = context.Pipe(duplex=True)
+    slots = context.RawArray("d", [IDLE, -1.0, 0.0] * config.concurrency)
+    process = context.Process(
+        target=worker_main,
+        args=(config, child_conn, slots, os.getpid()),
+        name=f"taskrunner-w{config.worker_id}",
+        daemon=True,
+    )
+    # Block SIGINT and SIGTERM while the child starts: it inherits the mask, so a Ctrl-C
+    # or a SIGTERM to the group cannot reach it before it has chosen to let them pass
+    # (and kill it mid-start, or print a KeyboardInterrupt traceback).
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    child_conn.close()
+    return WorkerHandle(config.worker_id, process, Channel(parent_conn), slots)
+
+
+def check_timeouts(
+    workers: Iterable[WorkerHandle],
+    timeout: float,
+    limit: float,
+    kill_now: bool,
+    send_retire: Callable[[WorkerHandle], None],
+) -> list[tuple[WorkerHandle, JobFailed]]:
+    """Jobs running longer than `limit`: each fails as Timeout and retires its worker (killed
+    now when `kill_now`: nothing else can run in it until the job returns)."""
+    failed: list[tuple[WorkerHandle, JobFailed]] = []
+    now = time.monotonic()
+    for worker in workers:
+        if worker.phase is Phase.KILLED:
+            continue  # killed for an overrun job already: the others it ran go back
+        for batch_id, index, started in sorted(worker.running(), key=lambda job: job[2]):
+            if worker.phase is Phase.KILLED:
+                break
+            if now - started <= limit or batch_id not in worker.outstanding:
+                continue
+            if (batch_id, index) in worker.written_off:
+                continue
+            seconds = now - started
+            error = JobError(
+                "Timeout",
+                f"the job ran past --timeout {timeout:g}s (stopped after {seconds:.1f}s)",
+                "",
+                seconds,
+            )
+            failed.append((worker, JobFailed(batch_id, index, error)))
+            worker.written_off.add((batch_id, index))
+            if kill_now:
+                worker.retired_at = now
+                worker.kill("killed after a job timed out")
+            elif worker.phase is Phase.READY:
+                # A thread cannot be killed: the worker hands back what it has not started,
+                # finishes what runs, and is stopped once it holds nothing.
+                worker.phase = Phase.RETIRING
+                worker.retired_at = now
+                send_retire(worker)
+    return failed
+
+
+def stop_retired_when_idle(workers: Iterable[WorkerHandle]) -> None:
+    now = time.monotonic()
+    for worker in workers:
+        if worker.phase not in (Phase.RETIRING, Phase.RETIRED) or not worker.process.is_alive():
+            continue
+        if worker.outstanding_jobs <= 0:
+            worker.kill("retired after a job timed out")
+        elif worker.phase is Phase.RETIRING and now - worker.retired_at > RETIRE_ANSWER_SECONDS:
+            # It has not even read Retire (a hung thread holding the GIL, say), so the jobs
+            # it has not started would never come back. Killed, it hands them back. One that
+            # did answer keeps its running jobs: each finishes or times out.
+            worker.kill("retired after a job timed out, and no longer responding")
+
+
+def bury(worker: WorkerHandle, in_order: bool) -> WorkerLost:
+    """A worker is gone: what it held, as the run loop needs to know it."""
+    worker.process.join(1.0)
+    worker.channel.close()
+    reason = worker.killed_reason or death_reason(worker.process.exitcode)
+    running = [
+        (b, i)
+        for b, i, _ in worker.running()
+        if b in worker.outstanding and (b, i) not in worker.written_off
+    ]
+    if worker.killed_reason:
+        # We killed it for a job that overran and has failed as a Timeout already: the
+        # others it was running are not suspects, they run again.
+        running = []
+    if worker.outstanding:
+        log.warning("worker w%d: %s", worker.worker_id, reason)
+    held = list(worker.outstanding)
+    if worker.reserved is not None:
+        held.append(worker.reserved.batch_id)  # not sent yet: it runs again elsewhere
+    position = _position(worker) if in_order else None
+    exitcode = worker.process.exitcode
+    return WorkerLost(
+        reason=reason,
+        batch_ids=held,
+        running=running,
+        position=position,
+        signal_number=-exitcode if exitcode is not None and exitcode < 0 else None,
+    )
+
+
+def _position(worker: WorkerHandle) -> tuple[int, int] | None:
+    """For a worker running one job after another: the job it is at (started or not)."""
+    batch_id, index = worker.slots[0], worker.slots[1]
+    if batch_id == IDLE or index < 0 or int(batch_id) not in worker.outstanding:
+        return None
+    return int(batch_id), int(index)
+
+
+def reap(workers: list[WorkerHandle], deadline: float) -> None:
+    """Wait for stopped workers to exit until `deadline`, kill those still there."""
+    for worker in workers:
+        worker.process.join(max(0.0, deadline - time.monotonic()))
+        if worker.process.is_alive():
+            kill(worker)
+            worker.process.join()
+        worker.channel.close()
+
+
+def kill(worker: WorkerHandle) -> None:
+    try:
+        os.kill(worker.process.pid, signal.SIGKILL)
+    except (ProcessLookupError, TypeError):
+        pass
+
+
+def death_reason(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "worker process vanished"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        if name == "SIGKILL":
+            return "worker process was killed by SIGKILL (from outside, or by the OOM killer)"
+        return f"worker process died from {name}"
+    return f"worker process exited with exit code {exitcode}"
+
+
+def takes_batches(worker: WorkerHandle) -> bool:
+    return worker.phase is Phase.READY and worker.reserved is None and worker.alone is None

@@ -1,0 +1,109 @@
+"""A worker's outcome buffer, and the hand-back of queued jobs, without a process."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import socket
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from typing import Any
+
+import pytest
+
+from taskrunner.reporting import OutcomeBuffer, Reporter
+from taskrunner.protocol import Done, Failed, decode
+from taskrunner.strategies import _take_unstarted, _take_unstarted_async
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[Reporter, Connection]]:
+    worker_side, pool_side = socket.socketpair()
+    worker, pool = Connection(worker_side.detach()), Connection(pool_side.detach())
+    try:
+        yield Reporter(worker), pool
+    finally:
+        worker.close()
+        pool.close()
+
+
+def received(pool: Connection) -> list[Any]:
+    messages = []
+    while pool.poll(0):
+        messages.append(decode(pool.recv_bytes()))
+    return messages
+
+
+def test_finished_jobs_wait_for_a_flush_and_share_one_report_per_batch(
+    pipe: tuple[Reporter, Connection],
+) -> None:
+    reporter, pool = pipe
+    buffer = OutcomeBuffer(reporter, want_results=True)
+    buffer.add_done(1, 0, "a", 0.5, more_coming=True)
+    buffer.add_done(2, 4, "b", 0.5, more_coming=True)
+    buffer.add_done(1, 1, "c", 1.0, more_coming=True)
+    assert received(pool) == []
+    buffer.flush()
+    assert received(pool) == [Done(1, [0, 1], ["a", "c"], 1.0), Done(2, [4], ["b"], 1.0)]
+
+
+def test_nothing_more_coming_reports_at_once(pipe: tuple[Reporter, Connection]) -> None:
+    reporter, pool = pipe
+    buffer = OutcomeBuffer(reporter, want_results=False)
+    buffer.add_done(1, 0, "ignored", 0.25, more_coming=False)
+    assert received(pool) == [Done(1, [0], None, 0.25)]
+
+
+def test_the_flushing_thread_reports_without_being_asked(
+    pipe: tuple[Reporter, Connection],
+) -> None:
+    reporter, pool = pipe
+    buffer = OutcomeBuffer(reporter, want_results=False, flush_delay=0.001)
+    buffer.add_done(3, 0, None, 0.1, more_coming=True)
+    assert pool.poll(5)
+    assert received(pool) == [Done(3, [0], None, 0.1)]
+    buffer.close()
+
+
+def test_a_failure_follows_what_finished_before_it(pipe: tuple[Reporter, Connection]) -> None:
+    reporter, pool = pipe
+    buffer = OutcomeBuffer(reporter, want_results=False)
+    buffer.add_done(1, 0, None, 0.1, more_coming=True)
+    buffer.report_failed(1, 1, ValueError("no"), 0.05)
+    done, failed = received(pool)
+    assert done == Done(1, [0], None, 0.1)
+    assert isinstance(failed, Failed)
+    assert (failed.index, failed.error.error_type, failed.error.duration) == (1, "ValueError", 0.05)
+
+
+def test_a_result_that_cannot_be_pickled_fails_its_job_alone(
+    pipe: tuple[Reporter, Connection],
+) -> None:
+    reporter, pool = pipe
+    buffer = OutcomeBuffer(reporter, want_results=True)
+    buffer.report_done(5, range(3), [1, lambda: None, 3], 0.3)
+    failed, done = received(pool)
+    assert isinstance(failed, Failed)
+    assert (failed.batch_id, failed.index, failed.error.error_type) == (5, 1, "PicklingError")
+    assert done == Done(5, [0, 2], [1, 3], 0.3)
+
+
+def test_hand_back_takes_what_is_queued_from_a_thread_queue() -> None:
+    work: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    for index in range(3):
+        work.put((1, index, None, 0.0))
+    assert [item[1] for item in _take_unstarted(work, 2)] == [0, 1]
+    assert [item[1] for item in _take_unstarted(work)] == [2]
+    assert _take_unstarted(work) == []
+
+
+def test_hand_back_takes_what_is_queued_from_an_asyncio_queue() -> None:
+    """An asyncio.Queue raises QueueEmpty, not queue.Empty, when it runs dry."""
+
+    async def scenario() -> list[Any]:
+        work: asyncio.Queue[Any] = asyncio.Queue()
+        for index in range(2):
+            work.put_nowait((1, index, None, 0.0))
+        return _take_unstarted_async(work, 10)
+
+    assert [item[1] for item in asyncio.run(scenario())] == [0, 1]
