@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .reporting import Reporter
 from .protocol import GiveBack, Retire, RunBatch, Stop, Unloadable, decode, load_jobs
+from .reporting import Reporter
 
 # One job queued in a worker: (batch_id, index in batch, job, start time or 0.0). A tuple,
 # not a record: thousands of them are made per second.

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .inbox import Inbox, Work, WorkItem
-from .reporting import FLUSH_DELAY, OutcomeBuffer
 from .protocol import IDLE, SLOT_FIELDS, GaveBack, GiveBack, Retire, Retired, Returned, Stop
 from .records import JobError
+from .reporting import FLUSH_DELAY, OutcomeBuffer
 
 if TYPE_CHECKING:
     import asyncio

@@ -27,8 +27,8 @@ from typing import Any
 from multiprocessing_logging import MultiProcessingHandler
 
 from .inbox import Inbox
-from .reporting import OutcomeBuffer, Reporter
 from .protocol import IDLE, SLOT_FIELDS, Fatal, Log, Ready
+from .reporting import OutcomeBuffer, Reporter
 from .strategies import Asyncio, Sequential, Strategy, Threads
 
 __all__ = ["IDLE", "SLOT_FIELDS", "WorkerConfig", "is_async_callback", "worker_main"]

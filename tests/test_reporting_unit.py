@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from taskrunner.reporting import OutcomeBuffer, Reporter
 from taskrunner.protocol import Done, Failed, decode
+from taskrunner.reporting import OutcomeBuffer, Reporter
 from taskrunner.strategies import _take_unstarted, _take_unstarted_async
 
 
