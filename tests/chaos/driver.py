@@ -46,7 +46,8 @@ class Exit:
     stdout: str
 
     def tail(self, chars: int = 1500) -> str:
-        return f"$ taskrunner {' '.join(self.args)} -> exit {self.returncode}\n{self.stderr[-chars:]}"
+        command = " ".join(self.args)
+        return f"$ taskrunner {command} -> exit {self.returncode}\n{self.stderr[-chars:]}"
 
 
 class Proc:
@@ -68,9 +69,7 @@ class Proc:
 
     def workers(self) -> list[int]:
         """Pids of the live worker processes of this CLI's session (not the resource tracker)."""
-        return [
-            info.pid for info in session_members(self.pid) if "spawn_main" in info.cmdline
-        ]
+        return [info.pid for info in session_members(self.pid) if "spawn_main" in info.cmdline]
 
     def signal(self, signum: int, *, group: bool = False) -> None:
         """Send `signum` to the CLI, or to its whole process group as a terminal does."""
@@ -89,9 +88,10 @@ class Proc:
         except subprocess.TimeoutExpired:
             kill_session(self.pid)
             self.popen.wait()
-            stderr = self.err.read_text(errors="replace")[-1500:]
-            raise Hang(f"`taskrunner {' '.join(self.args)}` still running after {timeout:.0f}s\n"
-                       f"{stderr}") from None
+            stderr = "\n".join(self.err.read_text(errors="replace").splitlines()[-6:])
+            raise Hang(
+                f"`taskrunner {' '.join(self.args)}` still running after {timeout:.0f}s\n{stderr}"
+            ) from None
         return Exit(
             self.args,
             returncode,

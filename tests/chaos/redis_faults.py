@@ -132,5 +132,3 @@ def work_kills(ctx: Context) -> Audit:
     row.faults = f"{done} work kills"
     _finish(ctx, row, controller, workers)
     return audit(sandbox, Expect(total, failing), row)
-
-

@@ -17,16 +17,19 @@ from .driver import Proc, Sandbox
 OPTIONS = ("-w", "2", "-c", "4")
 
 
-def _strike_moment(ctx: Context, sandbox: Sandbox, proc: Proc, spread: int) -> bool:
-    """Wait for a random moment in `proc`'s life: some time after its start (start-up included,
-    once the run exists) or some executions later. False when the run ended first."""
-    if ctx.rng.random() < 0.3:
+def _strike_moment(ctx: Context, sandbox: Sandbox, proc: Proc, spread: int, early: float) -> bool:
+    """Wait for a random moment in `proc`'s life: with probability `early`, some time after its
+    start (start-up included; the run exists by then), else some executions later. False when
+    the run ended first."""
+    if ctx.rng.random() < early:
         time.sleep(ctx.rng.uniform(0.05, 1.5))
         return proc.alive()
     return sandbox.wait_executed(sandbox.executed() + ctx.rng.randint(1, spread), proc)
 
 
-def kill_controller(ctx: Context) -> Audit:
+def kill_controller(ctx: Context, early: float = 0.0) -> Audit:
+    """Crashes at random executions; with `early`, that share of them at a random time after
+    a (re)start instead, often before its workers ran anything."""
     total = ctx.pick(1000, 5000)
     crashes = ctx.pick(2, 6)
     sandbox = ctx.sandbox()
@@ -37,7 +40,7 @@ def kill_controller(ctx: Context) -> Audit:
     sandbox.wait_executed(1, proc)  # the run exists in the state before the first job runs
     done = 0
     for _ in range(crashes):
-        if not _strike_moment(ctx, sandbox, proc, total // crashes // 2):
+        if not _strike_moment(ctx, sandbox, proc, total // crashes // 2, early):
             break
         proc.signal(signal.SIGKILL, group=True)
         proc.wait(ctx.step)
@@ -49,6 +52,10 @@ def kill_controller(ctx: Context) -> Audit:
     if end.returncode != 1:
         row.violations.append(f"final exit {end.returncode}, expected 1\n{end.tail()}")
     return audit(sandbox, Expect(total, failing), row)
+
+
+def kill_controller_early(ctx: Context) -> Audit:
+    return kill_controller(ctx, early=0.5)
 
 
 def graceful_stops(ctx: Context) -> Audit:
@@ -63,7 +70,7 @@ def graceful_stops(ctx: Context) -> Audit:
     done = 0
     kinds = []
     for _ in range(stops):
-        if not _strike_moment(ctx, sandbox, proc, total // stops // 2):
+        if not _strike_moment(ctx, sandbox, proc, total // stops // 2, early=0.3):
             break
         signum = ctx.rng.choice((signal.SIGINT, signal.SIGTERM))
         group = ctx.rng.random() < 0.5  # a terminal's Ctrl-C reaches the whole group
