@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench chaos clean
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ lint: install
 # `make bench BENCH_ARGS="--quick --only trivial"` passes options to benchmarks/run.py.
 bench: install
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+# The seeded fault campaign (tests/chaos, about 5 minutes): `make chaos CHAOS_ARGS="--seed 42"`
+# replays a seed, "--short" is the version `make test` runs, "--only NAME" one scenario.
+chaos: install
+	cd tests && ../$(BIN)/python -m chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .taskrunner build *.egg-info
