@@ -17,7 +17,9 @@ passed in KEYS. What is in Redis:
     taskrunner:{NAME}:collected, recalled, popped:WID, and each *_by
                                          the last reply of a call, to answer a retry alike
     taskrunner:{NAME}:run         hash   the run record: checkpoint, counters, state
-    taskrunner:{NAME}:failures    hash   seq -> failure
+    taskrunner:{NAME}:failures    hash   seq -> failure (its traceback by hash, less message)
+    taskrunner:{NAME}:tracebacks  hash   traceback hash -> traceback: once per run, not per failure
+    taskrunner:{NAME}:traceback_refs hash traceback hash -> how many failures point at it
     taskrunner:{NAME}:lock        string token of the controller running the run
                                          (taken, extended, released by script: redis_lock.py)
 
@@ -32,7 +34,7 @@ import logging
 import pickle
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import fields
+from dataclasses import fields, replace
 from importlib import resources
 from typing import Any
 
@@ -40,12 +42,15 @@ from ..errors import BackendError, StateError
 from ..executor import Executor
 from ..options import Backend, RunOptions, WorkerSettings
 from ..records import Failure, UnkeptJob
-from ..store import RunRecord, RunStore, job_text
+from ..signature import join_traceback, split_traceback, traceback_hash
+from ..store import FailureGroup, RunRecord, RunStore, group_failures, group_of, job_text
 from .redis_lock import ControllerLock, LockRenewer
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "taskrunner"
+# The parts of a run's state that stay from one session to the next (with run and meta).
+FAILURE_KEY_PARTS = ("failures", "tracebacks", "traceback_refs")
 RUN_KEY_PARTS = (
     "meta", "waiting", "payloads", "leases", "tokens", "leased", "outcomes", "pace",
     "collected", "collected_by", "recalled", "recalled_by",
@@ -212,7 +217,9 @@ class RedisRunStore:
     def create(self, record: RunRecord, worker_settings: WorkerSettings | None = None) -> None:
         """Record a new run, replacing one of the same name; `worker_settings` go to meta."""
         client = self.connection.client
-        client.delete(*[run_key(record.name, part) for part in (*RUN_KEY_PARTS, "run", "failures")])
+        client.delete(
+            *[run_key(record.name, part) for part in (*RUN_KEY_PARTS, "run", *FAILURE_KEY_PARTS)]
+        )
         if worker_settings is not None:
             self._write_worker_settings(record.name, worker_settings)
         self.save(record)
@@ -261,16 +268,27 @@ class RedisRunStore:
         document["unkept"] = unkept
         failures = list(new_failures)
         lock = self._locks.get(record.name)
+        bodies: dict[str, str] = {}
+        entries: list[Any] = []
+        for failure in failures:
+            body, message_at = split_traceback(failure.traceback, failure.message)
+            key = traceback_hash(body)
+            bodies[key] = body
+            entries += [failure.seq, _failure_entry(failure, serializer, key, message_at), key]
         args: list[Any] = [
             lock.token if lock is not None else "",
             json.dumps(document),
             self.keep_seconds if record.state == "finished" else 0,
             len(failures),
+            len(bodies),
+            *entries,
+            *[item for pair in bodies.items() for item in pair],
+            *cleared_failures,
         ]
-        for failure in failures:
-            args += [failure.seq, _failure_entry(failure, serializer)]
-        args += list(cleared_failures)
-        keys = [run_key(record.name, part) for part in ("run", "failures", "lock", *RUN_KEY_PARTS)]
+        keys = [
+            run_key(record.name, part)
+            for part in ("run", "failures", "lock", "tracebacks", "traceback_refs", *RUN_KEY_PARTS)
+        ]
         saved = self.connection.run("save", keys, args)
         if not saved and lock is not None and lock.extend():
             # The lock had lapsed during an outage and nobody took it: ours again, save.
@@ -282,19 +300,35 @@ class RedisRunStore:
 
     def delete(self, name: str) -> None:
         client = self.connection.client
-        client.delete(*[run_key(name, part) for part in (*RUN_KEY_PARTS, "run", "failures")])
+        client.delete(
+            *[run_key(name, part) for part in (*RUN_KEY_PARTS, "run", *FAILURE_KEY_PARTS)]
+        )
 
     def failures(self, name: str) -> list[Failure]:
         serializer = self.serializer(name)
-        entries = [
-            json.loads(raw) for raw in self.connection.client.hvals(run_key(name, "failures"))
-        ]
+        client = self.connection.client
+        entries = [json.loads(raw) for raw in client.hvals(run_key(name, "failures"))]
+        hashes = sorted({entry["traceback_hash"] for entry in entries if "traceback_hash" in entry})
+        bodies = (
+            dict(zip(hashes, client.hmget(run_key(name, "tracebacks"), hashes))) if hashes else {}
+        )
         failures = []
         for entry in entries:
+            key = entry.pop("traceback_hash", None)
+            message_at = entry.pop("message_at", -1)
+            body = bodies.get(key) if key is not None else None
+            if body is not None:
+                entry["traceback"] = join_traceback(body.decode(), entry["message"], message_at)
             if entry.get("job_kept", True):
                 entry["job"] = serializer.from_json(entry["job"])
-            failures.append(Failure(**entry))
+            failure = Failure(**entry)
+            if not failure.group:  # written by an earlier version: its group is computed
+                failure = replace(failure, group=group_of(failure))
+            failures.append(failure)
         return sorted(failures, key=lambda failure: failure.seq)
+
+    def failure_groups(self, name: str) -> list[FailureGroup]:
+        return group_failures(self.failures(name))
 
     def failure_summary(self, name: str) -> list[tuple[str, int, int]]:
         by_type: dict[str, tuple[int, int]] = {}
@@ -353,10 +387,14 @@ def _loaded(job: Any, serializer: Serializer) -> Any:
         return UnkeptJob(f"<a job that cannot be loaded: {type(error).__name__}>")
 
 
-def _failure_entry(failure: Failure, serializer: Serializer) -> str:
-    """A failure as JSON. A job the serializer cannot carry is kept as its repr, marked so
-    that `resume --retry-failed` leaves it alone."""
-    entry = _fields(failure)
+def _failure_entry(
+    failure: Failure, serializer: Serializer, traceback_key: str, message_at: int
+) -> str:
+    """A failure as JSON, its traceback by `traceback_key` (first: save.lua reads it there).
+    A job the serializer cannot carry is kept as its repr, marked so that `resume
+    --retry-failed` leaves it alone."""
+    entry = {"traceback_hash": traceback_key, "message_at": message_at, **_fields(failure)}
+    entry["traceback"] = ""
     try:
         entry["job"] = serializer.to_json(failure.job)
         return json.dumps(entry)
