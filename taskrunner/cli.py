@@ -133,7 +133,10 @@ def _failures(ns: argparse.Namespace, verbosity: int) -> int:
         ns.name, state_dir=ns.state_dir, backend=_backend(ns), group=ns.group, error=ns.error
     )
     if ns.jobs:
-        return _failed_jobs(failures)
+        from .failure_views import print_jobs
+
+        print_jobs(failures)
+        return 0
     if ns.json:
         print(json.dumps([failure_as_json(f) for f in failures], indent=2))
         return 0
@@ -150,45 +153,11 @@ def _failures(ns: argparse.Namespace, verbosity: int) -> int:
 def _failure_groups(ns: argparse.Namespace) -> int:
     """`failures --groups`: one line (or JSON object) per cause, the largest first."""
     from . import api
+    from .failure_views import print_groups
 
     if ns.jobs or ns.group or ns.error:
         raise TaskRunnerError("--groups lists every group: leave out --jobs, --group, --error")
-    groups = api.failure_groups(ns.name, state_dir=ns.state_dir, backend=_backend(ns))
-    if ns.json:
-        print(json.dumps([group.as_json() for group in groups], indent=2))
-        return 0
-    if not groups:
-        print("no failed jobs")
-        return 0
-    print(f"{'GROUP':<10}  {'COUNT':>7}  CAUSE")
-    for group in groups:
-        first, last = group.as_json()["first_seen"], group.as_json()["last_seen"]
-        seqs = ", ".join(str(seq) for seq in group.first_seqs)
-        more = ", ..." if group.count > len(group.first_seqs) else ""
-        print(f"{group.group_id:<10}  {group.count:>7}  {group.error_type}: {group.message}")
-        print(f"{'':<21}at {group.where or '(no frame of user code)'}")
-        print(f"{'':<21}seqs {seqs}{more}; first {first}, last {last}")
-    return 0
-
-
-def _failed_jobs(failures: list[Any]) -> int:
-    """`failures --jobs`: the failed jobs alone, one JSON line each, for `spawn FILE.jsonl`."""
-    left_out = 0
-    for failure in failures:
-        try:
-            line = json.dumps(failure.job, separators=(",", ":")) if failure.job_kept else None
-        except (TypeError, ValueError):
-            line = None
-        if line is None:
-            left_out += 1
-        else:
-            print(line)
-    if left_out:
-        print(
-            f"taskrunner: {left_out} failed job(s) left out: they cannot be written as JSON "
-            "(or were not kept); 'taskrunner failures' shows them",
-            file=sys.stderr,
-        )
+    print_groups(api.failure_groups(ns.name, state_dir=ns.state_dir, backend=_backend(ns)), ns.json)
     return 0
 
 

@@ -34,7 +34,7 @@ import logging
 import pickle
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import fields, replace
+from dataclasses import fields
 from importlib import resources
 from typing import Any
 
@@ -42,8 +42,8 @@ from ..errors import BackendError, StateError
 from ..executor import Executor
 from ..options import Backend, RunOptions, WorkerSettings
 from ..records import Failure, UnkeptJob
-from ..signature import join_traceback, split_traceback, traceback_hash
-from ..store import FailureGroup, RunRecord, RunStore, group_failures, group_of, job_text
+from ..store import FailureGroup, RunRecord, RunStore, group_failures, job_text
+from .redis_failures import failure_arguments, load_failures
 from .redis_lock import ControllerLock, LockRenewer
 
 log = logging.getLogger(__name__)
@@ -268,21 +268,15 @@ class RedisRunStore:
         document["unkept"] = unkept
         failures = list(new_failures)
         lock = self._locks.get(record.name)
-        bodies: dict[str, str] = {}
-        entries: list[Any] = []
-        for failure in failures:
-            body, message_at = split_traceback(failure.traceback, failure.message)
-            key = traceback_hash(body)
-            bodies[key] = body
-            entries += [failure.seq, _failure_entry(failure, serializer, key, message_at), key]
+        entries, bodies = failure_arguments(failures, serializer)
         args: list[Any] = [
             lock.token if lock is not None else "",
             json.dumps(document),
             self.keep_seconds if record.state == "finished" else 0,
             len(failures),
-            len(bodies),
+            len(bodies) // 2,
             *entries,
-            *[item for pair in bodies.items() for item in pair],
+            *bodies,
             *cleared_failures,
         ]
         keys = [
@@ -305,27 +299,12 @@ class RedisRunStore:
         )
 
     def failures(self, name: str) -> list[Failure]:
-        serializer = self.serializer(name)
-        client = self.connection.client
-        entries = [json.loads(raw) for raw in client.hvals(run_key(name, "failures"))]
-        hashes = sorted({entry["traceback_hash"] for entry in entries if "traceback_hash" in entry})
-        bodies = (
-            dict(zip(hashes, client.hmget(run_key(name, "tracebacks"), hashes))) if hashes else {}
+        return load_failures(
+            self.connection.client,
+            run_key(name, "failures"),
+            run_key(name, "tracebacks"),
+            self.serializer(name),
         )
-        failures = []
-        for entry in entries:
-            key = entry.pop("traceback_hash", None)
-            message_at = entry.pop("message_at", -1)
-            body = bodies.get(key) if key is not None else None
-            if body is not None:
-                entry["traceback"] = join_traceback(body.decode(), entry["message"], message_at)
-            if entry.get("job_kept", True):
-                entry["job"] = serializer.from_json(entry["job"])
-            failure = Failure(**entry)
-            if not failure.group:  # written by an earlier version: its group is computed
-                failure = replace(failure, group=group_of(failure))
-            failures.append(failure)
-        return sorted(failures, key=lambda failure: failure.seq)
 
     def failure_groups(self, name: str) -> list[FailureGroup]:
         return group_failures(self.failures(name))
@@ -385,22 +364,6 @@ def _loaded(job: Any, serializer: Serializer) -> Any:
         return serializer.from_json(job)
     except Exception as error:
         return UnkeptJob(f"<a job that cannot be loaded: {type(error).__name__}>")
-
-
-def _failure_entry(
-    failure: Failure, serializer: Serializer, traceback_key: str, message_at: int
-) -> str:
-    """A failure as JSON, its traceback by `traceback_key` (first: save.lua reads it there).
-    A job the serializer cannot carry is kept as its repr, marked so that `resume
-    --retry-failed` leaves it alone."""
-    entry = {"traceback_hash": traceback_key, "message_at": message_at, **_fields(failure)}
-    entry["traceback"] = ""
-    try:
-        entry["job"] = serializer.to_json(failure.job)
-        return json.dumps(entry)
-    except Exception:
-        entry["job"], entry["job_kept"] = job_text(failure.job), False
-        return json.dumps(entry)
 
 
 # -- the backend ----------------------------------------------------------------------------------
