@@ -18,17 +18,20 @@ from .checkpoint import Checkpoint
 from .controller import Controller
 from .errors import OptionError, SpecError, StateError
 from .executor import Executor
+from .grouping import select_failures
+from .jobfile import default_name as jobs_file_name
+from .jobfile import generator_for, generator_for_resume, is_jobs_file, refuse_stdin
 from .jobsource import JobSource
 from .loader import complete_specs, ensure_cwd_on_path, resolve, spec_of
 from .logs import above_bar
 from .options import DEFAULT_STATE_DIR, Backend, RunOptions, WorkerSettings
 from .progress import Progress, Summary
 from .records import Failure, UnkeptJob
-from .store import RunRecord, RunStore
+from .store import FailureGroup, RunRecord, RunStore
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Backend", "failures", "resume", "run", "runs", "status"]
+__all__ = ["Backend", "failure_groups", "failures", "resume", "run", "runs", "status"]
 
 Spec = str | Callable[..., Any]
 
@@ -52,6 +55,7 @@ def run(
     Backend. `callback` left out is GEN's module's `handle_job`, else its `callback`.
     Returns the run's Summary.
     """
+    refuse_stdin(gen)
     gen, callback = complete_specs(gen, callback)  # left out: GEN's handle_job, else callback
     backend = _backend(backend)
     kind = _kind(backend)
@@ -59,7 +63,7 @@ def run(
     kind.check_workers(run_options)
     _check_results_file(run_options.results)
     args = dict(args or {})
-    gen_spec, gen_fn = _resolve("GEN", gen)
+    gen_spec, gen_fn = (gen, generator_for(gen)) if is_jobs_file(gen) else _resolve("GEN", gen)
     callback_spec, callback_fn = _resolve("CALLBACK", callback)
     _check_callable("CALLBACK", callback_spec, callback_fn)
     _check_gen_args(gen_spec, gen_fn, args)
@@ -102,9 +106,15 @@ def resume(
     state_dir: str = DEFAULT_STATE_DIR,
     retry_failed: bool = False,
     backend: str | Backend = "local",
+    group: str | None = None,
+    error: str | None = None,
     **overrides: Any,
 ) -> Summary:
-    """Continue a run where its checkpoint stands; `overrides` change resumable options."""
+    """Continue a run where its checkpoint stands; `overrides` change resumable options.
+
+    `retry_failed` runs the failed jobs again first; `group` (a group id or a prefix of one,
+    as `failures --groups` shows it) or `error` (an error type) runs only those failures
+    again, and implies `retry_failed`. The other failures stay recorded."""
     backend = _backend(backend)
     kind = _kind(backend)
     store = kind.open_store(backend, state_dir, create=True)
@@ -115,7 +125,11 @@ def resume(
         _check_results_file(run_options.results)
         store.lock(record.name)
         ensure_cwd_on_path()
-        gen_fn = resolve(record.gen, what="GEN")
+        gen_fn = (
+            generator_for_resume(record)
+            if is_jobs_file(record.gen)
+            else resolve(record.gen, what="GEN")
+        )
         callback_fn = resolve(record.callback, what="CALLBACK")
         _check_callable("CALLBACK", record.callback, callback_fn)
         checkpoint = Checkpoint(record.low_water_mark, record.intervals, record.job_at_checkpoint)
@@ -143,7 +157,10 @@ def resume(
                 checkpoint=checkpoint,
             )
             source.seek(record.low_water_mark, record.fingerprint)
-        retry = _jobs_to_retry(store.failures(record.name)) if retry_failed else []
+        retry = []
+        if retry_failed or group is not None or error is not None:
+            chosen = select_failures(store, record.name, group=group, error_type=error)
+            retry = _jobs_to_retry(chosen)
         record.error = None
         # What an earlier controller queued or leased is taken again from the generator.
         store.reopen(record.name, WorkerSettings.for_run(record.callback, run_options, backend))
@@ -172,11 +189,28 @@ def failures(
     *,
     state_dir: str = DEFAULT_STATE_DIR,
     backend: str | Backend = "local",
+    group: str | None = None,
+    error: str | None = None,
 ) -> list[Failure]:
-    """The failed jobs of a run, by seq."""
+    """The failed jobs of a run, by seq; only those of `group` (an id or a prefix) or of
+    error type `error` when given."""
     store = _open_existing(backend, state_dir)
     try:
-        return store.failures(_find_run(store, name).name)
+        return select_failures(store, _find_run(store, name).name, group=group, error_type=error)
+    finally:
+        store.close()
+
+
+def failure_groups(
+    name: str | None = None,
+    *,
+    state_dir: str = DEFAULT_STATE_DIR,
+    backend: str | Backend = "local",
+) -> list[FailureGroup]:
+    """The failures of a run grouped by cause, the largest group first."""
+    store = _open_existing(backend, state_dir)
+    try:
+        return store.failure_groups(_find_run(store, name).name)
     finally:
         store.close()
 
@@ -324,6 +358,8 @@ def _total(options: RunOptions, iterable: Any, *, first_seq: int) -> int | None:
 
 
 def _default_name(gen_spec: str) -> str:
+    if is_jobs_file(gen_spec):
+        return jobs_file_name(gen_spec)
     module, _, attr = gen_spec.rpartition(":")
     if module.endswith(".py") or "/" in module:
         module = module.rsplit("/", 1)[-1].removesuffix(".py")

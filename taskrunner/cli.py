@@ -76,8 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _spawn(ns: argparse.Namespace, verbosity: int) -> int:
     from . import api
+    from .jobfile import refuse_stdin
     from .loader import complete_specs
 
+    refuse_stdin(ns.gen)
     gen, callback = complete_specs(ns.gen, ns.callback)
     summary = api.run(
         gen,
@@ -102,6 +104,8 @@ def _resume(ns: argparse.Namespace, verbosity: int) -> int:
         state_dir=ns.state_dir,
         retry_failed=ns.retry_failed,
         backend=_backend(ns),
+        group=ns.group,
+        error=ns.error,
         **_run_options(ns, verbosity),
     )
     return _report(summary)
@@ -123,7 +127,16 @@ def _failures(ns: argparse.Namespace, verbosity: int) -> int:
     from . import api
     from .state import failure_as_json
 
-    failures = api.failures(ns.name, state_dir=ns.state_dir, backend=_backend(ns))
+    if ns.groups:
+        return _failure_groups(ns)
+    failures = api.failures(
+        ns.name, state_dir=ns.state_dir, backend=_backend(ns), group=ns.group, error=ns.error
+    )
+    if ns.jobs:
+        from .failure_views import print_jobs
+
+        print_jobs(failures)
+        return 0
     if ns.json:
         print(json.dumps([failure_as_json(f) for f in failures], indent=2))
         return 0
@@ -134,6 +147,17 @@ def _failures(ns: argparse.Namespace, verbosity: int) -> int:
             print("    " + failure.traceback.rstrip().replace("\n", "\n    "))
     if not failures:
         print("no failed jobs")
+    return 0
+
+
+def _failure_groups(ns: argparse.Namespace) -> int:
+    """`failures --groups`: one line (or JSON object) per cause, the largest first."""
+    from . import api
+    from .failure_views import print_groups
+
+    if ns.jobs or ns.group or ns.error:
+        raise TaskRunnerError("--groups lists every group: leave out --jobs, --group, --error")
+    print_groups(api.failure_groups(ns.name, state_dir=ns.state_dir, backend=_backend(ns)), ns.json)
     return 0
 
 
@@ -270,6 +294,14 @@ def _build_parser() -> _Parser:
             "Redis can then run code on the workers)",
         )
 
+    def choose_failures(sub: argparse.ArgumentParser, verb: str) -> None:
+        sub.add_argument(
+            "--group",
+            metavar="G",
+            help=f"{verb} the failures of group G (an id or prefix, as 'failures --groups' shows)",
+        )
+        sub.add_argument("--error", metavar="TYPE", help=f"{verb} the failures of error TYPE")
+
     def json_option(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -302,7 +334,10 @@ def _build_parser() -> _Parser:
             "--rate", type=float, metavar="R", help="at most R job starts per second in all"
         )
         sub.add_argument(
-            "--max-failures", type=int, metavar="N", help="stop taking new jobs after N failures"
+            "--max-failures",
+            metavar="N|P%",
+            help="stop taking new jobs after N failures, or once P%% of at least 100 ended "
+            "jobs failed",
         )
         sub.add_argument(
             "--results", metavar="FILE", help="append a JSON line per finished job ('-': stdout)"
@@ -350,6 +385,7 @@ def _build_parser() -> _Parser:
     )
     run_options(resume)
     resume.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
+    choose_failures(resume, "re-run only")
     state_dir(resume)
     logging_options(resume)
 
@@ -367,6 +403,15 @@ def _build_parser() -> _Parser:
         "name", metavar="NAME", nargs="?", help="the run (default: the latest updated)"
     )
     json_option(failures)
+    failures.add_argument(
+        "--groups", action="store_true", help="the failures grouped by cause, the largest first"
+    )
+    failures.add_argument(
+        "--jobs",
+        action="store_true",
+        help="only the failed jobs, one JSON line each (for: taskrunner spawn FILE.jsonl ...)",
+    )
+    choose_failures(failures, "show only")
     backend(failures)
     state_dir(failures)
     logging_options(failures, verbose="show each failure's traceback; more logging")

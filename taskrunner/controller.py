@@ -29,6 +29,7 @@ from .records import Batch, Ending, Failure, JobError, JobsDone, RunState
 from .requeue import Requeue, Waiting
 from .results import ResultsWriter
 from .saving import RunSaver
+from .signature import group_id
 from .stopping import StopSignals
 from .store import RunRecord, RunStore
 from .tally import Tally
@@ -72,7 +73,9 @@ class Controller(SettlesOutcomes):
         # A waiting job's `extra` is the runs it had before; the generator's new jobs had none.
         self._requeue = Requeue(Waiting(seq, job, runs) for seq, job, runs in retry_first or [])
         self._tally = Tally(record, progress, (seq for seq, _, _ in retry_first or []))
-        self._saver = RunSaver(record, checkpoint, store, self._tally, self.results)
+        self._saver = RunSaver(
+            record, checkpoint, store, self._tally, self.results, positions=source.position_of
+        )
         self._sizer = BatchSizer(
             concurrency=options.concurrency,
             cap=options.queue_limit // (2 * max(1, options.workers)),
@@ -235,6 +238,8 @@ class Controller(SettlesOutcomes):
             else:
                 log.warning("the results of %d jobs were lost with their worker", count)
         self._tally.done(count)
+        if self.options.max_failures is not None:
+            self._check_failures()  # a percentage is judged on every ended job
         self._complete_if_settled(event.batch_id)
 
     def _on_failed(self, batch_id: int, index: int, error: JobError) -> None:
@@ -256,13 +261,21 @@ class Controller(SettlesOutcomes):
         self._requeue.settled(seq)
         self._tally.failed(
             Failure(
-                seq, job, error.error_type, error.message, error.traceback, runs, error.duration
+                seq, job, error.error_type, error.message, error.traceback, runs, error.duration,
+                group=group_id(error.error_type, error.message, error.traceback),
+                failed_at=time.time(),
             )
-        )
-        limit = self.options.max_failures
-        if limit is not None and self._tally.session_failed >= limit and self._stop_reason is None:
+        )  # fmt: skip
+        self._check_failures()
+
+    def _check_failures(self) -> None:
+        failed, ended = self._tally.session_failed, self._tally.session_jobs
+        if self._stop_reason is None and self.options.too_many_failures(failed, ended):
             self._halted = RunState.MAX_FAILURES
-            log.error("%d failures reached --max-failures; finishing the jobs in flight", limit)
+            log.error(
+                "%d failures of %d jobs reached --max-failures %s; finishing the jobs in flight",
+                failed, ended, self.options.max_failures,
+            )  # fmt: skip
 
     def _on_returned(self, batch_id: int) -> None:
         self._complete_if_settled(batch_id)

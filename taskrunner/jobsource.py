@@ -52,6 +52,9 @@ class JobSource:
         self.error_traceback = ""
         self.inside_generator = False  # the run loop is waiting in the user's code
         self._iterator = iter(iterable)
+        # A source that can tell where a job's line starts (jobfile.JobsFile) lets the run
+        # resume by seeking there.
+        self._positions = getattr(iterable, "position_of", None)
         self._limit = limit
         # Seqs that finished above the checkpoint are skipped, not dispatched again.
         self._checkpoint = checkpoint
@@ -96,6 +99,11 @@ class JobSource:
             )
             return
         self._iterator = itertools.chain((first,), self._iterator)
+
+    def position_of(self, seq: int) -> int | None:
+        """Where job `seq` starts in the source (a byte offset in a file of jobs), for a
+        resume that seeks; None for a generator, or a job not read."""
+        return self._positions(seq) if self._positions is not None else None
 
     def abandon(self) -> None:
         """Take nothing more: the run stopped while waiting in the generator. Its jobs not

@@ -12,6 +12,8 @@ from .errors import OptionError
 
 DEFAULT_STATE_DIR = ".taskrunner"
 DEFAULT_QUEUE_SIZE = 1000
+# --max-failures P% is judged once this many jobs have ended (as GNU parallel's --halt).
+FAILURE_RATE_MIN_JOBS = 100
 
 # Options `resume` may change; the others are fixed when the run starts.
 RESUMABLE = frozenset(
@@ -32,7 +34,8 @@ class RunOptions:
     timeout: float | None = None
     retries: int = 0
     rate: float | None = None
-    max_failures: int | None = None
+    # N failures, or "P%": stop once P% of at least FAILURE_RATE_MIN_JOBS ended jobs failed.
+    max_failures: int | str | None = None
     limit: int | None = None
     total: int | None = None
     results: str | None = None
@@ -48,11 +51,21 @@ class RunOptions:
         _positive("--timeout", self.timeout)
         _positive("--rate", self.rate)
         if self.max_failures is not None:
-            _at_least("--max-failures", self.max_failures, 1)
+            object.__setattr__(self, "max_failures", _max_failures(self.max_failures))
         if self.limit is not None:
             _at_least("--limit", self.limit, 0)
         if self.total is not None:
             _at_least("--total", self.total, 0)
+
+    def too_many_failures(self, failed: int, ended: int) -> bool:
+        """Whether `failed` of `ended` jobs (this session's) reach --max-failures."""
+        limit = self.max_failures
+        if limit is None:
+            return False
+        if isinstance(limit, int):
+            return failed >= limit
+        percent = float(limit[:-1])
+        return ended >= FAILURE_RATE_MIN_JOBS and failed * 100 >= percent * ended
 
     @property
     def queue_limit(self) -> int:
@@ -165,6 +178,32 @@ def _text(value: Any) -> str:
 def _at_least(flag: str, value: Any, lowest: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
         raise OptionError(f"{flag} must be a whole number of at least {lowest}, not {value!r}")
+
+
+def _max_failures(value: Any) -> int | str:
+    """--max-failures as kept: a whole number of at least 1, or "P%" with 0 < P <= 100."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith("%"):
+            try:
+                percent = float(text[:-1])
+            except ValueError:
+                percent = -1.0
+            if not 0 < percent <= 100:
+                raise OptionError(
+                    f"--max-failures must be a number of failures or a percentage above 0 "
+                    f"and at most 100 (5%), not {value!r}"
+                )
+            return f"{percent:g}%"
+        try:
+            value = int(text)
+        except ValueError:
+            raise OptionError(
+                f"--max-failures must be a number of failures (3) or a percentage (5%), "
+                f"not {value!r}"
+            ) from None
+    _at_least("--max-failures", value, 1)
+    return int(value)
 
 
 def _positive(flag: str, value: Any) -> None:

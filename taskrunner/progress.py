@@ -15,6 +15,7 @@ from .records import RunState
 log = logging.getLogger("taskrunner")
 
 STATUS_LINE_SECONDS = 10.0
+SUMMARY_GROUPS = 5  # failure groups the end-of-run summary shows
 # States of a run that stopped before its end: `resume` continues it.
 _STOPPED = (RunState.INTERRUPTED, RunState.GENERATOR_ERROR, RunState.MAX_FAILURES)
 
@@ -104,6 +105,8 @@ class Summary:
     jobs_this_session: int
     failures_by_type: list[tuple[str, int, int]] = field(default_factory=list)
     generator_traceback: str | None = None
+    # The failures by cause (store.FailureGroup), the largest first: the summary shows the top.
+    failure_groups: list[Any] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -122,10 +125,32 @@ class Summary:
             f"{self.done} done, {self.failed} failed, {self.pending} pending; "
             f"{self.jobs_this_session} jobs in {self.duration:.1f}s ({self.rate:.1f} jobs/s)"
         ]
-        for error_type, count, first_seq in self.failures_by_type:
-            lines.append(f"  failed: {count} x {error_type} (e.g. seq {first_seq})")
+        if self.failure_groups:
+            lines += self._group_lines()
+        else:
+            for error_type, count, first_seq in self.failures_by_type:
+                lines.append(f"  failed: {count} x {error_type} (e.g. seq {first_seq})")
         lines.append(f"  next: {self.next_command()}")
         return "\n".join(lines)
+
+    def _group_lines(self) -> list[str]:
+        """The top failure groups: count, cause, where, an example seq and the group id to
+        re-run it by (`resume --retry-failed --group G`)."""
+        lines = []
+        for group in self.failure_groups[:SUMMARY_GROUPS]:
+            where = f"at {group.where}; " if group.where else ""
+            message = f": {group.message}" if group.message else ""
+            lines.append(
+                f"  failed: {group.count} x {group.error_type}{message}"
+                f"  ({where}group {group.group_id}, e.g. seq {group.first_seqs[0]})"
+            )
+        hidden = self.failure_groups[SUMMARY_GROUPS:]
+        if hidden:
+            lines.append(
+                f"  failed: {sum(group.count for group in hidden)} more in {len(hidden)} other"
+                f" group(s): taskrunner failures {self.name} --groups"
+            )
+        return lines
 
     def next_command(self) -> str:
         if self.state in _STOPPED or self.pending:

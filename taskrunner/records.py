@@ -78,6 +78,10 @@ class Failure:
     # False when the job itself could not be stored (it cannot be pickled, or serialized for
     # Redis): `job` is then its repr, and `resume --retry-failed` cannot run it again.
     job_kept: bool = True
+    # The failure's cause as signature.py digests it (type, where, normalised message): the
+    # id `taskrunner failures --groups` shows. "" only for a failure of an older version.
+    group: str = ""
+    failed_at: float = 0.0  # time.time() when it was recorded; 0.0: not known
 
 
 # Events an executor reports to the run loop -------------------------------------------------

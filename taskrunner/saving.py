@@ -4,6 +4,7 @@ after the results they cover are flushed; and, at the end of a session, its Summ
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from .checkpoint import Checkpoint, fingerprint
 from .errors import StateError
@@ -29,7 +30,14 @@ class RunSaver:
         store: RunStore,
         tally: Tally,
         results: ResultsWriter | None,
+        *,
+        positions: Callable[[int], int | None] | None = None,
     ) -> None:
+        """`positions`: where a job starts in the source (JobSource.position_of), saved
+        with the checkpoint so that a run over a file of jobs resumes by seeking."""
+        self._positions = positions
+        # The checkpoint the saved offset belongs to: it stays right while that stands.
+        self._offset_mark = record.low_water_mark
         self._record = record
         self._checkpoint = checkpoint
         self._store = store
@@ -47,9 +55,18 @@ class RunSaver:
         record.fingerprint = (
             fingerprint(checkpoint.job_at_checkpoint) if record.low_water_mark else None
         )
+        self._note_offset()
         # Counts and failure rows in the same call as the checkpoint that covers their jobs.
         self._store.save(record, *self._tally.unsaved())
         self._tally.saved()
+
+    def _note_offset(self) -> None:
+        mark = self._record.low_water_mark
+        position = self._positions(mark - 1) if self._positions and mark > 0 else None
+        if position is not None:
+            self._record.source_offset, self._offset_mark = position, mark
+        elif mark != self._offset_mark:
+            self._record.source_offset = None  # resume then reads from the start, and skips
 
     def save_after_crash(self) -> None:
         """Our own bug stopped the loop: keep what is known, resumable."""
@@ -85,5 +102,6 @@ class RunSaver:
             duration=duration,
             jobs_this_session=jobs_this_session,
             failures_by_type=self._store.failure_summary(record.name),
+            failure_groups=self._store.failure_groups(record.name) if record.failed else [],
             generator_traceback=record.error if state is RunState.GENERATOR_ERROR else None,
         )

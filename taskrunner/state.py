@@ -20,50 +20,21 @@ from typing import Any
 from .errors import StateError
 from .options import WorkerSettings
 from .records import Failure, UnkeptJob
-from .store import RunRecord, failure_as_json, job_text, jsonable
+from .state_failures import pickle_job, read_failures, read_groups, write_failures
+from .state_schema import SCHEMA_VERSION, prepare
+from .store import (
+    FailureGroup,
+    RunRecord,
+    failure_as_json,
+    job_text,
+    jsonable,
+)
 
 # Imported from here by callers that predate store.py.
 __all__ = ["DB_FILENAME", "RunRecord", "RunStore", "SqliteRunStore", "failure_as_json", "jsonable"]
 
-SCHEMA_VERSION = 1
 DB_FILENAME = "taskrunner.sqlite3"
 _SQLITE_HEADER = b"SQLite format 3\x00"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    name TEXT PRIMARY KEY,
-    gen TEXT NOT NULL,
-    callback TEXT NOT NULL,
-    args TEXT NOT NULL,             -- JSON object of keyword arguments for GEN
-    options TEXT NOT NULL,          -- JSON object of the run's options
-    state TEXT NOT NULL,            -- running, finished, interrupted, generator_error, max_failures
-    started_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    low_water_mark INTEGER NOT NULL DEFAULT 0,
-    intervals BLOB,                 -- pickled [(start, stop, last_job)] finished above the mark
-    job_at_checkpoint BLOB,         -- pickled job at seq low_water_mark - 1
-    fingerprint TEXT,               -- its fingerprint, to recognise a changed generator
-    taken INTEGER NOT NULL DEFAULT 0,
-    done INTEGER NOT NULL DEFAULT 0,
-    failed INTEGER NOT NULL DEFAULT 0,
-    total INTEGER,
-    error TEXT                      -- the generator's traceback, when it raised
-);
-CREATE TABLE IF NOT EXISTS failures (
-    name TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    job BLOB NOT NULL,              -- pickled job, to run it again with --retry-failed
-    job_repr TEXT NOT NULL,
-    error_type TEXT NOT NULL,
-    message TEXT NOT NULL,
-    traceback TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    duration REAL NOT NULL,
-    failed_at REAL NOT NULL,
-    PRIMARY KEY (name, seq)
-);
-"""
-
 
 _BUSY_SECONDS = 10.0
 
@@ -116,8 +87,7 @@ class SqliteRunStore:
             db = sqlite3.connect(self.path, timeout=_BUSY_SECONDS, isolation_level=None)
             _enable_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            prepare(db)  # creates the tables, or migrates a file of an earlier version
         except sqlite3.Error as error:
             raise StateError(f"cannot open run state {self.path!r}: {error}") from None
         return db
@@ -198,6 +168,7 @@ class SqliteRunStore:
         with self._transaction():
             self._db.execute("DELETE FROM runs WHERE name = ?", (record.name,))
             self._db.execute("DELETE FROM failures WHERE name = ?", (record.name,))
+            self._db.execute("DELETE FROM tracebacks WHERE name = ?", (record.name,))
             self._db.execute(
                 "INSERT INTO runs (name, gen, callback, args, options, state, started_at,"
                 " updated_at, total) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -225,39 +196,19 @@ class SqliteRunStore:
     ) -> None:
         """Write the run's progress and its new failures in one transaction."""
         record.updated_at = time.time()
+        cleared = list(cleared_failures)
         with self._transaction():
-            self._db.executemany(
-                "DELETE FROM failures WHERE name = ? AND seq = ?",
-                ((record.name, seq) for seq in cleared_failures),
-            )
-            self._db.executemany(
-                "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    (
-                        record.name,
-                        failure.seq,
-                        _pickle_job(failure.job),
-                        job_text(failure.job),
-                        failure.error_type,
-                        failure.message,
-                        failure.traceback,
-                        failure.attempts,
-                        failure.duration,
-                        record.updated_at,
-                    )
-                    for failure in new_failures
-                ),
-            )
+            write_failures(self._db, record, list(new_failures), cleared)
             self._db.execute(
                 "UPDATE runs SET state = ?, updated_at = ?, low_water_mark = ?, intervals = ?,"
                 " job_at_checkpoint = ?, fingerprint = ?, taken = ?, done = ?, failed = ?,"
-                " total = ?, error = ?, options = ? WHERE name = ?",
+                " total = ?, error = ?, options = ?, source_offset = ? WHERE name = ?",
                 (
                     record.state,
                     record.updated_at,
                     record.low_water_mark,
                     _pickle_checkpoint(record.intervals),
-                    _pickle_job(_picklable(record.job_at_checkpoint)),
+                    pickle_job(_picklable(record.job_at_checkpoint)),
                     record.fingerprint,
                     record.taken,
                     record.done,
@@ -265,6 +216,7 @@ class SqliteRunStore:
                     record.total,
                     record.error,
                     json.dumps(record.options),
+                    record.source_offset,
                     record.name,
                 ),
             )
@@ -273,22 +225,15 @@ class SqliteRunStore:
         with self._transaction():
             self._db.execute("DELETE FROM runs WHERE name = ?", (name,))
             self._db.execute("DELETE FROM failures WHERE name = ?", (name,))
+            self._db.execute("DELETE FROM tracebacks WHERE name = ?", (name,))
 
     # -- failures ------------------------------------------------------------------------------
 
     def failures(self, name: str) -> list[Failure]:
-        rows = self._db.execute(
-            "SELECT seq, job, job_repr, error_type, message, traceback, attempts, duration"
-            " FROM failures WHERE name = ? ORDER BY seq",
-            (name,),
-        ).fetchall()
-        failures = []
-        for seq, payload, job_repr, error_type, message, tb, attempts, duration in rows:
-            job, kept = _stored_job(payload, job_repr)
-            failures.append(
-                Failure(seq, job, error_type, message, tb, attempts, duration, job_kept=kept)
-            )
-        return failures
+        return read_failures(self._db, name)
+
+    def failure_groups(self, name: str) -> list[FailureGroup]:
+        return read_groups(self._db, name)
 
     def failure_summary(self, name: str) -> list[tuple[str, int, int]]:
         """(error type, count, first seq) for each kind of failure, most frequent first."""
@@ -336,6 +281,7 @@ class SqliteRunStore:
         (
             name, gen, callback, args, options, state, started_at, updated_at, low_water_mark,
             intervals, job_at_checkpoint, fingerprint, taken, done, failed, total, error,
+            source_offset,
         ) = row  # fmt: skip
         return RunRecord(
             name=name,
@@ -355,6 +301,7 @@ class SqliteRunStore:
             failed=failed,
             total=total,
             error=error,
+            source_offset=source_offset,
         )
 
 
@@ -397,23 +344,6 @@ def _unpickle(payload: bytes, fallback: Any) -> Any:
         return pickle.loads(payload)
     except Exception:
         return fallback
-
-
-def _pickle_job(job: Any) -> bytes:
-    try:
-        return pickle.dumps(job, protocol=4)
-    except Exception:
-        return b""  # cannot be kept: its repr (in job_repr) is all that is left of it
-
-
-def _stored_job(payload: bytes, job_repr: str) -> tuple[Any, bool]:
-    """A failed job as stored, and whether it is the job itself (else its repr)."""
-    if not payload:
-        return job_repr, False
-    try:
-        return pickle.loads(payload), True
-    except Exception:  # its class is gone, or it failed because it cannot be unpickled
-        return job_repr, False
 
 
 def _safe_filename(name: str) -> str:

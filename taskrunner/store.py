@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from .options import WorkerSettings
 from .records import Failure
+from .signature import signature
 
 
 @dataclass
@@ -45,6 +46,9 @@ class RunRecord:
     failed: int = 0
     total: int | None = None
     error: str | None = None
+    # A file of jobs as GEN: the byte offset of the line of the job at the checkpoint, where
+    # resume starts reading (jobfile.py). None for a generator.
+    source_offset: int | None = None
 
     @property
     def pending(self) -> int:
@@ -142,6 +146,73 @@ class RunStore(Protocol):
         """(error type, count, first seq) for each kind of failure of run `name`, the most
         frequent first, ties by error type."""
 
+    def failure_groups(self, name: str) -> list[FailureGroup]:
+        """The failures of run `name` grouped by cause (`Failure.group`), the largest group
+        first, ties by the group's first seq; [] for no failures or no such run."""
+
+
+FIRST_SEQS = 5
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """Failures that share a cause: one line of `taskrunner failures --groups`."""
+
+    group_id: str
+    count: int
+    error_type: str
+    message: str  # normalised: the varying parts replaced
+    where: str  # the innermost frame of the user's code, "" when none is known
+    first_seqs: tuple[int, ...]  # the first few, by seq
+    first_seen: float
+    last_seen: float
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON shape of one entry of `taskrunner failures --groups --json`."""
+        return {
+            "group": self.group_id,
+            "count": self.count,
+            "error_type": self.error_type,
+            "message": self.message,
+            "where": self.where,
+            "first_seqs": list(self.first_seqs),
+            "first_seen": _iso(self.first_seen) if self.first_seen else None,
+            "last_seen": _iso(self.last_seen) if self.last_seen else None,
+        }
+
+
+def group_of(failure: Failure) -> str:
+    """The group id of a failure: as recorded, or computed for one an older version wrote."""
+    return (
+        failure.group or signature(failure.error_type, failure.message, failure.traceback).group_id
+    )
+
+
+def group_failures(failures: Iterable[Failure]) -> list[FailureGroup]:
+    """The groups of `failures`, as `RunStore.failure_groups` returns them."""
+    members: dict[str, list[Failure]] = {}
+    for failure in failures:
+        members.setdefault(group_of(failure), []).append(failure)
+    groups = []
+    for key, found in members.items():
+        found.sort(key=lambda failure: failure.seq)
+        sample = found[0]
+        cause = signature(sample.error_type, sample.message, sample.traceback)
+        seen = [failure.failed_at for failure in found if failure.failed_at]
+        groups.append(
+            FailureGroup(
+                group_id=key,
+                count=len(found),
+                error_type=sample.error_type,
+                message=cause.message,
+                where=cause.where,
+                first_seqs=tuple(failure.seq for failure in found[:FIRST_SEQS]),
+                first_seen=min(seen, default=0.0),
+                last_seen=max(seen, default=0.0),
+            )
+        )
+    return sorted(groups, key=lambda group: (-group.count, group.first_seqs))
+
 
 def job_text(job: Any) -> str:
     """What stands for a job that cannot be stored as itself: its repr, cut short."""
@@ -161,6 +232,7 @@ def failure_as_json(failure: Failure) -> dict[str, Any]:
         "traceback": failure.traceback,
         "attempts": failure.attempts,
         "duration": round(failure.duration, 6),
+        "group": failure.group,
     }
 
 

@@ -17,7 +17,9 @@ passed in KEYS. What is in Redis:
     taskrunner:{NAME}:collected, recalled, popped:WID, and each *_by
                                          the last reply of a call, to answer a retry alike
     taskrunner:{NAME}:run         hash   the run record: checkpoint, counters, state
-    taskrunner:{NAME}:failures    hash   seq -> failure
+    taskrunner:{NAME}:failures    hash   seq -> failure (its traceback by hash, less message)
+    taskrunner:{NAME}:tracebacks  hash   traceback hash -> traceback: once per run, not per failure
+    taskrunner:{NAME}:traceback_refs hash traceback hash -> how many failures point at it
     taskrunner:{NAME}:lock        string token of the controller running the run
                                          (taken, extended, released by script: redis_lock.py)
 
@@ -40,12 +42,15 @@ from ..errors import BackendError, StateError
 from ..executor import Executor
 from ..options import Backend, RunOptions, WorkerSettings
 from ..records import Failure, UnkeptJob
-from ..store import RunRecord, RunStore, job_text
+from ..store import FailureGroup, RunRecord, RunStore, group_failures, job_text
+from .redis_failures import failure_arguments, load_failures
 from .redis_lock import ControllerLock, LockRenewer
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "taskrunner"
+# The parts of a run's state that stay from one session to the next (with run and meta).
+FAILURE_KEY_PARTS = ("failures", "tracebacks", "traceback_refs")
 RUN_KEY_PARTS = (
     "meta", "waiting", "payloads", "leases", "tokens", "leased", "outcomes", "pace",
     "collected", "collected_by", "recalled", "recalled_by",
@@ -212,7 +217,9 @@ class RedisRunStore:
     def create(self, record: RunRecord, worker_settings: WorkerSettings | None = None) -> None:
         """Record a new run, replacing one of the same name; `worker_settings` go to meta."""
         client = self.connection.client
-        client.delete(*[run_key(record.name, part) for part in (*RUN_KEY_PARTS, "run", "failures")])
+        client.delete(
+            *[run_key(record.name, part) for part in (*RUN_KEY_PARTS, "run", *FAILURE_KEY_PARTS)]
+        )
         if worker_settings is not None:
             self._write_worker_settings(record.name, worker_settings)
         self.save(record)
@@ -261,16 +268,21 @@ class RedisRunStore:
         document["unkept"] = unkept
         failures = list(new_failures)
         lock = self._locks.get(record.name)
+        entries, bodies = failure_arguments(failures, serializer)
         args: list[Any] = [
             lock.token if lock is not None else "",
             json.dumps(document),
             self.keep_seconds if record.state == "finished" else 0,
             len(failures),
+            len(bodies) // 2,
+            *entries,
+            *bodies,
+            *cleared_failures,
         ]
-        for failure in failures:
-            args += [failure.seq, _failure_entry(failure, serializer)]
-        args += list(cleared_failures)
-        keys = [run_key(record.name, part) for part in ("run", "failures", "lock", *RUN_KEY_PARTS)]
+        keys = [
+            run_key(record.name, part)
+            for part in ("run", "failures", "lock", "tracebacks", "traceback_refs", *RUN_KEY_PARTS)
+        ]
         saved = self.connection.run("save", keys, args)
         if not saved and lock is not None and lock.extend():
             # The lock had lapsed during an outage and nobody took it: ours again, save.
@@ -282,19 +294,20 @@ class RedisRunStore:
 
     def delete(self, name: str) -> None:
         client = self.connection.client
-        client.delete(*[run_key(name, part) for part in (*RUN_KEY_PARTS, "run", "failures")])
+        client.delete(
+            *[run_key(name, part) for part in (*RUN_KEY_PARTS, "run", *FAILURE_KEY_PARTS)]
+        )
 
     def failures(self, name: str) -> list[Failure]:
-        serializer = self.serializer(name)
-        entries = [
-            json.loads(raw) for raw in self.connection.client.hvals(run_key(name, "failures"))
-        ]
-        failures = []
-        for entry in entries:
-            if entry.get("job_kept", True):
-                entry["job"] = serializer.from_json(entry["job"])
-            failures.append(Failure(**entry))
-        return sorted(failures, key=lambda failure: failure.seq)
+        return load_failures(
+            self.connection.client,
+            run_key(name, "failures"),
+            run_key(name, "tracebacks"),
+            self.serializer(name),
+        )
+
+    def failure_groups(self, name: str) -> list[FailureGroup]:
+        return group_failures(self.failures(name))
 
     def failure_summary(self, name: str) -> list[tuple[str, int, int]]:
         by_type: dict[str, tuple[int, int]] = {}
@@ -351,18 +364,6 @@ def _loaded(job: Any, serializer: Serializer) -> Any:
         return serializer.from_json(job)
     except Exception as error:
         return UnkeptJob(f"<a job that cannot be loaded: {type(error).__name__}>")
-
-
-def _failure_entry(failure: Failure, serializer: Serializer) -> str:
-    """A failure as JSON. A job the serializer cannot carry is kept as its repr, marked so
-    that `resume --retry-failed` leaves it alone."""
-    entry = _fields(failure)
-    try:
-        entry["job"] = serializer.to_json(failure.job)
-        return json.dumps(entry)
-    except Exception:
-        entry["job"], entry["job_kept"] = job_text(failure.job), False
-        return json.dumps(entry)
 
 
 # -- the backend ----------------------------------------------------------------------------------

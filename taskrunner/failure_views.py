@@ -1,0 +1,47 @@
+"""What `taskrunner failures --groups` and `--jobs` print (cli.py parses, these print)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .records import Failure
+from .store import FailureGroup
+
+
+def print_groups(groups: list[FailureGroup], as_json: bool) -> None:
+    """The groups, largest first: a table of three lines each, or a JSON list."""
+    if as_json:
+        print(json.dumps([group.as_json() for group in groups], indent=2))
+        return
+    if not groups:
+        print("no failed jobs")
+        return
+    print(f"{'GROUP':<10}  {'COUNT':>7}  CAUSE")
+    for group in groups:
+        first, last = group.as_json()["first_seen"], group.as_json()["last_seen"]
+        seqs = ", ".join(str(seq) for seq in group.first_seqs)
+        more = ", ..." if group.count > len(group.first_seqs) else ""
+        print(f"{group.group_id:<10}  {group.count:>7}  {group.error_type}: {group.message}")
+        print(f"{'':<21}at {group.where or '(no frame of user code)'}")
+        print(f"{'':<21}seqs {seqs}{more}; first {first}, last {last}")
+
+
+def print_jobs(failures: list[Failure]) -> None:
+    """`failures --jobs`: the failed jobs alone, one JSON line each, for `spawn FILE.jsonl`."""
+    left_out = 0
+    for failure in failures:
+        try:
+            line = json.dumps(failure.job, separators=(",", ":")) if failure.job_kept else None
+        except (TypeError, ValueError):
+            line = None
+        if line is None:
+            left_out += 1
+        else:
+            print(line)
+    if left_out:
+        print(
+            f"taskrunner: {left_out} failed job(s) left out: they cannot be written as JSON "
+            "(or were not kept); 'taskrunner failures' shows them",
+            file=sys.stderr,
+        )
