@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from .durations import Durations
 from .records import RunState
 
 log = logging.getLogger("taskrunner")
@@ -104,6 +105,7 @@ class Summary:
     jobs_this_session: int
     failures_by_type: list[tuple[str, int, int]] = field(default_factory=list)
     generator_traceback: str | None = None
+    durations: Durations | None = None
 
     @property
     def rate(self) -> float:
@@ -124,6 +126,8 @@ class Summary:
         ]
         for error_type, count, first_seq in self.failures_by_type:
             lines.append(f"  failed: {count} x {error_type} (e.g. seq {first_seq})")
+        if self.durations is not None:
+            lines += [f"  {line}" for line in self.durations.render()]
         lines.append(f"  next: {self.next_command()}")
         return "\n".join(lines)
 

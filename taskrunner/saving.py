@@ -4,13 +4,16 @@ after the results they cover are flushed; and, at the end of a session, its Summ
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from .checkpoint import Checkpoint, fingerprint
+from .durations import Durations
 from .errors import StateError
 from .progress import Summary
 from .records import RunState
 from .results import ResultsWriter
-from .store import RunRecord, RunStore
+from .store import RunRecord, RunStore, jsonable
 from .tally import Tally
 
 log = logging.getLogger(__name__)
@@ -29,7 +32,11 @@ class RunSaver:
         store: RunStore,
         tally: Tally,
         results: ResultsWriter | None,
+        durations: Durations | None = None,
+        live: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
+        self._durations = durations
+        self._live = live
         self._record = record
         self._checkpoint = checkpoint
         self._store = store
@@ -47,6 +54,10 @@ class RunSaver:
         record.fingerprint = (
             fingerprint(checkpoint.job_at_checkpoint) if record.low_water_mark else None
         )
+        if self._durations is not None:
+            record.durations = self._durations.as_json(jsonable)
+        if self._live is not None:
+            record.live = self._live()
         # Counts and failure rows in the same call as the checkpoint that covers their jobs.
         self._store.save(record, *self._tally.unsaved())
         self._tally.saved()
@@ -86,4 +97,5 @@ class RunSaver:
             jobs_this_session=jobs_this_session,
             failures_by_type=self._store.failure_summary(record.name),
             generator_traceback=record.error if state is RunState.GENERATOR_ERROR else None,
+            durations=self._durations,
         )

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .durations import Durations
 from .options import WorkerSettings
 from .records import Failure
 
@@ -45,6 +46,10 @@ class RunRecord:
     failed: int = 0
     total: int | None = None
     error: str | None = None
+    # Job durations (durations.Durations.as_json), kept across sessions; and what a watcher
+    # reads of the session going on (live.SentTimes.live): both JSON documents.
+    durations: dict[str, Any] | None = None
+    live: dict[str, Any] | None = None
 
     @property
     def pending(self) -> int:
@@ -67,6 +72,8 @@ class RunRecord:
             "gen": self.gen,
             "callback": self.callback,
             "args": self.args,
+            "durations": Durations.from_json(self.durations).summary(),
+            "live": self.live,
         }
 
 
