@@ -184,6 +184,25 @@ def status(
         store.close()
 
 
+def watch(
+    name: str | None = None,
+    *,
+    state_dir: str = DEFAULT_STATE_DIR,
+    backend: str | Backend = "local",
+    stream: TextIO | None = None,
+    as_json: bool = False,
+) -> None:
+    """Show where a run stands every second until it ends (`status --watch`); Ctrl-C leaves
+    the view, not the run."""
+    from .watch import Watch
+
+    store = _open_existing(backend, state_dir)
+    try:
+        Watch(store, _find_run(store, name).name, stream, as_json=as_json).run()
+    finally:
+        store.close()
+
+
 def failures(
     name: str | None = None,
     *,

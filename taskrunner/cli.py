@@ -113,14 +113,25 @@ def _resume(ns: argparse.Namespace, verbosity: int) -> int:
 
 def _status(ns: argparse.Namespace, verbosity: int) -> int:
     from . import api
+    from .durations import render_summary
 
+    if ns.watch:
+        api.watch(ns.name, state_dir=ns.state_dir, backend=_backend(ns), as_json=ns.json)
+        return 0
     status = api.status(ns.name, state_dir=ns.state_dir, backend=_backend(ns))
     if ns.json:
         print(json.dumps(status, indent=2))
     else:
         for key, value in status.items():
-            print(f"{key:>11}: {value}")
+            if key not in _STATUS_SHOWN_APART:
+                print(f"{key:>11}: {value}")
+        for line in render_summary(status["durations"]):
+            print(f"{'':>11}  {line}")
     return 0
+
+
+# Parts of `status --json` that plain `status` shows in its own words, or not at all.
+_STATUS_SHOWN_APART = frozenset({"durations", "live"})
 
 
 def _failures(ns: argparse.Namespace, verbosity: int) -> int:
@@ -392,6 +403,11 @@ def _build_parser() -> _Parser:
     status = command("status", "where a run stands", _status)
     status.add_argument(
         "name", metavar="NAME", nargs="?", help="the run (default: the latest updated)"
+    )
+    status.add_argument(
+        "--watch",
+        action="store_true",
+        help="redraw every second until the run ends (Ctrl-C leaves the view, not the run)",
     )
     json_option(status)
     backend(status)

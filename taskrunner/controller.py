@@ -18,9 +18,11 @@ from typing import Any, TextIO
 
 from .batching import BatchSizer
 from .checkpoint import Checkpoint
+from .durations import Durations
 from .executor import Executor
 from .jobsource import GeneratorAbandoned, JobSource
 from .ledger import DONE, FAILED, HANDED_BACK, OPEN, Flight, Ledger
+from .live import RecentRate, SentTimes
 from .options import RunOptions
 from .outcomes import SettlesOutcomes
 from .pacing import RatePacer, StallReserve
@@ -73,8 +75,19 @@ class Controller(SettlesOutcomes):
         # A waiting job's `extra` is the runs it had before; the generator's new jobs had none.
         self._requeue = Requeue(Waiting(seq, job, runs) for seq, job, runs in retry_first or [])
         self._tally = Tally(record, progress, (seq for seq, _, _ in retry_first or []))
+        # Every session adds its jobs' durations to those of the sessions before it.
+        self._durations = Durations.from_json(record.durations)
+        self._sent_times = SentTimes()
+        self._recent_rate = RecentRate()
         self._saver = RunSaver(
-            record, checkpoint, store, self._tally, self.results, positions=source.position_of
+            record,
+            checkpoint,
+            store,
+            self._tally,
+            self.results,
+            self._durations,
+            self._live,
+            positions=source.position_of,
         )
         self._sizer = BatchSizer(
             concurrency=options.concurrency,
@@ -208,6 +221,7 @@ class Controller(SettlesOutcomes):
         self._next_batch_id += 1
         start_at, interval = self._pacer.schedule(len(jobs))
         self._ledger.add(batch_id, seqs, jobs, attempts)
+        self._sent_times.sent(batch_id, time.time())
         self._handle_all(
             self.executor.submit(Batch(batch_id, seqs, jobs, start_at, interval, alone))
         )
@@ -221,6 +235,10 @@ class Controller(SettlesOutcomes):
     # -- outcomes ------------------------------------------------------------------------------
 
     def _on_done(self, event: JobsDone) -> None:
+        timed = event.durations
+        if timed is not None:
+            # First: the slow jobs it names may be of batches this event settles.
+            self._durations.merge(timed.resolved(self._seq_and_job) if timed.slowest else timed)
         fresh, results = self._ledger.mark_done(event.batch_id, event.indices, event.results)
         count = len(fresh)
         if count == 0:
@@ -247,6 +265,8 @@ class Controller(SettlesOutcomes):
         if flight is None or flight.state[index] != OPEN:
             return
         runs = flight.extra(index, 0) + 1
+        if error.duration > 0:  # it ran (and each attempt counts): not one refused unrun
+            self._durations.add(error.duration, flight.keys[index], flight.jobs[index])
         if runs <= self.options.retries and error.error_type not in NOT_RETRIED:
             self._ledger.mark(batch_id, index, HANDED_BACK)
             self._requeue.retry_later(Waiting(flight.keys[index], flight.jobs[index], runs), error)
@@ -297,6 +317,20 @@ class Controller(SettlesOutcomes):
                 self._tally.checkpointed_done(seqs[index])
 
     # -- state -----------------------------------------------------------------------------------
+
+    def _seq_and_job(self, key: tuple[int, int]) -> tuple[int, Any] | None:
+        """The seq and job of an executor's (batch id, index), while its batch is in flight."""
+        batch_id, index = key
+        flight = self._ledger.get(batch_id)
+        if flight is None or index >= len(flight.jobs):
+            return None
+        return flight.keys[index], flight.jobs[index]
+
+    def _live(self) -> dict[str, Any]:
+        """What a watcher reads at each save: jobs in flight, the oldest, the recent rate."""
+        ended = self.record.done + self.record.failed
+        rate = self._recent_rate.note(time.monotonic(), ended)
+        return self._sent_times.live(self._ledger, rate)
 
     def _finish(self) -> Summary:
         stopped = RunState.INTERRUPTED if self._signals.abandon else self._stop_reason

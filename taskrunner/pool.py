@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any
 
+from .durations import from_wire
 from .errors import SpecError
 from .executor import Executor
 from .placement import PendingBatch, Placement
@@ -238,13 +239,14 @@ class LocalPool(Executor):
 
     def _handle(self, worker: WorkerHandle, message: FromWorker, events: list[Event]) -> None:
         match message:
-            case Done(batch_id, indices, results, busy):
+            case Done(batch_id, indices, results, busy, durations):
                 count = len(indices)
                 if worker.written_off:
                     late = [i for i in indices if (batch_id, i) in worker.written_off]
                     count -= len(late)
                 self._account(worker, batch_id, count)
-                events.append(JobsDone(batch_id, indices, results, busy))
+                timed = from_wire(durations) if durations is not None else None
+                events.append(JobsDone(batch_id, indices, results, busy, timed))
             case Failed(batch_id, index, error):
                 if (batch_id, index) in worker.written_off:
                     return  # already failed as a timeout

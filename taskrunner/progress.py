@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from .durations import Durations
 from .records import RunState
 
 log = logging.getLogger("taskrunner")
@@ -107,6 +108,7 @@ class Summary:
     generator_traceback: str | None = None
     # The failures by cause (store.FailureGroup), the largest first: the summary shows the top.
     failure_groups: list[Any] = field(default_factory=list)
+    durations: Durations | None = None
 
     @property
     def rate(self) -> float:
@@ -130,6 +132,8 @@ class Summary:
         else:
             for error_type, count, first_seq in self.failures_by_type:
                 lines.append(f"  failed: {count} x {error_type} (e.g. seq {first_seq})")
+        if self.durations is not None:
+            lines += [f"  {line}" for line in self.durations.render()]
         lines.append(f"  next: {self.next_command()}")
         return "\n".join(lines)
 

@@ -19,6 +19,7 @@ import pickle
 from dataclasses import dataclass
 from typing import Any
 
+from .durations import Wire
 from .records import JobError
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -93,12 +94,15 @@ class Log:
 @dataclass(frozen=True, slots=True)
 class Done:
     """The jobs at `indices` of a batch returned; `results` aligns with them when wanted.
-    `busy` is the seconds they ran, together."""
+    `busy` is the seconds they ran, together. `durations`: those of the jobs this worker
+    finished since its last Done (of this batch or others in flight), slow ones keyed by
+    (batch id, index); None when it has none to tell."""
 
     batch_id: int
     indices: range | list[int]
     results: list[Any] | None
     busy: float
+    durations: Wire | None = None
 
 
 @dataclass(frozen=True, slots=True)

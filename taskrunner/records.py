@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .durations import Durations
 
 
 class RunState(str, Enum):
@@ -89,12 +92,15 @@ class Failure:
 
 @dataclass(frozen=True)
 class JobsDone:
-    """The jobs at `indices` of a batch returned; `results` aligns with them when wanted."""
+    """The jobs at `indices` of a batch returned; `results` aligns with them when wanted.
+    `durations`: of the jobs finished since the executor's last report, slow ones keyed by
+    (batch id, index) of jobs still in flight (see durations.py)."""
 
     batch_id: int
     indices: range | list[int]
     results: list[Any] | None
     busy_seconds: float
+    durations: Durations | None = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .durations import Wire, WorkerDurations
 from .protocol import Done, Failed, FromWorker, encode
 from .records import JobError
 
@@ -53,6 +54,8 @@ class OutcomeBuffer:
         # batch_id -> (indices, results) finished and not yet reported
         self._pending: dict[int, tuple[list[int], list[Any]]] = {}
         self._pending_busy = 0.0
+        # The durations of the jobs finished since the last report go with the next Done.
+        self.timings = WorkerDurations()
         self._flush_delay = flush_delay
         self._wanted = threading.Event()
         self._closing = False
@@ -70,6 +73,7 @@ class OutcomeBuffer:
             if self.want_results:
                 results.append(result)
             self._pending_busy += duration
+            self.timings.add(duration, (batch_id, index))
         if not more_coming:
             self.flush()
         elif self._flusher is not None and not self._wanted.is_set():
@@ -82,9 +86,15 @@ class OutcomeBuffer:
                 return
             pending, self._pending = self._pending, {}
             busy, self._pending_busy = self._pending_busy, 0.0
+            durations = self.timings.take()
         share = busy / len(pending)
         for batch_id, (indices, results) in pending.items():
-            self.report_done(batch_id, indices, results if self.want_results else None, share)
+            # The durations ride with the first Done: the pool reads it before the others,
+            # while every batch they name is still in flight.
+            self.report_done(
+                batch_id, indices, results if self.want_results else None, share, durations
+            )
+            durations = None
 
     def close(self) -> None:
         """Stop the flushing thread and report what is left."""
@@ -95,15 +105,21 @@ class OutcomeBuffer:
         self.flush()
 
     def report_done(
-        self, batch_id: int, indices: range | list[int], results: list[Any] | None, busy: float
+        self,
+        batch_id: int,
+        indices: range | list[int],
+        results: list[Any] | None,
+        busy: float,
+        durations: Wire | None = None,
     ) -> None:
-        """Report jobs that returned; fail, one by one, those whose results cannot be sent."""
+        """Report jobs that returned (with `durations`, those gathered since the last
+        report); fail, one by one, those whose results cannot be sent."""
         try:
-            self.reporter.send(Done(batch_id, indices, results, busy))
+            self.reporter.send(Done(batch_id, indices, results, busy, durations))
         except Exception:
             if results is None:
                 raise
-            self._report_unpicklable(batch_id, indices, results, busy)
+            self._report_unpicklable(batch_id, indices, results, busy, durations)
 
     def report_failed(
         self, batch_id: int, index: int, error: BaseException | JobError, duration: float
@@ -127,7 +143,12 @@ class OutcomeBuffer:
             self.flush()
 
     def _report_unpicklable(
-        self, batch_id: int, indices: range | list[int], results: list[Any], busy: float
+        self,
+        batch_id: int,
+        indices: range | list[int],
+        results: list[Any],
+        busy: float,
+        durations: Wire | None,
     ) -> None:
         good_indices: list[int] = []
         good_results: list[Any] = []
@@ -142,7 +163,7 @@ class OutcomeBuffer:
                 good_indices.append(index)
                 good_results.append(result)
         if good_indices:
-            self.reporter.send(Done(batch_id, good_indices, good_results, busy))
+            self.reporter.send(Done(batch_id, good_indices, good_results, busy, durations))
 
 
 def job_error(error: BaseException, duration: float) -> JobError:

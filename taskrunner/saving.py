@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from .checkpoint import Checkpoint, fingerprint
+from .durations import Durations
 from .errors import StateError
 from .progress import Summary
 from .records import RunState
 from .results import ResultsWriter
-from .store import RunRecord, RunStore
+from .store import RunRecord, RunStore, jsonable
 from .tally import Tally
 
 log = logging.getLogger(__name__)
@@ -30,11 +32,15 @@ class RunSaver:
         store: RunStore,
         tally: Tally,
         results: ResultsWriter | None,
+        durations: Durations | None = None,
+        live: Callable[[], dict[str, Any]] | None = None,
         *,
         positions: Callable[[int], int | None] | None = None,
     ) -> None:
         """`positions`: where a job starts in the source (JobSource.position_of), saved
         with the checkpoint so that a run over a file of jobs resumes by seeking."""
+        self._durations = durations
+        self._live = live
         self._positions = positions
         # The checkpoint the saved offset belongs to: it stays right while that stands.
         self._offset_mark = record.low_water_mark
@@ -56,6 +62,10 @@ class RunSaver:
             fingerprint(checkpoint.job_at_checkpoint) if record.low_water_mark else None
         )
         self._note_offset()
+        if self._durations is not None:
+            record.durations = self._durations.as_json(jsonable)
+        if self._live is not None:
+            record.live = self._live()
         # Counts and failure rows in the same call as the checkpoint that covers their jobs.
         self._store.save(record, *self._tally.unsaved())
         self._tally.saved()
@@ -104,4 +114,5 @@ class RunSaver:
             failures_by_type=self._store.failure_summary(record.name),
             failure_groups=self._store.failure_groups(record.name) if record.failed else [],
             generator_traceback=record.error if state is RunState.GENERATOR_ERROR else None,
+            durations=self._durations,
         )

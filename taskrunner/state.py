@@ -20,6 +20,7 @@ from typing import Any
 from .errors import StateError
 from .options import WorkerSettings
 from .records import Failure, UnkeptJob
+from .state_columns import BASE_RUN_COLUMNS, add_run_columns, read_added, write_added
 from .state_failures import pickle_job, read_failures, read_groups, write_failures
 from .state_schema import SCHEMA_VERSION, prepare
 from .store import (
@@ -88,6 +89,7 @@ class SqliteRunStore:
             _enable_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             prepare(db)  # creates the tables, or migrates a file of an earlier version
+            add_run_columns(db)
         except sqlite3.Error as error:
             raise StateError(f"cannot open run state {self.path!r}: {error}") from None
         return db
@@ -155,12 +157,20 @@ class SqliteRunStore:
     # -- runs ----------------------------------------------------------------------------------
 
     def get(self, name: str) -> RunRecord | None:
-        row = self._db.execute("SELECT * FROM runs WHERE name = ?", (name,)).fetchone()
-        return self._record(row) if row else None
+        records = self._records("SELECT * FROM runs WHERE name = ?", (name,))
+        return records[0] if records else None
 
     def all(self) -> list[RunRecord]:
-        rows = self._db.execute("SELECT * FROM runs ORDER BY updated_at DESC").fetchall()
-        return [self._record(row) for row in rows]
+        return self._records("SELECT * FROM runs ORDER BY updated_at DESC")
+
+    def _records(self, query: str, parameters: tuple[Any, ...] = ()) -> list[RunRecord]:
+        """The runs of a SELECT *: schema 1's columns by position, added ones by name."""
+        cursor = self._db.execute(query, parameters)
+        names = [column[0] for column in cursor.description]
+        return [
+            read_added(self._record(row[:BASE_RUN_COLUMNS]), names, row)
+            for row in cursor.fetchall()
+        ]
 
     def create(self, record: RunRecord, worker_settings: WorkerSettings | None = None) -> None:
         """Record a new run, replacing one of the same name. `worker_settings` are for
@@ -220,6 +230,7 @@ class SqliteRunStore:
                     record.name,
                 ),
             )
+            write_added(self._db, record)
 
     def delete(self, name: str) -> None:
         with self._transaction():

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .durations import Durations
 from .options import WorkerSettings
 from .records import Failure
 from .signature import signature
@@ -49,6 +50,10 @@ class RunRecord:
     # A file of jobs as GEN: the byte offset of the line of the job at the checkpoint, where
     # resume starts reading (jobfile.py). None for a generator.
     source_offset: int | None = None
+    # Job durations (durations.Durations.as_json), kept across sessions; and what a watcher
+    # reads of the session going on (live.SentTimes.live): both JSON documents.
+    durations: dict[str, Any] | None = None
+    live: dict[str, Any] | None = None
 
     @property
     def pending(self) -> int:
@@ -71,6 +76,8 @@ class RunRecord:
             "gen": self.gen,
             "callback": self.callback,
             "args": self.args,
+            "durations": Durations.from_json(self.durations).summary(),
+            "live": self.live,
         }
 
 

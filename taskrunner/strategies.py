@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .durations import SMALLEST, bucket_of
 from .inbox import Inbox, Work, WorkItem
 from .protocol import IDLE, SLOT_FIELDS, GaveBack, GiveBack, Retire, Retired, Returned, Stop
 from .records import JobError
@@ -142,12 +143,19 @@ class Sequential(Strategy):
 
     def _run_batch(self, work: Work) -> None:
         callback, slots, buffer = self.callback, self.slots, self.buffer
+        timings = buffer.timings
+        counts = timings.counts
         batch_id, jobs, start_at, interval = work.batch_id, work.jobs, work.start_at, work.interval
         timed = self.timeout is not None
         awaits = self._awaits
         results: list[Any] | None = [] if buffer.want_results else None
         reported = 0  # jobs[:reported] are reported
+        # One clock read per job: a job starts when the one before it ended, so `started`
+        # carries over. Jobs under SMALLEST (trivial ones) are only counted, in bulk, from
+        # the time the segment took less what was not a job's (--rate waits, naming a slow
+        # job), `waited`.
         started = batch_started = time.monotonic()
+        waited = 0.0
         # Index before batch: the slot must never pair this batch with a stale index.
         slots[1] = -1.0
         slots[0] = batch_id
@@ -157,11 +165,12 @@ class Sequential(Strategy):
             if interval:
                 slots[2] = 0.0  # waiting for its start time is not running
                 _sleep_until(start_at + index * interval)
-                slots[2] = started = time.monotonic()
+                now = time.monotonic()
+                waited += now - started
+                slots[2] = started = now
             elif timed:
-                slots[2] = started = time.monotonic()
-            else:
-                started = time.monotonic()  # the slot keeps the batch's start: enough to blame
+                slots[2] = started
+            # Otherwise the slot keeps the batch's start: enough to blame.
             try:
                 result = callback(job)
                 if awaits is not False:
@@ -172,18 +181,31 @@ class Sequential(Strategy):
                 finished = time.monotonic()
                 if index > reported:
                     busy = finished - batch_started
-                    buffer.report_done(batch_id, range(reported, index), results, busy)
+                    durations = timings.take(index - reported, started - batch_started - waited)
+                    buffer.report_done(batch_id, range(reported, index), results, busy, durations)
                 buffer.report_failed(batch_id, index, error, finished - started)
                 reported, results = index + 1, ([] if buffer.want_results else None)
-                batch_started = finished
+                started = batch_started = finished
+                waited = 0.0
                 continue
+            if (seconds := (finished := time.monotonic()) - started) >= SMALLEST:
+                bucket = bucket_of(seconds)
+                counts[bucket] = counts.get(bucket, 0) + 1
+                if seconds > timings.floor:
+                    timings.name(seconds, (batch_id, index))
+                    # Naming it is neither this job's time nor the next one's.
+                    now = time.monotonic()
+                    waited += now - finished
+                    finished = now
+            started = finished
             if results is not None:
                 results.append(result)
         slots[2] = 0.0
         slots[0] = IDLE
         if len(jobs) > reported:
             busy = time.monotonic() - batch_started
-            buffer.report_done(batch_id, range(reported, len(jobs)), results, busy)
+            durations = timings.take(len(jobs) - reported, started - batch_started - waited)
+            buffer.report_done(batch_id, range(reported, len(jobs)), results, busy, durations)
 
     def _run_mapped(self, work: Work) -> None:
         """A batch that lost some jobs on the way (they could not be pickled): run the rest

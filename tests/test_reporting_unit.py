@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import queue
 import socket
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from taskrunner.durations import from_wire
 from taskrunner.protocol import Done, Failed, decode
 from taskrunner.reporting import OutcomeBuffer, Reporter
 from taskrunner.strategies import _take_unstarted, _take_unstarted_async
@@ -28,6 +30,14 @@ def pipe() -> Iterator[tuple[Reporter, Connection]]:
 
 
 def received(pool: Connection) -> list[Any]:
+    """The messages sent, each Done without its durations (tested on their own below)."""
+    return [
+        dataclasses.replace(message, durations=None) if isinstance(message, Done) else message
+        for message in received_whole(pool)
+    ]
+
+
+def received_whole(pool: Connection) -> list[Any]:
     messages = []
     while pool.poll(0):
         messages.append(decode(pool.recv_bytes()))
@@ -45,6 +55,26 @@ def test_finished_jobs_wait_for_a_flush_and_share_one_report_per_batch(
     assert received(pool) == []
     buffer.flush()
     assert received(pool) == [Done(1, [0, 1], ["a", "c"], 1.0), Done(2, [4], ["b"], 1.0)]
+
+
+def test_the_durations_of_a_flush_ride_with_its_first_report(
+    pipe: tuple[Reporter, Connection],
+) -> None:
+    reporter, pool = pipe
+    buffer = OutcomeBuffer(reporter, want_results=False)
+    buffer.add_done(1, 0, None, 0.5, more_coming=True)
+    buffer.add_done(2, 4, None, 0.25, more_coming=True)
+    buffer.flush()
+    first, second = received_whole(pool)
+    assert second.durations is None
+    durations = from_wire(first.durations)
+    assert durations.count == 2
+    assert durations.total == 0.75
+    assert [(s, key) for s, key, _ in durations.slowest] == [(0.5, (1, 0)), (0.25, (2, 4))]
+    buffer.add_done(1, 1, None, 0.1, more_coming=False)
+    (third,) = received_whole(pool)
+    assert from_wire(third.durations).count == 1
+    assert from_wire(third.durations).slowest == [(0.1, (1, 1), None)]
 
 
 def test_nothing_more_coming_reports_at_once(pipe: tuple[Reporter, Connection]) -> None:

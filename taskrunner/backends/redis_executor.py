@@ -7,6 +7,7 @@ loop speaks in.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import time
 import uuid
 from typing import Any
 
+from ..durations import Durations
 from ..errors import BackendError
 from ..executor import Executor
 from ..ledger import DONE, FAILED, HANDED_BACK, Ledger
@@ -166,11 +168,16 @@ class RedisExecutor(Executor):
         # died has none, and must not get a `"result": null` line in --results.
         done: dict[tuple[int, bool], tuple[list[int], list[Any], float]] = {}
         events: list[Event] = []
+        # The workers' durations (inside some outcomes), all given with the first JobsDone.
+        durations: Durations | None = None
         for entry in raw:
             outcome = json.loads(entry)
             batch_id, index = _parse_id(outcome["i"])
             if not self._settle(batch_id, index, DONE if "ok" in outcome else FAILED):
                 continue  # from a batch this controller did not push (an earlier session)
+            if "d" in outcome:
+                durations = durations or Durations()
+                durations.merge(_worker_durations(outcome["d"]))
             if "ok" in outcome:
                 key = (batch_id, "r" in outcome)
                 indices, results, busy = done.setdefault(key, ([], [], 0.0))
@@ -186,10 +193,13 @@ class RedisExecutor(Executor):
                 events.append(
                     JobFailed(batch_id, index, JobError(error_type, message, tb, duration))
                 )
-        events[:0] = [
+        finished = [
             JobsDone(batch_id, indices, results if with_results else None, busy)
             for (batch_id, with_results), (indices, results, busy) in done.items()
         ]
+        if finished and durations is not None:
+            finished[0] = dataclasses.replace(finished[0], durations=durations)
+        events[:0] = finished
         return events
 
     def _settle(self, batch_id: int, index: int, job_state: int) -> bool:
@@ -198,6 +208,12 @@ class RedisExecutor(Executor):
             return False
         self._pushed.pop_settled(batch_id)
         return True
+
+
+def _worker_durations(document: dict[str, Any]) -> Durations:
+    """A worker's durations, its slow jobs' ids turned back into (batch id, index)."""
+    sent = Durations.from_json(document)
+    return sent.resolved(lambda job_id: (_parse_id(job_id), None))
 
 
 def _parse_id(raw: bytes | str) -> tuple[int, int]:

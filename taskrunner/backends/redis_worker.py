@@ -305,13 +305,27 @@ class RedisWorker(SettlesOutcomes):
         busy = event.busy_seconds / max(1, len(event.indices))
         # Only jobs still open: one reported already (a timed-out job that finished late) is not
         # reported twice. Without results (they died with a process), none is sent.
+        # The pool's durations, their slow jobs named by job id, go to the controller inside
+        # the first outcome (read before the jobs they name are settled).
+        durations = event.durations.resolved(self._job_id) if event.durations else None
         fresh, results = self._ledger.mark_done(event.batch_id, event.indices, event.results)
         for index, result in zip(fresh, results if results is not None else [None] * len(fresh)):
             outcome: dict[str, Any] = {"i": flight.keys[index], "ok": 1, "b": busy}
             if self._want_results and results is not None:
                 outcome["r"] = self._serializer.to_json(result)
+            if durations is not None:
+                outcome["d"] = durations.as_json(lambda job: None)
+                durations = None
             self._report(flight, index, outcome)
         self._ledger.pop_settled(event.batch_id)
+
+    def _job_id(self, key: tuple[int, int]) -> tuple[str, None] | None:
+        """The Redis job id of the pool's (batch id, index), while it is in the pool."""
+        batch_id, index = key
+        flight = self._ledger.get(batch_id)
+        if flight is None or index >= len(flight.keys):
+            return None
+        return str(flight.keys[index]), None
 
     def _report(self, flight: Flight, index: int, outcome: dict[str, Any]) -> None:
         try:

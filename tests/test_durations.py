@@ -1,0 +1,85 @@
+"""Job durations at the command line, on both backends: sleep-timed jobs land in their
+buckets, the slowest jobs are named, and the figures add up across `resume`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from helpers import Project
+from redis_support import RedisServer, serve
+
+from taskrunner.durations import bucket_bounds, bucket_of
+
+JOBS = """
+def gen(n=20):
+    return range(n)
+
+def cb(job):
+    record(job)
+    if job == 5:
+        time.sleep(0.08)
+    elif job == 3 and not flag("healed"):
+        time.sleep(0.04)
+        raise ValueError("three is slow and bad")
+    else:
+        time.sleep(0.01)
+    return job
+"""
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    yield from serve(tmp_path_factory.mktemp("redis-durations"))
+
+
+@pytest.fixture(params=["local", "redis"])
+def backend(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    if request.param == "local":
+        return ()
+    server: RedisServer = request.getfixturevalue("redis_server")
+    server.client().flushall()
+    return ("--backend", server.url)
+
+
+def bucket_width(seconds: float) -> float:
+    low, high = bucket_bounds(bucket_of(seconds))
+    return high - low
+
+
+def test_sleep_timed_jobs_land_in_their_buckets_and_the_slowest_are_named(
+    project: Project, backend: tuple[str, ...]
+) -> None:
+    project.write("jobs.py", JOBS)
+    result = project.run("spawn", "jobs:gen", "jobs:cb", "-w", "2", "--no-progress", *backend)
+    assert result.returncode == 1, result  # seq 3 failed
+    durations = project.query("status", "jobs.gen", *backend)["durations"]
+    # Every job that ran is counted, the failed one too.
+    assert durations["count"] == 20, durations
+    p50 = durations["p50"]
+    assert abs(p50 - 0.010) <= bucket_width(p50), durations
+    assert durations["p50"] <= durations["p95"] <= durations["p99"] <= durations["max"]
+    assert durations["max"] >= 0.08
+    slowest = durations["slowest"]
+    assert [entry["seq"] for entry in slowest[:2]] == [5, 3], slowest
+    assert slowest[0]["job"] == 5
+    assert len(slowest) == 5
+    assert "durations of 20 jobs: mean" in result.stderr
+    assert "slowest: seq 5" in result.stderr
+    plain = project.run("status", "jobs.gen", *backend)
+    assert "durations of 20 jobs" in plain.stdout, plain
+
+
+def test_durations_add_up_across_resume(project: Project, backend: tuple[str, ...]) -> None:
+    project.write("jobs.py", JOBS)
+    first = project.run("spawn", "jobs:gen", "jobs:cb", "-w", "2", "--no-progress", *backend)
+    assert first.returncode == 1, first
+    assert project.query("status", "jobs.gen", *backend)["durations"]["count"] == 20
+    project.set_flag("healed")
+    again = project.run("resume", "jobs.gen", "--retry-failed", "--no-progress", *backend)
+    assert again.returncode == 0, again
+    durations = project.query("status", "jobs.gen", *backend)["durations"]
+    # The first session's twenty runs, and seq 3 once more: kept, not started afresh.
+    assert durations["count"] == 21, durations
+    assert [entry["seq"] for entry in durations["slowest"][:2]] == [5, 3]
+    assert "durations of 21 jobs" in again.stderr
