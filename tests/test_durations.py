@@ -16,15 +16,22 @@ def gen(n=20):
     return range(n)
 
 def cb(job):
-    record(job)
-    if job == 5:
-        time.sleep(0.08)
-    elif job == 3 and not flag("healed"):
-        time.sleep(0.04)
-        raise ValueError("three is slow and bad")
-    else:
-        time.sleep(0.01)
-    return job
+    started = time.perf_counter()
+    try:
+        record(job)
+        if job == 5:
+            time.sleep(0.08)
+        elif job == 3 and not flag("healed"):
+            time.sleep(0.04)
+            raise ValueError("three is slow and bad")
+        else:
+            time.sleep(0.01)
+        return job
+    finally:
+        # What the job itself measured: the truth the histogram is checked against (a loaded
+        # machine oversleeps, so 10 ms is only what the job asked for).
+        with open(os.path.join(HERE, "times.log"), "a") as times:
+            times.write(f"{time.perf_counter() - started}\\n")
 """
 
 
@@ -56,8 +63,10 @@ def test_sleep_timed_jobs_land_in_their_buckets_and_the_slowest_are_named(
     durations = project.query("status", "jobs.gen", *backend)["durations"]
     # Every job that ran is counted, the failed one too.
     assert durations["count"] == 20, durations
+    measured = sorted(float(x) for x in (project.root / "times.log").read_text().split())
+    true_median = measured[len(measured) // 2]
     p50 = durations["p50"]
-    assert abs(p50 - 0.010) <= bucket_width(p50), durations
+    assert abs(p50 - true_median) <= bucket_width(true_median), (true_median, durations)
     assert durations["p50"] <= durations["p95"] <= durations["p99"] <= durations["max"]
     assert durations["max"] >= 0.08
     slowest = durations["slowest"]
