@@ -380,7 +380,11 @@ def _build_parser() -> _Parser:
     # Redis only: no local state, no run options; a worker takes them from the run.
     work = command("work", "join a Redis run as a worker", _work)
     work.add_argument(
-        "callback", metavar="CALLBACK", help="the run's callback: module:attr or path/file.py:attr"
+        "callback",
+        metavar="CALLBACK",
+        nargs="?",
+        help="the run's callback: module:attr or path/file.py:attr (default: the one the run "
+        "was spawned with; another is refused)",
     )
     backend(work, redis_only=True)
     work.add_argument("--name", help="the run to join (default: the only one running)")
