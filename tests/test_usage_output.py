@@ -1,0 +1,79 @@
+"""Output a person can read (issue 11, items 4 to 7): what callbacks print, a closed results
+pipe, hints that carry the context, and an ETA without --total."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+from helpers import CLI, FAST, Project, assert_ran_once_each
+from terminal import run_on_terminal
+
+PRINTING = """
+log = logging.getLogger("user")
+
+def gen(n=40):
+    return range(n)
+
+def cb(job):
+    record(job)
+    print(f"Got {job}!", end="")   # its newline apart, as a second write
+    print()
+    if job % 10 == 0:
+        print(f"warn {job}", file=sys.stderr)
+        log.warning("record %d", job)
+    if job == 5:
+        os.system("echo from a subprocess")  # fd 1 itself, not sys.stdout
+    time.sleep(0.01)
+    return job
+"""
+
+BAR = re.compile(r"^\s*\d+%\|.*\| \d+/\d+ \[")
+
+
+def test_prints_come_out_whole_above_the_bar_tagged(project: Project):
+    project.write("jobs.py", PRINTING)
+    screen = run_on_terminal(project, "spawn", "jobs:gen", "jobs:cb", "-w", "2", "-c", "2")
+    assert screen.returncode == 0, screen.raw
+    assert_ran_once_each(project, range(40))
+    got = [line for line in screen.lines if "Got" in line]
+    # Each print is a line of its own, tagged, whole: never on the bar's line, never mixed.
+    assert all(re.fullmatch(r"\[w[12]\] Got \d+!", line) for line in got), screen.lines
+    assert sorted(int(line.split()[2][:-1]) for line in got) == list(range(40))
+    warns = [line for line in screen.lines if "warn" in line]
+    assert sorted(warns, key=lambda l: int(l.split()[-1])) == [
+        line for line in warns if re.fullmatch(r"\[w[12]\] warn \d+", line)
+    ] and len(warns) == 4, screen.lines
+    assert sum(bool(re.fullmatch(r"\[w[12]\] from a subprocess", l)) for l in screen.lines) == 1
+    assert sum("WARNING user: record" in line for line in screen.lines) == 4
+    # The bar's final line stands alone.
+    bars = [line for line in screen.lines if BAR.match(line)]
+    assert bars and all(line.rstrip().endswith("failed=0]") for line in bars), screen.lines
+
+
+def test_prints_stay_out_of_the_results_stream(project: Project):
+    project.write("jobs.py", PRINTING)
+    result = project.run("spawn", "jobs:gen", "jobs:cb", *FAST, "--results", "-")
+    assert result.returncode == 0, result
+    lines = result.stdout.splitlines()
+    assert sorted(json.loads(line)["seq"] for line in lines) == list(range(40)), result
+    assert "Got" not in result.stdout and "from a subprocess" not in result.stdout
+    assert sum(bool(re.fullmatch(r"\[w[12]\] Got \d+!", l)) for l in result.stderr_lines) == 40
+
+
+def test_a_partial_line_is_shown_once_its_job_ended(project: Project):
+    project.write(
+        "jobs.py",
+        """
+        def gen():
+            return range(3)
+
+        def cb(job):
+            print(f"part{job}", end="", flush=True)
+        """,
+    )
+    result = project.run("spawn", "jobs:gen", "jobs:cb", "-w", "1", "--no-progress")
+    assert result.returncode == 0, result
+    shown = [line for line in result.stderr_lines if line.startswith("[w1] ")]
+    assert "".join(line[5:] for line in shown) == "part0part1part2", result
