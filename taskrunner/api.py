@@ -7,8 +7,10 @@ raises a TaskRunnerError (exit code 2) with a one-line message when something is
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
@@ -86,7 +88,8 @@ def run(
         source = JobSource(iterable, limit=run_options.limit)
         try:
             executor = kind.executor(store, record, run_options, callback, callback_fn)
-            return _drive(record, run_options, source, Checkpoint(), store, executor)
+            context = _context(backend, state_dir)
+            return _drive(record, run_options, source, Checkpoint(), store, executor, context)
         except (SpecError, OptionError):
             # Refused before any job ran (a worker could not load CALLBACK): no run remains.
             if record.done + record.failed == 0:
@@ -148,7 +151,8 @@ def resume(
         # What an earlier controller queued or leased is taken again from the generator.
         store.reopen(record.name, WorkerSettings.for_run(record.callback, run_options, backend))
         executor = kind.executor(store, record, run_options, record.callback, callback_fn)
-        return _drive(record, run_options, source, checkpoint, store, executor, retry)
+        context = _context(backend, state_dir)
+        return _drive(record, run_options, source, checkpoint, store, executor, context, retry)
     finally:
         store.close()
 
@@ -215,9 +219,14 @@ def _drive(
     checkpoint: Checkpoint,
     store: RunStore,
     executor: Executor,
+    context: tuple[str, ...],
     retry_first: list[tuple[int, Any, int]] | None = None,
 ) -> Summary:
     record.state = "running"
+    if options.workers == 0:
+        # Only the Redis backend allows it: nothing runs until a worker joins.
+        work = shlex.join(["taskrunner", "work", *context, "--name", record.name])
+        log.info("waiting for workers: start them on any machine with '%s'", work)
     record.options = options.saved()
     progress = Progress(
         total=record.total, done=record.done, failed=record.failed, show=options.progress
@@ -234,7 +243,7 @@ def _drive(
             results=results,
             retry_first=retry_first,
         )
-        return controller.run()
+        return dataclasses.replace(controller.run(), context=context)
 
 
 @contextlib.contextmanager
@@ -321,6 +330,16 @@ def _total(options: RunOptions, iterable: Any, *, first_seq: int) -> int | None:
     if options.limit is not None:
         total = options.limit if total is None else min(total, options.limit)
     return total
+
+
+def _context(backend: Backend, state_dir: str) -> tuple[str, ...]:
+    """The options a later command needs to find this run: those given, not defaults."""
+    if backend.url != "local":
+        pickled = ("--serializer", "pickle") if backend.serializer == "pickle" else ()
+        return ("--backend", backend.url, *pickled)
+    if state_dir != DEFAULT_STATE_DIR:
+        return ("--state-dir", state_dir)
+    return ()
 
 
 def _default_name(gen_spec: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -104,6 +105,9 @@ class Summary:
     jobs_this_session: int
     failures_by_type: list[tuple[str, int, int]] = field(default_factory=list)
     generator_traceback: str | None = None
+    # Options the next command must repeat to find the run (`--backend URL`, `--state-dir
+    # DIR`): those the user gave, as the API was called with them.
+    context: tuple[str, ...] = ()
 
     @property
     def rate(self) -> float:
@@ -128,11 +132,9 @@ class Summary:
         return "\n".join(lines)
 
     def next_command(self) -> str:
+        where = "".join(" " + shlex.quote(word) for word in (self.name, *self.context))
         if self.state in _STOPPED or self.pending:
-            return f"taskrunner resume {self.name}"
+            return f"taskrunner resume{where}"
         if self.failed:
-            return (
-                f"taskrunner failures {self.name}  (then: taskrunner resume {self.name}"
-                " --retry-failed)"
-            )
-        return f"taskrunner status {self.name}"
+            return f"taskrunner failures{where}  (then: taskrunner resume{where} --retry-failed)"
+        return f"taskrunner status{where}"

@@ -77,3 +77,29 @@ def test_a_partial_line_is_shown_once_its_job_ended(project: Project):
     assert result.returncode == 0, result
     shown = [line for line in result.stderr_lines if line.startswith("[w1] ")]
     assert "".join(line[5:] for line in shown) == "part0part1part2", result
+
+
+def test_next_command_repeats_the_state_dir_and_works(project: Project):
+    project.write(
+        "jobs.py",
+        """
+        def gen():
+            return range(10)
+
+        def cb(job):
+            if job == 3:
+                raise ValueError("three")
+        """,
+    )
+    result = project.run("spawn", "jobs:gen", "jobs:cb", *FAST, "--state-dir", "elsewhere")
+    assert result.returncode == 1, result
+    hint = next(line for line in result.stderr_lines if "next:" in line)
+    assert hint.strip() == (
+        "next: taskrunner failures jobs.gen --state-dir elsewhere  "
+        "(then: taskrunner resume jobs.gen --state-dir elsewhere --retry-failed)"
+    ), hint
+    command = hint.split("next: ")[1].split("  (then")[0].split()
+    listed = subprocess.run(
+        [*CLI, *command[1:]], cwd=project.root, env=project.env(), capture_output=True, text=True
+    )
+    assert listed.returncode == 0 and "seq 3: ValueError: three" in listed.stdout, listed
