@@ -251,8 +251,13 @@ def _results_file(path: str | None) -> Iterator[TextIO | None]:
     if path is None:
         yield None
     elif path == "-":
-        yield sys.stdout
-        sys.stdout.flush()
+        results = sys.stdout
+        # Stdout is the results' alone: what the run's own code prints (the generator, say)
+        # goes to stderr, as the workers' output does.
+        with contextlib.redirect_stdout(sys.stderr):
+            yield results
+        with contextlib.suppress(BrokenPipeError):  # the reader went away: nothing to flush to
+            results.flush()
     else:
         try:
             file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed below

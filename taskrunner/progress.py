@@ -17,7 +17,12 @@ log = logging.getLogger("taskrunner")
 
 STATUS_LINE_SECONDS = 10.0
 # States of a run that stopped before its end: `resume` continues it.
-_STOPPED = (RunState.INTERRUPTED, RunState.GENERATOR_ERROR, RunState.MAX_FAILURES)
+_STOPPED = (
+    RunState.INTERRUPTED,
+    RunState.GENERATOR_ERROR,
+    RunState.MAX_FAILURES,
+    RunState.RESULTS_CLOSED,
+)
 
 
 class Progress:
@@ -120,6 +125,7 @@ class Summary:
             RunState.INTERRUPTED: "was interrupted",
             RunState.GENERATOR_ERROR: "stopped: the generator raised",
             RunState.MAX_FAILURES: "stopped at --max-failures",
+            RunState.RESULTS_CLOSED: "stopped: the reader of its results went away",
         }
         lines = [
             f"taskrunner: run {self.name!r} {words.get(self.state, self.state)}: "

@@ -103,3 +103,67 @@ def test_next_command_repeats_the_state_dir_and_works(project: Project):
         [*CLI, *command[1:]], cwd=project.root, env=project.env(), capture_output=True, text=True
     )
     assert listed.returncode == 0 and "seq 3: ValueError: three" in listed.stdout, listed
+
+
+HELD_BACK = """
+def gen():
+    return range(200)
+
+def cb(job):
+    if job >= 20:
+        while not flag("go"):   # held until the test has closed the pipe
+            time.sleep(0.01)
+    record(job)
+    return job * 2
+"""
+
+
+def test_a_closed_results_pipe_stops_the_run_quietly_and_resume_goes_on(project: Project):
+    project.write("jobs.py", HELD_BACK)
+    proc = subprocess.Popen(
+        [*CLI, "spawn", "jobs:gen", "jobs:cb", *FAST, "--results", "-"],
+        cwd=project.root, env=project.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    first = [proc.stdout.readline(), proc.stdout.readline()]  # as `| head -2` reads
+    proc.stdout.close()
+    project.set_flag("go")
+    stderr = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(60) == 141, stderr
+    assert all(json.loads(line)["result"] == 2 * json.loads(line)["seq"] for line in first)
+    assert "Traceback" not in stderr and "rror" not in stderr, stderr
+    status = project.status("jobs.gen")
+    assert status["state"] == "results_closed", status
+    assert status["failed"] == 0 and status["done"] + status["pending"] == 200, status
+    assert status["done"] < 200, status
+    resumed = project.run("resume", "jobs.gen", *FAST)
+    assert resumed.returncode == 0, resumed
+    final = project.status("jobs.gen")
+    assert (final["state"], final["done"], final["failed"]) == ("finished", 200, 0), final
+    assert set(project.executions()) == set(range(200))
+
+
+def test_failures_into_a_closed_pipe_ends_quietly(project: Project):
+    project.write(
+        "jobs.py",
+        """
+        def gen():
+            return range(3000)
+
+        def cb(job):
+            raise ValueError(f"bad {job}")
+        """,
+    )
+    assert project.run("spawn", "jobs:gen", "jobs:cb", *FAST).returncode == 1
+    proc = subprocess.Popen(
+        [*CLI, "failures", "jobs.gen"], cwd=project.root, env=project.env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"seq 0: ValueError")
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(30) == 141 and stderr == "", stderr
