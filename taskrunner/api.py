@@ -290,6 +290,24 @@ def _resolve(what: str, target: Spec) -> tuple[str, Any]:
 def _check_callable(what: str, spec: str, target: Any) -> None:
     if not callable(target):
         raise SpecError(f"{what} {spec!r} is a {type(target).__name__}, not something callable")
+    if what == "CALLBACK":
+        _check_takes_one_job(spec, target)
+
+
+def _check_takes_one_job(spec: str, callback: Any) -> None:
+    """A callback is called with one positional argument, the job: refuse, before any job
+    runs, one that cannot take it (every job would fail with the same TypeError)."""
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):
+        return  # no signature to check (a builtin): calling it will tell
+    try:
+        signature.bind(object())
+    except TypeError as error:
+        raise SpecError(
+            f"CALLBACK {spec!r} must take one positional argument, the job: "
+            f"{spec.rpartition(':')[2]}{signature} cannot ({error})"
+        ) from None
 
 
 def _check_gen_args(spec: str, gen: Any, args: dict[str, Any]) -> None:
