@@ -42,10 +42,15 @@ def test_prints_come_out_whole_above_the_bar_tagged(project: Project):
     assert all(re.fullmatch(r"\[w[12]\] Got \d+!", line) for line in got), screen.lines
     assert sorted(int(line.split()[2][:-1]) for line in got) == list(range(40))
     warns = [line for line in screen.lines if "warn" in line]
-    assert sorted(warns, key=lambda l: int(l.split()[-1])) == [
-        line for line in warns if re.fullmatch(r"\[w[12]\] warn \d+", line)
-    ] and len(warns) == 4, screen.lines
-    assert sum(bool(re.fullmatch(r"\[w[12]\] from a subprocess", l)) for l in screen.lines) == 1
+    assert (
+        sorted(warns, key=lambda line_: int(line_.split()[-1]))
+        == [line for line in warns if re.fullmatch(r"\[w[12]\] warn \d+", line)]
+        and len(warns) == 4
+    ), screen.lines
+    assert (
+        sum(bool(re.fullmatch(r"\[w[12]\] from a subprocess", line_)) for line_ in screen.lines)
+        == 1
+    )
     assert sum("WARNING user: record" in line for line in screen.lines) == 4
     # The bar's final line stands alone.
     bars = [line for line in screen.lines if BAR.match(line)]
@@ -59,7 +64,9 @@ def test_prints_stay_out_of_the_results_stream(project: Project):
     lines = result.stdout.splitlines()
     assert sorted(json.loads(line)["seq"] for line in lines) == list(range(40)), result
     assert "Got" not in result.stdout and "from a subprocess" not in result.stdout
-    assert sum(bool(re.fullmatch(r"\[w[12]\] Got \d+!", l)) for l in result.stderr_lines) == 40
+    assert (
+        sum(bool(re.fullmatch(r"\[w[12]\] Got \d+!", line_)) for line_ in result.stderr_lines) == 40
+    )
 
 
 def test_a_partial_line_is_shown_once_its_job_ended(project: Project):

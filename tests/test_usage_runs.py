@@ -6,9 +6,7 @@ import pytest
 from helpers import FAST, Project, assert_usage_error
 
 
-@pytest.mark.parametrize(
-    "signature", ["()", "(job, other)", "(*, job)", "(job, *, required)"]
-)
+@pytest.mark.parametrize("signature", ["()", "(job, other)", "(*, job)", "(job, *, required)"])
 def test_a_callback_that_cannot_take_one_job_is_exit_2_before_any_job(
     project: Project, signature: str
 ):

@@ -46,9 +46,7 @@ def test_work_without_callback_runs_the_runs_own(project: Project, redis_url: st
     assert_ran_once_each(project, range(40))
 
 
-def test_work_with_the_same_callback_by_another_spec_is_accepted(
-    project: Project, redis_url: str
-):
+def test_work_with_the_same_callback_by_another_spec_is_accepted(project: Project, redis_url: str):
     project.write("jobs.py", JOBS)
     controller = project.start(
         "spawn", "jobs:gen", "jobs:cb", "-w", "0", "--no-progress", "--backend", redis_url
@@ -84,7 +82,12 @@ def test_spawn_with_no_workers_says_it_waits_and_which_command_to_run(
     )
     line = wait_for(
         lambda: next(
-            (l for l in controller.stderr_so_far().splitlines() if "taskrunner work" in l), None
+            (
+                line_
+                for line_ in controller.stderr_so_far().splitlines()
+                if "taskrunner work" in line_
+            ),
+            None,
         ),
         timeout=30,
         what="the hint to start workers",
@@ -97,5 +100,5 @@ def test_spawn_with_no_workers_says_it_waits_and_which_command_to_run(
     assert result.returncode == 0, result
     assert worker.wait().returncode == 0
     # The summary's next command repeats the backend, so it finds the run.
-    next_line = [l for l in result.stderr_lines if "next:" in l][-1]
+    next_line = [line_ for line_ in result.stderr_lines if "next:" in line_][-1]
     assert f"--backend {redis_url}" in next_line, result
