@@ -7,8 +7,10 @@ raises a TaskRunnerError (exit code 2) with a one-line message when something is
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
@@ -90,7 +92,8 @@ def run(
         source = JobSource(iterable, limit=run_options.limit)
         try:
             executor = kind.executor(store, record, run_options, callback, callback_fn)
-            return _drive(record, run_options, source, Checkpoint(), store, executor)
+            context = _context(backend, state_dir)
+            return _drive(record, run_options, source, Checkpoint(), store, executor, context)
         except (SpecError, OptionError):
             # Refused before any job ran (a worker could not load CALLBACK): no run remains.
             if record.done + record.failed == 0:
@@ -165,7 +168,8 @@ def resume(
         # What an earlier controller queued or leased is taken again from the generator.
         store.reopen(record.name, WorkerSettings.for_run(record.callback, run_options, backend))
         executor = kind.executor(store, record, run_options, record.callback, callback_fn)
-        return _drive(record, run_options, source, checkpoint, store, executor, retry)
+        context = _context(backend, state_dir)
+        return _drive(record, run_options, source, checkpoint, store, executor, context, retry)
     finally:
         store.close()
 
@@ -268,9 +272,14 @@ def _drive(
     checkpoint: Checkpoint,
     store: RunStore,
     executor: Executor,
+    context: tuple[str, ...],
     retry_first: list[tuple[int, Any, int]] | None = None,
 ) -> Summary:
     record.state = "running"
+    if options.workers == 0:
+        # Only the Redis backend allows it: nothing runs until a worker joins.
+        work = shlex.join(["taskrunner", "work", *context, "--name", record.name])
+        log.info("waiting for workers: start them on any machine with '%s'", work)
     record.options = options.saved()
     progress = Progress(
         total=record.total, done=record.done, failed=record.failed, show=options.progress
@@ -287,7 +296,7 @@ def _drive(
             results=results,
             retry_first=retry_first,
         )
-        return controller.run()
+        return dataclasses.replace(controller.run(), context=context)
 
 
 @contextlib.contextmanager
@@ -295,8 +304,13 @@ def _results_file(path: str | None) -> Iterator[TextIO | None]:
     if path is None:
         yield None
     elif path == "-":
-        yield sys.stdout
-        sys.stdout.flush()
+        results = sys.stdout
+        # Stdout is the results' alone: what the run's own code prints (the generator, say)
+        # goes to stderr, as the workers' output does.
+        with contextlib.redirect_stdout(sys.stderr):
+            yield results
+        with contextlib.suppress(BrokenPipeError):  # the reader went away: nothing to flush to
+            results.flush()
     else:
         try:
             file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
@@ -329,6 +343,24 @@ def _resolve(what: str, target: Spec) -> tuple[str, Any]:
 def _check_callable(what: str, spec: str, target: Any) -> None:
     if not callable(target):
         raise SpecError(f"{what} {spec!r} is a {type(target).__name__}, not something callable")
+    if what == "CALLBACK":
+        _check_takes_one_job(spec, target)
+
+
+def _check_takes_one_job(spec: str, callback: Any) -> None:
+    """A callback is called with one positional argument, the job: refuse, before any job
+    runs, one that cannot take it (every job would fail with the same TypeError)."""
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):
+        return  # no signature to check (a builtin): calling it will tell
+    try:
+        signature.bind(object())
+    except TypeError as error:
+        raise SpecError(
+            f"CALLBACK {spec!r} must take one positional argument, the job: "
+            f"{spec.rpartition(':')[2]}{signature} cannot ({error})"
+        ) from None
 
 
 def _check_gen_args(spec: str, gen: Any, args: dict[str, Any]) -> None:
@@ -374,6 +406,16 @@ def _total(options: RunOptions, iterable: Any, *, first_seq: int) -> int | None:
     if options.limit is not None:
         total = options.limit if total is None else min(total, options.limit)
     return total
+
+
+def _context(backend: Backend, state_dir: str) -> tuple[str, ...]:
+    """The options a later command needs to find this run: those given, not defaults."""
+    if backend.url != "local":
+        pickled = ("--serializer", "pickle") if backend.serializer == "pickle" else ()
+        return ("--backend", backend.url, *pickled)
+    if state_dir != DEFAULT_STATE_DIR:
+        return ("--state-dir", state_dir)
+    return ()
 
 
 def _default_name(gen_spec: str) -> str:

@@ -17,6 +17,9 @@ from .options import DEFAULT_STATE_DIR
 if TYPE_CHECKING:
     from .progress import Summary
 
+# The exit code when the reader of our stdout went away (DESIGN: exit codes).
+READER_GONE = 141
+
 # The API (and tqdm, sqlite3) is imported when a command runs, not when this module is:
 # a spawned worker re-imports the console script that imports us.
 
@@ -58,7 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbosity = getattr(ns, "verbose", 0) - getattr(ns, "quiet", 0)
     logs.configure(verbosity)
     try:
-        return ns.handler(ns, verbosity)
+        code: int = ns.handler(ns, verbosity)
+    except BrokenPipeError:
+        # `taskrunner failures | head -1`: the reader has what it wanted.
+        code = READER_GONE
     except TaskRunnerError as error:
         if verbosity > 0:
             traceback.print_exc()
@@ -69,6 +75,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         print("taskrunner: internal error (the traceback above); please report it", file=sys.stderr)
         return 1
+    if code == READER_GONE:
+        _silence_stdout()
+    return code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at devnull: the interpreter's own flush at exit would fail again on the
+    closed pipe and print a BrokenPipeError (the Python docs' note on SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -441,7 +462,11 @@ def _build_parser() -> _Parser:
     # Redis only: no local state, no run options; a worker takes them from the run.
     work = command("work", "join a Redis run as a worker", _work)
     work.add_argument(
-        "callback", metavar="CALLBACK", help="the run's callback: module:attr or path/file.py:attr"
+        "callback",
+        metavar="CALLBACK",
+        nargs="?",
+        help="the run's callback: module:attr or path/file.py:attr (default: the one the run "
+        "was spawned with; another is refused)",
     )
     backend(work, redis_only=True)
     work.add_argument("--name", help="the run to join (default: the only one running)")

@@ -129,6 +129,7 @@ class Controller(SettlesOutcomes):
                 now = time.monotonic()
                 if now >= next_save:
                     self._saver.save()
+                    self._note_results_closed()  # found by the flush before the save
                     next_save = now + SAVE_SECONDS
                 self.progress.tick()
             crashed = False
@@ -249,6 +250,8 @@ class Controller(SettlesOutcomes):
         if self.results is not None:
             if results is not None:
                 refused = self.results.write(flight.keys, flight.jobs, fresh, results)
+                if self.results.reader_gone:
+                    count -= self._results_closed(flight, fresh, refused)
                 for index, error in refused:
                     self._ledger.revise(flight, index, FAILED)
                     self._record_failure(flight, index, error)
@@ -259,6 +262,24 @@ class Controller(SettlesOutcomes):
         if self.options.max_failures is not None:
             self._check_failures()  # a percentage is judged on every ended job
         self._complete_if_settled(event.batch_id)
+
+    def _results_closed(
+        self, flight: Flight, fresh: list[int], refused: list[tuple[int, JobError]]
+    ) -> int:
+        """The reader of --results went away: these jobs' lines reach no one. They are not
+        counted done (they run again on resume) and the run stops as a graceful stop does.
+        Returns how many were taken back."""
+        self._note_results_closed()
+        refused_indices = {index for index, _ in refused}
+        taken_back = [index for index in fresh if index not in refused_indices]
+        for index in taken_back:
+            self._ledger.revise(flight, index, HANDED_BACK)
+        return len(taken_back)
+
+    def _note_results_closed(self) -> None:
+        if self.results is not None and self.results.reader_gone and self._halted is None:
+            self._halted = RunState.RESULTS_CLOSED
+            log.debug("the reader of --results went away; finishing the jobs in flight")
 
     def _on_failed(self, batch_id: int, index: int, error: JobError) -> None:
         flight = self._ledger.get(batch_id)

@@ -2,7 +2,8 @@
 
 The library itself adds no handlers; `configure` is called by the CLI. Worker records arrive
 through the pool (each worker's own pipe) already tagged with `record.worker`; the
-controller's own records are tagged `main`.
+controller's own records are tagged `main`. What workers print to stdout or stderr arrives
+the same way, one record per line (capture.py), and is shown as `[wN] the line`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,15 @@ from typing import Any
 
 FORMAT = "%(asctime)s [%(worker)s] %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%H:%M:%S"
+
+
+class _Formatter(logging.Formatter):
+    """Log records as FORMAT; a line a worker printed (capture.py) as itself, tagged."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, "output", None):
+            return f"[{getattr(record, 'worker', '?')}] {record.getMessage()}"
+        return super().format(record)
 
 
 class _WorkerTag(logging.Filter):
@@ -36,7 +46,7 @@ def level_for(verbosity: int) -> int:
 def configure(verbosity: int) -> None:
     """Send every record to stderr with its worker tag."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
+    handler.setFormatter(_Formatter(FORMAT, DATE_FORMAT))
     handler.addFilter(_WorkerTag())
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,12 @@ log = logging.getLogger("taskrunner")
 STATUS_LINE_SECONDS = 10.0
 SUMMARY_GROUPS = 5  # failure groups the end-of-run summary shows
 # States of a run that stopped before its end: `resume` continues it.
-_STOPPED = (RunState.INTERRUPTED, RunState.GENERATOR_ERROR, RunState.MAX_FAILURES)
+_STOPPED = (
+    RunState.INTERRUPTED,
+    RunState.GENERATOR_ERROR,
+    RunState.MAX_FAILURES,
+    RunState.RESULTS_CLOSED,
+)
 
 
 class Progress:
@@ -109,6 +115,9 @@ class Summary:
     # The failures by cause (store.FailureGroup), the largest first: the summary shows the top.
     failure_groups: list[Any] = field(default_factory=list)
     durations: Durations | None = None
+    # Options the next command must repeat to find the run (`--backend URL`, `--state-dir
+    # DIR`): those the user gave, as the API was called with them.
+    context: tuple[str, ...] = ()
 
     @property
     def rate(self) -> float:
@@ -121,6 +130,7 @@ class Summary:
             RunState.INTERRUPTED: "was interrupted",
             RunState.GENERATOR_ERROR: "stopped: the generator raised",
             RunState.MAX_FAILURES: "stopped at --max-failures",
+            RunState.RESULTS_CLOSED: "stopped: the reader of its results went away",
         }
         lines = [
             f"taskrunner: run {self.name!r} {words.get(self.state, self.state)}: "
@@ -157,11 +167,9 @@ class Summary:
         return lines
 
     def next_command(self) -> str:
+        where = "".join(" " + shlex.quote(word) for word in (self.name, *self.context))
         if self.state in _STOPPED or self.pending:
-            return f"taskrunner resume {self.name}"
+            return f"taskrunner resume{where}"
         if self.failed:
-            return (
-                f"taskrunner failures {self.name}  (then: taskrunner resume {self.name}"
-                " --retry-failed)"
-            )
-        return f"taskrunner status {self.name}"
+            return f"taskrunner failures{where}  (then: taskrunner resume{where} --retry-failed)"
+        return f"taskrunner status{where}"

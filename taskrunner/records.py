@@ -18,6 +18,7 @@ class RunState(str, Enum):
     INTERRUPTED = "interrupted"
     GENERATOR_ERROR = "generator_error"
     MAX_FAILURES = "max_failures"
+    RESULTS_CLOSED = "results_closed"  # the reader of `--results -` went away
 
     def __str__(self) -> str:  # the stored word, on every Python version
         return self.value

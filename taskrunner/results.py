@@ -1,4 +1,9 @@
-"""`--results`: one JSON line per finished job, `{"seq", "job", "result"}`."""
+"""`--results`: one JSON line per finished job, `{"seq", "job", "result"}`.
+
+A reader that goes away (`--results - | head -2`) closes the pipe: the next write or flush
+fails with EPIPE. The writer then keeps quiet (`reader_gone`), and the run loop stops as a
+graceful stop does (RunState.RESULTS_CLOSED, exit 141).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ class ResultsWriter:
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
+        self.reader_gone = False  # the pipe was closed: nothing written reaches anyone
 
     def write(
         self,
@@ -26,6 +32,7 @@ class ResultsWriter:
         """Write a line per job of `indices` (of a batch's `seqs` and `jobs`).
 
         Returns the jobs whose result JSON cannot carry, with the error each fails with.
+        Once `reader_gone`, nothing is written: the caller must not count these jobs done.
         """
         lines = []
         refused: list[tuple[int, JobError]] = []
@@ -37,9 +44,17 @@ class ResultsWriter:
             except (TypeError, ValueError) as error:
                 message = f"the result cannot be written as JSON: {error}"
                 refused.append((index, JobError("SerializationError", message, "", 0.0)))
-        if lines:
-            self._stream.write("\n".join(lines) + "\n")
+        if lines and not self.reader_gone:
+            try:
+                self._stream.write("\n".join(lines) + "\n")
+            except BrokenPipeError:
+                self.reader_gone = True
         return refused
 
     def flush(self) -> None:
-        self._stream.flush()
+        if self.reader_gone:
+            return
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self.reader_gone = True

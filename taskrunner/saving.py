@@ -19,7 +19,12 @@ from .tally import Tally
 log = logging.getLogger(__name__)
 
 # The exit code of a run that stopped before its end, by the state it stopped in.
-EXIT_CODES = {RunState.INTERRUPTED: 130, RunState.GENERATOR_ERROR: 3, RunState.MAX_FAILURES: 1}
+EXIT_CODES = {
+    RunState.INTERRUPTED: 130,
+    RunState.GENERATOR_ERROR: 3,
+    RunState.MAX_FAILURES: 1,
+    RunState.RESULTS_CLOSED: 141,  # as a shell reports a program stopped by SIGPIPE
+}
 
 
 class RunSaver:

@@ -26,6 +26,7 @@ from typing import Any
 
 from multiprocessing_logging import MultiProcessingHandler
 
+from .capture import CapturingReporter
 from .inbox import Inbox
 from .protocol import IDLE, SLOT_FIELDS, Fatal, Log, Ready
 from .reporting import OutcomeBuffer, Reporter
@@ -60,11 +61,14 @@ def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: 
         signal.siginterrupt(signum, False)  # restart system calls: no EINTR in C extensions
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     _exit_with_parent(parent_pid)
-    reporter = Reporter(conn)
+    reporter = CapturingReporter(conn)
     _route_logging(reporter, config.log_level)
+    # What the callback prints travels as log records, shown above the bar (capture.py).
+    output = reporter.start_capture()
     try:
         callback = _load_callback(config.callback)
     except BaseException as error:  # the user's module may raise anything on import
+        output.close()  # what the import printed comes before the reason it failed
         reporter.send(Fatal("".join(traceback.format_exception_only(type(error), error))))
         return
     reporter.send(Ready())
@@ -89,6 +93,7 @@ def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: 
     except (EOFError, OSError):
         pass  # the controller went away: nothing left to report to
     finally:
+        output.close()
         logging.shutdown()
 
 

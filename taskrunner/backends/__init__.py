@@ -58,7 +58,7 @@ class BackendKind(Protocol):
 
     def work(
         self,
-        callback: str,
+        callback: str | None,
         url: str,
         *,
         name: str | None,
@@ -70,7 +70,8 @@ class BackendKind(Protocol):
         parent_pid: int | None,
     ) -> int:
         """`taskrunner work`: join a run from this machine as its worker until the run ends;
-        returns the exit code. A kind whose runs take no workers from elsewhere raises."""
+        returns the exit code; `callback` None is the one the run was spawned with. A kind
+        whose runs take no workers from elsewhere raises."""
 
 
 # URL scheme (or the whole word, for "local") -> the module whose BACKEND serves it.

@@ -68,7 +68,7 @@ class LocalBackend:
             queue_size=options.queue_limit,
         )
 
-    def work(self, callback: str, url: str, **_: Any) -> int:
+    def work(self, callback: str | None, url: str, **_: Any) -> int:
         raise TaskRunnerError(
             f"'taskrunner work' joins a Redis run: --backend redis://..., not {url!r}"
         )

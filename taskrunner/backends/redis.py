@@ -410,7 +410,7 @@ class RedisBackend:
             verbosity=options.verbosity,
         )
 
-    def work(self, callback: str, url: str, **options: Any) -> int:
+    def work(self, callback: str | None, url: str, **options: Any) -> int:
         from .redis_worker import work
 
         return work(callback, url, **options)

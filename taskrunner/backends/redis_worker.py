@@ -37,7 +37,7 @@ IDLE_SLEEP_MAX = 0.2
 
 
 def work(
-    callback: str,
+    callback: str | None,
     url: str,
     *,
     name: str | None = None,
@@ -48,7 +48,10 @@ def work(
     verbosity: int = 0,
     parent_pid: int | None = None,
 ) -> int:
-    """Join a Redis run as a worker until it finishes; returns the exit code."""
+    """Join a Redis run as a worker until it finishes; returns the exit code.
+
+    `callback` None is the run's own (the one it was spawned with); another is refused.
+    """
     if workers < 1 or concurrency < 1:
         raise BackendError("taskrunner work needs -w and -c of at least 1")
     connection = RedisConnection(url)
@@ -62,9 +65,7 @@ def work(
         if serializer == "pickle":
             log.warning("--serializer pickle: anyone who can write to this Redis can run code here")
         ensure_cwd_on_path()
-        callback_fn = resolve(callback, what="CALLBACK")
-        if not callable(callback_fn):
-            raise SpecError(f"CALLBACK {callback!r} is not callable")
+        callback, callback_fn = _run_callback(callback, settings.callback, name)
         pool = LocalPool(
             callback,
             workers=workers,
@@ -358,6 +359,26 @@ def _announce_nothing() -> None:
 
 def _error_fields(error: JobError) -> list[Any]:
     return [error.error_type, error.message, error.traceback, error.duration]
+
+
+def _run_callback(given: str | None, spawned_with: str, name: str) -> tuple[str, Any]:
+    """The callback to run the jobs of `name` with: the one it was spawned with.
+
+    A CALLBACK given on the command line must be that one (under any spec that names the
+    same function: `jobs.py:cb` is `jobs:cb`); another would run every job through the
+    wrong function.
+    """
+    run_fn = resolve(spawned_with, what="the run's CALLBACK")
+    if given is not None and given != spawned_with:
+        given_fn = resolve(given, what="CALLBACK")
+        if given_fn is not run_fn:
+            raise SpecError(
+                f"run {name!r} was spawned with CALLBACK {spawned_with!r}, not {given!r}; "
+                f"leave CALLBACK out to use the run's own"
+            )
+    if not callable(run_fn):
+        raise SpecError(f"CALLBACK {spawned_with!r} is not callable")
+    return spawned_with, run_fn
 
 
 def _wait_for_run(connection: RedisConnection, name: str | None, wait_seconds: float) -> str:

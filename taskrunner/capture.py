@@ -1,0 +1,236 @@
+"""A worker's stdout and stderr, captured at the file-descriptor level and sent line by line.
+
+What a callback prints must not reach the terminal on its own: it would land on the bar's
+line, mix with other workers' output mid-line ("Got 53!Got 61!"), and, with `--results -`,
+enter the results stream. So a pipe is put onto fds 1 and 2 (dup2: C extensions and the
+programs a callback starts write there too), and a reader thread per stream cuts what comes
+through into lines and hands each to `send` (the worker sends them to the controller as log
+records, printed above the bar with the worker's tag).
+
+Threads of one worker (`-c N`) printing at once would still mix within a line, since a
+`print` writes its text and its newline apart: sys.stdout and sys.stderr are wrapped so that
+each thread's text leaves in whole lines (ThreadLines).
+
+A partial line (no newline yet) is held until its newline, until it grows past
+MAX_LINE_BYTES, or until `drain()`, which the worker calls before each message it sends
+(CapturingReporter): so a job's output comes before its outcome, and a run never ends
+before the lines of its last jobs arrive. What a process killed outright had written but
+not yet sent is lost with it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import select
+import sys
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any, TextIO
+
+from .protocol import FromWorker, Log
+from .reporting import Reporter
+
+MAX_LINE_BYTES = 8192
+# How long close() waits for a reader: a program the callback started, still running with
+# the pipe as its output, keeps the pipe open; its later output is then not shown.
+CLOSE_WAIT_SECONDS = 1.0
+STREAMS = (("stdout", 1), ("stderr", 2))
+
+# The logger whose records carry captured output; logs.py prints them as the bare line.
+OUTPUT_LOGGER = "taskrunner.output"
+
+
+def output_record(stream: str, line: str) -> logging.LogRecord:
+    """A log record carrying one line a worker wrote to `stream` ("stdout" or "stderr")."""
+    level = logging.INFO if stream == "stdout" else logging.WARNING
+    record = logging.LogRecord(OUTPUT_LOGGER, level, "", 0, line, None, None)
+    record.output = stream  # marks it as printed output, not a log message
+    return record
+
+
+class OutputCapture:
+    """fds 1 and 2 of this process, redirected into pipes that a thread of ours reads.
+
+    `send(stream, line)` gets every line; it is called from the reader thread, and from
+    whichever thread calls `drain()`, never from two at once.
+    """
+
+    def __init__(self, send: Callable[[str, str], None]) -> None:
+        self._send = send
+        self._lock = threading.Lock()  # one reader of the pipes at a time
+        self._saved: list[tuple[int, int]] = []  # (fd, its original, dup'ed away)
+        self._pipes: dict[int, str] = {}  # read end -> stream name
+        self._pending: dict[int, bytes] = {}  # read end -> its partial line
+        for stream, fd in STREAMS:
+            _flush(fd)
+            read_fd, write_fd = os.pipe()
+            os.set_blocking(read_fd, False)  # drain() reads what is there, never waits
+            self._saved.append((fd, os.dup(fd)))
+            os.dup2(write_fd, fd)
+            os.close(write_fd)  # fd itself is now the only write end of ours
+            self._pipes[read_fd] = stream
+            self._pending[read_fd] = b""
+        self._wrapped = (sys.stdout, sys.stderr)
+        if sys.stdout is not None:
+            sys.stdout = ThreadLines(sys.stdout)
+        if sys.stderr is not None:
+            sys.stderr = ThreadLines(sys.stderr)
+        self._reader = threading.Thread(target=self._read, name="capture", daemon=True)
+        self._reader.start()
+
+    def drain(self) -> None:
+        """Send, now, every line written so far, and the partial line of each stream too.
+
+        Called before the worker reports an outcome: what a job printed is shown before
+        the run loop hears that the job ended (and so before the run can end without it).
+        """
+        for stream in (sys.stdout, sys.stderr):
+            if isinstance(stream, ThreadLines):
+                stream.flush_all()
+        with self._lock:
+            for read_fd in list(self._pipes):
+                self._read_available(read_fd)
+                if self._pending[read_fd]:
+                    self._emit(read_fd, self._pending[read_fd])
+                    self._pending[read_fd] = b""
+
+    def close(self) -> None:
+        """Put fds 1 and 2 back and send what is left, partial lines included."""
+        for stream in (sys.stdout, sys.stderr):
+            if isinstance(stream, ThreadLines):
+                stream.flush_all()
+        sys.stdout, sys.stderr = self._wrapped
+        for fd, original in self._saved:
+            _flush(fd)
+            os.dup2(original, fd)  # closes our write end of the pipe: its reader sees EOF
+            os.close(original)
+        self._saved.clear()
+        self._reader.join(CLOSE_WAIT_SECONDS)
+        try:
+            self.drain()
+        except Exception:  # the controller went away: nobody to show it to
+            pass
+
+    def _read(self) -> None:
+        poller = select.poll()
+        for read_fd in self._pipes:
+            poller.register(read_fd, select.POLLIN)
+        open_pipes = set(self._pipes)
+        try:
+            while open_pipes:
+                for read_fd, _ in poller.poll():
+                    with self._lock:
+                        if not self._read_available(read_fd):
+                            poller.unregister(read_fd)
+                            open_pipes.discard(read_fd)
+        except Exception:  # the controller went away: nobody to show it to
+            pass
+
+    def _read_available(self, read_fd: int) -> bool:
+        """Read what `read_fd` holds and send its whole lines; False once it is closed."""
+        while True:
+            try:
+                chunk = os.read(read_fd, 65536)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not chunk:
+                return False
+            pending = self._pending[read_fd] + chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                self._emit(read_fd, line)
+            while len(pending) > MAX_LINE_BYTES:
+                self._emit(read_fd, pending[:MAX_LINE_BYTES])
+                pending = pending[MAX_LINE_BYTES:]
+            self._pending[read_fd] = pending
+
+    def _emit(self, read_fd: int, line: bytes) -> None:
+        self._send(self._pipes[read_fd], line.rstrip(b"\r").decode(errors="replace"))
+
+
+class ThreadLines(io.TextIOBase):
+    """A text stream that passes on each thread's text in whole lines, one write each.
+
+    A thread's partial line waits for its newline (or for flush()); the underlying stream
+    is flushed after each line, so it leaves when printed, as on a terminal.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def write(self, text: str) -> int:
+        pending: str = getattr(self._local, "pending", "") + text
+        head, newline, tail = pending.rpartition("\n")
+        self._local.pending = tail
+        if newline:
+            self._put(head + newline)
+        return len(text)
+
+    def flush(self) -> None:
+        pending = getattr(self._local, "pending", "")
+        self._local.pending = ""
+        self._put(pending)
+
+    def flush_all(self) -> None:
+        """Flush the stream below; partial lines of other threads wait for their newline."""
+        with self._lock:
+            self._stream.flush()
+
+    def _put(self, text: str) -> None:
+        with self._lock:
+            if text:
+                self._stream.write(text)
+            self._stream.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._stream.encoding
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _flush(fd: int) -> None:
+    stream = sys.stdout if fd == 1 else sys.stderr
+    try:
+        if stream is not None:
+            stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+class CapturingReporter(Reporter):
+    """A Reporter that sends the output captured so far before each message of its own."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__(conn)
+        self.capture: OutputCapture | None = None
+
+    def start_capture(self) -> OutputCapture:
+        self.capture = OutputCapture(self._send_line)
+        return self.capture
+
+    def send(self, message: FromWorker) -> None:
+        if self.capture is not None:
+            self.capture.drain()
+        super().send(message)
+
+    def _send_line(self, stream: str, line: str) -> None:
+        super().send(Log(output_record(stream, line)))

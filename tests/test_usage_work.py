@@ -1,0 +1,104 @@
+"""`taskrunner work` as a user meets it: the run's own callback by default, and the hints of a
+Redis run that waits for its workers (issue 11, items 2 and 6)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import Project, assert_ran_once_each, assert_usage_error, wait_for
+from redis_support import RedisServer, serve
+
+JOBS = """
+def gen(n=40):
+    return range(n)
+
+def cb(job):
+    record(job)
+    return job
+
+def other(job):
+    raise AssertionError("the wrong callback ran")
+"""
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    yield from serve(tmp_path_factory.mktemp("redis"))
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    redis_server.client().flushall()
+    return redis_server.url
+
+
+def test_work_without_callback_runs_the_runs_own(project: Project, redis_url: str):
+    project.write("jobs.py", JOBS)
+    controller = project.start(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "0", "--no-progress", "--backend", redis_url
+    )
+    worker = project.start("work", "-w", "1", "--backend", redis_url)
+    result = controller.wait()
+    assert result.returncode == 0, result
+    assert worker.wait().returncode == 0
+    assert_ran_once_each(project, range(40))
+
+
+def test_work_with_the_same_callback_by_another_spec_is_accepted(project: Project, redis_url: str):
+    project.write("jobs.py", JOBS)
+    controller = project.start(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "0", "--no-progress", "--backend", redis_url
+    )
+    worker = project.start("work", "jobs.py:cb", "-w", "1", "--backend", redis_url)
+    assert controller.wait().returncode == 0
+    assert worker.wait().returncode == 0
+    assert_ran_once_each(project, range(40))
+
+
+def test_work_with_another_callback_is_refused(project: Project, redis_url: str):
+    project.write("jobs.py", JOBS)
+    controller = project.start(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "0", "--no-progress", "--backend", redis_url
+    )
+    refused = project.run("work", "jobs:other", "-w", "1", "--backend", redis_url)
+    assert_usage_error(refused)
+    assert "jobs:cb" in refused.stderr and "jobs:other" in refused.stderr, refused
+    assert not project.executions()
+    # The run goes on with a worker of the right callback.
+    worker = project.start("work", "-w", "1", "--backend", redis_url)
+    assert controller.wait().returncode == 0
+    assert worker.wait().returncode == 0
+    assert_ran_once_each(project, range(40))
+
+
+def test_spawn_with_no_workers_says_it_waits_and_which_command_to_run(
+    project: Project, redis_url: str, tmp_path: Path
+):
+    project.write("jobs.py", JOBS)
+    controller = project.start(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "0", "--no-progress", "--backend", redis_url
+    )
+    line = wait_for(
+        lambda: next(
+            (
+                line_
+                for line_ in controller.stderr_so_far().splitlines()
+                if "taskrunner work" in line_
+            ),
+            None,
+        ),
+        timeout=30,
+        what="the hint to start workers",
+    )
+    assert "waiting for workers" in line, line
+    assert f"--backend {redis_url}" in line, line
+    assert "--name jobs.gen" in line, line
+    worker = project.start("work", "-w", "1", "--backend", redis_url)
+    result = controller.wait()
+    assert result.returncode == 0, result
+    assert worker.wait().returncode == 0
+    # The summary's next command repeats the backend, so it finds the run.
+    next_line = [line_ for line_ in result.stderr_lines if "next:" in line_][-1]
+    assert f"--backend {redis_url}" in next_line, result
