@@ -1,4 +1,4 @@
-"""The short chaos campaign (tests/chaos --short): worker and controller kills, graceful stops,
+"""The short chaos campaign (tests/chaos --short): worker kills, graceful stops and resumes,
 hostile callbacks and Redis restarts, against the real CLI, checked against the execution log."""
 
 from __future__ import annotations

