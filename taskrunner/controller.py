@@ -327,6 +327,7 @@ class Controller(SettlesOutcomes):
         flight = self._ledger.pop_settled(batch_id)
         if flight is None:
             return
+        self._sent_times.settled(batch_id)
         seqs, jobs, state = flight.keys, flight.jobs, flight.state
         if isinstance(seqs, range) and HANDED_BACK not in state:
             self.checkpoint.mark_range(seqs.start, seqs.stop, jobs[-1])

@@ -45,6 +45,10 @@ class SentTimes:
     def sent(self, batch_id: int, at: float) -> None:
         self._sent[batch_id] = at
 
+    def settled(self, batch_id: int) -> None:
+        """The batch left the ledger: forget it (a hung job must not make this grow)."""
+        self._sent.pop(batch_id, None)
+
     def live(self, ledger: Ledger, rate: float) -> dict[str, Any]:
         """The `live` part of the run record: in flight, the oldest of them, the rate."""
         oldest: dict[str, Any] | None = None
