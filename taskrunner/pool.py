@@ -38,6 +38,7 @@ from .protocol import (
     Unloadable,
     encode,
     encode_batch,
+    load_results,
 )
 from .records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned
 from .supervision import (
@@ -238,13 +239,22 @@ class LocalPool(Executor):
 
     def _handle(self, worker: WorkerHandle, message: FromWorker, events: list[Event]) -> None:
         match message:
-            case Done(batch_id, indices, results, busy):
+            case Done(batch_id, indices, blobs, busy):
                 count = len(indices)
                 if worker.written_off:
                     late = [i for i in indices if (batch_id, i) in worker.written_off]
                     count -= len(late)
                 self._account(worker, batch_id, count)
-                events.append(JobsDone(batch_id, indices, results, busy))
+                if blobs is None:
+                    events.append(JobsDone(batch_id, indices, None, busy))
+                    return
+                loaded, results, refused = load_results(indices, blobs)
+                events.append(JobsDone(batch_id, loaded, results, busy))
+                for index, why in refused:
+                    if (batch_id, index) not in worker.written_off:
+                        message = f"the controller cannot load the result: {why}"
+                        error = JobError("UnpicklingError", message, "", 0.0)
+                        events.append(JobFailed(batch_id, index, error))
             case Failed(batch_id, index, error):
                 if (batch_id, index) in worker.written_off:
                     return  # already failed as a timeout

@@ -16,6 +16,7 @@ moment it starts (after any --rate wait) to the moment it returns or raises.
 from __future__ import annotations
 
 import inspect
+import os
 import queue
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .inbox import Inbox, Work, WorkItem
 from .protocol import IDLE, SLOT_FIELDS, GaveBack, GiveBack, Retire, Retired, Returned, Stop
 from .records import JobError
-from .reporting import FLUSH_DELAY, OutcomeBuffer
+from .reporting import FLUSH_DELAY, OutcomeBuffer, pickle_result
 
 if TYPE_CHECKING:
     import asyncio
@@ -74,6 +75,15 @@ class Strategy:
     def _succeeded(
         self, base: int, batch_id: int, index: int, result: Any, started: float, more_coming: bool
     ) -> None:
+        leave_if_forked()
+        if self.buffer.want_results:
+            # Pickled while the slot still names the job: a result whose pickling kills the
+            # worker makes this job the culprit, not the report that would have carried it.
+            try:
+                result = pickle_result(result)
+            except BaseException as error:
+                self._failed(base, batch_id, index, error, started)
+                return
         self.slots[base + 2] = 0.0  # reporting is not running: no timeout, no blame
         self.buffer.add_done(batch_id, index, result, time.monotonic() - started, more_coming)
         self.slots[base] = IDLE
@@ -81,6 +91,7 @@ class Strategy:
     def _failed(
         self, base: int, batch_id: int, index: int, error: BaseException | JobError, started: float
     ) -> None:
+        leave_if_forked()
         self.slots[base + 2] = 0.0
         self.buffer.report_failed(batch_id, index, error, time.monotonic() - started)
         self.slots[base] = IDLE
@@ -168,7 +179,11 @@ class Sequential(Strategy):
                     awaits = self._awaits = inspect.isawaitable(result)
                     if awaits:
                         result = _await_here(result)
+                if results is not None:
+                    # Here, while the slot names the job: see Strategy._succeeded.
+                    results.append(pickle_result(result))
             except BaseException as error:  # never trust the callback
+                leave_if_forked()
                 finished = time.monotonic()
                 if index > reported:
                     busy = finished - batch_started
@@ -177,8 +192,8 @@ class Sequential(Strategy):
                 reported, results = index + 1, ([] if buffer.want_results else None)
                 batch_started = finished
                 continue
-            if results is not None:
-                results.append(result)
+            if _forked:
+                os._exit(0)  # see leave_if_forked
         slots[2] = 0.0
         slots[0] = IDLE
         if len(jobs) > reported:
@@ -305,6 +320,23 @@ class Asyncio(Strategy):
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+# Set in a process a callback forked from the worker (os.register_at_fork, by worker.py).
+_forked = False
+
+
+def mark_forked() -> None:
+    """At-fork hook of the child: this process is not the worker."""
+    global _forked
+    _forked = True
+
+
+def leave_if_forked() -> None:
+    """A process a callback forked that returns into the worker's loop instead of exiting
+    would run the worker's next jobs again and write on its pipe and slots: it leaves."""
+    if _forked:
+        os._exit(0)
+
 
 
 def _take_unstarted(work: queue.SimpleQueue[Any], most: float = float("inf")) -> list[WorkItem]:

@@ -85,7 +85,6 @@ def test_a_generator_that_yields_last_again_runs_it_once(project: Project) -> No
     assert status["taken"] == N, status
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 6: not fixed yet")
 @pytest.mark.parametrize("concurrency", ["1", "4"])
 def test_a_result_whose_reduce_raises_systemexit_fails_that_job(
     project: Project, concurrency: str
