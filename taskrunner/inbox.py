@@ -68,4 +68,3 @@ class Inbox:
             self._reporter.send(Unloadable(message.batch_id, list(indices), describe(error)))
             return None
         return Work(message.batch_id, jobs, message.start_at, message.interval, message.index_map)
-

@@ -29,6 +29,9 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 # a start time of 0.0: not running (waiting for its --rate slot, or reporting).
 SLOT_FIELDS = 3
 IDLE = -1.0
+# The exit code of a worker whose pipe a callback closed (os.closerange, a daemonizing
+# library): which of its jobs did it is not known, so the pool makes each a suspect.
+PIPE_LOST_EXIT = 70
 
 # -- pool -> worker ---------------------------------------------------------------------------
 

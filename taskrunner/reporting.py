@@ -13,6 +13,7 @@ is encoded, so a report cannot be lost to a user's object.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import threading
@@ -21,7 +22,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .protocol import PROTOCOL, Done, Failed, FromWorker, encode
+from .protocol import PIPE_LOST_EXIT, PROTOCOL, Done, Failed, FromWorker, encode
 from .records import JobError
 
 # With threads or asyncio, a finished job is reported this long after it finished, together
@@ -73,8 +74,20 @@ class Reporter:
             # A callback forked, and its child came back into the worker's code instead of
             # exiting: it is not the worker, and leaves without a word on the worker's pipe.
             os._exit(0)
-        with self._lock:
-            self._conn.send_bytes(payload)
+        try:
+            with self._lock:
+                self._conn.send_bytes(payload)
+        except OSError as error:
+            leave_if_pipe_closed(error)
+            raise
+
+
+def leave_if_pipe_closed(error: OSError) -> None:
+    """The worker's own pipe descriptor is gone (a callback closed it, not the pool going
+    away): nothing more can be reported, so the worker leaves at once, saying why by its exit
+    code, before the jobs it holds are lost in a loop of replacements."""
+    if error.errno in (errno.EBADF, errno.ENOTSOCK):
+        os._exit(PIPE_LOST_EXIT)
 
 
 class OutcomeBuffer:

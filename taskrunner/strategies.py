@@ -338,7 +338,6 @@ def leave_if_forked() -> None:
         os._exit(0)
 
 
-
 def _take_unstarted(work: queue.SimpleQueue[Any], most: float = float("inf")) -> list[WorkItem]:
     """Up to `most` queued jobs that no thread has taken yet."""
     items: list[WorkItem] = []

@@ -28,7 +28,7 @@ from multiprocessing_logging import MultiProcessingHandler
 
 from .inbox import Inbox
 from .protocol import IDLE, SLOT_FIELDS, Fatal, Log, Ready, encode
-from .reporting import OutcomeBuffer, Reporter, describe
+from .reporting import OutcomeBuffer, Reporter, describe, leave_if_pipe_closed
 from .strategies import Asyncio, Sequential, Strategy, Threads, mark_forked
 
 __all__ = ["IDLE", "SLOT_FIELDS", "WorkerConfig", "is_async_callback", "worker_main"]
@@ -89,8 +89,10 @@ def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: 
     )
     try:
         strategy.run()
-    except (EOFError, OSError):
+    except EOFError:
         pass  # the controller went away: nothing left to report to
+    except OSError as error:
+        leave_if_pipe_closed(error)  # or the controller went away
     finally:
         logging.shutdown()
 
