@@ -13,6 +13,7 @@ is encoded, so a report cannot be lost to a user's object.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import pickle
@@ -161,7 +162,7 @@ class OutcomeBuffer:
         """Report a failed job, after what finished before it."""
         self.flush()
         if isinstance(error, UnpicklableResult):
-            error = error.record
+            error = dataclasses.replace(error.record, duration=duration)
         elif not isinstance(error, JobError):
             error = job_error(error, duration)
         self.reporter.send(Failed(batch_id, index, error))
