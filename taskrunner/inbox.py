@@ -12,7 +12,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .protocol import GiveBack, Retire, RunBatch, Stop, Unloadable, decode, load_jobs
-from .reporting import Reporter
+from .reporting import Reporter, describe
 
 # One job queued in a worker: (batch_id, index in batch, job, start time or 0.0). A tuple,
 # not a record: thousands of them are made per second.
@@ -65,13 +65,6 @@ class Inbox:
             indices = message.index_map
             if indices is None:
                 indices = list(range(message.count))
-            self._reporter.send(Unloadable(message.batch_id, list(indices), _describe(error)))
+            self._reporter.send(Unloadable(message.batch_id, list(indices), describe(error)))
             return None
         return Work(message.batch_id, jobs, message.start_at, message.interval, message.index_map)
-
-
-def _describe(error: BaseException) -> str:
-    try:
-        return f"{type(error).__name__}: {error}"
-    except BaseException:
-        return type(error).__name__

@@ -1,7 +1,8 @@
 """The local executor: spawned worker processes, watched and replaced.
 
-One duplex pipe per worker (channel.py), waited on with one poll object together with the
-workers' sentinels: there is no shared queue whose lock a dying worker could take with it.
+One duplex pipe per worker (channel.py), waited on with one poll object together with each
+worker process's pidfd (its death, seen even while a process it forked holds its pipes):
+there is no shared queue whose lock a dying worker could take with it.
 LocalPool is the Executor face; it composes the channels, the placement of batches on
 workers (placement.py) and their supervision (supervision.py): when a worker dies or a job
 overruns `--timeout`, it tells the run loop what it knows and starts a replacement. It knows
@@ -39,6 +40,7 @@ from .protocol import (
     Unloadable,
     encode,
     encode_batch,
+    load_results,
 )
 from .records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned
 from .supervision import (
@@ -59,6 +61,8 @@ log = logging.getLogger(__name__)
 
 _STOP_WAIT_SECONDS = 5.0
 _DRAIN_AT_ONCE = 256
+# Without pidfds, how often the pool asks each worker process whether it has exited.
+_EXIT_CHECK_SECONDS = 0.2
 
 
 class LocalPool(Executor):
@@ -97,6 +101,10 @@ class LocalPool(Executor):
         self._next_worker_id = 1
         self._closing = False
         self._startup_deaths = StartupDeaths()
+        # Some worker has no pidfd (see WorkerHandle.death_fd): ask each whether it exited.
+        self._poll_exits = False
+        # batch_id -> jobs it had when submitted, while a worker holds it (supervision.bury).
+        self._spans: dict[int, int] = {}
 
     # -- Executor interface --------------------------------------------------------------------
 
@@ -117,6 +125,7 @@ class LocalPool(Executor):
         except Exception:
             events, payload, size = _picklable_part(batch)
         if payload is not None:
+            self._spans[batch.batch_id] = len(batch.jobs)
             self._placement.add(PendingBatch(batch.batch_id, size, payload), batch.alone)
         return events
 
@@ -136,6 +145,8 @@ class LocalPool(Executor):
         events: list[Event] = []
         if self._timeout is not None:
             timeout = min(timeout, 0.1)
+        if self._poll_exits:
+            timeout = min(timeout, _EXIT_CHECK_SECONDS)
         dead: set[int] = set()
         for fd, mask in self._poller.poll(timeout * 1000):
             worker = self._by_fd.get(fd)
@@ -146,17 +157,23 @@ class LocalPool(Executor):
                     self._poller.modify(worker.channel.fileno(), select.POLLIN)
                 if not mask & ~select.POLLOUT:
                     continue
-            if fd == worker.process.sentinel or not self._drain(worker, events):
-                # Gone: everything it sent before it went counts, however much.
-                while self._drain(worker, events) and worker.channel.readable():
-                    pass
+            if fd == worker.death_fd or not self._drain(worker, events):
+                self._drain_dead(worker, events)
                 dead.add(worker.worker_id)
+        if self._poll_exits:
+            for worker in self._workers.values():
+                if worker.worker_id not in dead and worker.exited():
+                    self._drain_dead(worker, events)
+                    dead.add(worker.worker_id)
         for worker_id in dead:
             worker = self._workers.pop(worker_id)
-            for fd in (worker.channel.fileno(), worker.process.sentinel):
+            for fd in (worker.channel.fileno(), worker.death_fd):
                 self._poller.unregister(fd)
                 del self._by_fd[fd]
-            events.append(bury(worker, self._in_order))
+            worker_lost = bury(worker, self._in_order, self._spans)
+            events.append(worker_lost)
+            for batch_id in worker_lost.batch_ids:
+                self._spans.pop(batch_id, None)
             self._startup_deaths.record(worker)
         if self._timeout is not None:
             self._check_timeouts(events)
@@ -216,7 +233,9 @@ class LocalPool(Executor):
         self._next_worker_id += 1
         worker = start_worker(self._context, config)
         self._workers[worker.worker_id] = worker
-        for fd in (worker.channel.fileno(), worker.process.sentinel):
+        if worker.pidfd is None:
+            self._poll_exits = True
+        for fd in (worker.channel.fileno(), worker.death_fd):
             self._poller.register(fd, select.POLLIN)
             self._by_fd[fd] = worker
 
@@ -230,6 +249,12 @@ class LocalPool(Executor):
         if worker.channel.write(payload):
             self._poller.modify(worker.channel.fileno(), select.POLLIN | select.POLLOUT)
 
+    def _drain_dead(self, worker: WorkerHandle, events: list[Event]) -> None:
+        """Gone: everything it sent before it went counts, however much (it wrote it all
+        before it exited; a process it forked may keep the pipe open, so not until EOF)."""
+        while self._drain(worker, events) and worker.channel.readable():
+            pass
+
     def _drain(self, worker: WorkerHandle, events: list[Event]) -> bool:
         """Handle the messages the worker has sent; False once its pipe is closed."""
         messages, still_open = worker.channel.drain(_DRAIN_AT_ONCE)
@@ -239,14 +264,23 @@ class LocalPool(Executor):
 
     def _handle(self, worker: WorkerHandle, message: FromWorker, events: list[Event]) -> None:
         match message:
-            case Done(batch_id, indices, results, busy, durations):
+            case Done(batch_id, indices, blobs, busy, durations):
                 count = len(indices)
                 if worker.written_off:
                     late = [i for i in indices if (batch_id, i) in worker.written_off]
                     count -= len(late)
                 self._account(worker, batch_id, count)
                 timed = from_wire(durations) if durations is not None else None
-                events.append(JobsDone(batch_id, indices, results, busy, timed))
+                if blobs is None:
+                    events.append(JobsDone(batch_id, indices, None, busy, timed))
+                    return
+                loaded, results, refused = load_results(indices, blobs)
+                events.append(JobsDone(batch_id, loaded, results, busy, timed))
+                for index, why in refused:
+                    if (batch_id, index) not in worker.written_off:
+                        message = f"the controller cannot load the result: {why}"
+                        error = JobError("UnpicklingError", message, "", 0.0)
+                        events.append(JobFailed(batch_id, index, error))
             case Failed(batch_id, index, error):
                 if (batch_id, index) in worker.written_off:
                     return  # already failed as a timeout
@@ -288,6 +322,7 @@ class LocalPool(Executor):
             worker.outstanding[batch_id] = left
             return
         worker.outstanding.pop(batch_id, None)
+        self._spans.pop(batch_id, None)
         self._placement.settled(worker, batch_id)
 
     def _check_timeouts(self, events: list[Event]) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from .durations import Wire
 from .records import JobError
 
-_PROTOCOL = pickle.HIGHEST_PROTOCOL
+PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 # Besides the pipe, a worker shares an array of doubles with the pool: SLOT_FIELDS per thread
 # or task, (batch id, index in batch, start time) of the job it runs. The pool reads it to
@@ -30,6 +30,9 @@ _PROTOCOL = pickle.HIGHEST_PROTOCOL
 # a start time of 0.0: not running (waiting for its --rate slot, or reporting).
 SLOT_FIELDS = 3
 IDLE = -1.0
+# The exit code of a worker whose pipe a callback closed (os.closerange, a daemonizing
+# library): which of its jobs did it is not known, so the pool makes each a suspect.
+PIPE_LOST_EXIT = 70
 
 # -- pool -> worker ---------------------------------------------------------------------------
 
@@ -93,14 +96,15 @@ class Log:
 
 @dataclass(frozen=True, slots=True)
 class Done:
-    """The jobs at `indices` of a batch returned; `results` aligns with them when wanted.
-    `busy` is the seconds they ran, together. `durations`: those of the jobs this worker
-    finished since its last Done (of this batch or others in flight), slow ones keyed by
-    (batch id, index); None when it has none to tell."""
+    """The jobs at `indices` of a batch returned; `results` aligns with them when wanted,
+    each pickled apart (reporting.pickle_result), so that one the pool cannot load fails its
+    job alone (`load_results`). `busy` is the seconds they ran, together. `durations`: those
+    of the jobs this worker finished since its last Done (of this batch or others in flight),
+    slow ones keyed by (batch id, index); None when it has none to tell."""
 
     batch_id: int
     indices: range | list[int]
-    results: list[Any] | None
+    results: list[bytes] | None
     busy: float
     durations: Wire | None = None
 
@@ -149,7 +153,7 @@ FromWorker = Ready | Fatal | Log | Done | Failed | Unloadable | Returned | GaveB
 def encode(message: ToWorker | FromWorker) -> bytes:
     """One message as the bytes of one frame. Raises what pickle raises (a result that
     cannot be pickled, say): the caller knows which part of its message to blame."""
-    return pickle.dumps(message, protocol=_PROTOCOL)
+    return pickle.dumps(message, protocol=PROTOCOL)
 
 
 def decode(payload: bytes) -> Any:
@@ -165,7 +169,7 @@ def encode_batch(
     index_map: list[int] | None,
 ) -> bytes:
     """A RunBatch, encoded; raises if the jobs cannot be pickled."""
-    blob = pickle.dumps(jobs, protocol=_PROTOCOL)
+    blob = pickle.dumps(jobs, protocol=PROTOCOL)
     return encode(RunBatch(batch_id, len(jobs), blob, start_at, interval, index_map))
 
 
@@ -173,6 +177,35 @@ def load_jobs(message: RunBatch) -> list[Any]:
     """The jobs of a RunBatch. Unpickling runs the user's code: it may raise anything."""
     jobs: list[Any] = pickle.loads(message.jobs_blob)
     return jobs
+
+
+def load_results(
+    indices: range | list[int], blobs: list[bytes]
+) -> tuple[list[int], list[Any], list[tuple[int, str]]]:
+    """The results of a Done: (indices, results) of those that load, and (index, why) of
+    those that do not. Unpickling runs the user's code: it may raise anything."""
+    try:
+        return list(indices), [pickle.loads(blob) for blob in blobs], []
+    except BaseException:  # SystemExit from a __reduce__ too: the controller never raises it
+        pass
+    loaded: list[int] = []
+    results: list[Any] = []
+    refused: list[tuple[int, str]] = []
+    for index, blob in zip(indices, blobs):
+        try:
+            results.append(pickle.loads(blob))
+        except BaseException as error:
+            refused.append((index, _describe(error)))
+        else:
+            loaded.append(index)
+    return loaded, results, refused
+
+
+def _describe(error: BaseException) -> str:
+    try:
+        return f"{type(error).__name__}: {error}"
+    except BaseException:
+        return type(error).__name__
 
 
 # Encoded once: the commands without fields are the same bytes every time.

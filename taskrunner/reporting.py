@@ -3,10 +3,19 @@ buffer that coalesces finished jobs into as few Done messages as it can.
 
 Every run strategy (strategies.py) reports through one OutcomeBuffer, so a result that cannot
 be pickled, a failure's rendering and the order "done before failed" are handled once.
+
+A result is pickled apart (`pickle_result`) as soon as its job returns, by the strategy, while
+the job still holds its slot: a result that cannot be pickled fails that job there and then,
+whatever it raises (SystemExit from a `__reduce__` included), and a result whose pickling kills
+the worker names its job as the culprit. Nothing of the user's is left to touch when a report
+is encoded, so a report cannot be lost to a user's object.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import os
 import pickle
 import threading
 import time
@@ -15,7 +24,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .durations import Wire, WorkerDurations
-from .protocol import Done, Failed, FromWorker, encode
+from .protocol import PIPE_LOST_EXIT, PROTOCOL, Done, Failed, FromWorker, encode
 from .records import JobError
 
 # With threads or asyncio, a finished job is reported this long after it finished, together
@@ -23,17 +32,64 @@ from .records import JobError
 FLUSH_DELAY = 0.002
 
 
+class UnpicklableResult(Exception):
+    """A job's result cannot be pickled: the job fails with `record`."""
+
+    def __init__(self, record: JobError) -> None:
+        super().__init__(record.message)
+        self.record = record
+
+
+def pickle_result(result: Any) -> bytes:
+    """A job's result as the bytes the pool loads. Raises UnpicklableResult whatever the
+    result's pickling raises: its `__reduce__` is the user's code."""
+    try:
+        return pickle.dumps(result, protocol=PROTOCOL)
+    except BaseException as error:  # SystemExit or KeyboardInterrupt from a __reduce__ too
+        message = f"the result cannot be pickled: {describe(error)}"
+        raise UnpicklableResult(JobError("PicklingError", message, "", 0.0)) from None
+
+
 class Reporter:
-    """Sends messages to the pool; safe to call from any thread of the worker."""
+    """Sends messages to the pool; safe to call from any thread of the worker.
+
+    Only the worker process itself writes on its pipe: a process a callback forked shares the
+    pipe, and a frame of its would corrupt the stream (or tell the pool of jobs it never ran).
+    """
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def owned(self) -> bool:
+        """Is this the worker process (not a process a callback forked from it)?"""
+        return os.getpid() == self._pid
 
     def send(self, message: FromWorker) -> None:
-        payload = encode(message)
-        with self._lock:
-            self._conn.send_bytes(payload)
+        """Send one of the worker's own messages (a report whose fields are ours)."""
+        self.send_payload(encode(message))
+
+    def send_payload(self, payload: bytes) -> None:
+        """Send a message encoded already."""
+        if not self.owned():
+            # A callback forked, and its child came back into the worker's code instead of
+            # exiting: it is not the worker, and leaves without a word on the worker's pipe.
+            os._exit(0)
+        try:
+            with self._lock:
+                self._conn.send_bytes(payload)
+        except OSError as error:
+            leave_if_pipe_closed(error)
+            raise
+
+
+def leave_if_pipe_closed(error: OSError) -> None:
+    """The worker's own pipe descriptor is gone (a callback closed it, not the pool going
+    away): nothing more can be reported, so the worker leaves at once, saying why by its exit
+    code, before the jobs it holds are lost in a loop of replacements."""
+    if error.errno in (errno.EBADF, errno.ENOTSOCK):
+        os._exit(PIPE_LOST_EXIT)
 
 
 class OutcomeBuffer:
@@ -108,25 +164,22 @@ class OutcomeBuffer:
         self,
         batch_id: int,
         indices: range | list[int],
-        results: list[Any] | None,
+        results: list[bytes] | None,
         busy: float,
         durations: Wire | None = None,
     ) -> None:
         """Report jobs that returned (with `durations`, those gathered since the last
-        report); fail, one by one, those whose results cannot be sent."""
-        try:
-            self.reporter.send(Done(batch_id, indices, results, busy, durations))
-        except Exception:
-            if results is None:
-                raise
-            self._report_unpicklable(batch_id, indices, results, busy, durations)
+        report); `results` are theirs, pickled by `pickle_result`."""
+        self.reporter.send(Done(batch_id, indices, results, busy, durations))
 
     def report_failed(
         self, batch_id: int, index: int, error: BaseException | JobError, duration: float
     ) -> None:
         """Report a failed job, after what finished before it."""
         self.flush()
-        if not isinstance(error, JobError):
+        if isinstance(error, UnpicklableResult):
+            error = dataclasses.replace(error.record, duration=duration)
+        elif not isinstance(error, JobError):
             error = job_error(error, duration)
         self.reporter.send(Failed(batch_id, index, error))
 
@@ -142,38 +195,36 @@ class OutcomeBuffer:
             self._wanted.clear()
             self.flush()
 
-    def _report_unpicklable(
-        self,
-        batch_id: int,
-        indices: range | list[int],
-        results: list[Any],
-        busy: float,
-        durations: Wire | None,
-    ) -> None:
-        good_indices: list[int] = []
-        good_results: list[Any] = []
-        for index, result in zip(indices, results):
-            try:
-                pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception as error:
-                message = f"the result cannot be pickled: {type(error).__name__}: {error}"
-                error_record = JobError("PicklingError", message, "", 0.0)
-                self.reporter.send(Failed(batch_id, index, error_record))
-            else:
-                good_indices.append(index)
-                good_results.append(result)
-        if good_indices:
-            self.reporter.send(Done(batch_id, good_indices, good_results, busy, durations))
-
 
 def job_error(error: BaseException, duration: float) -> JobError:
     """The failure as strings (the exception itself may not pickle), whatever it does."""
     try:
         message = str(error)
     except BaseException:  # an exception whose __str__ raises is still a failure to report
-        message = f"<{type(error).__name__} whose message cannot be shown>"
+        message = f"<{_type_name(error)} whose message cannot be shown>"
     try:
         tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     except BaseException:
         tb = ""
-    return JobError(type(error).__name__, message, tb, duration)
+    return JobError(_type_name(error), _text(message), _text(tb), duration)
+
+
+def describe(error: BaseException) -> str:
+    """`Type: message` of an exception whose `__str__` may raise anything."""
+    try:
+        return f"{_type_name(error)}: {_text(str(error))}"
+    except BaseException:
+        return _type_name(error)
+
+
+def _type_name(error: BaseException) -> str:
+    # A metaclass can make even __name__ misbehave; a plain string always pickles.
+    try:
+        return str(type(error).__name__)
+    except BaseException:
+        return "Exception"
+
+
+def _text(value: str) -> str:
+    """A plain str (a str subclass may carry a hostile __reduce__ of its own)."""
+    return str.__str__(value) if isinstance(value, str) else "<not a string>"

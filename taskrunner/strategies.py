@@ -16,6 +16,7 @@ moment it starts (after any --rate wait) to the moment it returns or raises.
 from __future__ import annotations
 
 import inspect
+import os
 import queue
 import threading
 import time
@@ -26,7 +27,7 @@ from .durations import SMALLEST, bucket_of
 from .inbox import Inbox, Work, WorkItem
 from .protocol import IDLE, SLOT_FIELDS, GaveBack, GiveBack, Retire, Retired, Returned, Stop
 from .records import JobError
-from .reporting import FLUSH_DELAY, OutcomeBuffer
+from .reporting import FLUSH_DELAY, OutcomeBuffer, pickle_result
 
 if TYPE_CHECKING:
     import asyncio
@@ -75,6 +76,15 @@ class Strategy:
     def _succeeded(
         self, base: int, batch_id: int, index: int, result: Any, started: float, more_coming: bool
     ) -> None:
+        leave_if_forked()
+        if self.buffer.want_results:
+            # Pickled while the slot still names the job: a result whose pickling kills the
+            # worker makes this job the culprit, not the report that would have carried it.
+            try:
+                result = pickle_result(result)
+            except BaseException as error:
+                self._failed(base, batch_id, index, error, started)
+                return
         self.slots[base + 2] = 0.0  # reporting is not running: no timeout, no blame
         self.buffer.add_done(batch_id, index, result, time.monotonic() - started, more_coming)
         self.slots[base] = IDLE
@@ -82,6 +92,7 @@ class Strategy:
     def _failed(
         self, base: int, batch_id: int, index: int, error: BaseException | JobError, started: float
     ) -> None:
+        leave_if_forked()
         self.slots[base + 2] = 0.0
         self.buffer.report_failed(batch_id, index, error, time.monotonic() - started)
         self.slots[base] = IDLE
@@ -177,7 +188,11 @@ class Sequential(Strategy):
                     awaits = self._awaits = inspect.isawaitable(result)
                     if awaits:
                         result = _await_here(result)
+                if results is not None:
+                    # Here, while the slot names the job: see Strategy._succeeded.
+                    results.append(pickle_result(result))
             except BaseException as error:  # never trust the callback
+                leave_if_forked()
                 finished = time.monotonic()
                 if index > reported:
                     busy = finished - batch_started
@@ -198,8 +213,8 @@ class Sequential(Strategy):
                     waited += now - finished
                     finished = now
             started = finished
-            if results is not None:
-                results.append(result)
+            if _forked:
+                os._exit(0)  # see leave_if_forked
         slots[2] = 0.0
         slots[0] = IDLE
         if len(jobs) > reported:
@@ -327,6 +342,22 @@ class Asyncio(Strategy):
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+# Set in a process a callback forked from the worker (os.register_at_fork, by worker.py).
+_forked = False
+
+
+def mark_forked() -> None:
+    """At-fork hook of the child: this process is not the worker."""
+    global _forked
+    _forked = True
+
+
+def leave_if_forked() -> None:
+    """A process a callback forked that returns into the worker's loop instead of exiting
+    would run the worker's next jobs again and write on its pipe and slots: it leaves."""
+    if _forked:
+        os._exit(0)
 
 
 def _take_unstarted(work: queue.SimpleQueue[Any], most: float = float("inf")) -> list[WorkItem]:

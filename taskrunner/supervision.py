@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .channel import Channel
 from .errors import BackendError, SpecError
-from .protocol import IDLE, SLOT_FIELDS
+from .protocol import IDLE, PIPE_LOST_EXIT, SLOT_FIELDS
 from .records import JobError, JobFailed, WorkerLost
 from .worker import WorkerConfig, worker_main
 
@@ -40,6 +41,8 @@ RETIRE_ANSWER_SECONDS = 5.0
 MAX_FAILED_STARTS = 3
 # Deaths while starting from any cause (the OOM killer, say), in a row, before giving up.
 MAX_LOST_STARTS = 10
+# Without a pidfd, how often a waiter asks whether a worker has exited.
+_EXIT_POLL_SECONDS = 0.02
 # Signals a process gets from its own code going wrong, unlike SIGKILL or SIGTERM from outside.
 _CRASH_SIGNALS = frozenset(
     {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
@@ -76,6 +79,45 @@ class WorkerHandle:
     retired_at: float = 0.0
     written_off: set[tuple[int, int]] = field(default_factory=set)  # timed out, still running
     killed_reason: str = ""
+    # Readable once the process exits (os.pidfd_open), None where the system has none.
+    pidfd: int | None = None
+
+    @property
+    def death_fd(self) -> int:
+        """The descriptor to poll for this worker's death.
+
+        The process's own pidfd where there is one. multiprocessing's sentinel (a pipe the
+        worker holds) tells only once every holder has closed it, and a process the callback
+        forked holds it as long as it lives; without a pidfd, the pool also asks the process
+        itself (`exited`) at intervals.
+        """
+        return self.pidfd if self.pidfd is not None else self.process.sentinel
+
+    def exited(self) -> bool:
+        """Has the process exited? (reaps it: waitpid, without blocking)."""
+        return not self.process.is_alive()
+
+    def wait_exit(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the process to exit; True once it has."""
+        deadline = time.monotonic() + timeout
+        if self.pidfd is not None:
+            waiter = select.poll()
+            waiter.register(self.pidfd, select.POLLIN)
+            waiter.poll(max(0.0, timeout) * 1000)
+            return self.exited()
+        while not self.exited():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, _EXIT_POLL_SECONDS))
+        return True
+
+    def release(self) -> None:
+        """Close the pool's descriptors of this worker (it has exited, or been given up)."""
+        self.channel.close()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
     @property
     def retired(self) -> bool:
@@ -156,7 +198,18 @@ def start_worker(context: Any, config: WorkerConfig) -> WorkerHandle:
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     child_conn.close()
-    return WorkerHandle(config.worker_id, process, Channel(parent_conn), slots)
+    worker = WorkerHandle(config.worker_id, process, Channel(parent_conn), slots)
+    worker.pidfd = _open_pidfd(process.pid)
+    return worker
+
+
+def _open_pidfd(pid: int) -> int | None:
+    """A descriptor readable once `pid` exits: Linux 5.3 and Python 3.9 on. The pid cannot
+    be reused meanwhile: it is our child, and stays a zombie until we reap it."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux, an older kernel, or a seccomp filter
+        return None
 
 
 def check_timeouts(
@@ -215,11 +268,21 @@ def stop_retired_when_idle(workers: Iterable[WorkerHandle]) -> None:
             worker.kill("retired after a job timed out, and no longer responding")
 
 
-def bury(worker: WorkerHandle, in_order: bool) -> WorkerLost:
-    """A worker is gone: what it held, as the run loop needs to know it."""
-    worker.process.join(1.0)
-    worker.channel.close()
-    reason = worker.killed_reason or death_reason(worker.process.exitcode)
+def bury(worker: WorkerHandle, in_order: bool, spans: dict[int, int]) -> WorkerLost:
+    """A worker is gone: what it held, as the run loop needs to know it. `spans`: how many
+    jobs each batch had when submitted (the indices a batch's jobs can have)."""
+    pipe_lost = not worker.wait_exit(1.0)
+    if pipe_lost:
+        # Its pipe closed, and it lives on: a callback closed the worker's descriptors. It
+        # can report nothing more, so it is stopped.
+        kill(worker)
+        worker.wait_exit(1.0)
+    pipe_lost = pipe_lost or worker.process.exitcode == PIPE_LOST_EXIT
+    if pipe_lost:
+        reason = "worker process lost its pipe to the pool (a callback closed its descriptors?)"
+    else:
+        reason = worker.killed_reason or death_reason(worker.process.exitcode)
+    worker.release()
     running = [
         (b, i)
         for b, i, _ in worker.running()
@@ -232,9 +295,14 @@ def bury(worker: WorkerHandle, in_order: bool) -> WorkerLost:
     if worker.outstanding:
         log.warning("worker w%d: %s", worker.worker_id, reason)
     held = list(worker.outstanding)
+    position = _position(worker) if in_order else None
+    if pipe_lost:
+        # Some job it held closed the pipe, and what ran after it could not be reported:
+        # each is a suspect (runs again alone), so the one that did it ends as the culprit.
+        running = [(b, i) for b in held for i in range(spans.get(b, 0))]
+        position = None
     if worker.reserved is not None:
         held.append(worker.reserved.batch_id)  # not sent yet: it runs again elsewhere
-    position = _position(worker) if in_order else None
     exitcode = worker.process.exitcode
     return WorkerLost(
         reason=reason,
@@ -256,11 +324,10 @@ def _position(worker: WorkerHandle) -> tuple[int, int] | None:
 def reap(workers: list[WorkerHandle], deadline: float) -> None:
     """Wait for stopped workers to exit until `deadline`, kill those still there."""
     for worker in workers:
-        worker.process.join(max(0.0, deadline - time.monotonic()))
-        if worker.process.is_alive():
+        if not worker.wait_exit(deadline - time.monotonic()):
             kill(worker)
-            worker.process.join()
-        worker.channel.close()
+            worker.process.join()  # SIGKILLed: waitpid returns at once
+        worker.release()
 
 
 def kill(worker: WorkerHandle) -> None:

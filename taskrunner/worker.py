@@ -28,9 +28,9 @@ from multiprocessing_logging import MultiProcessingHandler
 
 from .capture import CapturingReporter
 from .inbox import Inbox
-from .protocol import IDLE, SLOT_FIELDS, Fatal, Log, Ready
-from .reporting import OutcomeBuffer, Reporter
-from .strategies import Asyncio, Sequential, Strategy, Threads
+from .protocol import IDLE, SLOT_FIELDS, Fatal, Log, Ready, encode
+from .reporting import OutcomeBuffer, Reporter, describe, leave_if_pipe_closed
+from .strategies import Asyncio, Sequential, Strategy, Threads, mark_forked
 
 __all__ = ["IDLE", "SLOT_FIELDS", "WorkerConfig", "is_async_callback", "worker_main"]
 
@@ -61,6 +61,9 @@ def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: 
         signal.siginterrupt(signum, False)  # restart system calls: no EINTR in C extensions
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     _exit_with_parent(parent_pid)
+    # A callback may fork (a daemon, a fork-based pool): its child shares our pipe and slots,
+    # and must never act as this worker (strategies.leave_if_forked, Reporter).
+    os.register_at_fork(after_in_child=mark_forked)
     reporter = CapturingReporter(conn)
     _route_logging(reporter, config.log_level)
     # What the callback prints travels as log records, shown above the bar (capture.py).
@@ -90,8 +93,10 @@ def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: 
     )
     try:
         strategy.run()
-    except (EOFError, OSError):
+    except EOFError:
         pass  # the controller went away: nothing left to report to
+    except OSError as error:
+        leave_if_pipe_closed(error)  # or the controller went away
     finally:
         output.close()
         logging.shutdown()
@@ -125,11 +130,50 @@ class _PipeLogHandler(MultiProcessingHandler):
         logging.Handler.__init__(self)  # no queue and no thread: see the class docstring
         self._reporter = reporter
 
-    def _send(self, record: logging.LogRecord) -> None:
-        self._reporter.send(Log(record))
+    def emit(self, record: logging.LogRecord) -> None:
+        """Send the record, rendered; one that cannot be is replaced by a record saying so.
+
+        Rendering and pickling run the user's code (`__str__` of the message, of an exception,
+        `__reduce__` of an attribute given in `extra`), which may raise anything, SystemExit
+        included: that must neither lose the line nor stop the thread that logged it.
+        """
+        if not self._reporter.owned():
+            # A process a callback forked: not the worker, whose pipe it must not write on.
+            self._to_stderr(record)
+            return
+        try:
+            record = self._format_record(record)
+            record.msg, record.args = record.getMessage(), None  # the message, as a plain str
+            payload = encode(Log(record))
+        except BaseException as error:
+            payload = encode(Log(_unsendable(record, error)))
+        try:
+            self._reporter.send_payload(payload)
+        except Exception:
+            self.handleError(record)  # the pool is gone; logging says so on stderr
+
+    def _to_stderr(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except BaseException:
+            pass  # a forked process's line that cannot be shown is dropped, never raised
 
     def close(self) -> None:
         logging.Handler.close(self)
+
+
+def _unsendable(record: logging.LogRecord, error: BaseException) -> logging.LogRecord:
+    """A record in place of one that cannot be rendered or pickled: where it came from."""
+    replacement = logging.LogRecord(
+        name=str(record.name),
+        level=int(record.levelno),
+        pathname=str(record.pathname),
+        lineno=int(record.lineno),
+        msg=f"a log record that cannot be sent ({describe(error)})",
+        args=None,
+        exc_info=None,
+    )
+    return replacement
 
 
 def _route_logging(reporter: Reporter, level: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import pickle
 import queue
 import socket
 from collections.abc import Iterator
@@ -13,8 +14,8 @@ from typing import Any
 import pytest
 
 from taskrunner.durations import from_wire
-from taskrunner.protocol import Done, Failed, decode
-from taskrunner.reporting import OutcomeBuffer, Reporter
+from taskrunner.protocol import Done, Failed, decode, load_results
+from taskrunner.reporting import OutcomeBuffer, Reporter, UnpicklableResult, pickle_result
 from taskrunner.strategies import _take_unstarted, _take_unstarted_async
 
 
@@ -49,12 +50,12 @@ def test_finished_jobs_wait_for_a_flush_and_share_one_report_per_batch(
 ) -> None:
     reporter, pool = pipe
     buffer = OutcomeBuffer(reporter, want_results=True)
-    buffer.add_done(1, 0, "a", 0.5, more_coming=True)
-    buffer.add_done(2, 4, "b", 0.5, more_coming=True)
-    buffer.add_done(1, 1, "c", 1.0, more_coming=True)
+    buffer.add_done(1, 0, b"a", 0.5, more_coming=True)
+    buffer.add_done(2, 4, b"b", 0.5, more_coming=True)
+    buffer.add_done(1, 1, b"c", 1.0, more_coming=True)
     assert received(pool) == []
     buffer.flush()
-    assert received(pool) == [Done(1, [0, 1], ["a", "c"], 1.0), Done(2, [4], ["b"], 1.0)]
+    assert received(pool) == [Done(1, [0, 1], [b"a", b"c"], 1.0), Done(2, [4], [b"b"], 1.0)]
 
 
 def test_the_durations_of_a_flush_ride_with_its_first_report(
@@ -106,16 +107,66 @@ def test_a_failure_follows_what_finished_before_it(pipe: tuple[Reporter, Connect
     assert (failed.index, failed.error.error_type, failed.error.duration) == (1, "ValueError", 0.05)
 
 
-def test_a_result_that_cannot_be_pickled_fails_its_job_alone(
+class Hostile:
+    """Raises what it is told to when pickled, or shown."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __reduce__(self) -> Any:
+        raise self.error
+
+    def __str__(self) -> str:
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [TypeError("no"), SystemExit("no"), KeyboardInterrupt()])
+def test_a_result_that_cannot_be_pickled_is_its_jobs_failure(error: BaseException) -> None:
+    with pytest.raises(UnpicklableResult) as raised:
+        pickle_result(Hostile(error))
+    assert raised.value.record.error_type == "PicklingError"
+    assert type(error).__name__ in raised.value.record.message
+
+
+class HostileError(Exception):
+    """A failure whose message and pickling raise SystemExit."""
+
+    def __str__(self) -> str:
+        raise SystemExit("no showing me")
+
+    def __reduce__(self) -> Any:
+        raise SystemExit("no pickling me")
+
+
+def test_a_failure_that_cannot_be_shown_or_pickled_is_still_reported(
     pipe: tuple[Reporter, Connection],
 ) -> None:
     reporter, pool = pipe
-    buffer = OutcomeBuffer(reporter, want_results=True)
-    buffer.report_done(5, range(3), [1, lambda: None, 3], 0.3)
-    failed, done = received(pool)
+    buffer = OutcomeBuffer(reporter, want_results=False)
+    buffer.report_failed(2, 0, HostileError(), 0.1)
+    (failed,) = received(pool)
     assert isinstance(failed, Failed)
-    assert (failed.batch_id, failed.index, failed.error.error_type) == (5, 1, "PicklingError")
-    assert done == Done(5, [0, 2], [1, 3], 0.3)
+    assert failed.error.error_type == "HostileError"
+    assert "cannot be shown" in failed.error.message
+
+
+def test_results_the_controller_cannot_load_fail_alone() -> None:
+    blobs = [pickle_result(1), pickle.dumps(Unloadable()), pickle_result(3)]
+    loaded, results, refused = load_results(range(3), blobs)
+    assert (loaded, results) == ([0, 2], [1, 3])
+    assert [index for index, _why in refused] == [1]
+    assert "SystemExit" in refused[0][1]
+
+
+class Unloadable:
+    """Pickles, and raises SystemExit when loaded."""
+
+    def __reduce__(self) -> Any:
+        return (_exit_on_load, ())
+
+
+def _exit_on_load() -> None:
+    raise SystemExit("no loading me")
 
 
 def test_hand_back_takes_what_is_queued_from_a_thread_queue() -> None:

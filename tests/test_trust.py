@@ -85,7 +85,6 @@ def test_a_generator_that_yields_last_again_runs_it_once(project: Project) -> No
     assert status["taken"] == N, status
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 6: not fixed yet")
 @pytest.mark.parametrize("concurrency", ["1", "4"])
 def test_a_result_whose_reduce_raises_systemexit_fails_that_job(
     project: Project, concurrency: str
@@ -122,7 +121,6 @@ def test_a_result_whose_reduce_raises_systemexit_fails_that_job(
     assert all(runs[seq] == 1 for seq in range(40) if seq != 13), runs
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 7: not fixed yet")
 def test_a_worker_death_is_seen_while_a_grandchild_holds_its_pipes(project: Project) -> None:
     """The callback forks a daemon that keeps every descriptor, then its worker dies."""
     project.write(
