@@ -10,11 +10,15 @@ passed in KEYS. What is in Redis:
     taskrunner:{NAME}:payloads    hash   job id -> serialized job
     taskrunner:{NAME}:leases      zset   job id -> lease expiry (ms, by Redis's clock)
     taskrunner:{NAME}:tokens      hash   job id -> token of the lease holding it
-    taskrunner:{NAME}:leased      hash   job id -> times leased
+    taskrunner:{NAME}:leased      hash   job id -> leases counted as attempts
     taskrunner:{NAME}:held:WID    set    the job ids worker WID holds (for its heartbeat)
+    taskrunner:{NAME}:started     set    leased job ids their worker said it started
+    taskrunner:{NAME}:suspects    hash   job id -> leases lost while it had started
+    taskrunner:{NAME}:missed      hash   job id -> leases lost before it was seen starting
+    taskrunner:{NAME}:alone       list   suspects waiting, each for a worker holding nothing
     taskrunner:{NAME}:outcomes    list   outcomes reported by workers, for the controller
     taskrunner:{NAME}:pace        string earliest start (ms) of the next job under --rate
-    taskrunner:{NAME}:collected, recalled, popped:WID, and each *_by
+    taskrunner:{NAME}:collected, recalled, popped:WID, reported:WID, and each *_by
                                          the last reply of a call, to answer a retry alike
     taskrunner:{NAME}:run         hash   the run record: checkpoint, counters, state
     taskrunner:{NAME}:failures    hash   seq -> failure
@@ -49,11 +53,17 @@ KEY_PREFIX = "taskrunner"
 RUN_KEY_PARTS = (
     "meta", "waiting", "payloads", "leases", "tokens", "leased", "outcomes", "pace",
     "collected", "collected_by", "recalled", "recalled_by",
+    "started", "suspects", "missed", "alone",
 )  # fmt: skip
 SCRIPTS = (
     "push", "pop", "pace", "heartbeat", "report", "collect", "recall", "save",
     "lock_take", "lock_extend", "lock_release",
 )  # fmt: skip
+
+
+# Waits of 0.05 s doubling up to 2 s: 3 s for the first six, then 2 s each, so about 120 s in
+# all, an outage of a minute with room to spare.
+CONNECTION_RETRIES = 65
 
 
 def run_key(name: str, part: str) -> str:
@@ -95,12 +105,14 @@ class RedisConnection:
             ) from None
         except ValueError as error:
             raise BackendError(f"--backend {url!r} is not a Redis URL: {error}") from None
-        # Once running, a lost connection (a restart, a blip) is retried for about a minute.
+        # Once running, a lost connection (a restart, a blip, an outage) is retried for about
+        # two minutes: CONNECTION_RETRIES waits of up to 2 s, each after a failed try (which
+        # itself may take up to the 3 s connect timeout).
         self.client = redis.Redis.from_url(
             url,
             socket_connect_timeout=3,
             socket_timeout=30,
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 40),
+            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), CONNECTION_RETRIES),
             retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         )
         self.scripts = {
@@ -230,7 +242,7 @@ class RedisRunStore:
         client = self.connection.client
         held = [
             key
-            for pattern in ("held:*", "popped:*")
+            for pattern in ("held:*", "popped:*", "reported:*")
             for key in client.scan_iter(match=f"{KEY_PREFIX}:{{{name}}}:{pattern}", count=1000)
         ]
         parts = [p for p in RUN_KEY_PARTS if p != "meta"]
