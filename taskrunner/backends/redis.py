@@ -92,6 +92,8 @@ class RedisConnection:
             # Fail fast at start: an unreachable server or a wrong password is exit code 2.
             probe = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
             probe.ping()
+            # A node of a Redis Cluster: the same URL, served by redis-py's cluster client.
+            clustered = _cluster_enabled(probe)
             probe.close()
         except redis.exceptions.AuthenticationError as error:
             raise BackendError(
@@ -108,13 +110,23 @@ class RedisConnection:
         # Once running, a lost connection (a restart, a blip, an outage) is retried for about
         # two minutes: CONNECTION_RETRIES waits of up to 2 s, each after a failed try (which
         # itself may take up to the 3 s connect timeout).
-        self.client = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=3,
-            socket_timeout=30,
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), CONNECTION_RETRIES),
-            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
-        )
+        retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), CONNECTION_RETRIES)
+        self.client: Any
+        if clustered:
+            from redis.cluster import RedisCluster
+
+            # Every key of a run is in one hash slot, so every script runs on one node.
+            self.client = RedisCluster.from_url(
+                url, socket_connect_timeout=3, socket_timeout=30, retry=retry
+            )
+        else:
+            self.client = redis.Redis.from_url(
+                url,
+                socket_connect_timeout=3,
+                socket_timeout=30,
+                retry=retry,
+                retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+            )
         self.scripts = {
             name: self.client.register_script(
                 resources.files("taskrunner.backends").joinpath(f"lua/{name}.lua").read_text()
@@ -127,6 +139,14 @@ class RedisConnection:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _cluster_enabled(probe: Any) -> bool:
+    """True when the server is a node of a Redis Cluster (INFO's cluster section says so)."""
+    try:
+        return bool(probe.info("cluster").get("cluster_enabled"))
+    except Exception:  # a server or proxy that refuses INFO: take it as a plain Redis
+        return False
 
 
 def _safe_url(url: str) -> str:
