@@ -26,7 +26,7 @@ demo: install
 		code=$$?; test $$code -le 1
 
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not slow"
 
 lint: install
 	$(BIN)/ruff check taskrunner tests benchmarks examples

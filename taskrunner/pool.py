@@ -184,6 +184,16 @@ class LocalPool(Executor):
         self._placement.place()
         return events
 
+    def running_jobs(self) -> list[tuple[int, int]]:
+        """(batch_id, index) of each job a worker's slots say is running now: a Redis worker
+        tells Redis which jobs it started (a lost lease is judged by that)."""
+        return [
+            (batch_id, index)
+            for worker in self._workers.values()
+            for batch_id, index, _ in worker.running()
+            if batch_id in worker.outstanding
+        ]
+
     def outstanding(self) -> int:
         held = sum(w.outstanding_jobs for w in self._workers.values())
         return self._placement.waiting() + held

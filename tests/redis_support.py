@@ -50,6 +50,7 @@ class RedisServer:
         self.password = password
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.extra_args: list[str] = []
 
     @property
     def url(self) -> str:
@@ -65,6 +66,7 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             command += ["--requirepass", self.password]
+        command += self.extra_args
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -107,3 +109,76 @@ def serve(directory: Path, **options: object) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+CLUSTER_BUS_OFFSET = 10000  # a cluster node also listens on its port + 10000
+
+
+class RedisClusterNodes:
+    """Three redis-server masters in cluster mode on free ports, the slots split between them
+    (CLUSTER ADDSLOTS) and the nodes joined (CLUSTER MEET): a real three-master cluster."""
+
+    SLOT_COUNT = 16384
+
+    def __init__(self, directory: Path, masters: int = 3) -> None:
+        self.nodes = []
+        for number in range(masters):
+            node_dir = directory / f"node{number}"
+            node_dir.mkdir(parents=True)
+            node = RedisServer(node_dir)
+            node.port = _cluster_port()
+            self.nodes.append(node)
+
+    @property
+    def url(self) -> str:
+        """Any node's URL: the cluster client finds the others from it."""
+        return self.nodes[0].url
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.extra_args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            node.start()
+        clients = [node.client() for node in self.nodes]
+        share = -(-self.SLOT_COUNT // len(clients))
+        for number, client in enumerate(clients):
+            first = number * share
+            client.execute_command(
+                "CLUSTER", "ADDSLOTS", *range(first, min(first + share, self.SLOT_COUNT))
+            )
+        for node in self.nodes[1:]:
+            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+        deadline = time.monotonic() + 30
+        while not all(_cluster_ready(client, len(clients)) for client in clients):
+            if time.monotonic() > deadline:
+                raise AssertionError("the Redis cluster did not come up")
+            time.sleep(0.05)
+        for client in clients:
+            client.close()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (the port + 10000) is free and valid too."""
+    while True:
+        port = free_port()
+        if port + CLUSTER_BUS_OFFSET > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + CLUSTER_BUS_OFFSET))
+            except OSError:
+                continue
+        return port
+
+
+def _cluster_ready(client, masters: int) -> bool:  # type: ignore[no-untyped-def]
+    info = client.execute_command("CLUSTER", "INFO")
+    if isinstance(info, bytes):
+        info = info.decode()
+    if isinstance(info, str):
+        info = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {str(key): str(value).strip() for key, value in info.items()}
+    return fields.get("cluster_state") == "ok" and fields.get("cluster_known_nodes") == str(masters)

@@ -10,11 +10,15 @@ passed in KEYS. What is in Redis:
     taskrunner:{NAME}:payloads    hash   job id -> serialized job
     taskrunner:{NAME}:leases      zset   job id -> lease expiry (ms, by Redis's clock)
     taskrunner:{NAME}:tokens      hash   job id -> token of the lease holding it
-    taskrunner:{NAME}:leased      hash   job id -> times leased
+    taskrunner:{NAME}:leased      hash   job id -> leases counted as attempts
     taskrunner:{NAME}:held:WID    set    the job ids worker WID holds (for its heartbeat)
+    taskrunner:{NAME}:started     set    leased job ids their worker said it started
+    taskrunner:{NAME}:suspects    hash   job id -> leases lost while it had started
+    taskrunner:{NAME}:missed      hash   job id -> leases lost before it was seen starting
+    taskrunner:{NAME}:alone       list   suspects waiting, each for a worker holding nothing
     taskrunner:{NAME}:outcomes    list   outcomes reported by workers, for the controller
     taskrunner:{NAME}:pace        string earliest start (ms) of the next job under --rate
-    taskrunner:{NAME}:collected, recalled, popped:WID, and each *_by
+    taskrunner:{NAME}:collected, recalled, popped:WID, reported:WID, and each *_by
                                          the last reply of a call, to answer a retry alike
     taskrunner:{NAME}:run         hash   the run record: checkpoint, counters, state
     taskrunner:{NAME}:failures    hash   seq -> failure (its traceback by hash, less message)
@@ -54,11 +58,17 @@ FAILURE_KEY_PARTS = ("failures", "tracebacks", "traceback_refs")
 RUN_KEY_PARTS = (
     "meta", "waiting", "payloads", "leases", "tokens", "leased", "outcomes", "pace",
     "collected", "collected_by", "recalled", "recalled_by",
+    "started", "suspects", "missed", "alone",
 )  # fmt: skip
 SCRIPTS = (
     "push", "pop", "pace", "heartbeat", "report", "collect", "recall", "save",
     "lock_take", "lock_extend", "lock_release",
 )  # fmt: skip
+
+
+# Waits of 0.05 s doubling up to 2 s: 3 s for the first six, then 2 s each, so about 120 s in
+# all, an outage of a minute with room to spare.
+CONNECTION_RETRIES = 65
 
 
 def run_key(name: str, part: str) -> str:
@@ -87,6 +97,8 @@ class RedisConnection:
             # Fail fast at start: an unreachable server or a wrong password is exit code 2.
             probe = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
             probe.ping()
+            # A node of a Redis Cluster: the same URL, served by redis-py's cluster client.
+            clustered = _cluster_enabled(probe)
             probe.close()
         except redis.exceptions.AuthenticationError as error:
             raise BackendError(
@@ -100,14 +112,26 @@ class RedisConnection:
             ) from None
         except ValueError as error:
             raise BackendError(f"--backend {url!r} is not a Redis URL: {error}") from None
-        # Once running, a lost connection (a restart, a blip) is retried for about a minute.
-        self.client = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=3,
-            socket_timeout=30,
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 40),
-            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
-        )
+        # Once running, a lost connection (a restart, a blip, an outage) is retried for about
+        # two minutes: CONNECTION_RETRIES waits of up to 2 s, each after a failed try (which
+        # itself may take up to the 3 s connect timeout).
+        retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), CONNECTION_RETRIES)
+        self.client: Any
+        if clustered:
+            from redis.cluster import RedisCluster
+
+            # Every key of a run is in one hash slot, so every script runs on one node.
+            self.client = RedisCluster.from_url(
+                url, socket_connect_timeout=3, socket_timeout=30, retry=retry
+            )
+        else:
+            self.client = redis.Redis.from_url(
+                url,
+                socket_connect_timeout=3,
+                socket_timeout=30,
+                retry=retry,
+                retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+            )
         self.scripts = {
             name: self.client.register_script(
                 resources.files("taskrunner.backends").joinpath(f"lua/{name}.lua").read_text()
@@ -120,6 +144,14 @@ class RedisConnection:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _cluster_enabled(probe: Any) -> bool:
+    """True when the server is a node of a Redis Cluster (INFO's cluster section says so)."""
+    try:
+        return bool(probe.info("cluster").get("cluster_enabled"))
+    except Exception:  # a server or proxy that refuses INFO: take it as a plain Redis
+        return False
 
 
 def _safe_url(url: str) -> str:
@@ -237,7 +269,7 @@ class RedisRunStore:
         client = self.connection.client
         held = [
             key
-            for pattern in ("held:*", "popped:*")
+            for pattern in ("held:*", "popped:*", "reported:*")
             for key in client.scan_iter(match=f"{KEY_PREFIX}:{{{name}}}:{pattern}", count=1000)
         ]
         parts = [p for p in RUN_KEY_PARTS if p != "meta"]

@@ -133,6 +133,7 @@ class RedisExecutor(Executor):
             *self._push_keys,
             run_key(self._name, "recalled"),
             run_key(self._name, "recalled_by"),
+            run_key(self._name, "alone"),
         ]
         ids = self._connection.run("recall", keys, [uuid.uuid4().hex])
         by_batch: dict[int, list[int]] = {}
@@ -186,7 +187,10 @@ class RedisExecutor(Executor):
                     results.append(self._serializer.from_json(outcome["r"]))
                 done[key] = (indices, results, busy + outcome.get("b", 0.0))
             elif "lost" in outcome:
-                message = f"lease lost: the job's lease expired {outcome['lost']} times"
+                message = (
+                    f"lease lost: its worker was lost while it ran, {outcome['lost']} times "
+                    "(the machine died, or stalled past --lease)"
+                )
                 events.append(JobFailed(batch_id, index, JobError("LeaseLost", message, "", 0.0)))
             else:
                 error_type, message, tb, duration = outcome["e"]

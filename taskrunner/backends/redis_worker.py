@@ -3,8 +3,12 @@
 The jobs run in the same pool as a local run (pool.py), so every failure is captured the
 same way; the jobs in the pool are accounted by the run loop's own pieces (ledger.py,
 requeue.py, triage.py, stopping.py), so a dead process is settled by the same code path.
-Leases are renewed by a heartbeat thread every lease/3; an outcome whose lease was lost is
-refused by Redis and dropped here with a warning, so no job is counted twice.
+Leases are renewed by a heartbeat thread every lease/3, which also tells Redis, as soon as
+they start, which jobs have started: a lease lost later (this machine died, or stalled) is
+judged by that, by the local rule for a dead worker (pop.lua). A crash suspect is leased
+only to a worker holding nothing, and nothing else is leased while it runs. An outcome
+whose lease was lost is refused by Redis and dropped here with a warning, so no job is
+counted twice.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from .redis import KEY_PREFIX, RedisConnection, Serializer, run_key
 log = logging.getLogger(__name__)
 
 IDLE_SLEEP_MAX = 0.2
+# Jobs that start wake the heartbeat at once, but at most this often (seconds).
+STARTED_BEAT_GAP = 0.02
 
 
 def work(
@@ -133,21 +139,34 @@ class RedisWorker(SettlesOutcomes):
         self._sizer = BatchSizer(concurrency=concurrency, cap=500, rate=rate)
         self._signals = StopSignals()
         self._heartbeat_stop = threading.Event()
+        self._beat_now = threading.Event()
+        self._beat_lock = threading.Lock()
+        self._started_news: list[str] = []  # started, not yet told: the heartbeat takes them
+        self._told_started: set[tuple[str, str]] = set()  # (job id, token)
+        self._suspects: set[str] = set()  # job ids leased as crash suspects, run alone
+        self._draining = False  # suspects wait: lease nothing until holding nothing
+        self._report_count = 0
         held = run_key(name, f"held:{self._worker_id}")
         self._pace_key = run_key(name, "pace")
         self._pop_keys = [
-            run_key(name, part)
-            for part in ("waiting", "payloads", "leases", "tokens", "leased", "outcomes")
-        ] + [
+            *(run_key(name, part) for part in ("waiting", "payloads", "leases", "tokens")),
+            *(run_key(name, part) for part in ("leased", "outcomes")),
             held,
             run_key(name, "meta"),
             run_key(name, "pace"),
             run_key(name, f"popped:{self._worker_id}"),
+            *(run_key(name, part) for part in ("started", "suspects", "missed", "alone")),
         ]
         self._report_keys = [
             run_key(name, part) for part in ("leases", "tokens", "payloads", "leased", "outcomes")
-        ] + [held]
-        self._heartbeat_keys = [run_key(name, "leases"), run_key(name, "tokens"), held]
+        ] + [
+            held,
+            *(run_key(name, part) for part in ("started", "suspects", "missed")),
+            run_key(name, f"reported:{self._worker_id}"),
+        ]
+        self._heartbeat_keys = [
+            run_key(name, "leases"), run_key(name, "tokens"), held, run_key(name, "started")
+        ]  # fmt: skip
 
     def run(self) -> int:
         self._signals.install()
@@ -179,9 +198,11 @@ class RedisWorker(SettlesOutcomes):
                     # holds and has not started (they come back as JobsReturned).
                     self._pool.rebalance()
                 self._handle_all(self._pool.poll(0.0 if got_jobs else idle))
+                self._note_started()
                 self._flush_reports()
         finally:
             self._heartbeat_stop.set()
+            self._beat_now.set()
             self._pool.close(Ending.ABANDONED if self._signals.abandon else Ending.STOPPED)
             self._flush_reports()
             self._signals.restore()
@@ -198,17 +219,23 @@ class RedisWorker(SettlesOutcomes):
 
     def _lease(self) -> tuple[str | None, bool]:
         size = self._sizer.size()
-        room = self._pool.room(size)
+        # While a suspect runs, nothing else: if this machine is lost, the suspect alone is
+        # to blame. While suspects wait, take nothing new until holding nothing.
+        holding = self._holds_jobs()
+        room = 0 if self._suspects or self._draining else self._pool.room(size)
+        idle = 0 if holding else 1
         self._pop_count += 1
         token = f"{self._worker_id}:{self._pop_count}"
         reply = self._connection.run(
             "pop",
             self._pop_keys,
-            [room, self._lease_ms, token, self._max_leases, self._interval_ms],
+            [room, self._lease_ms, token, self._max_leases, self._interval_ms, idle],
         )
         state = reply[0].decode() if reply[0] else None
         start_at = time.monotonic() + int(reply[1]) / 1000 if self._interval_ms else 0.0
-        pairs = reply[2:]
+        self._draining = int(reply[2]) > 0 and not idle
+        alone = bool(int(reply[3]))
+        pairs = reply[4:]
         if not pairs:
             return state, False
         ids: list[str] = []
@@ -230,6 +257,11 @@ class RedisWorker(SettlesOutcomes):
                 continue
             ids.append(job_id)
             jobs.append(job)
+        if alone:
+            for job_id, job in zip(ids, jobs):
+                self._suspects.add(job_id)
+                self._submit([job_id], [token], [job], start_at, alone=True)
+            return state, True
         # In batches of the size the pool wants, so that no one worker process hoards them.
         for first in range(0, len(jobs), size):
             chunk = slice(first, first + size)
@@ -274,15 +306,40 @@ class RedisWorker(SettlesOutcomes):
             tokens = [item.extra for item in waiting]
             self._submit(ids, tokens, [item.job for item in waiting], start_at, alone=alone)
 
+    def _note_started(self) -> None:
+        """Hand the heartbeat the jobs that started since the last look, and wake it."""
+        news = []
+        for batch_id, index in self._pool.running_jobs():
+            flight = self._ledger.get(batch_id)
+            if flight is None or index >= len(flight.keys):
+                continue
+            started = (flight.keys[index], flight.extra(index))
+            if started not in self._told_started:
+                self._told_started.add(started)
+                news.append(started[0])
+        if news:
+            with self._beat_lock:
+                self._started_news += news
+            self._beat_now.set()
+
     def _heartbeat(self) -> None:
         interval = self._lease_ms / 3000
-        while not self._heartbeat_stop.wait(interval):
+        while not self._heartbeat_stop.is_set():
+            self._beat_now.wait(interval)
+            if self._heartbeat_stop.is_set():
+                break
+            self._beat_now.clear()
+            with self._beat_lock:
+                started, self._started_news = self._started_news, []
             try:
                 self._connection.run(
-                    "heartbeat", self._heartbeat_keys, [self._lease_ms, self._worker_id]
+                    "heartbeat", self._heartbeat_keys, [self._lease_ms, self._worker_id, *started]
                 )
             except Exception as error:  # keep beating: redis-py already retried
+                with self._beat_lock:
+                    self._started_news[:0] = started
                 log.warning("heartbeat failed: %s", error)
+            self._heartbeat_stop.wait(STARTED_BEAT_GAP)
 
     # -- outcomes ------------------------------------------------------------------------------
 
@@ -335,13 +392,20 @@ class RedisWorker(SettlesOutcomes):
             message = f"the result cannot be written as JSON: {error}"
             failure = JobError("SerializationError", message, "", 0.0)
             encoded = json.dumps({"i": outcome["i"], "e": _error_fields(failure)})
-        self._reports += [flight.keys[index], flight.extra(index), encoded]
+        job_id, token = flight.keys[index], flight.extra(index)
+        self._reports += [job_id, token, encoded]
+        self._suspects.discard(job_id)
+        self._told_started.discard((job_id, token))
 
     def _flush_reports(self) -> None:
         if not self._reports:
             return
         reports, self._reports = self._reports, []
-        refused = self._connection.run("report", self._report_keys, reports)
+        # A request id, so that redis-py's retry of a report already applied is answered
+        # alike instead of refusing every job of it (their leases are gone: its own doing).
+        self._report_count += 1
+        request = f"{self._worker_id}:{self._report_count}"
+        refused = self._connection.run("report", self._report_keys, [request, *reports])
         if refused:
             log.warning(
                 "%d results dropped: their leases were lost (the jobs went to another worker)",

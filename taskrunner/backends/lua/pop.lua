@@ -4,21 +4,32 @@
 -- KEYS[2]  taskrunner:{NAME}:payloads   hash: job id -> serialized job
 -- KEYS[3]  taskrunner:{NAME}:leases     sorted set: job id -> lease expiry (ms, Redis clock)
 -- KEYS[4]  taskrunner:{NAME}:tokens     hash: job id -> token of the lease that holds it
--- KEYS[5]  taskrunner:{NAME}:leased     hash: job id -> how many times it was leased
+-- KEYS[5]  taskrunner:{NAME}:leased     hash: job id -> leases counted as attempts
 -- KEYS[6]  taskrunner:{NAME}:outcomes   list of outcomes for the controller (JSON)
 -- KEYS[7]  taskrunner:{NAME}:held:WID   set of job ids the calling worker holds
 -- KEYS[8]  taskrunner:{NAME}:meta       hash: the run's settings and its state
 -- KEYS[9]  taskrunner:{NAME}:pace       string: earliest start (ms) of the next job, for --rate
 -- KEYS[10] taskrunner:{NAME}:popped:WID string: the token of the worker's last pop
+-- KEYS[11] taskrunner:{NAME}:started    set: job ids their worker said it started (heartbeat)
+-- KEYS[12] taskrunner:{NAME}:suspects   hash: job id -> leases lost while it had started
+-- KEYS[13] taskrunner:{NAME}:missed     hash: job id -> leases lost before it was seen starting
+-- KEYS[14] taskrunner:{NAME}:alone      list of suspects waiting, each for an idle worker
 -- ARGV[1]  N, the most jobs to lease
 -- ARGV[2]  lease length in ms
 -- ARGV[3]  the fresh lease token, "WID:counter"
 -- ARGV[4]  how many leases a job may have: 1 + retries
 -- ARGV[5]  ms between job starts across all workers (--rate), or 0 for no limit
+-- ARGV[6]  1 when the caller holds no job (it may take a suspect, alone), else 0
 --
--- Expiry is judged by Redis's own clock (TIME), so workers with skewed clocks agree.
--- A job whose lease expired goes back to the head of the queue, or, once it has had all
--- its leases, is reported to the controller as lost.
+-- Expiry is judged by Redis's own clock (TIME), so workers with skewed clocks agree. An
+-- expired lease is the local rule for a dead worker (triage.py), in lease terms:
+-- - a job its worker had not started goes back to the head of the queue, no attempt counted
+--   (one lost MAX_MISSED times without being seen starting is taken as started: it may be
+--   killing its worker before the heartbeat tells);
+-- - a job that had started is a suspect: it goes back, no attempt counted the first time,
+--   to be leased alone to a worker that holds nothing else;
+-- - a suspect whose lease is lost while it had started again is the culprit: once it has
+--   had all its leases it is reported to the controller as lost (LeaseLost).
 --
 -- With --rate, the jobs leased are given start times one interval apart, after those given
 -- to every earlier pop: the caller waits `delay` ms before the first, then one interval
@@ -27,9 +38,11 @@
 -- A pop repeated with the same token (the client retried after a lost connection, not
 -- knowing whether the first ran) returns the jobs the first leased instead of leasing more.
 --
--- Returns {state, delay, id1, payload1, id2, payload2, ...}; state is the meta hash's
--- "state" field ("running", "finished", "stopped") or false when the run does not exist.
+-- Returns {state, delay, suspects waiting, alone, id1, payload1, id2, payload2, ...}; state
+-- is the meta hash's "state" field ("running", "finished", "stopped") or false when the run
+-- does not exist; alone is 1 when the one job leased is a suspect, to run by itself.
 
+local MAX_MISSED = 3
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 local max_leases = tonumber(ARGV[4])
@@ -38,20 +51,45 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 10
 for _, id in ipairs(expired) do
     redis.call('ZREM', KEYS[3], id)
     redis.call('HDEL', KEYS[4], id)
+    local started = redis.call('SREM', KEYS[11], id) == 1
+    if not started and redis.call('HINCRBY', KEYS[13], id, 1) > MAX_MISSED then
+        redis.call('HDEL', KEYS[13], id)
+        started = true
+    end
+    local suspect = redis.call('HEXISTS', KEYS[12], id) == 1
     local leased = tonumber(redis.call('HGET', KEYS[5], id) or '0')
-    if leased >= max_leases then
+    -- A suspect that had started again: this lease was an attempt. Every other lost lease
+    -- was not one (the job had not started, or it is a suspect for the first time).
+    local counted = started and suspect
+    if started then
+        redis.call('HINCRBY', KEYS[12], id, 1)
+    end
+    if counted and leased >= max_leases then
+        local lost = redis.call('HGET', KEYS[12], id)
         redis.call('HDEL', KEYS[2], id)
         redis.call('HDEL', KEYS[5], id)
-        redis.call('RPUSH', KEYS[6], cjson.encode({i = id, lost = leased}))
+        redis.call('HDEL', KEYS[12], id)
+        redis.call('HDEL', KEYS[13], id)
+        redis.call('RPUSH', KEYS[6], cjson.encode({i = id, lost = tonumber(lost)}))
     else
-        redis.call('LPUSH', KEYS[1], id)
+        if not counted then
+            redis.call('HINCRBY', KEYS[5], id, -1)
+        end
+        if started or suspect then
+            redis.call('RPUSH', KEYS[14], id)
+        else
+            redis.call('LPUSH', KEYS[1], id)
+        end
     end
 end
 
-local reply = {redis.call('HGET', KEYS[8], 'state'), 0}
+local reply = {redis.call('HGET', KEYS[8], 'state'), 0, redis.call('LLEN', KEYS[14]), 0}
 if redis.call('GET', KEYS[10]) == ARGV[3] then
     for _, id in ipairs(redis.call('SMEMBERS', KEYS[7])) do
         if redis.call('HGET', KEYS[4], id) == ARGV[3] then
+            if redis.call('HEXISTS', KEYS[12], id) == 1 then
+                reply[4] = 1
+            end
             reply[#reply + 1] = id
             reply[#reply + 1] = redis.call('HGET', KEYS[2], id)
         end
@@ -60,14 +98,21 @@ if redis.call('GET', KEYS[10]) == ARGV[3] then
 end
 redis.call('SET', KEYS[10], ARGV[3], 'PX', ARGV[2])
 local wanted = tonumber(ARGV[1])
-if wanted <= 0 then
-    return reply
+local ids
+if ARGV[6] == '1' and reply[3] > 0 then
+    ids = {redis.call('LPOP', KEYS[14])}
+    reply[3] = reply[3] - 1
+    reply[4] = 1
+else
+    if wanted <= 0 then
+        return reply
+    end
+    ids = redis.call('LRANGE', KEYS[1], 0, wanted - 1)
+    if #ids == 0 then
+        return reply
+    end
+    redis.call('LTRIM', KEYS[1], #ids, -1)
 end
-local ids = redis.call('LRANGE', KEYS[1], 0, wanted - 1)
-if #ids == 0 then
-    return reply
-end
-redis.call('LTRIM', KEYS[1], #ids, -1)
 local expiry = now + tonumber(ARGV[2])
 local interval = tonumber(ARGV[5])
 local first_start = now

@@ -4,6 +4,7 @@
 -- KEYS[2]  taskrunner:{NAME}:payloads       hash: job id -> serialized job
 -- KEYS[3]  taskrunner:{NAME}:recalled       list: the ids the last call took back
 -- KEYS[4]  taskrunner:{NAME}:recalled_by    string: the request id of the last call
+-- KEYS[5]  taskrunner:{NAME}:alone          list of crash suspects waiting to be leased
 -- ARGV[1]  a request id, new for each call
 --
 -- Returns the ids taken back; their jobs stay unfinished in the checkpoint, for `resume`.
@@ -13,7 +14,10 @@ if redis.call('GET', KEYS[4]) == ARGV[1] then
     return redis.call('LRANGE', KEYS[3], 0, -1)
 end
 local ids = redis.call('LRANGE', KEYS[1], 0, -1)
-redis.call('DEL', KEYS[1], KEYS[3])
+for _, id in ipairs(redis.call('LRANGE', KEYS[5], 0, -1)) do
+    ids[#ids + 1] = id
+end
+redis.call('DEL', KEYS[1], KEYS[3], KEYS[5])
 for i = 1, #ids do
     redis.call('HDEL', KEYS[2], ids[i])
 end
