@@ -30,7 +30,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
-    redis_server.client().flushall()
+    client = redis_server.client()
+    try:
+        client.flushall()
+    finally:
+        client.close()  # no socket left for the garbage collector to complain about
     return redis_server.url
 
 
