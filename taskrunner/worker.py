@@ -153,8 +153,10 @@ class _PipeLogHandler(MultiProcessingHandler):
             self.handleError(record)  # the pool is gone; logging says so on stderr
 
     def _to_stderr(self, record: logging.LogRecord) -> None:
+        # Straight to fd 2, not through sys.stderr: the fork may have copied a stream lock
+        # that another thread of the worker held at that moment, and nobody would release it.
         try:
-            sys.stderr.write(self.format(record) + "\n")
+            os.write(2, (self.format(record) + "\n").encode(errors="replace"))
         except BaseException:
             pass  # a forked process's line that cannot be shown is dropped, never raised
 

@@ -168,8 +168,12 @@ def test_a_forked_child_that_returns_into_the_worker_does_not_act_as_it(
         mode,
         """
     record(job)
-    if job in (5, 17) and os.fork() == 0:
-        logging.getLogger("jobs").warning("the child of job %d speaks", job)
+    if job in (5, 17):
+        child = os.fork()
+        if child == 0:
+            logging.getLogger("jobs").warning("the child of job %d speaks", job)
+        else:
+            os.waitpid(child, 0)  # its line is written before this job's outcome is sent
     return job
 """,
     )
