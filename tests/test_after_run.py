@@ -48,15 +48,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     yield from serve(tmp_path_factory.mktemp("redis-after-run"))
 
 
-@pytest.fixture(params=["local", "redis"])
-def backend(request: pytest.FixtureRequest) -> tuple[str, ...]:
-    if request.param == "local":
-        return ()
-    server: RedisServer = request.getfixturevalue("redis_server")
-    server.client().flushall()
-    return ("--backend", server.url)
-
-
 def groups_of(project: Project, *backend: str) -> list[dict]:
     return project.query("failures", "causes.gen", "--groups", *backend)
 

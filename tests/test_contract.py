@@ -35,16 +35,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     yield from serve(tmp_path_factory.mktemp("redis-contract"))
 
 
-@pytest.fixture(params=["local", "redis"])
-def backend(request: pytest.FixtureRequest) -> tuple[str, ...]:
-    """The options that choose the backend, for every command of a test."""
-    if request.param == "local":
-        return ()
-    server: RedisServer = request.getfixturevalue("redis_server")
-    server.client().flushall()
-    return ("--backend", server.url)
-
-
 def spawn(project: Project, backend: tuple[str, ...], *extra: str) -> tuple[str, ...]:
     return ("spawn", "jobs:gen", "jobs:cb", "-w", "2", "--no-progress", *backend, *extra)
 

@@ -40,15 +40,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     yield from serve(tmp_path_factory.mktemp("redis-durations"))
 
 
-@pytest.fixture(params=["local", "redis"])
-def backend(request: pytest.FixtureRequest) -> tuple[str, ...]:
-    if request.param == "local":
-        return ()
-    server: RedisServer = request.getfixturevalue("redis_server")
-    server.client().flushall()
-    return ("--backend", server.url)
-
-
 def bucket_width(seconds: float) -> float:
     low, high = bucket_bounds(bucket_of(seconds))
     return high - low
