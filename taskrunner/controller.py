@@ -323,20 +323,19 @@ class Controller(SettlesOutcomes):
 
     def _complete_if_settled(self, batch_id: int) -> None:
         """Once every job of the batch has an outcome, move the finished ones into the
-        checkpoint."""
+        checkpoint, and only then into the run's counts (tally.py says why)."""
         flight = self._ledger.pop_settled(batch_id)
         if flight is None:
             return
         self._sent_times.settled(batch_id)
         seqs, jobs, state = flight.keys, flight.jobs, flight.state
+        self._tally.checkpointed(seqs, state)
         if isinstance(seqs, range) and HANDED_BACK not in state:
             self.checkpoint.mark_range(seqs.start, seqs.stop, jobs[-1])
             return
         for index, job_state in enumerate(state):
             if job_state in (DONE, FAILED):
                 self.checkpoint.mark_one(seqs[index], jobs[index])
-            if job_state == DONE:
-                self._tally.checkpointed_done(seqs[index])
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -350,9 +349,10 @@ class Controller(SettlesOutcomes):
 
     def _live(self) -> dict[str, Any]:
         """What a watcher reads at each save: jobs in flight, the oldest, the recent rate."""
-        ended = self.record.done + self.record.failed
-        rate = self._recent_rate.note(time.monotonic(), ended)
-        return self._sent_times.live(self._ledger, rate)
+        rate = self._recent_rate.note(time.monotonic(), self._tally.ended)
+        live = self._sent_times.live(self._ledger, rate)
+        live["unsaved"] = self._tally.unsaved_counts()
+        return live
 
     def _finish(self) -> Summary:
         stopped = RunState.INTERRUPTED if self._signals.abandon else self._stop_reason

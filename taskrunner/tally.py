@@ -1,14 +1,23 @@
-"""The run's counts, kept once: its totals (on the run record, as saved), this session's, the
-progress display's, and the failure rows not saved yet, all moved by the same calls."""
+"""The run's counts, kept once: its totals (on the run record), this session's, the progress
+display's, and the failure rows not saved yet, all moved by the same calls.
+
+The totals on the record move only when jobs enter the checkpoint, for exactly the jobs that
+enter it: a save writes them with that checkpoint (and the failure rows of those jobs) in one
+transaction, so after a crash the saved counts are those of the jobs the saved checkpoint
+proves finished, and a job that runs again is counted once (PITFALLS 15). Jobs that ended in a
+batch not yet settled are counted live only (this session's counts, the bar, `status`'s
+`live.unsaved`): a crash forgets them, and they run again.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
+from .ledger import DONE, FAILED
 from .progress import Progress
 from .records import Failure
-from .state import RunRecord
+from .store import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -16,11 +25,11 @@ LOGGED_FAILURES = 10
 
 
 class Tally:
-    """Counts outcomes as the run loop settles them.
+    """Counts outcomes as the run loop settles them, and again as their jobs are checkpointed.
 
     `retrying`: the seqs of failed jobs that `resume --retry-failed` runs again. Their failure
-    stays recorded (and counted) until they finish, so that a stop before then loses none:
-    failing again replaces the record, passing removes it.
+    stays recorded (and counted) until they enter the checkpoint again, so that a stop before
+    then loses none: failing again replaces the record, passing removes it.
     """
 
     def __init__(self, record: RunRecord, progress: Progress, retrying: Iterable[int]) -> None:
@@ -29,6 +38,10 @@ class Tally:
         self._retrying = set(retrying)
         self.session_done = 0
         self.session_failed = 0
+        # Ended in this session, not in the checkpoint yet; the failures by seq (a seq is in
+        # one batch in flight at a time), written once their job is checkpointed.
+        self._unsaved_done = 0
+        self._held_failures: dict[int, Failure] = {}
         self._new_failures: list[Failure] = []
         self._cleared_failures: list[int] = []
 
@@ -36,35 +49,68 @@ class Tally:
     def session_jobs(self) -> int:
         return self.session_done + self.session_failed
 
+    @property
+    def ended(self) -> int:
+        """Every job of the run that ended, checkpointed or not (for the rate)."""
+        unsaved = self._unsaved_done + len(self._held_failures)
+        return self._record.done + self._record.failed + unsaved
+
+    def unsaved_counts(self) -> dict[str, int]:
+        """Jobs that ended but whose batch is not in the checkpoint yet: a crash now would
+        run them again. What `status --json` shows as `live.unsaved`."""
+        return {"done": self._unsaved_done, "failed": len(self._held_failures)}
+
+    # -- live: as outcomes come ---------------------------------------------------------------
+
     def done(self, count: int) -> None:
-        self._record.done += count
+        self._unsaved_done += count
         self.session_done += count
         self._progress.update(done=count)
 
     def failed(self, failure: Failure) -> None:
-        self._new_failures.append(failure)
-        if failure.seq in self._retrying:
-            self._retrying.discard(failure.seq)  # failed again: counted once, its record replaced
-        else:
-            self._record.failed += 1
+        self._held_failures[failure.seq] = failure
         self.session_failed += 1
         self._progress.update(failed=1)
-        if self._record.failed <= LOGGED_FAILURES:
+        shown = self._record.failed + len(self._held_failures)
+        if self.session_failed <= LOGGED_FAILURES and shown <= LOGGED_FAILURES:
             first_line = failure.message.splitlines()[0] if failure.message else ""
             log.warning("seq %d failed: %s: %s", failure.seq, failure.error_type, first_line)
-            if self._record.failed == LOGGED_FAILURES:
+            if shown == LOGGED_FAILURES:
                 log.warning("further failures are not logged: 'taskrunner failures' lists them")
 
-    def checkpointed_done(self, seq: int) -> None:
-        """A finished job reached the checkpoint: a failed one that passed on retry loses its
-        failure record."""
+    # -- saved: as jobs enter the checkpoint --------------------------------------------------
+
+    def checkpointed(self, seqs: Sequence[int], states: bytes | bytearray) -> None:
+        """The DONE and FAILED jobs of a settled batch (`states[i]` is seq `seqs[i]`'s, as
+        the ledger has it) entered the checkpoint: count them on the record, and queue
+        their failure rows for the save that writes this checkpoint."""
+        done = states.count(DONE)
+        self._unsaved_done -= done
+        self._record.done += done
+        index = states.find(FAILED)
+        while index != -1:
+            self._failure_checkpointed(seqs[index])
+            index = states.find(FAILED, index + 1)
+        if self._retrying and done:
+            for index, job_state in enumerate(states):
+                seq = seqs[index]
+                if job_state == DONE and seq in self._retrying:
+                    # A failed job passed on retry: its failure record goes.
+                    self._retrying.discard(seq)
+                    self._cleared_failures.append(seq)
+                    self._record.failed -= 1
+
+    def _failure_checkpointed(self, seq: int) -> None:
+        failure = self._held_failures.pop(seq)
+        self._new_failures.append(failure)
         if seq in self._retrying:
-            self._retrying.discard(seq)
-            self._cleared_failures.append(seq)
-            self._record.failed -= 1
+            self._retrying.discard(seq)  # failed again: counted once, its record replaced
+        else:
+            self._record.failed += 1
 
     def unsaved(self) -> tuple[list[Failure], list[int]]:
-        """The failure rows to save, and the seqs whose rows go, until saved() says they are."""
+        """The failure rows to save, and the seqs whose rows go, until saved() says they are:
+        those of the jobs in the checkpoint the same save writes."""
         return self._new_failures, self._cleared_failures
 
     def saved(self) -> None:

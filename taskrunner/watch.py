@@ -54,6 +54,13 @@ def frame(record: RunRecord, failure_groups: list[tuple[str, int, int]], now: fl
                 f" {format_seconds(max(0.0, now - oldest['since']))}"
             )
         lines.append(in_flight)
+        unsaved = live.get("unsaved") or {}
+        if unsaved.get("done") or unsaved.get("failed"):
+            # Ended in batches not settled yet: counted above once they enter the checkpoint.
+            lines.append(
+                f"not in the checkpoint yet: {unsaved.get('done', 0)} done,"
+                f" {unsaved.get('failed', 0)} failed"
+            )
     for error_type, count, first_seq in failure_groups[:FAILURE_GROUPS_SHOWN]:
         lines.append(f"failed: {count} x {error_type} (e.g. seq {first_seq})")
     return lines

@@ -75,3 +75,9 @@ def test_a_run_not_saved_lately_is_flagged_and_a_finished_one_is_short() -> None
     assert "ETA unknown (no total)" in stale[1]
     finished = frame(record(state="finished", done=5, total=5, taken=5), [], now=0.0)
     assert finished == ["run 'sweep' finished: 5 done, 0 failed, 0 pending of 5"]
+
+
+def test_jobs_ended_but_not_in_the_checkpoint_are_shown_apart() -> None:
+    live = {"in_flight": 20, "rate": 1.0, "oldest": None, "unsaved": {"done": 7, "failed": 2}}
+    lines = frame(record(updated_at=1000.0, live=live), [], now=1000.0)
+    assert lines[2:] == ["in flight: 20", "not in the checkpoint yet: 7 done, 2 failed"]

@@ -1,0 +1,168 @@
+"""Counts and failure records after hard crashes (issue 10 item 2), in both backends.
+
+The controller's whole process group is SIGKILLed at several moments of a run at `-w 2 -c 4`
+with `--results`, then resumed, again and again. The scenario is made to catch counts saved
+ahead of the checkpoint: a slow job in many batches holds its batch (and the low-water mark)
+while the batch's other jobs, failing ones among them, finish and are reported; and "flaky"
+jobs fail only in the first sessions, so a failure saved for a job that then runs again and
+passes would stay listed.
+
+Every execution logs its outcome (outcomes.log), so the truth is known for each job: its last
+outcome. After the final resume the runner must agree with it exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+from collections.abc import Callable, Iterator
+
+import pytest
+from helpers import Background, Project, wait_for
+from redis_support import RedisServer, serve
+from support_resume import STATE_FILE, executed, wait_session_empty
+
+TOTAL = 3000
+NAME = "jobs.gen"
+OPTIONS = ("-w", "2", "-c", "4", "--no-progress", "--results", "results.jsonl")
+
+JOBS = f"""
+def outcome(job, word):
+    fd = os.open(os.path.join(HERE, "outcomes.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, f"{{job}} {{word}}\\n".encode())
+    finally:
+        os.close(fd)
+
+
+def gen():
+    yield from range({TOTAL})
+
+
+def cb(job):
+    record(job)
+    # One job in 40 holds its batch, and the low-water mark, while the others finish.
+    time.sleep(0.25 if job % 40 == 0 else 0.002)
+    fails = job % 10 == 5 or (job % 10 == 7 and flag("flaky"))
+    outcome(job, "failed" if fails else "done")
+    if fails:
+        raise ValueError(f"job {{job}} fails")
+    return job
+"""
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    yield from serve(tmp_path_factory.mktemp("redis"))
+
+
+def _sqlite_ended(project: Project) -> Callable[[], int]:
+    def ended() -> int:
+        try:
+            db = sqlite3.connect(f"file:{project.root / STATE_FILE}?mode=ro", uri=True)
+            try:
+                query = "SELECT done + failed FROM runs WHERE name = ?"
+                row = db.execute(query, (NAME,)).fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return 0
+        return row[0] if row else 0
+
+    return ended
+
+
+def _redis_ended(server: RedisServer) -> Callable[[], int]:
+    def ended() -> int:
+        client = server.client()
+        try:
+            raw = client.hget(f"taskrunner:{{{NAME}}}:run", "record")
+        finally:
+            client.close()
+        record = json.loads(raw) if raw else {}
+        return record.get("done", 0) + record.get("failed", 0)
+
+    return ended
+
+
+def _reached(run: Background, progress: Callable[[], int], target: int) -> bool:
+    """Wait until `progress()` reaches `target`; False if the run ended first."""
+    wait_for(lambda: progress() >= target or run.proc.poll() is not None, 60, 0.01)
+    return run.proc.poll() is None
+
+
+def _crash(run: Background) -> None:
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait(30)
+    wait_session_empty(run.pid)  # no worker outlives its controller
+
+
+def _last_outcomes(project: Project) -> dict[int, str]:
+    last: dict[int, str] = {}
+    for line in (project.root / "outcomes.log").read_text().splitlines():
+        seq, word = line.split()
+        last[int(seq)] = word
+    return last
+
+
+def _crash_and_resume(project: Project, backend: tuple[str, ...], saved: Callable[[], int]) -> None:
+    project.write("jobs.py", JOBS)
+    project.set_flag("flaky")
+    run = project.start("spawn", "jobs:gen", "jobs:cb", *OPTIONS, *backend)
+    # Moments: early (little or nothing saved yet), then after saves that moved the counts.
+    moments = [(lambda: executed(project), 60), (saved, 250), (saved, 600), (saved, 250)]
+    crashes = 0
+    for index, (progress, step) in enumerate(moments):
+        if not _reached(run, progress, progress() + step):
+            break  # the run finished first: the crashes so far are what is tested
+        _crash(run)
+        crashes += 1
+        if index == 1:
+            project.set_flag("flaky", False)  # flaky jobs pass from now on
+        run = project.start("resume", NAME, *OPTIONS, *backend)
+    final = run.wait(120)
+    assert crashes >= 3, f"the run ended after {crashes} crashes: the scenario is too short"
+    assert final.returncode == 1, final
+
+    runs = project.executions()
+    assert set(runs) == set(range(TOTAL)), "a job never ran"
+    truth = _last_outcomes(project)
+    assert set(truth) == set(range(TOTAL)), "a job never finished"
+    done = {seq for seq, word in truth.items() if word == "done"}
+    failed = set(truth) - done
+
+    status = project.query("status", NAME, *backend)
+    counts = (status["done"], status["failed"], status["pending"])
+    assert counts == (len(done), len(failed), 0), (counts, sum(runs.values()) - TOTAL, "re-runs")
+    assert status["state"] == "finished", status
+    listed = project.failures(NAME) if not backend else _failures(project, backend)
+    assert set(listed) == failed, (
+        f"listed for jobs that finished: {sorted(set(listed) - failed)[:10]}; "
+        f"not listed: {sorted(failed - set(listed))[:10]}"
+    )
+    results = (project.root / "results.jsonl").read_text().splitlines()
+    lines = [json.loads(line)["seq"] for line in results]
+    assert set(lines) == done, "a job counted done has no line in --results, or one failed has"
+
+
+def _failures(project: Project, backend: tuple[str, ...]) -> dict[int, dict[str, object]]:
+    records = project.query("failures", NAME, *backend)
+    by_seq = {record["seq"]: record for record in records}
+    assert len(by_seq) == len(records), "a failure is listed twice"
+    return by_seq
+
+
+def test_counts_are_exact_after_sigkills_and_resumes(project: Project) -> None:
+    _crash_and_resume(project, (), _sqlite_ended(project))
+
+
+def test_counts_are_exact_after_sigkills_and_resumes_on_redis(
+    project: Project, redis_server: RedisServer
+) -> None:
+    client = redis_server.client()
+    client.flushall()
+    client.close()
+    backend = ("--backend", redis_server.url)
+    _crash_and_resume(project, backend, _redis_ended(redis_server))
