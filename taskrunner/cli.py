@@ -13,12 +13,16 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from . import logs
 from .errors import TaskRunnerError
 from .options import DEFAULT_STATE_DIR
+from .stopping import release_held_signals
 
 if TYPE_CHECKING:
     from .progress import Summary
 
 # The exit code when the reader of our stdout went away (DESIGN: exit codes).
 READER_GONE = 141
+INTERRUPTED = 130
+# The commands whose loop acts on stop signals held while it was starting (stopping.py).
+LOOP_COMMANDS = frozenset({"spawn", "resume", "work"})
 
 # The API (and tqdm, sqlite3) is imported when a command runs, not when this module is:
 # a spawned worker re-imports the console script that imports us.
@@ -58,10 +62,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if ns.command not in LOOP_COMMANDS and release_held_signals() is not None:
+        return INTERRUPTED  # stopped before it began (entry.py holds signals until here)
     verbosity = getattr(ns, "verbose", 0) - getattr(ns, "quiet", 0)
     logs.configure(verbosity)
     try:
         code: int = ns.handler(ns, verbosity)
+    except KeyboardInterrupt:
+        # A second stop signal while the run was still starting (stopping.hold_stop_signals),
+        # or Ctrl-C in a command that does not stop gracefully: nothing is half-saved.
+        print("taskrunner: interrupted", file=sys.stderr)
+        return INTERRUPTED
     except BrokenPipeError:
         # `taskrunner failures | head -1`: the reader has what it wanted.
         code = READER_GONE

@@ -13,6 +13,32 @@ from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+# A stop signal that came while the command was still starting (see hold_stop_signals).
+_held: list[int] = []
+
+
+def hold_stop_signals() -> None:
+    """From the command's first instant until a loop installs its StopSignals, hold a SIGINT
+    or SIGTERM: the loop then acts on it as its first signal (a graceful stop, saved and
+    resumable: exit 130), instead of the interpreter dying with a traceback, or by the signal,
+    halfway through start-up. A second one while held raises KeyboardInterrupt: the user
+    insists, and start-up is not waited for."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _hold)
+
+
+def release_held_signals() -> int | None:
+    """Stop holding (Python's own handlers again): the signal held meanwhile, if one came."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return _held.pop() if _held else None
+
+
+def _hold(signum: int, frame: Any) -> None:
+    if _held:
+        raise KeyboardInterrupt
+    _held.append(signum)
+
 
 class StopSignals:
     """The two-stage stop of one loop; install() while it runs, restore() after."""
@@ -28,11 +54,20 @@ class StopSignals:
         self._announced_stop = self._announced_abandon = False
 
     def install(self) -> None:
+        holding = False
         for signum in STOP_SIGNALS:
             try:
-                self._previous[signum] = signal.signal(signum, self._on_signal)
+                previous = signal.signal(signum, self._on_signal)
             except ValueError:  # not the main thread: the caller handles signals
-                pass
+                continue
+            if previous is _hold:
+                holding = True
+                previous = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+            self._previous[signum] = previous
+        if holding and _held:
+            # Came while the command was starting: the first signal, acted on now.
+            self.stopping = True
+            self.signal_name = signal.Signals(_held.pop()).name
 
     def restore(self) -> None:
         for signum, handler in self._previous.items():

@@ -240,3 +240,38 @@ def test_a_program_the_callback_starts_can_still_be_terminated(project: Project)
 
     assert result.returncode == 0, result
     assert_ran_once_each(project, range(2))
+
+
+# The controller's import of the module waits, at the test's word, in the middle of start-up.
+STARTING = """
+open(os.path.join(HERE, "importing"), "w").close()
+while not flag("go"):
+    time.sleep(0.01)
+
+
+def gen():
+    yield from range(40)
+
+
+def cb(job):
+    record(job)
+    return job
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_run_starts_stops_it_gracefully(project: Project, signum: int) -> None:
+    """Ctrl-C a moment after Enter: held until the run loop can act on it, then a graceful
+    stop (exit 130, no traceback) that resume continues."""
+    project.write("jobs.py", STARTING)
+    run = project.start("spawn", "jobs:gen", "jobs:cb", *FAST)
+    wait_for(lambda: (project.root / "importing").exists(), 30, what="the module's import")
+    os.kill(run.pid, signum)
+    project.set_flag("go")
+    result = run.wait()
+
+    assert result.returncode == 130, result
+    assert "Traceback" not in result.stderr, result
+    resumed = project.run("resume", NAME, "--no-progress")
+    assert resumed.returncode == 0, resumed
+    assert_ran_once_each(project, range(40))

@@ -113,7 +113,14 @@ def audit(sandbox: Sandbox, expect: Expect, row: Audit) -> Audit:
     strangers = (done | set(failures) | set(runs)) - everything
     if strangers:
         bad.append(f"seqs outside the generator's jobs: {_sample(strangers)}")
-    never_ran = (done | set(failures)) - set(runs)
+    # A job blamed for a fault may have died with its worker before the callback's first line
+    # (its record) ran: that is the contract's WorkerDied, bounded by blamable_max below.
+    blamed = {
+        seq
+        for seq, rec in failures.items()
+        if rec["error_type"] in ("WorkerDied", "LeaseLost") and _blamable(expect, rec["error_type"])
+    }
+    never_ran = (done | set(failures)) - set(runs) - (blamed - set(expect.failing))
     if never_ran:
         kinds = Counter(failures[seq]["error_type"] for seq in never_ran if seq in failures)
         why = f" (failed as {dict(kinds)})" if kinds else ""
