@@ -20,6 +20,9 @@ AHEAD_SECONDS = 0.2
 # The adaptive bound never grows past this many jobs (the ledger keeps a byte for each, the
 # controller holds each job until it finishes).
 ADAPTIVE_MOST = 100_000
+# Most bytes in one batch (at least one job): a worker's next batch waits in its pipe while
+# it runs the one before, so larger batches would only hold more memory, not run faster.
+BATCH_BYTES = 4 * 1024**2
 # How often the rate is measured anew.
 RATE_WINDOW_SECONDS = 0.1
 
@@ -59,8 +62,19 @@ class QueueBound:
         self._window_start, self._window_ended = now, ended
         self.jobs = max(self._floor, min(ADAPTIVE_MOST, int(rate * AHEAD_SECONDS)))
 
+    @property
+    def batch_jobs(self) -> int | None:
+        """Most jobs in one batch by their size (BATCH_BYTES, at least one); None when jobs
+        are not measured in bytes. Before the first batch is measured: one job."""
+        if self.bytes_limit is None:
+            return None
+        if self._bytes_per_job is None:
+            return 1
+        return max(1, int(BATCH_BYTES // max(1.0, self._bytes_per_job)))
+
     def jobs_to_take(self, wanted: int, open_jobs: int) -> int:
-        """Of `wanted` jobs, how many may be taken with `open_jobs` taken and unfinished."""
+        """Of `wanted` jobs, how many may be taken now, as one batch, with `open_jobs` taken
+        and unfinished."""
         room = min(wanted, self.jobs - open_jobs)
         if self.bytes_limit is None or room <= 0:
             return room

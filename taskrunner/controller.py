@@ -34,7 +34,7 @@ from .results import ResultsWriter
 from .saving import RunSaver
 from .signature import group_id
 from .stopping import StopSignals
-from .store import RunRecord, RunStore
+from .store import RunRecord, RunStore, shown_job
 from .tally import Tally
 
 log = logging.getLogger(__name__)
@@ -190,6 +190,9 @@ class Controller(SettlesOutcomes):
                 self._more_to_send = True
                 return
             size = self._sizer.size()
+            by_bytes = self._bound.batch_jobs
+            if by_bytes is not None:
+                size = min(size, by_bytes)  # large jobs: small batches, fewer held by each
             reserve = self._stall_reserve.jobs_per_worker(
                 self._tally.session_jobs, time.monotonic() - self._started
             )
@@ -299,7 +302,7 @@ class Controller(SettlesOutcomes):
             return
         runs = flight.extra(index, 0) + 1
         if error.duration > 0:  # it ran (and each attempt counts): not one refused unrun
-            self._durations.add(error.duration, flight.keys[index], flight.jobs[index])
+            self._durations.add(error.duration, flight.keys[index], shown_job(flight.jobs[index]))
         if runs <= self.options.retries and error.error_type not in NOT_RETRIED:
             self._ledger.mark(batch_id, index, HANDED_BACK)
             self._requeue.retry_later(Waiting(flight.keys[index], flight.jobs[index], runs), error)
@@ -354,12 +357,13 @@ class Controller(SettlesOutcomes):
     # -- state -----------------------------------------------------------------------------------
 
     def _seq_and_job(self, key: tuple[int, int]) -> tuple[int, Any] | None:
-        """The seq and job of an executor's (batch id, index), while its batch is in flight."""
+        """The seq and job of an executor's (batch id, index), while its batch is in flight;
+        the job as shown (a job of megabytes must not stay in memory as one of the slowest)."""
         batch_id, index = key
         flight = self._ledger.get(batch_id)
         if flight is None or index >= len(flight.jobs):
             return None
-        return flight.keys[index], flight.jobs[index]
+        return flight.keys[index], shown_job(flight.jobs[index])
 
     def _live(self) -> dict[str, Any]:
         """What a watcher reads at each save: jobs in flight, the oldest, the recent rate."""

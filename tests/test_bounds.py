@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
-from helpers import FAST, Project, assert_ran_once_each, assert_usage_error
+from helpers import FAST, Project, assert_ran_once_each, assert_usage_error, peak_rss_mb
 from support_resume import assert_at_least_once_each, wait_executed, wait_session_empty
 
 NAME = "jobs.gen"
@@ -149,3 +150,32 @@ def test_sigkill_while_the_bound_is_grown_then_resume_skips_nothing(project: Pro
     assert set(reruns) <= set(before), "only jobs that ran before the crash may run again"
     status = project.status(NAME)
     assert (status["state"], status["done"], status["pending"]) == ("finished", n, 0), status
+
+
+def test_large_jobs_keep_the_controller_small_at_default_options(project: Project) -> None:
+    """40 jobs of 5 MB (200 MB from the generator), default options: batches of one such
+    job, few held per worker, so the controller never holds more than a few of them."""
+    project.write(
+        "jobs.py",
+        """
+        def gen():
+            for seq in range(40):
+                yield (seq, bytes([seq]) * 5_000_000)
+
+
+        def cb(job):
+            record(job[0])
+            return len(job[1])
+        """,
+    )
+    run = project.start("spawn", "jobs:gen", "jobs:cb", *FAST)
+    peak = 0.0
+    while run.proc.poll() is None:  # VmHWM only grows: the last reading is the peak
+        peak = max(peak, peak_rss_mb(run.pid) or 0.0)
+        time.sleep(0.02)
+    result = run.wait(timeout=5)
+
+    assert result.returncode == 0, result
+    assert_ran_once_each(project, range(40))
+    # Taken all at once, they would hold 200 MB as jobs and as much again pickled.
+    assert 0 < peak < 300, f"controller peak RSS {peak:.0f} MB"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from taskrunner.bounds import ADAPTIVE_MOST, AHEAD_SECONDS, QueueBound
+from taskrunner.bounds import ADAPTIVE_MOST, AHEAD_SECONDS, BATCH_BYTES, QueueBound
 from taskrunner.errors import OptionError
 from taskrunner.options import DEFAULT_QUEUE_BYTES, RunOptions
+from taskrunner.store import SHOWN_JOB_CHARS, shown_job
 
 
 @pytest.mark.parametrize(
@@ -74,3 +75,32 @@ def test_without_measured_bytes_the_bound_is_in_jobs_alone() -> None:
     bound = QueueBound(RunOptions(workers=1, queue_bytes=10), measures_bytes=False)
     assert bound.jobs_to_take(500, open_jobs=0) == 500
     assert bound.jobs_to_take(5000, open_jobs=600) == 400
+
+
+def test_batches_of_large_jobs_hold_few_bytes() -> None:
+    bound = QueueBound(RunOptions(workers=2))
+    assert bound.batch_jobs == 1  # nothing measured yet
+    bound.note_sent(1, 5_000_000)
+    assert bound.batch_jobs == 1
+    small = QueueBound(RunOptions(workers=2))
+    small.note_sent(1000, 5000)
+    assert small.batch_jobs == BATCH_BYTES // 5
+    assert QueueBound(RunOptions(), measures_bytes=False).batch_jobs is None
+
+
+@pytest.mark.parametrize(
+    ("job", "shown"),
+    [(5, 5), ({"id": 1}, {"id": 1}), ("x" * 10, "x" * 10),
+     (b"ab", "b'ab'"), ({1, 2}, "{1, 2}")],
+)  # fmt: skip
+def test_a_short_job_is_shown_as_itself_or_its_repr(job: object, shown: object) -> None:
+    assert shown_job(job) == shown
+
+
+@pytest.mark.parametrize(
+    "job", ["y" * 10**6, b"z" * 10**6, ["w" * 100] * 10**4, {"k": "v" * 10**5}]
+)
+def test_a_long_job_is_shown_cut_short(job: object) -> None:
+    shown = shown_job(job)
+    assert isinstance(shown, str)
+    assert len(shown) <= SHOWN_JOB_CHARS + 3 and shown.endswith("...")
