@@ -28,7 +28,7 @@ from .loader import complete_specs, ensure_cwd_on_path, resolve, spec_of
 from .logs import above_bar
 from .options import DEFAULT_STATE_DIR, Backend, RunOptions, WorkerSettings
 from .progress import Progress, Summary
-from .records import Failure, UnkeptJob
+from .records import Ending, Failure, UnkeptJob
 from .store import FailureGroup, RunRecord, RunStore
 
 log = logging.getLogger(__name__)
@@ -70,37 +70,40 @@ def run(
     _check_callable("CALLBACK", callback_spec, callback_fn)
     _check_gen_args(gen_spec, gen_fn, args)
     name = name or _default_name(gen_spec)
-    store = kind.open_store(backend, state_dir, create=True)
-    try:
-        existing = store.get(name)
-        if existing is not None and not restart:
-            raise StateError(
-                f"a run named {name!r} already exists ({existing.state}, {existing.done} done); "
-                f"continue it with 'taskrunner resume {name}' or start over with --restart"
-            )
-        store.lock(name)
-        iterable = _call_gen(gen_spec, gen_fn, args)
-        record = RunRecord(
-            name=name,
-            gen=gen_spec,
-            callback=callback_spec,
-            args=args,
-            options=run_options.saved(),
-            total=_total(run_options, iterable, first_seq=0),
-        )
-        store.create(record, WorkerSettings.for_run(callback_spec, run_options, backend))
-        source = JobSource(iterable, limit=run_options.limit)
+    early = _start_early(kind, run_options, callback, callback_fn)
+    with _closed_on_error(early):
+        store = kind.open_store(backend, state_dir, create=True)
         try:
-            executor = kind.executor(store, record, run_options, callback, callback_fn)
-            context = _context(backend, state_dir)
-            return _drive(record, run_options, source, Checkpoint(), store, executor, context)
-        except (SpecError, OptionError):
-            # Refused before any job ran (a worker could not load CALLBACK): no run remains.
-            if record.done + record.failed == 0:
-                store.delete(name)  # nothing ran: leave no run behind (exit 2 changes nothing)
-            raise
-    finally:
-        store.close()
+            existing = store.get(name)
+            if existing is not None and not restart:
+                raise StateError(
+                    f"a run named {name!r} already exists ({existing.state}, "
+                    f"{existing.done} done); continue it with 'taskrunner resume {name}' "
+                    "or start over with --restart"
+                )
+            store.lock(name)
+            iterable = _call_gen(gen_spec, gen_fn, args)
+            record = RunRecord(
+                name=name,
+                gen=gen_spec,
+                callback=callback_spec,
+                args=args,
+                options=run_options.saved(),
+                total=_total(run_options, iterable, first_seq=0),
+            )
+            store.create(record, WorkerSettings.for_run(callback_spec, run_options, backend))
+            source = JobSource(iterable, limit=run_options.limit)
+            try:
+                executor = early or kind.executor(store, record, run_options, callback, callback_fn)
+                context = _context(backend, state_dir)
+                return _drive(record, run_options, source, Checkpoint(), store, executor, context)
+            except (SpecError, OptionError):
+                # Refused before any job ran (a worker could not load CALLBACK): no run remains.
+                if record.done + record.failed == 0:
+                    store.delete(name)  # nothing ran: leave no run behind (exit 2 changes nothing)
+                raise
+        finally:
+            store.close()
 
 
 def resume(
@@ -135,41 +138,49 @@ def resume(
         )
         callback_fn = resolve(record.callback, what="CALLBACK")
         _check_callable("CALLBACK", record.callback, callback_fn)
-        checkpoint = Checkpoint(record.low_water_mark, record.intervals, record.job_at_checkpoint)
-        seeks = _takes_last(gen_fn) and record.low_water_mark > 0
-        if seeks and isinstance(record.job_at_checkpoint, UnkeptJob):
-            log.info(
-                "the job at the checkpoint could not be stored, so GEN cannot be given it as "
-                "`last`: GEN runs from the start and the finished jobs are skipped"
+        # Not started early as `run`'s are: with them, counts drifted after hard crashes more
+        # often (tests/test_trust.py); see issue 13's notes.
+        early = None
+        with _closed_on_error(early):
+            checkpoint = Checkpoint(
+                record.low_water_mark, record.intervals, record.job_at_checkpoint
             )
-            seeks = False
-        if seeks:
-            # The generator seeks: it yields the jobs after `last`, numbered from the mark on.
-            arguments = {**record.args, "last": record.job_at_checkpoint}
-            source = JobSource(
-                _call_gen(record.gen, gen_fn, arguments),
-                first_seq=record.low_water_mark,
-                limit=run_options.limit,
-                checkpoint=checkpoint,
-                last_fingerprint=record.fingerprint,
+            seeks = _takes_last(gen_fn) and record.low_water_mark > 0
+            if seeks and isinstance(record.job_at_checkpoint, UnkeptJob):
+                log.info(
+                    "the job at the checkpoint could not be stored, so GEN cannot be given it as "
+                    "`last`: GEN runs from the start and the finished jobs are skipped"
+                )
+                seeks = False
+            if seeks:
+                # The generator seeks: it yields the jobs after `last`, numbered from the mark on.
+                arguments = {**record.args, "last": record.job_at_checkpoint}
+                source = JobSource(
+                    _call_gen(record.gen, gen_fn, arguments),
+                    first_seq=record.low_water_mark,
+                    limit=run_options.limit,
+                    checkpoint=checkpoint,
+                    last_fingerprint=record.fingerprint,
+                )
+            else:
+                source = JobSource(
+                    _call_gen(record.gen, gen_fn, record.args),
+                    limit=run_options.limit,
+                    checkpoint=checkpoint,
+                )
+                source.seek(record.low_water_mark, record.fingerprint)
+            retry = []
+            if retry_failed or group is not None or error is not None:
+                chosen = select_failures(store, record.name, group=group, error_type=error)
+                retry = _jobs_to_retry(chosen)
+            record.error = None
+            # What an earlier controller queued or leased is taken again from the generator.
+            store.reopen(record.name, WorkerSettings.for_run(record.callback, run_options, backend))
+            executor = early or kind.executor(
+                store, record, run_options, record.callback, callback_fn
             )
-        else:
-            source = JobSource(
-                _call_gen(record.gen, gen_fn, record.args),
-                limit=run_options.limit,
-                checkpoint=checkpoint,
-            )
-            source.seek(record.low_water_mark, record.fingerprint)
-        retry = []
-        if retry_failed or group is not None or error is not None:
-            chosen = select_failures(store, record.name, group=group, error_type=error)
-            retry = _jobs_to_retry(chosen)
-        record.error = None
-        # What an earlier controller queued or leased is taken again from the generator.
-        store.reopen(record.name, WorkerSettings.for_run(record.callback, run_options, backend))
-        executor = kind.executor(store, record, run_options, record.callback, callback_fn)
-        context = _context(backend, state_dir)
-        return _drive(record, run_options, source, checkpoint, store, executor, context, retry)
+            context = _context(backend, state_dir)
+            return _drive(record, run_options, source, checkpoint, store, executor, context, retry)
     finally:
         store.close()
 
@@ -250,6 +261,30 @@ def runs(
 
 
 # -- internals -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _closed_on_error(executor: Executor | None) -> Iterator[None]:
+    """Stop the workers of an executor started early if the run fails before its loop
+    takes them over (the loop closes them itself; a second close does nothing)."""
+    try:
+        yield
+    except BaseException:
+        if executor is not None:
+            executor.close(Ending.ABANDONED)
+        raise
+
+
+def _start_early(
+    kind: BackendKind, options: RunOptions, callback: Spec, callback_fn: Any
+) -> Executor | None:
+    """The executor, started now if its kind can start before the run's state is open (the
+    local pool: its workers then load the callback while the controller gets ready)."""
+    early_executor = getattr(kind, "early_executor", None)
+    if early_executor is None:
+        return None
+    executor: Executor = early_executor(options, callback, callback_fn)
+    return executor
 
 
 def _jobs_to_retry(failures: list[Failure]) -> list[tuple[int, Any, int]]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 # Enough work per batch that tiny jobs cost little each; little enough that near the end of
 # a run no worker sits on a backlog while another idles.
 TARGET_BATCH_SECONDS = 0.01
-MAX_BATCH = 1000
+# Batches of trivial jobs grow this far when the queue's bound lets them (bounds.py).
+MAX_BATCH = 50_000
 
 
 class BatchSizer:
@@ -13,11 +14,17 @@ class BatchSizer:
 
     def __init__(self, *, concurrency: int, cap: int, rate: float | None = None) -> None:
         self._concurrency = concurrency
-        self._cap = max(1, min(cap, MAX_BATCH))
-        if rate:
-            # Jobs wait for their start time inside the worker: keep that wait short.
-            self._cap = min(self._cap, max(1, int(rate * 0.05)))
+        # Jobs wait for their start time inside the worker (--rate): keep that wait short.
+        self._rate_cap = max(1, int(rate * 0.05)) if rate else None
+        self.set_cap(cap)
         self._job_seconds: float | None = None
+
+    def set_cap(self, cap: int) -> None:
+        """A new most jobs per batch (the queue's bound changed); --rate's cap stays."""
+        cap = max(1, min(cap, MAX_BATCH))
+        if self._rate_cap is not None:
+            cap = min(cap, self._rate_cap)
+        self._cap = cap
 
     def observe(self, jobs: int, busy_seconds: float) -> None:
         """Learn from `jobs` that together took `busy_seconds` of callback time."""

@@ -8,6 +8,8 @@ multiprocessing Connection's own, so the worker reads with recv_bytes().
 
 from __future__ import annotations
 
+import collections
+import itertools
 import os
 import select
 import socket
@@ -16,6 +18,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .protocol import decode
+
+# Buffers handed to one sendmsg (the system takes at most IOV_MAX, 1024 on Linux).
+_BUFFERS_AT_ONCE = 64
 
 
 class Channel:
@@ -27,7 +32,9 @@ class Channel:
         self._sender = socket.socket(fileno=os.dup(conn.fileno()))
         self._readable = select.poll()  # this pipe alone: is a message waiting?
         self._readable.register(conn.fileno(), select.POLLIN)
-        self._unsent = bytearray()  # framed bytes the pipe has not taken yet
+        # Framed bytes the pipe has not taken yet, as views of the messages themselves: a
+        # batch of megabytes is neither copied into a frame nor shifted as it goes out.
+        self._unsent: collections.deque[memoryview] = collections.deque()
 
     def fileno(self) -> int:
         return self.conn.fileno()
@@ -39,31 +46,32 @@ class Channel:
     def write(self, payload: bytes) -> bool:
         """Send one message without blocking. True when bytes now wait for room (the caller
         then watches the pipe for POLLOUT and calls write_unsent)."""
-        frame = _frame(payload)
-        if self._unsent:
-            self._unsent += frame
+        waiting = bool(self._unsent)
+        self._unsent.append(memoryview(_header(len(payload))))
+        self._unsent.append(memoryview(payload))
+        if waiting:
             return False  # already waiting, and watched
-        try:
-            sent = self._sender.send(frame, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            return False  # the worker died: its sentinel tells the pool
-        if sent < len(frame):
-            self._unsent += frame[sent:]
-            return True
-        return False
+        return not self.write_unsent()
 
     def write_unsent(self) -> bool:
         """Write what waits, as far as the pipe takes it. True once nothing waits."""
+        unsent = self._unsent
         try:
-            sent = self._sender.send(self._unsent, socket.MSG_DONTWAIT)
+            sent = self._sender.sendmsg(list(itertools.islice(unsent, _BUFFERS_AT_ONCE)), [],
+                                        socket.MSG_DONTWAIT)  # fmt: skip
         except BlockingIOError:
             return False
         except OSError:
-            sent = len(self._unsent)  # the worker died: nothing more will be read
-        del self._unsent[:sent]
-        return not self._unsent
+            unsent.clear()  # the worker died: nothing more will be read; its sentinel tells
+            return True
+        while sent and unsent:
+            first = unsent[0]
+            if sent < len(first):
+                unsent[0] = first[sent:]
+                break
+            sent -= len(first)
+            unsent.popleft()
+        return not unsent
 
     def readable(self) -> bool:
         return bool(self._readable.poll(0))
@@ -87,8 +95,9 @@ class Channel:
         self.conn.close()
 
 
-def _frame(payload: bytes) -> bytes:
-    """A message as multiprocessing.connection.Connection.send_bytes writes it."""
-    if len(payload) > 0x7FFFFFFF:
-        return struct.pack("!i", -1) + struct.pack("!Q", len(payload)) + payload
-    return struct.pack("!i", len(payload)) + payload
+def _header(size: int) -> bytes:
+    """The frame header multiprocessing.connection.Connection.send_bytes writes before a
+    message of `size` bytes."""
+    if size > 0x7FFFFFFF:
+        return struct.pack("!i", -1) + struct.pack("!Q", size)
+    return struct.pack("!i", size)

@@ -281,6 +281,7 @@ def _run_options(ns: argparse.Namespace, verbosity: int) -> dict[str, Any]:
         "workers": ns.workers,
         "concurrency": ns.concurrency,
         "queue_size": ns.queue_size,
+        "queue_bytes": ns.queue_bytes,
         "timeout": ns.timeout,
         "retries": ns.retries,
         "rate": ns.rate,
@@ -367,7 +368,13 @@ def _build_parser() -> _Parser:
             "--queue-size",
             type=int,
             metavar="N",
-            help="most jobs taken and unfinished (default: 1000, or 2 x workers x concurrency)",
+            help="most jobs taken and unfinished (default: adaptive, a fraction of a second "
+            "of work ahead, at least 1000 and 2 x workers x concurrency)",
+        )
+        sub.add_argument(
+            "--queue-bytes",
+            metavar="SIZE",
+            help="most bytes of jobs taken and unfinished: 512K, 256M, 1G (default: 256M)",
         )
         sub.add_argument("--timeout", type=float, metavar="S", help="per-job time limit in seconds")
         sub.add_argument(

@@ -17,6 +17,7 @@ import time
 from typing import Any, TextIO
 
 from .batching import BatchSizer
+from .bounds import QueueBound
 from .checkpoint import Checkpoint
 from .durations import Durations
 from .executor import Executor
@@ -33,7 +34,7 @@ from .results import ResultsWriter
 from .saving import RunSaver
 from .signature import group_id
 from .stopping import StopSignals
-from .store import RunRecord, RunStore
+from .store import RunRecord, RunStore, shown_job
 from .tally import Tally
 
 log = logging.getLogger(__name__)
@@ -89,10 +90,10 @@ class Controller(SettlesOutcomes):
             self._live,
             positions=source.position_of,
         )
+        self._bound = QueueBound(options, measures_bytes=executor.batch_bytes is not None)
+        self._batch_bytes: dict[int, int] = {}  # batch id -> its size as sent, while in flight
         self._sizer = BatchSizer(
-            concurrency=options.concurrency,
-            cap=options.queue_limit // (2 * max(1, options.workers)),
-            rate=options.rate,
+            concurrency=options.concurrency, cap=self._bound.batch_cap, rate=options.rate
         )
         self._pacer = RatePacer(options.rate)
         self._stall_reserve = StallReserve(workers=options.workers, queue_limit=options.queue_limit)
@@ -127,6 +128,7 @@ class Controller(SettlesOutcomes):
                     recalled = True
                     self._handle_all(self.executor.recall())
                 now = time.monotonic()
+                self._adapt_bound(now)
                 if now >= next_save:
                     self._saver.save()
                     self._note_results_closed()  # found by the flush before the save
@@ -188,6 +190,9 @@ class Controller(SettlesOutcomes):
                 self._more_to_send = True
                 return
             size = self._sizer.size()
+            by_bytes = self._bound.batch_jobs
+            if by_bytes is not None:
+                size = min(size, by_bytes)  # large jobs: small batches, fewer held by each
             reserve = self._stall_reserve.jobs_per_worker(
                 self._tally.session_jobs, time.monotonic() - self._started
             )
@@ -201,7 +206,7 @@ class Controller(SettlesOutcomes):
                 jobs = [item.job for item in waiting]
                 self._submit(seqs, jobs, [item.extra or 0 for item in waiting], alone=alone)
                 continue
-            size = min(size, self.options.queue_limit - self._open_jobs)
+            size = self._bound.jobs_to_take(size, self._open_jobs)
             if size <= 0 or self.source.exhausted:
                 self._note_generator_error()
                 return
@@ -223,9 +228,19 @@ class Controller(SettlesOutcomes):
         start_at, interval = self._pacer.schedule(len(jobs))
         self._ledger.add(batch_id, seqs, jobs, attempts)
         self._sent_times.sent(batch_id, time.time())
-        self._handle_all(
-            self.executor.submit(Batch(batch_id, seqs, jobs, start_at, interval, alone))
-        )
+        events = self.executor.submit(Batch(batch_id, seqs, jobs, start_at, interval, alone))
+        size = self.executor.batch_bytes
+        if size:
+            self._batch_bytes[batch_id] = size
+            self._bound.note_sent(len(jobs), size)
+        self._handle_all(events)
+
+    def _adapt_bound(self, now: float) -> None:
+        """Let the bound on jobs taken follow the rate they end at (without --queue-size)."""
+        before = self._bound.jobs
+        self._bound.note_ended(self._tally.session_jobs, now)
+        if self._bound.jobs != before:
+            self._sizer.set_cap(self._bound.batch_cap)
 
     def _note_generator_error(self) -> None:
         if self.source.error is not None and self._stop_reason is None:
@@ -287,7 +302,7 @@ class Controller(SettlesOutcomes):
             return
         runs = flight.extra(index, 0) + 1
         if error.duration > 0:  # it ran (and each attempt counts): not one refused unrun
-            self._durations.add(error.duration, flight.keys[index], flight.jobs[index])
+            self._durations.add(error.duration, flight.keys[index], shown_job(flight.jobs[index]))
         if runs <= self.options.retries and error.error_type not in NOT_RETRIED:
             self._ledger.mark(batch_id, index, HANDED_BACK)
             self._requeue.retry_later(Waiting(flight.keys[index], flight.jobs[index], runs), error)
@@ -328,6 +343,7 @@ class Controller(SettlesOutcomes):
         if flight is None:
             return
         self._sent_times.settled(batch_id)
+        self._bound.note_settled(self._batch_bytes.pop(batch_id, 0))
         seqs, jobs, state = flight.keys, flight.jobs, flight.state
         self._tally.checkpointed(seqs, state)
         if isinstance(seqs, range) and HANDED_BACK not in state:
@@ -340,12 +356,13 @@ class Controller(SettlesOutcomes):
     # -- state -----------------------------------------------------------------------------------
 
     def _seq_and_job(self, key: tuple[int, int]) -> tuple[int, Any] | None:
-        """The seq and job of an executor's (batch id, index), while its batch is in flight."""
+        """The seq and job of an executor's (batch id, index), while its batch is in flight;
+        the job as shown (a job of megabytes must not stay in memory as one of the slowest)."""
         batch_id, index = key
         flight = self._ledger.get(batch_id)
         if flight is None or index >= len(flight.jobs):
             return None
-        return flight.keys[index], flight.jobs[index]
+        return flight.keys[index], shown_job(flight.jobs[index])
 
     def _live(self) -> dict[str, Any]:
         """What a watcher reads at each save: jobs in flight, the oldest, the recent rate."""

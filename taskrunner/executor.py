@@ -16,6 +16,10 @@ from .records import Batch, Ending, Event
 class Executor(ABC):
     """Runs batches of jobs somewhere and reports what became of each job."""
 
+    # The size in bytes of the batch the last submit() sent, as serialized for the workers;
+    # None for an executor that does not tell (the run's bound is then in jobs alone).
+    batch_bytes: int | None = None
+
     @abstractmethod
     def start(self) -> None:
         """Get workers going. Returns without waiting for them to be ready."""

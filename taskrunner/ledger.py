@@ -89,7 +89,8 @@ class Ledger:
         if isinstance(indices, range) and state[indices.start : indices.stop].count(OPEN) == len(
             indices
         ):
-            state[indices.start : indices.stop] = _DONE_BYTES[: len(indices)]
+            done = _DONE_BYTES if len(indices) <= MAX_BATCH else bytes([DONE]) * len(indices)
+            state[indices.start : indices.stop] = done[: len(indices)]
             fresh: range | list[int] = indices
         else:  # a report that overlaps a job already settled (timed out, say)
             pairs = [

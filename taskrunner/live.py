@@ -12,7 +12,7 @@ from collections import deque
 from typing import Any
 
 from .ledger import Ledger
-from .store import jsonable
+from .store import shown_job
 
 RATE_WINDOW_SECONDS = 60.0
 
@@ -61,7 +61,7 @@ class SentTimes:
             index = open_indices[0]
             oldest = {
                 "seq": flight.keys[index],
-                "job": jsonable(flight.jobs[index]),
+                "job": shown_job(flight.jobs[index]),
                 "since": self._sent[batch_id],
             }
             break

@@ -12,13 +12,15 @@ from .errors import OptionError
 
 DEFAULT_STATE_DIR = ".taskrunner"
 DEFAULT_QUEUE_SIZE = 1000
+DEFAULT_QUEUE_BYTES = 256 * 1024**2
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 # --max-failures P% is judged once this many jobs have ended (as GNU parallel's --halt).
 FAILURE_RATE_MIN_JOBS = 100
 
 # Options `resume` may change; the others are fixed when the run starts.
 RESUMABLE = frozenset(
     {
-        "workers", "concurrency", "queue_size", "timeout", "retries", "rate",
+        "workers", "concurrency", "queue_size", "queue_bytes", "timeout", "retries", "rate",
         "max_failures", "results", "progress", "verbosity",
     }
 )  # fmt: skip
@@ -30,7 +32,9 @@ class RunOptions:
 
     workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
     concurrency: int = 1
-    queue_size: int | None = None  # None: see `queue_limit`
+    queue_size: int | None = None  # None: see `queue_limit`, and bounds.py (adaptive)
+    # Bytes of jobs taken and unfinished, as pickled for the workers; "256M" is accepted.
+    queue_bytes: int = DEFAULT_QUEUE_BYTES
     timeout: float | None = None
     retries: int = 0
     rate: float | None = None
@@ -47,6 +51,7 @@ class RunOptions:
         _at_least("--concurrency", self.concurrency, 1)
         if self.queue_size is not None:
             _at_least("--queue-size", self.queue_size, 1)
+        object.__setattr__(self, "queue_bytes", parse_size("--queue-bytes", self.queue_bytes))
         _at_least("--retries", self.retries, 0)
         _positive("--timeout", self.timeout)
         _positive("--rate", self.rate)
@@ -69,9 +74,10 @@ class RunOptions:
 
     @property
     def queue_limit(self) -> int:
-        """Most jobs taken and unfinished: --queue-size, else 1000 or, when more jobs run at
-        once, twice that many, so that every worker has its next jobs at hand as it finishes
-        (`-w 2 -c 1000` would otherwise run at most 1000 jobs at once)."""
+        """Most jobs taken and unfinished: --queue-size, else at first (bounds.QueueBound
+        then adapts it to the rate) 1000 or, when more jobs run at once, twice that many, so
+        that every worker has its next jobs at hand as it finishes (`-w 2 -c 1000` would
+        otherwise run at most 1000 jobs at once)."""
         if self.queue_size is not None:
             return self.queue_size
         return max(DEFAULT_QUEUE_SIZE, 2 * self.workers * self.concurrency)
@@ -178,6 +184,24 @@ def _text(value: Any) -> str:
 def _at_least(flag: str, value: Any, lowest: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
         raise OptionError(f"{flag} must be a whole number of at least {lowest}, not {value!r}")
+
+
+def parse_size(flag: str, value: Any) -> int:
+    """A size in bytes: a whole number, or one with a unit K, M, G or T (powers of 1024;
+    "512K", "256M", "1G", a trailing "B" or "iB" allowed)."""
+    if isinstance(value, str):
+        text = value.strip().upper().removesuffix("B").removesuffix("I")
+        unit = text[-1:] if text[-1:] in _SIZE_UNITS else ""
+        number = text[: len(text) - len(unit)].strip()
+        try:
+            amount = float(number)
+        except ValueError:
+            amount = -1.0
+        if not 0 < amount < 2**63:  # refuses nan and inf too
+            raise OptionError(f"{flag} must be a size such as 512K, 256M or 1G, not {value!r}")
+        value = int(amount * _SIZE_UNITS[unit])
+    _at_least(flag, value, 1)
+    return int(value)
 
 
 def _max_failures(value: Any) -> int | str:

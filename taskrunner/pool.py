@@ -105,10 +105,13 @@ class LocalPool(Executor):
         self._poll_exits = False
         # batch_id -> jobs it had when submitted, while a worker holds it (supervision.bury).
         self._spans: dict[int, int] = {}
+        self.batch_bytes: int | None = 0
 
     # -- Executor interface --------------------------------------------------------------------
 
     def start(self) -> None:
+        if self._workers or self._closing:
+            return  # started early already (backends.local.early_executor)
         for _ in range(self._workers_wanted):
             self._spawn()
 
@@ -124,6 +127,7 @@ class LocalPool(Executor):
             size = len(batch.jobs)
         except Exception:
             events, payload, size = _picklable_part(batch)
+        self.batch_bytes = len(payload) if payload is not None else 0
         if payload is not None:
             self._spans[batch.batch_id] = len(batch.jobs)
             self._placement.add(PendingBatch(batch.batch_id, size, payload), batch.alone)
@@ -199,11 +203,15 @@ class LocalPool(Executor):
         return self._placement.waiting() + held
 
     def close(self, ending: Ending) -> None:
+        if self._closing:
+            return  # closed already (a run that failed as it began closes what it started)
         abandon = ending is Ending.ABANDONED
         self._closing = True
         deadline = time.monotonic() + _STOP_WAIT_SECONDS
         for worker in self._workers.values():
-            if abandon:
+            # One still starting has run nothing and holds nothing: the run's end need not
+            # wait for it to finish loading the callback only to stop.
+            if abandon or worker.phase is Phase.STARTING:
                 kill(worker)
             else:
                 self._write(worker, STOP_FRAME)

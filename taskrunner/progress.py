@@ -9,8 +9,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from tqdm import tqdm
-
 from .durations import Durations
 from .records import RunState
 
@@ -50,6 +48,10 @@ class Progress:
         self._status_lines = show is None and not is_terminal
         self._bar: Any = None
         if show or (show is None and is_terminal):
+            # Imported here: tqdm takes tens of milliseconds to import (its version lookup
+            # loads importlib.metadata), which a run without a bar need not wait for.
+            from tqdm import tqdm
+
             self._bar = tqdm(
                 total=total,
                 initial=done + failed,

@@ -243,6 +243,10 @@ def failure_as_json(failure: Failure) -> dict[str, Any]:
     }
 
 
+# A job shown (not used) in a view of the run is cut to this many characters.
+SHOWN_JOB_CHARS = 1000
+
+
 def jsonable(value: Any) -> Any:
     """The value itself when JSON can carry it, else its repr."""
     try:
@@ -250,6 +254,22 @@ def jsonable(value: Any) -> Any:
     except (TypeError, ValueError):
         return repr(value)
     return value
+
+
+def shown_job(job: Any) -> Any:
+    """A job as a view of the run shows it (the slowest jobs, the oldest in flight): itself
+    when it is JSON of at most SHOWN_JOB_CHARS, else its JSON or repr cut to that. A long
+    text or bytes is cut before its repr is made: jobs of megabytes are shown every second."""
+    if isinstance(job, (str, bytes, bytearray)) and len(job) > SHOWN_JOB_CHARS:
+        return repr(job[:SHOWN_JOB_CHARS])[:SHOWN_JOB_CHARS] + "..."
+    try:
+        text = json.dumps(job)
+    except (TypeError, ValueError):
+        text = None
+    if text is not None and len(text) <= SHOWN_JOB_CHARS:
+        return job
+    shown = repr(job) if text is None else text
+    return shown if len(shown) <= SHOWN_JOB_CHARS else shown[:SHOWN_JOB_CHARS] + "..."
 
 
 def _iso(timestamp: float) -> str:

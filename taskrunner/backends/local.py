@@ -50,6 +50,14 @@ class LocalBackend:
         callback: str | Callable[..., Any],
         callback_fn: Callable[..., Any],
     ) -> Executor:
+        return self._pool(options, callback, callback_fn)
+
+    def _pool(
+        self,
+        options: RunOptions,
+        callback: str | Callable[..., Any],
+        callback_fn: Callable[..., Any],
+    ) -> LocalPool:
         in_flight = options.workers * options.concurrency
         if options.queue_limit < in_flight:
             log.warning(
@@ -65,8 +73,22 @@ class LocalBackend:
             timeout=options.timeout,
             log_level=level_for(options.verbosity),
             is_async=is_async_callback(callback_fn),
-            queue_size=options.queue_limit,
+            # Without --queue-size the run's bound adapts (bounds.py), and no share is fixed.
+            queue_size=options.queue_size,
         )
+
+    def early_executor(
+        self,
+        options: RunOptions,
+        callback: str | Callable[..., Any],
+        callback_fn: Callable[..., Any],
+    ) -> Executor:
+        """The executor, started before the run's state is opened: its workers load the
+        callback while the controller opens the store and calls GEN, rather than after.
+        (Optional for a kind: api.py asks for it only where it is defined.)"""
+        executor = self._pool(options, callback, callback_fn)
+        executor.start()
+        return executor
 
     def work(self, callback: str | None, url: str, **_: Any) -> int:
         raise TaskRunnerError(
