@@ -6,11 +6,14 @@ blamed."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 from helpers import FAST, Project, assert_ran_once_each, assert_usage_error
+from redis_support import RedisServer, serve
 
 # The body of an interactive session: its functions live in __main__, which a spawned
 # worker cannot import (no file to run again). `record` comes from the project's module.
@@ -196,3 +199,28 @@ def test_a_script_with_a_guard_is_not_told_to_add_one(session_project: Project) 
     assert "workers die while starting" in last_line, proc.stderr[-3000:]
     assert "__main__" not in last_line, last_line
     assert "the database driver is missing on workers" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    yield from serve(tmp_path_factory.mktemp("redis"))
+
+
+def test_a_redis_run_refuses_a_callback_no_import_finds(
+    session_project: Project, redis_server: RedisServer
+) -> None:
+    """`taskrunner work` imports CALLBACK by name: one from `python -c` cannot work there,
+    and is refused before anything starts; no run is left behind."""
+    code = SESSION.replace("**OPTIONS", f"backend={redis_server.url!r}")
+    code = code.replace("summary = ", "try:\n    summary = ").replace(
+        "\nprint(", "\nexcept taskrunner.TaskRunnerError as error:\n    print('REFUSED', error)\n"
+        "else:\n    print(", 1,
+    )  # fmt: skip
+    proc = python(session_project, "-c", code)
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip()
+    assert line.startswith("REFUSED CALLBACK '__main__:cb' cannot be imported by name"), line
+    assert "taskrunner work" in line and "define it in a module" in line, line
+    assert session_project.executions() == {}
+    listed = session_project.run("runs", "--backend", redis_server.url, "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed
