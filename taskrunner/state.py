@@ -354,7 +354,12 @@ def _connect_read_only(path: str) -> sqlite3.Connection:
     uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
     try:
         return _open_uri(uri)
-    except sqlite3.OperationalError:
+    except sqlite3.OperationalError as error:
+        # Only for a -shm that cannot be made: read as immutable, a file someone writes to
+        # would give wrong answers.
+        folder = os.path.dirname(os.path.abspath(path))
+        if "unable to open" not in str(error) or os.access(folder, os.W_OK):
+            raise
         return _open_uri(uri + "&immutable=1")
 
 
