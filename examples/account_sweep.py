@@ -4,7 +4,7 @@
 a few accounts fail their check. Serially that is 40 s of waiting; spread over workers, each
 keeping several lookups in flight, it takes a few seconds.
 
-    taskrunner spawn account_sweep:accounts account_sweep:check -w 2 -c 8
+    taskrunner spawn account_sweep:accounts account_sweep:check -w 2 -c 8   # bar with an ETA
     taskrunner failures account_sweep.accounts
     taskrunner spawn account_sweep:accounts account_sweep:check_async -w 2 -c 50 --restart
 """
@@ -30,6 +30,15 @@ def accounts(last: int | None = None, count: int = ACCOUNTS) -> Iterator[int]:
     """Yield account ids in order. `last` lets `taskrunner resume` seek, as a cursor would."""
     start = 0 if last is None else last + 1
     yield from range(start, count)
+
+
+def count_accounts(count: int = ACCOUNTS) -> int:
+    """How many accounts `accounts` yields, as a `SELECT count(*)` would tell: called with
+    the generator's own arguments (`--arg count=...`), it gives the bar its ETA."""
+    return count
+
+
+accounts.total = count_accounts  # type: ignore[attr-defined]
 
 
 def _has_recent_crawl(account_id: int) -> bool:

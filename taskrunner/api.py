@@ -21,15 +21,17 @@ from .controller import Controller
 from .errors import OptionError, SpecError, StateError
 from .executor import Executor
 from .grouping import select_failures
+from .interactive import for_workers, not_found_hint, recorded_spec
 from .jobfile import default_name as jobs_file_name
 from .jobfile import generator_for, generator_for_resume, is_jobs_file, refuse_stdin
 from .jobsource import JobSource
-from .loader import complete_specs, ensure_cwd_on_path, resolve, spec_of
+from .loader import complete_specs, ensure_cwd_on_path, resolve
 from .logs import above_bar
 from .options import DEFAULT_STATE_DIR, Backend, RunOptions, WorkerSettings
 from .progress import Progress, Summary
 from .records import Ending, Failure, UnkeptJob
 from .store import FailureGroup, RunRecord, RunStore
+from .totals import continued_limit, job_count, stopped_at_limit
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,9 @@ def run(
     callback_spec, callback_fn = _resolve("CALLBACK", callback)
     _check_callable("CALLBACK", callback_spec, callback_fn)
     _check_gen_args(gen_spec, gen_fn, args)
+    # A function a spawned worker cannot import by name goes by value; one that cannot be
+    # sent at all is refused here, before anything is written or started.
+    callback = for_workers("CALLBACK", callback, callback_spec, callback_fn)
     name = name or _default_name(gen_spec)
     early = _start_early(kind, run_options, callback, callback_fn)
     with _closed_on_error(early):
@@ -89,7 +94,7 @@ def run(
                 callback=callback_spec,
                 args=args,
                 options=run_options.saved(),
-                total=_total(run_options, iterable, first_seq=0),
+                total=job_count(run_options, gen_fn, args, iterable, first_seq=0),
             )
             store.create(record, WorkerSettings.for_run(callback_spec, run_options, backend))
             source = JobSource(iterable, limit=run_options.limit)
@@ -120,13 +125,20 @@ def resume(
 
     `retry_failed` runs the failed jobs again first; `group` (a group id or a prefix of one,
     as `failures --groups` shows it) or `error` (an error type) runs only those failures
-    again, and implies `retry_failed`. The other failures stay recorded."""
+    again, and implies `retry_failed`. The other failures stay recorded. `limit` (M) takes
+    M jobs past those taken: a `--limit` trial run goes on (without it, to the end)."""
     backend = _backend(backend)
     kind = _kind(backend)
+    more = overrides.pop("limit", None)
+    if more is not None and more < 0:
+        raise OptionError(f"--limit must be at least 0, not {more}")
     store = kind.open_store(backend, state_dir, create=True)
     try:
         record = _find_run(store, name, unfinished=True)
         run_options = RunOptions.from_mapping(record.options).with_overrides(overrides)
+        limit = continued_limit(record, more)
+        limit_moved = limit != run_options.limit
+        run_options = dataclasses.replace(run_options, limit=limit)
         kind.check_workers(run_options)
         _check_results_file(run_options.results)
         store.lock(record.name)
@@ -134,53 +146,50 @@ def resume(
         gen_fn = (
             generator_for_resume(record)
             if is_jobs_file(record.gen)
-            else resolve(record.gen, what="GEN")
+            else _resolve_recorded("GEN", record.gen)
         )
-        callback_fn = resolve(record.callback, what="CALLBACK")
+        callback_fn = _resolve_recorded("CALLBACK", record.callback)
         _check_callable("CALLBACK", record.callback, callback_fn)
-        # Not started early as `run`'s are: with them, counts drifted after hard crashes more
-        # often (tests/test_trust.py); see issue 13's notes.
-        early = None
-        with _closed_on_error(early):
-            checkpoint = Checkpoint(
-                record.low_water_mark, record.intervals, record.job_at_checkpoint
+        callback = for_workers("CALLBACK", record.callback, record.callback, callback_fn)
+        checkpoint = Checkpoint(record.low_water_mark, record.intervals, record.job_at_checkpoint)
+        seeks = _takes_last(gen_fn) and record.low_water_mark > 0
+        if seeks and isinstance(record.job_at_checkpoint, UnkeptJob):
+            log.info(
+                "the job at the checkpoint could not be stored, so GEN cannot be given it as "
+                "`last`: GEN runs from the start and the finished jobs are skipped"
             )
-            seeks = _takes_last(gen_fn) and record.low_water_mark > 0
-            if seeks and isinstance(record.job_at_checkpoint, UnkeptJob):
-                log.info(
-                    "the job at the checkpoint could not be stored, so GEN cannot be given it as "
-                    "`last`: GEN runs from the start and the finished jobs are skipped"
-                )
-                seeks = False
-            if seeks:
-                # The generator seeks: it yields the jobs after `last`, numbered from the mark on.
-                arguments = {**record.args, "last": record.job_at_checkpoint}
-                source = JobSource(
-                    _call_gen(record.gen, gen_fn, arguments),
-                    first_seq=record.low_water_mark,
-                    limit=run_options.limit,
-                    checkpoint=checkpoint,
-                    last_fingerprint=record.fingerprint,
-                )
-            else:
-                source = JobSource(
-                    _call_gen(record.gen, gen_fn, record.args),
-                    limit=run_options.limit,
-                    checkpoint=checkpoint,
-                )
-                source.seek(record.low_water_mark, record.fingerprint)
-            retry = []
-            if retry_failed or group is not None or error is not None:
-                chosen = select_failures(store, record.name, group=group, error_type=error)
-                retry = _jobs_to_retry(chosen)
-            record.error = None
-            # What an earlier controller queued or leased is taken again from the generator.
-            store.reopen(record.name, WorkerSettings.for_run(record.callback, run_options, backend))
-            executor = early or kind.executor(
-                store, record, run_options, record.callback, callback_fn
+            seeks = False
+        if seeks:
+            # The generator seeks: it yields the jobs after `last`, numbered from the mark on.
+            arguments = {**record.args, "last": record.job_at_checkpoint}
+            iterable = _call_gen(record.gen, gen_fn, arguments)
+            first_seq = record.low_water_mark
+            source = JobSource(
+                iterable,
+                first_seq=first_seq,
+                limit=run_options.limit,
+                checkpoint=checkpoint,
+                last_fingerprint=record.fingerprint,
             )
-            context = _context(backend, state_dir)
-            return _drive(record, run_options, source, checkpoint, store, executor, context, retry)
+        else:
+            iterable = _call_gen(record.gen, gen_fn, record.args)
+            first_seq = 0
+            source = JobSource(iterable, limit=run_options.limit, checkpoint=checkpoint)
+            source.seek(record.low_water_mark, record.fingerprint)
+        if limit_moved:  # the bar's end moves with the limit
+            record.total = job_count(
+                run_options, gen_fn, record.args, iterable, first_seq=first_seq
+            )
+        retry = []
+        if retry_failed or group is not None or error is not None:
+            chosen = select_failures(store, record.name, group=group, error_type=error)
+            retry = _jobs_to_retry(chosen)
+        record.error = None
+        # What an earlier controller queued or leased is taken again from the generator.
+        store.reopen(record.name, WorkerSettings.for_run(record.callback, run_options, backend))
+        executor = kind.executor(store, record, run_options, callback, callback_fn)
+        context = _context(backend, state_dir)
+        return _drive(record, run_options, source, checkpoint, store, executor, context, retry)
     finally:
         store.close()
 
@@ -331,7 +340,8 @@ def _drive(
             results=results,
             retry_first=retry_first,
         )
-        return dataclasses.replace(controller.run(), context=context)
+        summary = controller.run()
+        return dataclasses.replace(summary, context=context, limit_reached=stopped_at_limit(record))
 
 
 @contextlib.contextmanager
@@ -372,12 +382,26 @@ def _resolve(what: str, target: Spec) -> tuple[str, Any]:
         return target, resolve(target, what=what)
     if not callable(target):
         raise SpecError(f"{what} must be a 'module:attr' spec or a function, not {target!r}")
-    return spec_of(target), target
+    return recorded_spec(target), target
+
+
+def _resolve_recorded(what: str, spec: str) -> Any:
+    """A run's recorded GEN or CALLBACK again; one defined where no import finds it (python
+    -c, a notebook, a lambda) says so, and what to do instead."""
+    try:
+        return resolve(spec, what=what)
+    except SpecError as error:
+        hint = not_found_hint(spec)
+        if hint is None:
+            raise
+        raise SpecError(f"{what} {spec!r} cannot be imported: {hint}") from error
 
 
 def _check_callable(what: str, spec: str, target: Any) -> None:
     if not callable(target):
-        raise SpecError(f"{what} {spec!r} is a {type(target).__name__}, not something callable")
+        kind = type(target).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        raise SpecError(f"{what} {spec!r} is {article} {kind}, not something callable")
     if what == "CALLBACK":
         _check_takes_one_job(spec, target)
 
@@ -431,23 +455,13 @@ def _takes_last(gen: Callable[..., Any]) -> bool:
         return False
 
 
-def _total(options: RunOptions, iterable: Any, *, first_seq: int) -> int | None:
-    total = options.total
-    if total is None:
-        try:
-            total = first_seq + len(iterable)
-        except TypeError:
-            total = None
-    if options.limit is not None:
-        total = options.limit if total is None else min(total, options.limit)
-    return total
-
-
 def _context(backend: Backend, state_dir: str) -> tuple[str, ...]:
     """The options a later command needs to find this run: those given, not defaults."""
     if backend.url != "local":
+        from .backends.redis import _safe_url  # the hints go to a terminal: no password
+
         pickled = ("--serializer", "pickle") if backend.serializer == "pickle" else ()
-        return ("--backend", backend.url, *pickled)
+        return ("--backend", _safe_url(backend.url), *pickled)
     if state_dir != DEFAULT_STATE_DIR:
         return ("--state-dir", state_dir)
     return ()
@@ -493,7 +507,8 @@ def _find_run(store: RunStore, name: str | None, *, unfinished: bool = False) ->
         raise StateError(f"no runs in {store.state_dir!r}; start one with 'taskrunner spawn'")
     if not unfinished:
         return records[0]
-    candidates = [r for r in records if r.state != "finished"]
+    # A run its --limit ended can take more: `resume --limit M`, or `resume` to the end.
+    candidates = [r for r in records if r.state != "finished" or stopped_at_limit(r)]
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:

@@ -138,6 +138,7 @@ def _resume(ns: argparse.Namespace, verbosity: int) -> int:
         backend=_backend(ns),
         group=ns.group,
         error=ns.error,
+        limit=ns.limit,
         **_run_options(ns, verbosity),
     )
     return _report(summary)
@@ -435,6 +436,13 @@ def _build_parser() -> _Parser:
     )
     run_options(resume)
     resume.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
+    resume.add_argument(
+        "--limit",
+        type=int,
+        metavar="M",
+        help="take M more jobs past those taken (a --limit trial run goes on; without "
+        "--limit it runs to the end)",
+    )
     choose_failures(resume, "re-run only")
     state_dir(resume)
     logging_options(resume)

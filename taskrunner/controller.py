@@ -27,7 +27,7 @@ from .live import RecentRate, SentTimes
 from .options import RunOptions
 from .outcomes import SettlesOutcomes
 from .pacing import RatePacer, StallReserve
-from .progress import Progress, Summary
+from .progress import Progress, Summary, counted
 from .records import Batch, Ending, Failure, JobError, JobsDone, RunState
 from .requeue import Requeue, Waiting
 from .results import ResultsWriter
@@ -329,8 +329,8 @@ class Controller(SettlesOutcomes):
         if self._stop_reason is None and self.options.too_many_failures(failed, ended):
             self._halted = RunState.MAX_FAILURES
             log.error(
-                "%d failures of %d jobs reached --max-failures %s; finishing the jobs in flight",
-                failed, ended, self.options.max_failures,
+                "%s of %s reached --max-failures %s; finishing the jobs in flight",
+                counted(failed, "failure"), counted(ended, "job"), self.options.max_failures,
             )  # fmt: skip
 
     def _on_returned(self, batch_id: int) -> None:

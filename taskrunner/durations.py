@@ -195,7 +195,8 @@ def render_summary(summary: dict[str, Any]) -> list[str]:
         f"{label} {format_seconds(summary[label])}" for label in ("mean", "p50", "p95", "p99")
     )
     lines = [
-        f"durations of {summary['count']} jobs: {figures}, max {format_seconds(summary['max'])}"
+        f"durations of {summary['count']} job{'' if summary['count'] == 1 else 's'}: "
+        f"{figures}, max {format_seconds(summary['max'])}"
     ]
     if summary["slowest"]:
         slow = ", ".join(

@@ -55,6 +55,22 @@ def configure(verbosity: int) -> None:
     root.setLevel(level_for(verbosity))
 
 
+def show_worker_record(record: logging.LogRecord) -> None:
+    """A worker's record, shown here through logging. A line it printed (capture.py) goes
+    straight to stderr, above any bar, when logging has nowhere to send it (`taskrunner.run`
+    from a script or a notebook that set up no logging): a print must not vanish."""
+    logger = logging.getLogger(record.name)
+    if getattr(record, "output", None) and not logger.hasHandlers():
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(f"[{getattr(record, 'worker', '?')}] {record.getMessage()}", file=sys.stderr)
+        except (OSError, ValueError):
+            pass  # stderr is closed: the line has nowhere to go
+        return
+    logger.handle(record)
+
+
 @contextlib.contextmanager
 def above_bar(bar: Any) -> Iterator[None]:
     """While a tqdm bar is shown, print records above it instead of through it."""

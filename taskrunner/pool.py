@@ -23,6 +23,7 @@ from typing import Any
 from .durations import from_wire
 from .errors import SpecError
 from .executor import Executor
+from .logs import show_worker_record
 from .placement import PendingBatch, Placement
 from .protocol import (
     RETIRE_FRAME,
@@ -306,7 +307,7 @@ class LocalPool(Executor):
                 events.append(JobFailed(batch_id, index, error))
             case Log(record):
                 record.worker = f"w{worker.worker_id}"
-                logging.getLogger(record.name).handle(record)
+                show_worker_record(record)
             case Unloadable(batch_id, indices, text):
                 # The worker could not unpickle the batch's jobs. Alone, the job fails; with
                 # others, they come back to be sent one by one, to find which.

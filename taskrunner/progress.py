@@ -25,6 +25,11 @@ _STOPPED = (
 )
 
 
+def counted(count: int, noun: str) -> str:
+    """ "1 job", "2 jobs": a count and its noun, in the number the count asks for."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 class Progress:
     """A tqdm bar on a terminal; elsewhere a status line every 10 s; or nothing."""
 
@@ -120,6 +125,8 @@ class Summary:
     # Options the next command must repeat to find the run (`--backend URL`, `--state-dir
     # DIR`): those the user gave, as the API was called with them.
     context: tuple[str, ...] = ()
+    # It ended at its --limit with jobs left in GEN: `resume --limit M` takes more.
+    limit_reached: bool = False
 
     @property
     def rate(self) -> float:
@@ -137,7 +144,8 @@ class Summary:
         lines = [
             f"taskrunner: run {self.name!r} {words.get(self.state, self.state)}: "
             f"{self.done} done, {self.failed} failed, {self.pending} pending; "
-            f"{self.jobs_this_session} jobs in {self.duration:.1f}s ({self.rate:.1f} jobs/s)"
+            f"{counted(self.jobs_this_session, 'job')} in {self.duration:.1f}s "
+            f"({self.rate:.1f} jobs/s)"
         ]
         if self.failure_groups:
             lines += self._group_lines()
@@ -172,6 +180,11 @@ class Summary:
         where = "".join(" " + shlex.quote(word) for word in (self.name, *self.context))
         if self.state in _STOPPED or self.pending:
             return f"taskrunner resume{where}"
+        if self.limit_reached:
+            return (
+                f"taskrunner resume{where} --limit M  (the next M jobs; without --limit, "
+                "all the rest)"
+            )
         if self.failed:
             return f"taskrunner failures{where}  (then: taskrunner resume{where} --retry-failed)"
         return f"taskrunner status{where}"

@@ -14,6 +14,7 @@ import os
 import pickle
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
@@ -61,11 +62,13 @@ class SqliteRunStore:
     the database, so a controller that dies lets go of its runs at once.
     """
 
-    def __init__(self, state_dir: str) -> None:
+    def __init__(self, state_dir: str, *, read_only: bool = False) -> None:
+        """`read_only`: for the views (status, failures, runs), which never write, so that
+        they work on a read-only medium and without write access to the directory."""
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, DB_FILENAME)
         self._lock_files: dict[str, Any] = {}
-        self._db = self._open()
+        self._db = self._open_read_only() if read_only else self._open()
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -94,8 +97,33 @@ class SqliteRunStore:
             raise StateError(f"cannot open run state {self.path!r}: {error}") from None
         return db
 
-    def _check_existing(self) -> None:
-        """Refuse a file that is not a taskrunner state of a schema we know, touching nothing."""
+    def _open_read_only(self) -> sqlite3.Connection:
+        """The state opened with SQLite's `mode=ro`: nothing is created, migrated or written.
+
+        A WAL database wants its `-shm` file, which a read-only directory cannot get once the
+        last writer removed it; nobody can be writing there, so it is then read as immutable.
+        """
+        if not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
+            return _empty_state()  # no run was ever saved here
+        self._check_existing(read_only=True)
+        try:
+            db = _connect_read_only(self.path)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as error:
+            raise StateError(f"cannot read run state {self.path!r}: {error}") from None
+        if version < SCHEMA_VERSION:
+            db.close()
+            if os.access(self.state_dir, os.W_OK):
+                return self._open()  # an older file: migrated once, where it can be
+            raise StateError(
+                f"run state {self.path!r} was written by an older taskrunner and cannot be "
+                "read where it is read-only; open it once where it can be written"
+            )
+        return db
+
+    def _check_existing(self, read_only: bool = False) -> None:
+        """Refuse a file that is not a taskrunner state of a schema we know, touching nothing.
+        `read_only`: the directory may be read-only too (see _open_read_only)."""
         try:
             with open(self.path, "rb") as file:
                 header = file.read(len(_SQLITE_HEADER))
@@ -110,7 +138,11 @@ class SqliteRunStore:
         if header != _SQLITE_HEADER:
             raise StateError(corrupt)
         try:
-            probe = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            probe = (
+                _connect_read_only(self.path)
+                if read_only
+                else sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            )
             try:
                 version = probe.execute("PRAGMA user_version").fetchone()[0]
                 tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master")}
@@ -314,6 +346,39 @@ class SqliteRunStore:
             error=error,
             source_offset=source_offset,
         )
+
+
+def _connect_read_only(path: str) -> sqlite3.Connection:
+    """`path` opened with `mode=ro`; as immutable where its WAL index cannot be made (a
+    read-only directory, where nobody can be writing)."""
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    try:
+        return _open_uri(uri)
+    except sqlite3.OperationalError as error:
+        # Only for a -shm that cannot be made: read as immutable, a file someone writes to
+        # would give wrong answers.
+        folder = os.path.dirname(os.path.abspath(path))
+        if "unable to open" not in str(error) or os.access(folder, os.W_OK):
+            raise
+        return _open_uri(uri + "&immutable=1")
+
+
+def _open_uri(uri: str) -> sqlite3.Connection:
+    db = sqlite3.connect(uri, uri=True, timeout=_BUSY_SECONDS, isolation_level=None)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opening is lazy
+    except sqlite3.Error:
+        db.close()
+        raise
+    return db
+
+
+def _empty_state() -> sqlite3.Connection:
+    """A state of no runs, in memory: what a directory without a state file holds."""
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    prepare(db)
+    add_run_columns(db)
+    return db
 
 
 def _pickle_checkpoint(intervals: list[tuple[int, int, Any]]) -> bytes:

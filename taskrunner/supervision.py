@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .channel import Channel
 from .errors import BackendError, SpecError
+from .interactive import main_lacks_guard, unreal_main_file_hidden
 from .protocol import IDLE, PIPE_LOST_EXIT, SLOT_FIELDS
 from .records import JobError, JobFailed, WorkerLost
 from .worker import WorkerConfig, worker_main
@@ -165,10 +166,17 @@ class StartupDeaths:
     def check(self) -> None:
         """Raise if workers keep dying as they start."""
         if self._failed >= MAX_FAILED_STARTS:
+            # The guard is named only when the script lacks it: blaming one that is there
+            # sends the user the wrong way.
+            guard = (
+                " A script that starts a run must do so under `if __name__ == '__main__':`, "
+                "since every worker imports it again"
+                if main_lacks_guard()
+                else ""
+            )
             raise SpecError(
                 f"workers die while starting ({self._reason}), {self._failed} in a row; "
-                "their error is above. A script that starts a run must do so under "
-                "`if __name__ == '__main__':`, since every worker imports it again"
+                f"their error is above.{guard}"
             )
         if self._lost >= MAX_LOST_STARTS:
             # Killed from outside: nothing says the code is at fault. The OOM killer is the
@@ -194,7 +202,8 @@ def start_worker(context: Any, config: WorkerConfig) -> WorkerHandle:
     # (and kill it mid-start, or print a KeyboardInterrupt traceback).
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
-        process.start()
+        with unreal_main_file_hidden():  # a script read from stdin is no file to run again
+            process.start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     child_conn.close()

@@ -28,6 +28,7 @@ from multiprocessing_logging import MultiProcessingHandler
 
 from .capture import CapturingReporter
 from .inbox import Inbox
+from .interactive import ByValue
 from .protocol import IDLE, SLOT_FIELDS, Fatal, Log, Ready, encode
 from .reporting import OutcomeBuffer, Reporter, describe, leave_if_pipe_closed
 from .strategies import Asyncio, Sequential, Strategy, Threads, mark_forked
@@ -42,7 +43,7 @@ class WorkerConfig:
     """What a worker needs to know; pickled into the spawned process."""
 
     worker_id: int
-    callback: str | Callable[[Any], Any]
+    callback: str | Callable[[Any], Any] | ByValue  # interactive.for_workers
     concurrency: int
     want_results: bool
     timeout: float | None
@@ -109,7 +110,9 @@ def is_async_callback(callback: Callable[[Any], Any]) -> bool:
     )
 
 
-def _load_callback(reference: str | Callable[[Any], Any]) -> Callable[[Any], Any]:
+def _load_callback(reference: str | Callable[[Any], Any] | ByValue) -> Callable[[Any], Any]:
+    if isinstance(reference, ByValue):
+        return reference.load()  # a function no import finds (python -c, a lambda...)
     if callable(reference):
         return reference
     from .loader import resolve

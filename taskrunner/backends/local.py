@@ -40,7 +40,7 @@ class LocalBackend:
             raise StateError(
                 f"no runs in {state_dir!r} (no such directory); start one with 'taskrunner spawn'"
             )
-        return SqliteRunStore(state_dir)
+        return SqliteRunStore(state_dir, read_only=not create)
 
     def executor(
         self,
@@ -66,7 +66,7 @@ class LocalBackend:
                 options.queue_limit, in_flight, options.queue_limit,
             )  # fmt: skip
         return LocalPool(
-            callback if isinstance(callback, str) else callback_fn,
+            callback,  # a spec, the function, or it by value (interactive.for_workers)
             workers=options.workers,
             concurrency=options.concurrency,
             want_results=options.results is not None,

@@ -42,8 +42,9 @@ from dataclasses import fields
 from importlib import resources
 from typing import Any
 
-from ..errors import BackendError, StateError
+from ..errors import BackendError, SpecError, StateError
 from ..executor import Executor
+from ..interactive import ByValue
 from ..options import Backend, RunOptions, WorkerSettings
 from ..records import Failure, UnkeptJob
 from ..store import FailureGroup, RunRecord, RunStore, group_failures, job_text
@@ -429,6 +430,12 @@ class RedisBackend:
     ) -> Executor:
         from .redis_executor import RedisExecutor
 
+        if isinstance(callback, ByValue):
+            raise SpecError(
+                f"CALLBACK {callback.spec!r} cannot be imported by name ({callback.reason}), "
+                "and a Redis run's workers ('taskrunner work') import it by name: define it "
+                "in a module and pass 'module:attr'"
+            )
         if not isinstance(store, RedisRunStore):
             raise TypeError(f"a Redis run needs its RedisRunStore, not {store!r}")
         return RedisExecutor(
