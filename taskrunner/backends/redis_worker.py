@@ -22,8 +22,9 @@ import uuid
 from typing import Any
 
 from ..batching import BatchSizer
+from ..durations import Durations
 from ..errors import BackendError, SpecError
-from ..ledger import FAILED, Flight, Ledger
+from ..ledger import FAILED, Ledger
 from ..loader import ensure_cwd_on_path, resolve
 from ..logs import level_for
 from ..options import WorkerSettings
@@ -134,7 +135,7 @@ class RedisWorker(SettlesOutcomes):
         self._ledger = Ledger()
         self._next_batch = 1
         self._requeue = Requeue()
-        self._reports: list[Any] = []
+        self._reports: dict[str, _LeaseReport] = {}  # by lease token, not yet sent
         self._interval_ms = 1000.0 / rate if rate else 0.0
         self._sizer = BatchSizer(concurrency=concurrency, cap=500, rate=rate)
         self._signals = StopSignals()
@@ -163,7 +164,9 @@ class RedisWorker(SettlesOutcomes):
             held,
             *(run_key(name, part) for part in ("started", "suspects", "missed")),
             run_key(name, f"reported:{self._worker_id}"),
+            run_key(name, "wake"),
         ]
+        self._fed_key = run_key(name, "fed")
         self._heartbeat_keys = [
             run_key(name, "leases"), run_key(name, "tokens"), held, run_key(name, "started")
         ]  # fmt: skip
@@ -197,7 +200,13 @@ class RedisWorker(SettlesOutcomes):
                     # Nothing more to lease now: an idle process takes over jobs another
                     # holds and has not started (they come back as JobsReturned).
                     self._pool.rebalance()
-                self._handle_all(self._pool.poll(0.0 if got_jobs else idle))
+                if busy or self._signals.stopping:
+                    self._handle_all(self._pool.poll(0.0 if got_jobs else idle))
+                else:
+                    # Holding nothing: wait for the controller's next push (push.lua leaves a
+                    # token in `fed`) rather than sleep past it; a stale token costs one look.
+                    self._connection.client.blpop([self._fed_key], timeout=idle)
+                    self._handle_all(self._pool.poll(0.0))
                 self._note_started()
                 self._flush_reports()
         finally:
@@ -235,28 +244,17 @@ class RedisWorker(SettlesOutcomes):
         start_at = time.monotonic() + int(reply[1]) / 1000 if self._interval_ms else 0.0
         self._draining = int(reply[2]) > 0 and not idle
         alone = bool(int(reply[3]))
-        pairs = reply[4:]
-        if not pairs:
+        if len(reply) < 7:
             return state, False
-        ids: list[str] = []
-        jobs: list[Any] = []
-        for raw_id, payload in zip(pairs[0::2], pairs[1::2]):
-            job_id = raw_id.decode()
-            try:
-                job = self._serializer.loads(payload)
-            except Exception as error:  # a payload we will not, or cannot, decode
-                log.warning("job %s refused: %s", job_id, error)
-                error_record = JobError(
-                    "PayloadRefused", f"the job's payload was refused: {error}", "", 0.0
-                )
-                self._reports += [
-                    job_id,
-                    token,
-                    json.dumps({"i": job_id, "e": _error_fields(error_record)}),
-                ]
-                continue
-            ids.append(job_id)
-            jobs.append(job)
+        # The jobs in three strings (pop.lua): ids, payload lengths, payloads.
+        all_ids = reply[4].decode().split(" ")
+        lengths = [int(length) for length in reply[5].split()]
+        body = reply[6]
+        loaded = self._serializer.loads_many(lengths, body)
+        if loaded is not None:
+            ids, jobs = all_ids, loaded
+        else:
+            ids, jobs = self._load_one_by_one(all_ids, lengths, body, token)
         if alone:
             for job_id, job in zip(ids, jobs):
                 self._suspects.add(job_id)
@@ -273,6 +271,29 @@ class RedisWorker(SettlesOutcomes):
                 start_at + first * interval_s if start_at else 0.0,
             )
         return state, True
+
+    def _load_one_by_one(
+        self, all_ids: list[str], lengths: list[int], body: bytes, token: str
+    ) -> tuple[list[str], list[Any]]:
+        """The jobs of a pop read one at a time; a payload refused fails its job alone."""
+        ids: list[str] = []
+        jobs: list[Any] = []
+        at = 0
+        for job_id, length in zip(all_ids, lengths):
+            payload = body[at : at + length]
+            at += length + 1  # and its comma
+            try:
+                job = self._serializer.loads(payload)
+            except Exception as error:  # a payload we will not, or cannot, decode
+                log.warning("job %s refused: %s", job_id, error)
+                refusal = JobError(
+                    "PayloadRefused", f"the job's payload was refused: {error}", "", 0.0
+                )
+                self._lease_report(token).fail(job_id, refusal)
+                continue
+            ids.append(job_id)
+            jobs.append(job)
+        return ids, jobs
 
     def _submit(
         self,
@@ -333,7 +354,9 @@ class RedisWorker(SettlesOutcomes):
                 started, self._started_news = self._started_news, []
             try:
                 self._connection.run(
-                    "heartbeat", self._heartbeat_keys, [self._lease_ms, self._worker_id, *started]
+                    "heartbeat",
+                    self._heartbeat_keys,
+                    [self._lease_ms, self._worker_id, " ".join(started)],
                 )
             except Exception as error:  # keep beating: redis-py already retried
                 with self._beat_lock:
@@ -346,7 +369,9 @@ class RedisWorker(SettlesOutcomes):
     def _on_failed(self, batch_id: int, index: int, error: JobError) -> None:
         flight = self._ledger.mark(batch_id, index, FAILED)
         if flight is not None:
-            self._report(flight, index, {"i": flight.keys[index], "e": _error_fields(error)})
+            job_id, token = flight.keys[index], flight.extra(index)
+            self._lease_report(token).fail(job_id, error)
+            self._forget(job_id, token)
             self._ledger.pop_settled(batch_id)
 
     def _on_returned(self, batch_id: int) -> None:
@@ -360,21 +385,31 @@ class RedisWorker(SettlesOutcomes):
         if flight is None:
             return
         self._sizer.observe(len(event.indices), event.busy_seconds)
-        busy = event.busy_seconds / max(1, len(event.indices))
         # Only jobs still open: one reported already (a timed-out job that finished late) is not
         # reported twice. Without results (they died with a process), none is sent.
         # The pool's durations, their slow jobs named by job id, go to the controller inside
-        # the first outcome (read before the jobs they name are settled).
+        # the report (read before the jobs they name are settled).
         durations = event.durations.resolved(self._job_id) if event.durations else None
         fresh, results = self._ledger.mark_done(event.batch_id, event.indices, event.results)
-        for index, result in zip(fresh, results if results is not None else [None] * len(fresh)):
-            outcome: dict[str, Any] = {"i": flight.keys[index], "ok": 1, "b": busy}
-            if self._want_results and results is not None:
-                outcome["r"] = self._serializer.to_json(result)
-            if durations is not None:
-                outcome["d"] = durations.as_json(lambda job: None)
-                durations = None
-            self._report(flight, index, outcome)
+        if not fresh:
+            return
+        busy = event.busy_seconds / max(1, len(event.indices))
+        keys = flight.keys
+        tokens = flight.extras or [None] * len(keys)
+        with_results = self._want_results and results is not None
+        report: _LeaseReport | None = None
+        for position, index in enumerate(fresh):
+            job_id, token = keys[index], tokens[index]
+            if report is None or report.token != token:
+                report = self._lease_report(token)
+            if with_results:
+                report.finish_with(job_id, self._serializer.to_json(results[position]))  # type: ignore[index]
+            else:
+                report.ids.append(job_id)
+            report.busy += busy
+            self._forget(job_id, token)
+        if durations is not None and report is not None:
+            report.add_durations(durations)
         self._ledger.pop_settled(event.batch_id)
 
     def _job_id(self, key: tuple[int, int]) -> tuple[str, None] | None:
@@ -385,32 +420,84 @@ class RedisWorker(SettlesOutcomes):
             return None
         return str(flight.keys[index]), None
 
-    def _report(self, flight: Flight, index: int, outcome: dict[str, Any]) -> None:
-        try:
-            encoded = json.dumps(outcome)
-        except (TypeError, ValueError) as error:
-            message = f"the result cannot be written as JSON: {error}"
-            failure = JobError("SerializationError", message, "", 0.0)
-            encoded = json.dumps({"i": outcome["i"], "e": _error_fields(failure)})
-        job_id, token = flight.keys[index], flight.extra(index)
-        self._reports += [job_id, token, encoded]
-        self._suspects.discard(job_id)
-        self._told_started.discard((job_id, token))
+    def _lease_report(self, token: str) -> _LeaseReport:
+        report = self._reports.get(token)
+        if report is None:
+            report = self._reports[token] = _LeaseReport(token)
+        return report
+
+    def _forget(self, job_id: str, token: str) -> None:
+        """A job reported: no longer a suspect running here, nor one told started."""
+        if self._suspects:
+            self._suspects.discard(job_id)
+        if self._told_started:
+            self._told_started.discard((job_id, token))
 
     def _flush_reports(self) -> None:
         if not self._reports:
             return
-        reports, self._reports = self._reports, []
+        reports, self._reports = self._reports, {}
         # A request id, so that redis-py's retry of a report already applied is answered
         # alike instead of refusing every job of it (their leases are gone: its own doing).
         self._report_count += 1
         request = f"{self._worker_id}:{self._report_count}"
-        refused = self._connection.run("report", self._report_keys, [request, *reports])
+        args: list[Any] = [request]
+        for report in reports.values():
+            args += report.arguments()
+        refused = self._connection.run("report", self._report_keys, args)
         if refused:
             log.warning(
                 "%d results dropped: their leases were lost (the jobs went to another worker)",
                 len(refused),
             )
+
+
+class _LeaseReport:
+    """What became of some jobs of one lease, to travel as one part of a report: their ids,
+    the failures among them, results (with --results), callback time, durations."""
+
+    __slots__ = ("busy", "durations", "failed", "ids", "results", "token")
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.ids: list[str] = []
+        self.failed: dict[str, list[Any]] = {}
+        self.results: dict[str, Any] | None = None
+        self.busy = 0.0
+        self.durations: Durations | None = None
+
+    def fail(self, job_id: str, error: JobError) -> None:
+        self.ids.append(job_id)
+        self.failed[job_id] = _error_fields(error)
+
+    def finish_with(self, job_id: str, result: Any) -> None:
+        """A job done with a result; one JSON cannot carry fails, alone."""
+        try:
+            json.dumps(result)
+        except (TypeError, ValueError) as error:
+            message = f"the result cannot be written as JSON: {error}"
+            self.fail(job_id, JobError("SerializationError", message, "", 0.0))
+            return
+        self.ids.append(job_id)
+        if self.results is None:
+            self.results = {}
+        self.results[job_id] = result
+
+    def add_durations(self, durations: Durations) -> None:
+        if self.durations is None:
+            self.durations = Durations()
+        self.durations.merge(durations)
+
+    def arguments(self) -> list[Any]:
+        """The report.lua arguments of this part: token, ids, document for the controller."""
+        document: dict[str, Any] = {"b": self.busy}
+        if self.failed:
+            document["f"] = self.failed
+        if self.results is not None:
+            document["r"] = self.results
+        if self.durations is not None:
+            document["d"] = self.durations.as_json(lambda job: None)
+        return [self.token, " ".join(self.ids), json.dumps(document)]
 
 
 def _announce_stop(signal_name: str) -> None:
