@@ -30,15 +30,14 @@ passed in KEYS. What is in Redis:
     taskrunner:{NAME}:lock        string token of the controller running the run
                                          (taken, extended, released by script: redis_lock.py)
 
+How batches and reports travel to and from the scripts: redis_wire.py.
 `BACKEND` at the end is what backends.backend_for serves redis:// URLs with.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
-import pickle
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import fields
@@ -52,6 +51,7 @@ from ..records import Failure, UnkeptJob
 from ..store import FailureGroup, RunRecord, RunStore, group_failures, job_text
 from .redis_failures import failure_arguments, load_failures
 from .redis_lock import ControllerLock, LockRenewer
+from .redis_wire import Serializer
 
 log = logging.getLogger(__name__)
 
@@ -163,71 +163,6 @@ def _safe_url(url: str) -> str:
         return url
     scheme, _, rest = url.partition("://")
     return f"{scheme}://***@{rest.rpartition('@')[2]}"
-
-
-# -- serializers ----------------------------------------------------------------------------------
-
-
-# One encoder for every job: json.dumps with options builds a new one per call.
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
-# json's own C function for a string, as the encoder writes it (ASCII only).
-_json_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
-
-
-class Serializer:
-    """Jobs and results as they travel through Redis: JSON by default, pickle by choice."""
-
-    def __init__(self, name: str) -> None:
-        if name not in ("json", "pickle"):
-            raise BackendError(f"--serializer must be json or pickle, not {name!r}")
-        self.name = name
-
-    def dumps(self, value: Any) -> bytes:
-        if self.name == "pickle":
-            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        return _COMPACT_JSON.encode(value).encode()
-
-    def dumps_json_fast(self, value: Any) -> bytes:
-        """`dumps` for a JSON run, a few times faster for the ints and strings most jobs are:
-        the same text as the encoder's, which is taken for everything else."""
-        kind = type(value)
-        if kind is int:
-            return str(value).encode()
-        if kind is str:
-            return _json_string(value).encode()
-        return _COMPACT_JSON.encode(value).encode()
-
-    def loads_many(self, lengths: list[int], body: bytes) -> list[Any] | None:
-        """The payloads of a pop's reply (each followed by a comma) at once, or None when
-        they do not read as one JSON array of as many jobs: then each is read alone, so
-        that only a bad one is refused."""
-        # A pickle among them (refused in a JSON run) does not read as JSON: one by one.
-        if self.name != "json":
-            return None
-        try:
-            jobs = json.loads(b"[" + body[:-1] + b"]")
-        except ValueError:
-            return None
-        return jobs if isinstance(jobs, list) and len(jobs) == len(lengths) else None
-
-    def loads(self, payload: bytes) -> Any:
-        if self.name == "pickle":
-            return pickle.loads(payload)
-        if payload[:1] == b"\x80":
-            # Never unpickle in a JSON run: whoever can write to Redis could run code here.
-            raise ValueError("a pickle payload in a JSON run is refused, not unpickled")
-        return json.loads(payload)
-
-    def to_json(self, value: Any) -> Any:
-        """A value inside a JSON document (the run record, an outcome)."""
-        if self.name == "pickle":
-            return {"pickle": base64.b64encode(self.dumps(value)).decode()}
-        return value
-
-    def from_json(self, value: Any) -> Any:
-        if self.name == "pickle":
-            return self.loads(base64.b64decode(value["pickle"]))
-        return value
 
 
 # -- run state ---------------------------------------------------------------------------------

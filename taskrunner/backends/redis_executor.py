@@ -8,7 +8,6 @@ loop speaks in.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import subprocess
@@ -22,7 +21,8 @@ from ..errors import BackendError
 from ..executor import Executor
 from ..ledger import FAILED, HANDED_BACK, Ledger
 from ..records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned
-from .redis import RedisConnection, Serializer, run_key
+from .redis import RedisConnection, run_key
+from .redis_wire import Serializer, batch_arguments, split_outcome
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,8 @@ class RedisExecutor(Executor):
             payloads.append(payload)
         self._pushed.pop_settled(batch.batch_id)
         if ids:
-            # The whole batch in three arguments (push.lua): redis-py's cost is per argument.
-            payloads.append(b"")
-            args = [self._queue_size, " ".join(ids), " ".join(map(str, lengths)),
-                    b",".join(payloads)]  # fmt: skip
+            # The whole batch in three arguments (redis_wire.py), not two per job.
+            args = [self._queue_size, *batch_arguments(ids, payloads)]
             while self._connection.run("push", self._push_keys, args) < 0:
                 time.sleep(IDLE_POLL_SECONDS)  # the queue is full: workers will lease some
         return events
@@ -199,13 +197,10 @@ class RedisExecutor(Executor):
         durations: Durations | None = None
         from_json = self._serializer.from_json
         for entry in raw:
-            id_text, refused_text, document_text = entry.split(b"\n", 2)
-            report = json.loads(document_text)
+            ids, refused, report = split_outcome(entry)
             failed = report.get("f") or {}
             lost = report.get("lost") or {}
             results = report.get("r")
-            refused = set(refused_text.decode().split()) if refused_text else ()
-            ids = id_text.decode().split()
             busy = report.get("b", 0.0) / max(1, len(ids))
             if "d" in report:
                 durations = durations or Durations()

@@ -13,7 +13,6 @@ counted twice.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -22,10 +21,9 @@ import uuid
 from typing import Any
 
 from ..batching import BatchSizer
-from ..durations import Durations
-from ..errors import BackendError, SpecError
+from ..errors import BackendError
 from ..ledger import FAILED, Ledger
-from ..loader import ensure_cwd_on_path, resolve
+from ..loader import ensure_cwd_on_path
 from ..logs import level_for
 from ..options import WorkerSettings
 from ..outcomes import SettlesOutcomes
@@ -34,7 +32,9 @@ from ..records import Batch, Ending, JobError, JobsDone
 from ..requeue import Requeue
 from ..stopping import StopSignals
 from ..worker import is_async_callback
-from .redis import KEY_PREFIX, RedisConnection, Serializer, run_key
+from .redis import RedisConnection, run_key
+from .redis_joining import run_callback, wait_for_run
+from .redis_wire import LeaseReport, Serializer, read_jobs
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def work(
         raise BackendError("taskrunner work needs -w and -c of at least 1")
     connection = RedisConnection(url)
     try:
-        name = _wait_for_run(connection, name, wait_seconds)
+        name = wait_for_run(connection, name, wait_seconds)
         settings = WorkerSettings.from_fields(connection.client.hgetall(run_key(name, "meta")))
         if settings.serializer != serializer:
             raise BackendError(
@@ -72,7 +72,7 @@ def work(
         if serializer == "pickle":
             log.warning("--serializer pickle: anyone who can write to this Redis can run code here")
         ensure_cwd_on_path()
-        callback, callback_fn = _run_callback(callback, settings.callback, name)
+        callback, callback_fn = run_callback(callback, settings.callback, name)
         pool = LocalPool(
             callback,
             workers=workers,
@@ -135,7 +135,7 @@ class RedisWorker(SettlesOutcomes):
         self._ledger = Ledger()
         self._next_batch = 1
         self._requeue = Requeue()
-        self._reports: dict[str, _LeaseReport] = {}  # by lease token, not yet sent
+        self._reports: dict[str, LeaseReport] = {}  # by lease token, not yet sent
         self._interval_ms = 1000.0 / rate if rate else 0.0
         self._sizer = BatchSizer(concurrency=concurrency, cap=500, rate=rate)
         self._signals = StopSignals()
@@ -147,6 +147,7 @@ class RedisWorker(SettlesOutcomes):
         self._suspects: set[str] = set()  # job ids leased as crash suspects, run alone
         self._draining = False  # suspects wait: lease nothing until holding nothing
         self._report_count = 0
+        self._last_state: str | None = "running"  # the run's state, as the last pop saw it
         held = run_key(name, f"held:{self._worker_id}")
         self._pace_key = run_key(name, "pace")
         self._pop_keys = [
@@ -232,6 +233,10 @@ class RedisWorker(SettlesOutcomes):
         # to blame. While suspects wait, take nothing new until holding nothing.
         holding = self._holds_jobs()
         room = 0 if self._suspects or self._draining else self._pool.room(size)
+        if holding and room <= 0:
+            # Nothing to take now, and the run goes on while we hold jobs: no call to Redis
+            # between the pool's results (expired leases are reclaimed by any worker's pop).
+            return self._last_state, False
         idle = 0 if holding else 1
         self._pop_count += 1
         token = f"{self._worker_id}:{self._pop_count}"
@@ -240,21 +245,17 @@ class RedisWorker(SettlesOutcomes):
             self._pop_keys,
             [room, self._lease_ms, token, self._max_leases, self._interval_ms, idle],
         )
-        state = reply[0].decode() if reply[0] else None
+        state = self._last_state = reply[0].decode() if reply[0] else None
         start_at = time.monotonic() + int(reply[1]) / 1000 if self._interval_ms else 0.0
         self._draining = int(reply[2]) > 0 and not idle
         alone = bool(int(reply[3]))
         if len(reply) < 7:
             return state, False
-        # The jobs in three strings (pop.lua): ids, payload lengths, payloads.
-        all_ids = reply[4].decode().split(" ")
-        lengths = [int(length) for length in reply[5].split()]
-        body = reply[6]
-        loaded = self._serializer.loads_many(lengths, body)
-        if loaded is not None:
-            ids, jobs = all_ids, loaded
-        else:
-            ids, jobs = self._load_one_by_one(all_ids, lengths, body, token)
+        ids, jobs, refused = read_jobs(self._serializer, reply[4:7])
+        for job_id, error in refused:
+            log.warning("job %s refused: %s", job_id, error)
+            refusal = JobError("PayloadRefused", f"the job's payload was refused: {error}", "", 0.0)
+            self._lease_report(token).fail(job_id, refusal)
         if alone:
             for job_id, job in zip(ids, jobs):
                 self._suspects.add(job_id)
@@ -271,29 +272,6 @@ class RedisWorker(SettlesOutcomes):
                 start_at + first * interval_s if start_at else 0.0,
             )
         return state, True
-
-    def _load_one_by_one(
-        self, all_ids: list[str], lengths: list[int], body: bytes, token: str
-    ) -> tuple[list[str], list[Any]]:
-        """The jobs of a pop read one at a time; a payload refused fails its job alone."""
-        ids: list[str] = []
-        jobs: list[Any] = []
-        at = 0
-        for job_id, length in zip(all_ids, lengths):
-            payload = body[at : at + length]
-            at += length + 1  # and its comma
-            try:
-                job = self._serializer.loads(payload)
-            except Exception as error:  # a payload we will not, or cannot, decode
-                log.warning("job %s refused: %s", job_id, error)
-                refusal = JobError(
-                    "PayloadRefused", f"the job's payload was refused: {error}", "", 0.0
-                )
-                self._lease_report(token).fail(job_id, refusal)
-                continue
-            ids.append(job_id)
-            jobs.append(job)
-        return ids, jobs
 
     def _submit(
         self,
@@ -397,7 +375,7 @@ class RedisWorker(SettlesOutcomes):
         keys = flight.keys
         tokens = flight.extras or [None] * len(keys)
         with_results = self._want_results and results is not None
-        report: _LeaseReport | None = None
+        report: LeaseReport | None = None
         for position, index in enumerate(fresh):
             job_id, token = keys[index], tokens[index]
             if report is None or report.token != token:
@@ -420,10 +398,10 @@ class RedisWorker(SettlesOutcomes):
             return None
         return str(flight.keys[index]), None
 
-    def _lease_report(self, token: str) -> _LeaseReport:
+    def _lease_report(self, token: str) -> LeaseReport:
         report = self._reports.get(token)
         if report is None:
-            report = self._reports[token] = _LeaseReport(token)
+            report = self._reports[token] = LeaseReport(token)
         return report
 
     def _forget(self, job_id: str, token: str) -> None:
@@ -452,112 +430,9 @@ class RedisWorker(SettlesOutcomes):
             )
 
 
-class _LeaseReport:
-    """What became of some jobs of one lease, to travel as one part of a report: their ids,
-    the failures among them, results (with --results), callback time, durations."""
-
-    __slots__ = ("busy", "durations", "failed", "ids", "results", "token")
-
-    def __init__(self, token: str) -> None:
-        self.token = token
-        self.ids: list[str] = []
-        self.failed: dict[str, list[Any]] = {}
-        self.results: dict[str, Any] | None = None
-        self.busy = 0.0
-        self.durations: Durations | None = None
-
-    def fail(self, job_id: str, error: JobError) -> None:
-        self.ids.append(job_id)
-        self.failed[job_id] = _error_fields(error)
-
-    def finish_with(self, job_id: str, result: Any) -> None:
-        """A job done with a result; one JSON cannot carry fails, alone."""
-        try:
-            json.dumps(result)
-        except (TypeError, ValueError) as error:
-            message = f"the result cannot be written as JSON: {error}"
-            self.fail(job_id, JobError("SerializationError", message, "", 0.0))
-            return
-        self.ids.append(job_id)
-        if self.results is None:
-            self.results = {}
-        self.results[job_id] = result
-
-    def add_durations(self, durations: Durations) -> None:
-        if self.durations is None:
-            self.durations = Durations()
-        self.durations.merge(durations)
-
-    def arguments(self) -> list[Any]:
-        """The report.lua arguments of this part: token, ids, document for the controller."""
-        document: dict[str, Any] = {"b": self.busy}
-        if self.failed:
-            document["f"] = self.failed
-        if self.results is not None:
-            document["r"] = self.results
-        if self.durations is not None:
-            document["d"] = self.durations.as_json(lambda job: None)
-        return [self.token, " ".join(self.ids), json.dumps(document)]
-
-
 def _announce_stop(signal_name: str) -> None:
     log.warning("stopping: finishing the jobs held (again to abandon them)")
 
 
 def _announce_nothing() -> None:
     return
-
-
-def _error_fields(error: JobError) -> list[Any]:
-    return [error.error_type, error.message, error.traceback, error.duration]
-
-
-def _run_callback(given: str | None, spawned_with: str, name: str) -> tuple[str, Any]:
-    """The callback to run the jobs of `name` with: the one it was spawned with.
-
-    A CALLBACK given on the command line must be that one (under any spec that names the
-    same function: `jobs.py:cb` is `jobs:cb`); another would run every job through the
-    wrong function.
-    """
-    run_fn = resolve(spawned_with, what="the run's CALLBACK")
-    if given is not None and given != spawned_with:
-        given_fn = resolve(given, what="CALLBACK")
-        if given_fn is not run_fn:
-            raise SpecError(
-                f"run {name!r} was spawned with CALLBACK {spawned_with!r}, not {given!r}; "
-                f"leave CALLBACK out to use the run's own"
-            )
-    if not callable(run_fn):
-        raise SpecError(f"CALLBACK {spawned_with!r} is not callable")
-    return spawned_with, run_fn
-
-
-def _wait_for_run(connection: RedisConnection, name: str | None, wait_seconds: float) -> str:
-    """The run to join: the one named, or the only one running; waits for it to appear."""
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        running = _running_runs(connection)
-        if name is not None and connection.client.exists(run_key(name, "meta")):
-            return name
-        if name is None and len(running) == 1:
-            return running[0]
-        if name is None and len(running) > 1:
-            raise BackendError(
-                f"several runs are going on; name one with --name: {', '.join(running)}"
-            )
-        if time.monotonic() >= deadline:
-            wanted = f"run {name!r}" if name else "a running run"
-            seen = ", ".join(running) or "none"
-            raise BackendError(
-                f"no {wanted} in Redis after {wait_seconds:g}s (running runs: {seen})"
-            )
-        time.sleep(0.2)
-
-
-def _running_runs(connection: RedisConnection) -> list[str]:
-    names = []
-    for key in connection.client.scan_iter(match=f"{KEY_PREFIX}:{{*}}:meta", count=1000):
-        state = connection.client.hget(key, "state")
-        if state == b"running":
-            names.append(key.decode()[len(KEY_PREFIX) + 2 : -len("}:meta")])
-    return sorted(names)
