@@ -22,7 +22,7 @@ from ..executor import Executor
 from ..ledger import FAILED, HANDED_BACK, Ledger
 from ..records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned
 from .redis import RedisConnection, run_key
-from .redis_wire import Serializer, batch_arguments, split_outcome
+from .redis_wire import Serializer, batch_arguments, job_ids, split_outcome
 
 log = logging.getLogger(__name__)
 
@@ -92,27 +92,12 @@ class RedisExecutor(Executor):
 
     def submit(self, batch: Batch) -> list[Event]:
         events: list[Event] = []
-        ids: list[str] = []
-        lengths: list[int] = []
-        payloads: list[bytes] = []
         self._pushed.add(batch.batch_id, batch.seqs, batch.jobs)
-        serializer = self._serializer
-        dumps = serializer.dumps_json_fast if serializer.name == "json" else serializer.dumps
-        for index, job in enumerate(batch.jobs):
-            try:
-                payload = dumps(job)
-            except Exception as error:  # whatever the serializer raises for this job
-                message = f"the job cannot be serialized as {self._serializer.name}: {error}"
-                events.append(
-                    JobFailed(
-                        batch.batch_id, index, JobError("SerializationError", message, "", 0.0)
-                    )
-                )
-                self._pushed.mark(batch.batch_id, index, FAILED)
-                continue
-            ids.append(f"{batch.batch_id}:{index}")
-            lengths.append(len(payload))
-            payloads.append(payload)
+        payloads = self._serializer.dumps_all(batch.jobs)
+        if payloads is not None:
+            ids = job_ids(batch.batch_id, range(len(payloads)))
+        else:
+            ids, payloads = self._dump_one_by_one(batch, events)
         self._pushed.pop_settled(batch.batch_id)
         if ids:
             # The whole batch in three arguments (redis_wire.py), not two per job.
@@ -120,6 +105,26 @@ class RedisExecutor(Executor):
             while self._connection.run("push", self._push_keys, args) < 0:
                 time.sleep(IDLE_POLL_SECONDS)  # the queue is full: workers will lease some
         return events
+
+    def _dump_one_by_one(self, batch: Batch, events: list[Event]) -> tuple[list[str], list[bytes]]:
+        """The ids and payloads of the jobs of `batch` the serializer can carry; each other
+        fails as such (its JobFailed added to `events`)."""
+        ids: list[str] = []
+        payloads: list[bytes] = []
+        serializer = self._serializer
+        dumps = serializer.dumps_json_fast if serializer.name == "json" else serializer.dumps
+        for index, job in enumerate(batch.jobs):
+            try:
+                payload = dumps(job)
+            except Exception as error:  # whatever the serializer raises for this job
+                message = f"the job cannot be serialized as {serializer.name}: {error}"
+                error_record = JobError("SerializationError", message, "", 0.0)
+                events.append(JobFailed(batch.batch_id, index, error_record))
+                self._pushed.mark(batch.batch_id, index, FAILED)
+                continue
+            ids.append(f"{batch.batch_id}:{index}")
+            payloads.append(payload)
+        return ids, payloads
 
     def poll(self, timeout: float) -> list[Event]:
         deadline = time.monotonic() + timeout
@@ -205,6 +210,16 @@ class RedisExecutor(Executor):
             if "d" in report:
                 durations = durations or Durations()
                 durations.merge(_worker_durations(report["d"]))
+            span = None if refused or failed or lost or results else _span(ids)
+            if span is not None:
+                # The common report: a run of one batch's jobs, all finished, no results.
+                batch_id, indices = span
+                finished = done.get((batch_id, False))
+                if finished is None:
+                    finished = done[(batch_id, False)] = _Finished()
+                finished.indices.extend(indices)
+                finished.busy += busy * len(indices)
+                continue
             for job_id in ids:
                 if job_id in refused:
                     continue
@@ -275,6 +290,18 @@ class _Finished:
         self.indices: list[int] = []
         self.results: list[Any] = []
         self.busy = 0.0
+
+
+def _span(ids: list[str]) -> tuple[int, range] | None:
+    """(batch id, indices) when `ids` are the jobs first..last of one batch, in order."""
+    first_batch, _, first = ids[0].partition(":")
+    last_batch, _, last = ids[-1].partition(":")
+    if first_batch != last_batch:
+        return None
+    indices = range(int(first), int(last) + 1)
+    if len(indices) != len(ids) or ids != job_ids(int(first_batch), indices):
+        return None
+    return int(first_batch), indices
 
 
 def _worker_durations(document: dict[str, Any]) -> Durations:

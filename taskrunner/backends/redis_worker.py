@@ -376,6 +376,15 @@ class RedisWorker(SettlesOutcomes):
         tokens = flight.extras or [None] * len(keys)
         with_results = self._want_results and results is not None
         report: LeaseReport | None = None
+        if isinstance(fresh, range) and not with_results and tokens[fresh.start] == tokens[-1]:
+            # The common case: a slice of one lease (its jobs share the token), no results.
+            report = self._lease_report(tokens[-1])
+            if tokens.count(tokens[-1]) == len(tokens):
+                report.ids += keys[fresh.start : fresh.stop]
+                report.busy += busy * len(fresh)
+                for index in fresh if self._suspects or self._told_started else ():
+                    self._forget(keys[index], tokens[index])
+                fresh = range(0)  # all reported: the loop below has nothing left
         for position, index in enumerate(fresh):
             job_id, token = keys[index], tokens[index]
             if report is None or report.token != token:
