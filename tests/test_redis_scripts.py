@@ -122,3 +122,12 @@ def test_a_report_of_a_lease_partly_lost_settles_only_the_jobs_still_held(
     assert connection.client.hget(run_key(NAME, "tokens"), "3:1") == b"w2:1"
     assert connection.client.hget(run_key(NAME, "payloads"), "3:1") == b"1"
     assert connection.client.hget(run_key(NAME, "payloads"), "3:0") is None
+
+
+def test_a_report_leaves_one_token_for_a_waiting_controller(connection: RedisConnection) -> None:
+    token = _lease_one(connection)
+    connection.run("report", REPORT_KEYS, ["r1", token, "1:0", "{}"])
+    wake = run_key(NAME, "wake")
+    assert connection.client.llen(wake) == 1
+    connection.wait_for_token(wake, 30.0)  # returns at once: the token is there
+    assert connection.client.llen(wake) == 0, "the wait did not take the token"

@@ -96,6 +96,7 @@ class RedisConnection:
             ) from None
         self.url = url
         self._errors = redis.exceptions
+        self._fractional_waits = True
         try:
             # Fail fast at start: an unreachable server or a wrong password is exit code 2.
             probe = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
@@ -144,6 +145,19 @@ class RedisConnection:
 
     def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
         return self.scripts[script](keys=keys, args=args)
+
+    def wait_for_token(self, key: str, seconds: float) -> None:
+        """Wait until a script leaves a token in list `key` (taking it), or `seconds` pass:
+        a wait that ends as soon as there is something to do, not a poll."""
+        if seconds < 0.001:
+            return  # BLPOP would take 0 as "forever"
+        if self._fractional_waits:
+            try:
+                self.client.blpop([key], timeout=seconds)
+                return
+            except self._errors.ResponseError:
+                self._fractional_waits = False  # before Redis 6, whole seconds only
+        time.sleep(seconds)
 
     def close(self) -> None:
         self.client.close()

@@ -138,10 +138,7 @@ class RedisExecutor(Executor):
             self._check_local()
             # Wait for a report (report.lua leaves a token in `wake`) instead of asking again
             # and again; a token left by a report collected already costs one more look.
-            # A wait under Redis's resolution would be 0, which BLPOP takes as forever.
-            wait = min(remaining, WAKE_WAIT_SECONDS)
-            if wait >= 0.001:
-                self._connection.client.blpop([self._wake_key], timeout=wait)
+            self._connection.wait_for_token(self._wake_key, min(remaining, WAKE_WAIT_SECONDS))
         return self._events(raw)
 
     def _check_local(self) -> None:

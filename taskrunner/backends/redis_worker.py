@@ -206,7 +206,7 @@ class RedisWorker(SettlesOutcomes):
                 else:
                     # Holding nothing: wait for the controller's next push (push.lua leaves a
                     # token in `fed`) rather than sleep past it; a stale token costs one look.
-                    self._connection.client.blpop([self._fed_key], timeout=idle)
+                    self._connection.wait_for_token(self._fed_key, idle)
                     self._handle_all(self._pool.poll(0.0))
                 self._note_started()
                 self._flush_reports()
