@@ -100,17 +100,20 @@ end
 local reply = {redis.call('HGET', KEYS[8], 'state'), 0, redis.call('LLEN', KEYS[14]), 0}
 
 -- The jobs of `ids` that have a payload, as the reply's three strings.
+-- (Counters, not #t + 1: Lua 5.1's length of a table is a search, in every loop turn.)
 local function add_jobs(ids, payloads)
     local kept, lengths, bodies = {}, {}, {}
-    for i, id in ipairs(ids) do
+    local n = 0
+    for i = 1, #ids do
         local payload = payloads[i]
         if payload then
-            kept[#kept + 1] = id
-            lengths[#lengths + 1] = #payload
-            bodies[#bodies + 1] = payload
+            n = n + 1
+            kept[n] = ids[i]
+            lengths[n] = #payload
+            bodies[n] = payload
         end
     end
-    if #kept > 0 then
+    if n > 0 then
         reply[5] = table.concat(kept, ' ')
         reply[6] = table.concat(lengths, ' ')
         reply[7] = table.concat(bodies, ',') .. ','
@@ -119,6 +122,9 @@ local function add_jobs(ids, payloads)
 end
 
 local function payloads_of(ids)
+    if #ids <= GROUP then
+        return redis.call('HMGET', KEYS[2], unpack(ids))
+    end
     local payloads = {}
     for first = 1, #ids, GROUP do
         local got = redis.call('HMGET', KEYS[2], unpack(ids, first, math.min(first + GROUP - 1, #ids)))
@@ -169,11 +175,15 @@ local expiry = now + tonumber(ARGV[2])
 for first = 1, #leased, GROUP do
     local last = math.min(first + GROUP - 1, #leased)
     local scored, owned = {}, {}
+    local token = ARGV[3]
+    local n = 0
     for i = first, last do
-        scored[#scored + 1] = expiry
-        scored[#scored + 1] = leased[i]
-        owned[#owned + 1] = leased[i]
-        owned[#owned + 1] = ARGV[3]
+        local id = leased[i]
+        scored[n + 1] = expiry
+        scored[n + 2] = id
+        owned[n + 1] = id
+        owned[n + 2] = token
+        n = n + 2
     end
     redis.call('ZADD', KEYS[3], unpack(scored))
     redis.call('HSET', KEYS[4], unpack(owned))

@@ -19,17 +19,22 @@ local GROUP = 500  -- elements per command: well under Lua's stack limit for unp
 -- a ziplist/listpack, searched from one end for every field (a pop of 500 jobs then costs
 -- milliseconds), and Redis never turns a hashtable back into one. It names no job.
 local GUARD = 'guard:' .. string.rep('-', 70)
+-- (Counters, not #t + 1: Lua 5.1's length of a table is a search, in every loop turn.)
 local ids = {}
+local count = 0
 for id in string.gmatch(ARGV[2], '%S+') do
-    ids[#ids + 1] = id
+    count = count + 1
+    ids[count] = id
 end
 local waiting = redis.call('LLEN', KEYS[1])
 if waiting + #ids > tonumber(ARGV[1]) and waiting > 0 then
     return -1
 end
 local lengths = {}
+local n = 0
 for length in string.gmatch(ARGV[3], '%d+') do
-    lengths[#lengths + 1] = tonumber(length)
+    n = n + 1
+    lengths[n] = tonumber(length)
 end
 redis.call('HSETNX', KEYS[2], GUARD, GUARD)
 local body = ARGV[4]
@@ -37,10 +42,14 @@ local at = 1
 for first = 1, #ids, GROUP do
     local last = math.min(first + GROUP - 1, #ids)
     local fields = {}
+    local f = 0
+    local sub = string.sub
     for i = first, last do
-        fields[#fields + 1] = ids[i]
-        fields[#fields + 1] = string.sub(body, at, at + lengths[i] - 1)
-        at = at + lengths[i] + 1
+        local length = lengths[i]
+        fields[f + 1] = ids[i]
+        fields[f + 2] = sub(body, at, at + length - 1)
+        f = f + 2
+        at = at + length + 1
     end
     redis.call('HSET', KEYS[2], unpack(fields))
     redis.call('RPUSH', KEYS[1], unpack(ids, first, last))

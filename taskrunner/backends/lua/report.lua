@@ -56,17 +56,22 @@ local refused = {}
 local applied = 0
 for k = 2, #ARGV, 3 do
     local token = ARGV[k]
+    -- (Counters, not #t + 1: Lua 5.1's length of a table is a search, in every loop turn.)
     local ids = {}
+    local count = 0
     for id in string.gmatch(ARGV[k + 1], '%S+') do
-        ids[#ids + 1] = id
+        count = count + 1
+        ids[count] = id
     end
     local accepted, refused_here = {}, {}
-    for first = 1, #ids, GROUP do
-        local last = math.min(first + GROUP - 1, #ids)
+    local taken = 0
+    for first = 1, count, GROUP do
+        local last = math.min(first + GROUP - 1, count)
         local tokens = redis.call('HMGET', KEYS[2], unpack(ids, first, last))
         for i = first, last do
             if tokens[i - first + 1] == token then
-                accepted[#accepted + 1] = ids[i]
+                taken = taken + 1
+                accepted[taken] = ids[i]
             else
                 refused_here[#refused_here + 1] = ids[i]
                 refused[#refused + 1] = ids[i]
