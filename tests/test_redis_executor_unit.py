@@ -36,8 +36,10 @@ def _executor() -> RedisExecutor:
     )
 
 
-def _ok(job_id: str) -> bytes:
-    return json.dumps({"i": job_id, "ok": 1, "b": 0.001}).encode()
+def _ok(*job_ids: str, refused: str = "") -> bytes:
+    """An entry of the outcomes list as report.lua writes it: ids, refused ids, document."""
+    document = json.dumps({"b": 0.001 * len(job_ids)})
+    return f"{' '.join(job_ids)}\n{refused}\n{document}".encode()
 
 
 def test_a_repeated_outcome_is_counted_once():
@@ -61,3 +63,15 @@ def test_a_job_that_cannot_be_serialized_fails_and_is_not_waited_for():
     assert executor.outstanding() == 1
     assert executor._events([_ok("9:0")]) == [], "not pushed by this controller"
     assert executor.outstanding() == 1
+
+
+def test_a_report_of_a_lease_settles_its_jobs_but_those_refused():
+    executor = _executor()
+    executor.submit(Batch(3, range(3), ["a", "b", "c"]))
+    executor.submit(Batch(4, range(1), ["d"]))
+    events = executor._events([_ok("3:0", "3:1", "4:0", "3:2", refused="3:1")])
+    assert sorted((event.batch_id, list(event.indices)) for event in events) == [
+        (3, [0, 2]),
+        (4, [0]),
+    ]
+    assert executor.outstanding() == 1, "the refused job is still out"

@@ -16,7 +16,10 @@ passed in KEYS. What is in Redis:
     taskrunner:{NAME}:suspects    hash   job id -> leases lost while it had started
     taskrunner:{NAME}:missed      hash   job id -> leases lost before it was seen starting
     taskrunner:{NAME}:alone       list   suspects waiting, each for a worker holding nothing
-    taskrunner:{NAME}:outcomes    list   outcomes reported by workers, for the controller
+    taskrunner:{NAME}:outcomes    list   outcomes reported by workers, for the controller: one
+                                         entry per lease's part of a report, not per job
+    taskrunner:{NAME}:wake, fed   list   a token or so each, that a waiting controller (wake:
+                                         outcomes came) or worker (fed: jobs came) BLPOPs
     taskrunner:{NAME}:pace        string earliest start (ms) of the next job under --rate
     taskrunner:{NAME}:collected, recalled, popped:WID, reported:WID, and each *_by
                                          the last reply of a call, to answer a retry alike
@@ -27,15 +30,14 @@ passed in KEYS. What is in Redis:
     taskrunner:{NAME}:lock        string token of the controller running the run
                                          (taken, extended, released by script: redis_lock.py)
 
+How batches and reports travel to and from the scripts: redis_wire.py.
 `BACKEND` at the end is what backends.backend_for serves redis:// URLs with.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
-import pickle
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import fields
@@ -50,6 +52,7 @@ from ..records import Failure, UnkeptJob
 from ..store import FailureGroup, RunRecord, RunStore, group_failures, job_text
 from .redis_failures import failure_arguments, load_failures
 from .redis_lock import ControllerLock, LockRenewer
+from .redis_wire import Serializer
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ FAILURE_KEY_PARTS = ("failures", "tracebacks", "traceback_refs")
 RUN_KEY_PARTS = (
     "meta", "waiting", "payloads", "leases", "tokens", "leased", "outcomes", "pace",
     "collected", "collected_by", "recalled", "recalled_by",
-    "started", "suspects", "missed", "alone",
+    "started", "suspects", "missed", "alone", "wake", "fed",
 )  # fmt: skip
 SCRIPTS = (
     "push", "pop", "pace", "heartbeat", "report", "collect", "recall", "save",
@@ -94,6 +97,7 @@ class RedisConnection:
             ) from None
         self.url = url
         self._errors = redis.exceptions
+        self._fractional_waits = True
         try:
             # Fail fast at start: an unreachable server or a wrong password is exit code 2.
             probe = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
@@ -143,6 +147,19 @@ class RedisConnection:
     def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
         return self.scripts[script](keys=keys, args=args)
 
+    def wait_for_token(self, key: str, seconds: float) -> None:
+        """Wait until a script leaves a token in list `key` (taking it), or `seconds` pass:
+        a wait that ends as soon as there is something to do, not a poll."""
+        if seconds < 0.001:
+            return  # BLPOP would take 0 as "forever"
+        if self._fractional_waits:
+            try:
+                self.client.blpop([key], timeout=seconds)
+                return
+            except self._errors.ResponseError:
+                self._fractional_waits = False  # before Redis 6, whole seconds only
+        time.sleep(seconds)
+
     def close(self) -> None:
         self.client.close()
 
@@ -161,42 +178,6 @@ def _safe_url(url: str) -> str:
         return url
     scheme, _, rest = url.partition("://")
     return f"{scheme}://***@{rest.rpartition('@')[2]}"
-
-
-# -- serializers ----------------------------------------------------------------------------------
-
-
-class Serializer:
-    """Jobs and results as they travel through Redis: JSON by default, pickle by choice."""
-
-    def __init__(self, name: str) -> None:
-        if name not in ("json", "pickle"):
-            raise BackendError(f"--serializer must be json or pickle, not {name!r}")
-        self.name = name
-
-    def dumps(self, value: Any) -> bytes:
-        if self.name == "pickle":
-            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        return json.dumps(value, separators=(",", ":")).encode()
-
-    def loads(self, payload: bytes) -> Any:
-        if self.name == "pickle":
-            return pickle.loads(payload)
-        if payload[:1] == b"\x80":
-            # Never unpickle in a JSON run: whoever can write to Redis could run code here.
-            raise ValueError("a pickle payload in a JSON run is refused, not unpickled")
-        return json.loads(payload)
-
-    def to_json(self, value: Any) -> Any:
-        """A value inside a JSON document (the run record, an outcome)."""
-        if self.name == "pickle":
-            return {"pickle": base64.b64encode(self.dumps(value)).decode()}
-        return value
-
-    def from_json(self, value: Any) -> Any:
-        if self.name == "pickle":
-            return self.loads(base64.b64decode(value["pickle"]))
-        return value
 
 
 # -- run state ---------------------------------------------------------------------------------

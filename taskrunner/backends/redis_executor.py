@@ -8,7 +8,6 @@ loop speaks in.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import subprocess
@@ -20,14 +19,19 @@ from typing import Any
 from ..durations import Durations
 from ..errors import BackendError
 from ..executor import Executor
-from ..ledger import DONE, FAILED, HANDED_BACK, Ledger
+from ..ledger import FAILED, HANDED_BACK, Ledger
 from ..records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned
-from .redis import RedisConnection, Serializer, run_key
+from .redis import RedisConnection, run_key
+from .redis_wire import Serializer, batch_arguments, job_ids, split_outcome
 
 log = logging.getLogger(__name__)
 
-COLLECT_AT_ONCE = 5000
+# Entries of the outcomes list per collect: each is a lease's part of a report (up to a few
+# hundred jobs), or one lost job.
+COLLECT_AT_ONCE = 200
 IDLE_POLL_SECONDS = 0.01
+# The longest one wait for outcomes blocks, so that a dead local worker is soon restarted.
+WAKE_WAIT_SECONDS = 0.1
 
 
 class RedisExecutor(Executor):
@@ -56,7 +60,8 @@ class RedisExecutor(Executor):
         # The jobs pushed and not yet reported, by batch: the run loop's own ledger.
         self._pushed = Ledger()
         self._local: subprocess.Popen[bytes] | None = None
-        self._push_keys = [run_key(name, "waiting"), run_key(name, "payloads")]
+        self._push_keys = [run_key(name, part) for part in ("waiting", "payloads", "fed")]
+        self._wake_key = run_key(name, "wake")
         self._collect_keys = [
             run_key(name, part) for part in ("outcomes", "collected", "collected_by")
         ]
@@ -87,26 +92,39 @@ class RedisExecutor(Executor):
 
     def submit(self, batch: Batch) -> list[Event]:
         events: list[Event] = []
-        args: list[Any] = [self._queue_size]
         self._pushed.add(batch.batch_id, batch.seqs, batch.jobs)
-        for index, job in enumerate(batch.jobs):
-            try:
-                payload = self._serializer.dumps(job)
-            except Exception as error:  # whatever the serializer raises for this job
-                message = f"the job cannot be serialized as {self._serializer.name}: {error}"
-                events.append(
-                    JobFailed(
-                        batch.batch_id, index, JobError("SerializationError", message, "", 0.0)
-                    )
-                )
-                self._pushed.mark(batch.batch_id, index, FAILED)
-                continue
-            args += [f"{batch.batch_id}:{index}", payload]
+        payloads = self._serializer.dumps_all(batch.jobs)
+        if payloads is not None:
+            ids = job_ids(batch.batch_id, range(len(payloads)))
+        else:
+            ids, payloads = self._dump_one_by_one(batch, events)
         self._pushed.pop_settled(batch.batch_id)
-        if len(args) > 1:
+        if ids:
+            # The whole batch in three arguments (redis_wire.py), not two per job.
+            args = [self._queue_size, *batch_arguments(ids, payloads)]
             while self._connection.run("push", self._push_keys, args) < 0:
                 time.sleep(IDLE_POLL_SECONDS)  # the queue is full: workers will lease some
         return events
+
+    def _dump_one_by_one(self, batch: Batch, events: list[Event]) -> tuple[list[str], list[bytes]]:
+        """The ids and payloads of the jobs of `batch` the serializer can carry; each other
+        fails as such (its JobFailed added to `events`)."""
+        ids: list[str] = []
+        payloads: list[bytes] = []
+        serializer = self._serializer
+        dumps = serializer.dumps_json_fast if serializer.name == "json" else serializer.dumps
+        for index, job in enumerate(batch.jobs):
+            try:
+                payload = dumps(job)
+            except Exception as error:  # whatever the serializer raises for this job
+                message = f"the job cannot be serialized as {serializer.name}: {error}"
+                error_record = JobError("SerializationError", message, "", 0.0)
+                events.append(JobFailed(batch.batch_id, index, error_record))
+                self._pushed.mark(batch.batch_id, index, FAILED)
+                continue
+            ids.append(f"{batch.batch_id}:{index}")
+            payloads.append(payload)
+        return ids, payloads
 
     def poll(self, timeout: float) -> list[Event]:
         deadline = time.monotonic() + timeout
@@ -114,19 +132,25 @@ class RedisExecutor(Executor):
             raw = self._connection.run(
                 "collect", self._collect_keys, [COLLECT_AT_ONCE, uuid.uuid4().hex]
             )
-            if raw or time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if raw or remaining <= 0:
                 break
-            if self._local is not None and self._local.poll() is not None:
-                if self._local.returncode == 2:
-                    raise BackendError(
-                        "the local workers refused to start (exit code 2): see their message above"
-                    )
-                # Its leases lapse and its jobs go to others; on this machine, start anew.
-                log.warning("the local workers exited with code %s; starting them again",
-                            self._local.returncode)  # fmt: skip
-                self._start_local()
-            time.sleep(min(IDLE_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            self._check_local()
+            # Wait for a report (report.lua leaves a token in `wake`) instead of asking again
+            # and again; a token left by a report collected already costs one more look.
+            self._connection.wait_for_token(self._wake_key, min(remaining, WAKE_WAIT_SECONDS))
         return self._events(raw)
+
+    def _check_local(self) -> None:
+        if self._local is not None and self._local.poll() is not None:
+            if self._local.returncode == 2:
+                raise BackendError(
+                    "the local workers refused to start (exit code 2): see their message above"
+                )
+            # Its leases lapse and its jobs go to others; on this machine, start anew.
+            log.warning("the local workers exited with code %s; starting them again",
+                        self._local.returncode)  # fmt: skip
+            self._start_local()
 
     def recall(self) -> list[Event]:
         keys = [
@@ -165,45 +189,85 @@ class RedisExecutor(Executor):
         self._local = None
 
     def _events(self, raw: list[bytes]) -> list[Event]:
-        # By batch, and by whether a result came: a job settled as finished after its worker
-        # died has none, and must not get a `"result": null` line in --results.
-        done: dict[tuple[int, bool], tuple[list[int], list[Any], float]] = {}
+        """The events of collected outcomes: each entry is "ids\nrefused ids\ndocument",
+        one lease's part of a worker's report (report.lua), or one job lost (pop.lua)."""
+        # Finished jobs by batch, and by whether a result came: a job settled as finished
+        # after its worker died has none, and must not get a `"result": null` line.
+        done: dict[tuple[int, bool], _Finished] = {}
         events: list[Event] = []
         # The workers' durations (inside some outcomes), all given with the first JobsDone.
         durations: Durations | None = None
+        from_json = self._serializer.from_json
         for entry in raw:
-            outcome = json.loads(entry)
-            batch_id, index = _parse_id(outcome["i"])
-            if not self._settle(batch_id, index, DONE if "ok" in outcome else FAILED):
-                continue  # from a batch this controller did not push (an earlier session)
-            if "d" in outcome:
+            ids, refused, report = split_outcome(entry)
+            failed = report.get("f") or {}
+            lost = report.get("lost") or {}
+            results = report.get("r")
+            busy = report.get("b", 0.0) / max(1, len(ids))
+            if "d" in report:
                 durations = durations or Durations()
-                durations.merge(_worker_durations(outcome["d"]))
-            if "ok" in outcome:
-                key = (batch_id, "r" in outcome)
-                indices, results, busy = done.setdefault(key, ([], [], 0.0))
-                indices.append(index)
-                if "r" in outcome:
-                    results.append(self._serializer.from_json(outcome["r"]))
-                done[key] = (indices, results, busy + outcome.get("b", 0.0))
-            elif "lost" in outcome:
-                message = (
-                    f"lease lost: its worker was lost while it ran, {outcome['lost']} times "
-                    "(the machine died, or stalled past --lease)"
-                )
-                events.append(JobFailed(batch_id, index, JobError("LeaseLost", message, "", 0.0)))
-            else:
-                error_type, message, tb, duration = outcome["e"]
-                events.append(
-                    JobFailed(batch_id, index, JobError(error_type, message, tb, duration))
-                )
-        finished = [
-            JobsDone(batch_id, indices, results if with_results else None, busy)
-            for (batch_id, with_results), (indices, results, busy) in done.items()
-        ]
-        if finished and durations is not None:
-            finished[0] = dataclasses.replace(finished[0], durations=durations)
-        events[:0] = finished
+                durations.merge(_worker_durations(report["d"]))
+            span = None if refused or failed or lost or results else _span(ids)
+            if span is not None:
+                # The common report: a run of one batch's jobs, all finished, no results.
+                batch_id, indices = span
+                finished = done.get((batch_id, False))
+                if finished is None:
+                    finished = done[(batch_id, False)] = _Finished()
+                finished.indices.extend(indices)
+                finished.busy += busy * len(indices)
+                continue
+            for job_id in ids:
+                if job_id in refused:
+                    continue
+                batch_text, _, index_text = job_id.partition(":")
+                batch_id, index = int(batch_text), int(index_text)
+                error = failed.get(job_id)
+                if error is None and job_id not in lost:
+                    with_result = results is not None and job_id in results
+                    finished = done.get((batch_id, with_result))
+                    if finished is None:
+                        finished = done[(batch_id, with_result)] = _Finished()
+                    finished.indices.append(index)
+                    if with_result:
+                        finished.results.append(from_json(results[job_id]))
+                    finished.busy += busy
+                elif not self._settle(batch_id, index, FAILED):
+                    continue  # not ours to wait for (an earlier session's), or settled
+                elif error is not None:
+                    error_type, message, tb, duration = error
+                    events.append(
+                        JobFailed(batch_id, index, JobError(error_type, message, tb, duration))
+                    )
+                else:
+                    message = (
+                        f"lease lost: its worker was lost while it ran, {lost[job_id]} times "
+                        "(the machine died, or stalled past --lease)"
+                    )
+                    lease_lost = JobError("LeaseLost", message, "", 0.0)
+                    events.append(JobFailed(batch_id, index, lease_lost))
+        jobs_done: list[JobsDone] = []
+        for (batch_id, with_results), finished in done.items():
+            # Once per batch in the ledger: only jobs still open count (one reported twice,
+            # or from a batch this controller did not push, does not).
+            indices: range | list[int] = finished.indices
+            results = finished.results if with_results else None
+            if indices == list(range(indices[0], indices[0] + len(indices))):
+                indices = range(indices[0], indices[0] + len(indices))
+            elif len(set(indices)) < len(indices):  # a job twice in one collect: once
+                firsts: dict[int, Any] = {}
+                for index, result in zip(indices, results or indices):
+                    firsts.setdefault(index, result)
+                indices = list(firsts)
+                results = list(firsts.values()) if results is not None else None
+            fresh, kept = self._pushed.mark_done(batch_id, indices, results)
+            self._pushed.pop_settled(batch_id)
+            if fresh:
+                busy = finished.busy * len(fresh) / len(finished.indices)
+                jobs_done.append(JobsDone(batch_id, list(fresh), kept, busy))
+        if jobs_done and durations is not None:
+            jobs_done[0] = dataclasses.replace(jobs_done[0], durations=durations)
+        events[:0] = jobs_done
         return events
 
     def _settle(self, batch_id: int, index: int, job_state: int) -> bool:
@@ -212,6 +276,29 @@ class RedisExecutor(Executor):
             return False
         self._pushed.pop_settled(batch_id)
         return True
+
+
+class _Finished:
+    """Jobs of one batch reported finished in one collect, before the ledger has seen them."""
+
+    __slots__ = ("busy", "indices", "results")
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []
+        self.results: list[Any] = []
+        self.busy = 0.0
+
+
+def _span(ids: list[str]) -> tuple[int, range] | None:
+    """(batch id, indices) when `ids` are the jobs first..last of one batch, in order."""
+    first_batch, _, first = ids[0].partition(":")
+    last_batch, _, last = ids[-1].partition(":")
+    if first_batch != last_batch:
+        return None
+    indices = range(int(first), int(last) + 1)
+    if len(indices) != len(ids) or ids != job_ids(int(first_batch), indices):
+        return None
+    return int(first_batch), indices
 
 
 def _worker_durations(document: dict[str, Any]) -> Durations:

@@ -13,7 +13,6 @@ counted twice.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -22,9 +21,9 @@ import uuid
 from typing import Any
 
 from ..batching import BatchSizer
-from ..errors import BackendError, SpecError
-from ..ledger import FAILED, Flight, Ledger
-from ..loader import ensure_cwd_on_path, resolve
+from ..errors import BackendError
+from ..ledger import FAILED, Ledger
+from ..loader import ensure_cwd_on_path
 from ..logs import level_for
 from ..options import WorkerSettings
 from ..outcomes import SettlesOutcomes
@@ -33,7 +32,9 @@ from ..records import Batch, Ending, JobError, JobsDone
 from ..requeue import Requeue
 from ..stopping import StopSignals
 from ..worker import is_async_callback
-from .redis import KEY_PREFIX, RedisConnection, Serializer, run_key
+from .redis import RedisConnection, run_key
+from .redis_joining import run_callback, wait_for_run
+from .redis_wire import LeaseReport, Serializer, read_jobs
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def work(
         raise BackendError("taskrunner work needs -w and -c of at least 1")
     connection = RedisConnection(url)
     try:
-        name = _wait_for_run(connection, name, wait_seconds)
+        name = wait_for_run(connection, name, wait_seconds)
         settings = WorkerSettings.from_fields(connection.client.hgetall(run_key(name, "meta")))
         if settings.serializer != serializer:
             raise BackendError(
@@ -71,7 +72,7 @@ def work(
         if serializer == "pickle":
             log.warning("--serializer pickle: anyone who can write to this Redis can run code here")
         ensure_cwd_on_path()
-        callback, callback_fn = _run_callback(callback, settings.callback, name)
+        callback, callback_fn = run_callback(callback, settings.callback, name)
         pool = LocalPool(
             callback,
             workers=workers,
@@ -134,7 +135,7 @@ class RedisWorker(SettlesOutcomes):
         self._ledger = Ledger()
         self._next_batch = 1
         self._requeue = Requeue()
-        self._reports: list[Any] = []
+        self._reports: dict[str, LeaseReport] = {}  # by lease token, not yet sent
         self._interval_ms = 1000.0 / rate if rate else 0.0
         self._sizer = BatchSizer(concurrency=concurrency, cap=500, rate=rate)
         self._signals = StopSignals()
@@ -146,6 +147,7 @@ class RedisWorker(SettlesOutcomes):
         self._suspects: set[str] = set()  # job ids leased as crash suspects, run alone
         self._draining = False  # suspects wait: lease nothing until holding nothing
         self._report_count = 0
+        self._last_state: str | None = "running"  # the run's state, as the last pop saw it
         held = run_key(name, f"held:{self._worker_id}")
         self._pace_key = run_key(name, "pace")
         self._pop_keys = [
@@ -163,7 +165,9 @@ class RedisWorker(SettlesOutcomes):
             held,
             *(run_key(name, part) for part in ("started", "suspects", "missed")),
             run_key(name, f"reported:{self._worker_id}"),
+            run_key(name, "wake"),
         ]
+        self._fed_key = run_key(name, "fed")
         self._heartbeat_keys = [
             run_key(name, "leases"), run_key(name, "tokens"), held, run_key(name, "started")
         ]  # fmt: skip
@@ -197,7 +201,13 @@ class RedisWorker(SettlesOutcomes):
                     # Nothing more to lease now: an idle process takes over jobs another
                     # holds and has not started (they come back as JobsReturned).
                     self._pool.rebalance()
-                self._handle_all(self._pool.poll(0.0 if got_jobs else idle))
+                if busy or self._signals.stopping:
+                    self._handle_all(self._pool.poll(0.0 if got_jobs else idle))
+                else:
+                    # Holding nothing: wait for the controller's next push (push.lua leaves a
+                    # token in `fed`) rather than sleep past it; a stale token costs one look.
+                    self._connection.wait_for_token(self._fed_key, idle)
+                    self._handle_all(self._pool.poll(0.0))
                 self._note_started()
                 self._flush_reports()
         finally:
@@ -223,6 +233,10 @@ class RedisWorker(SettlesOutcomes):
         # to blame. While suspects wait, take nothing new until holding nothing.
         holding = self._holds_jobs()
         room = 0 if self._suspects or self._draining else self._pool.room(size)
+        if holding and room <= 0:
+            # Nothing to take now, and the run goes on while we hold jobs: no call to Redis
+            # between the pool's results (expired leases are reclaimed by any worker's pop).
+            return self._last_state, False
         idle = 0 if holding else 1
         self._pop_count += 1
         token = f"{self._worker_id}:{self._pop_count}"
@@ -231,32 +245,17 @@ class RedisWorker(SettlesOutcomes):
             self._pop_keys,
             [room, self._lease_ms, token, self._max_leases, self._interval_ms, idle],
         )
-        state = reply[0].decode() if reply[0] else None
+        state = self._last_state = reply[0].decode() if reply[0] else None
         start_at = time.monotonic() + int(reply[1]) / 1000 if self._interval_ms else 0.0
         self._draining = int(reply[2]) > 0 and not idle
         alone = bool(int(reply[3]))
-        pairs = reply[4:]
-        if not pairs:
+        if len(reply) < 7:
             return state, False
-        ids: list[str] = []
-        jobs: list[Any] = []
-        for raw_id, payload in zip(pairs[0::2], pairs[1::2]):
-            job_id = raw_id.decode()
-            try:
-                job = self._serializer.loads(payload)
-            except Exception as error:  # a payload we will not, or cannot, decode
-                log.warning("job %s refused: %s", job_id, error)
-                error_record = JobError(
-                    "PayloadRefused", f"the job's payload was refused: {error}", "", 0.0
-                )
-                self._reports += [
-                    job_id,
-                    token,
-                    json.dumps({"i": job_id, "e": _error_fields(error_record)}),
-                ]
-                continue
-            ids.append(job_id)
-            jobs.append(job)
+        ids, jobs, refused = read_jobs(self._serializer, reply[4:7])
+        for job_id, error in refused:
+            log.warning("job %s refused: %s", job_id, error)
+            refusal = JobError("PayloadRefused", f"the job's payload was refused: {error}", "", 0.0)
+            self._lease_report(token).fail(job_id, refusal)
         if alone:
             for job_id, job in zip(ids, jobs):
                 self._suspects.add(job_id)
@@ -333,7 +332,9 @@ class RedisWorker(SettlesOutcomes):
                 started, self._started_news = self._started_news, []
             try:
                 self._connection.run(
-                    "heartbeat", self._heartbeat_keys, [self._lease_ms, self._worker_id, *started]
+                    "heartbeat",
+                    self._heartbeat_keys,
+                    [self._lease_ms, self._worker_id, " ".join(started)],
                 )
             except Exception as error:  # keep beating: redis-py already retried
                 with self._beat_lock:
@@ -346,7 +347,9 @@ class RedisWorker(SettlesOutcomes):
     def _on_failed(self, batch_id: int, index: int, error: JobError) -> None:
         flight = self._ledger.mark(batch_id, index, FAILED)
         if flight is not None:
-            self._report(flight, index, {"i": flight.keys[index], "e": _error_fields(error)})
+            job_id, token = flight.keys[index], flight.extra(index)
+            self._lease_report(token).fail(job_id, error)
+            self._forget(job_id, token)
             self._ledger.pop_settled(batch_id)
 
     def _on_returned(self, batch_id: int) -> None:
@@ -360,21 +363,40 @@ class RedisWorker(SettlesOutcomes):
         if flight is None:
             return
         self._sizer.observe(len(event.indices), event.busy_seconds)
-        busy = event.busy_seconds / max(1, len(event.indices))
         # Only jobs still open: one reported already (a timed-out job that finished late) is not
         # reported twice. Without results (they died with a process), none is sent.
         # The pool's durations, their slow jobs named by job id, go to the controller inside
-        # the first outcome (read before the jobs they name are settled).
+        # the report (read before the jobs they name are settled).
         durations = event.durations.resolved(self._job_id) if event.durations else None
         fresh, results = self._ledger.mark_done(event.batch_id, event.indices, event.results)
-        for index, result in zip(fresh, results if results is not None else [None] * len(fresh)):
-            outcome: dict[str, Any] = {"i": flight.keys[index], "ok": 1, "b": busy}
-            if self._want_results and results is not None:
-                outcome["r"] = self._serializer.to_json(result)
-            if durations is not None:
-                outcome["d"] = durations.as_json(lambda job: None)
-                durations = None
-            self._report(flight, index, outcome)
+        if not fresh:
+            return
+        busy = event.busy_seconds / max(1, len(event.indices))
+        keys = flight.keys
+        tokens = flight.extras or [None] * len(keys)
+        with_results = self._want_results and results is not None
+        report: LeaseReport | None = None
+        if isinstance(fresh, range) and not with_results and tokens[fresh.start] == tokens[-1]:
+            # The common case: a slice of one lease (its jobs share the token), no results.
+            report = self._lease_report(tokens[-1])
+            if tokens.count(tokens[-1]) == len(tokens):
+                report.ids += keys[fresh.start : fresh.stop]
+                report.busy += busy * len(fresh)
+                for index in fresh if self._suspects or self._told_started else ():
+                    self._forget(keys[index], tokens[index])
+                fresh = range(0)  # all reported: the loop below has nothing left
+        for position, index in enumerate(fresh):
+            job_id, token = keys[index], tokens[index]
+            if report is None or report.token != token:
+                report = self._lease_report(token)
+            if with_results:
+                report.finish_with(job_id, self._serializer.to_json(results[position]))  # type: ignore[index]
+            else:
+                report.ids.append(job_id)
+            report.busy += busy
+            self._forget(job_id, token)
+        if durations is not None and report is not None:
+            report.add_durations(durations)
         self._ledger.pop_settled(event.batch_id)
 
     def _job_id(self, key: tuple[int, int]) -> tuple[str, None] | None:
@@ -385,27 +407,31 @@ class RedisWorker(SettlesOutcomes):
             return None
         return str(flight.keys[index]), None
 
-    def _report(self, flight: Flight, index: int, outcome: dict[str, Any]) -> None:
-        try:
-            encoded = json.dumps(outcome)
-        except (TypeError, ValueError) as error:
-            message = f"the result cannot be written as JSON: {error}"
-            failure = JobError("SerializationError", message, "", 0.0)
-            encoded = json.dumps({"i": outcome["i"], "e": _error_fields(failure)})
-        job_id, token = flight.keys[index], flight.extra(index)
-        self._reports += [job_id, token, encoded]
-        self._suspects.discard(job_id)
-        self._told_started.discard((job_id, token))
+    def _lease_report(self, token: str) -> LeaseReport:
+        report = self._reports.get(token)
+        if report is None:
+            report = self._reports[token] = LeaseReport(token)
+        return report
+
+    def _forget(self, job_id: str, token: str) -> None:
+        """A job reported: no longer a suspect running here, nor one told started."""
+        if self._suspects:
+            self._suspects.discard(job_id)
+        if self._told_started:
+            self._told_started.discard((job_id, token))
 
     def _flush_reports(self) -> None:
         if not self._reports:
             return
-        reports, self._reports = self._reports, []
+        reports, self._reports = self._reports, {}
         # A request id, so that redis-py's retry of a report already applied is answered
         # alike instead of refusing every job of it (their leases are gone: its own doing).
         self._report_count += 1
         request = f"{self._worker_id}:{self._report_count}"
-        refused = self._connection.run("report", self._report_keys, [request, *reports])
+        args: list[Any] = [request]
+        for report in reports.values():
+            args += report.arguments()
+        refused = self._connection.run("report", self._report_keys, args)
         if refused:
             log.warning(
                 "%d results dropped: their leases were lost (the jobs went to another worker)",
@@ -419,58 +445,3 @@ def _announce_stop(signal_name: str) -> None:
 
 def _announce_nothing() -> None:
     return
-
-
-def _error_fields(error: JobError) -> list[Any]:
-    return [error.error_type, error.message, error.traceback, error.duration]
-
-
-def _run_callback(given: str | None, spawned_with: str, name: str) -> tuple[str, Any]:
-    """The callback to run the jobs of `name` with: the one it was spawned with.
-
-    A CALLBACK given on the command line must be that one (under any spec that names the
-    same function: `jobs.py:cb` is `jobs:cb`); another would run every job through the
-    wrong function.
-    """
-    run_fn = resolve(spawned_with, what="the run's CALLBACK")
-    if given is not None and given != spawned_with:
-        given_fn = resolve(given, what="CALLBACK")
-        if given_fn is not run_fn:
-            raise SpecError(
-                f"run {name!r} was spawned with CALLBACK {spawned_with!r}, not {given!r}; "
-                f"leave CALLBACK out to use the run's own"
-            )
-    if not callable(run_fn):
-        raise SpecError(f"CALLBACK {spawned_with!r} is not callable")
-    return spawned_with, run_fn
-
-
-def _wait_for_run(connection: RedisConnection, name: str | None, wait_seconds: float) -> str:
-    """The run to join: the one named, or the only one running; waits for it to appear."""
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        running = _running_runs(connection)
-        if name is not None and connection.client.exists(run_key(name, "meta")):
-            return name
-        if name is None and len(running) == 1:
-            return running[0]
-        if name is None and len(running) > 1:
-            raise BackendError(
-                f"several runs are going on; name one with --name: {', '.join(running)}"
-            )
-        if time.monotonic() >= deadline:
-            wanted = f"run {name!r}" if name else "a running run"
-            seen = ", ".join(running) or "none"
-            raise BackendError(
-                f"no {wanted} in Redis after {wait_seconds:g}s (running runs: {seen})"
-            )
-        time.sleep(0.2)
-
-
-def _running_runs(connection: RedisConnection) -> list[str]:
-    names = []
-    for key in connection.client.scan_iter(match=f"{KEY_PREFIX}:{{*}}:meta", count=1000):
-        state = connection.client.hget(key, "state")
-        if state == b"running":
-            names.append(key.decode()[len(KEY_PREFIX) + 2 : -len("}:meta")])
-    return sorted(names)

@@ -6,33 +6,56 @@
 -- KEYS[4]  taskrunner:{NAME}:started    set: job ids their worker said it started
 -- ARGV[1]  lease length in ms
 -- ARGV[2]  the worker's id, WID: its tokens are "WID:counter"
--- ARGV[3..] the ids of the jobs it started since its last heartbeat
+-- ARGV[3]  the ids of the jobs it started since its last heartbeat, separated by spaces
 --
 -- Sent every lease/3 seconds, and as soon as jobs start: a lease lost later is then judged
 -- by whether its jobs had started (pop.lua). A job whose lease the worker lost (it expired
 -- and went to another) is dropped from the worker's set, not renewed, and not marked
 -- started. Returns the number of leases renewed.
 
+local GROUP = 500  -- elements per command: well under Lua's stack limit for unpack
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 local expiry = now + tonumber(ARGV[1])
 local prefix = ARGV[2] .. ':'
-local function ours(id)
-    local token = redis.call('HGET', KEYS[2], id)
-    return token and string.sub(token, 1, #prefix) == prefix
-end
-for i = 3, #ARGV do
-    if ours(ARGV[i]) then
-        redis.call('SADD', KEYS[4], ARGV[i])
+
+-- The ids of `ids` leased to this worker, and those leased to another (or to none).
+local function sort_out(ids)
+    local ours, others = {}, {}
+    for first = 1, #ids, GROUP do
+        local last = math.min(first + GROUP - 1, #ids)
+        local tokens = redis.call('HMGET', KEYS[2], unpack(ids, first, last))
+        for i = first, last do
+            local token = tokens[i - first + 1]
+            if token and string.sub(token, 1, #prefix) == prefix then
+                ours[#ours + 1] = ids[i]
+            else
+                others[#others + 1] = ids[i]
+            end
+        end
     end
+    return ours, others
 end
-local renewed = 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-    if ours(id) then
-        redis.call('ZADD', KEYS[1], 'XX', expiry, id)
-        renewed = renewed + 1
-    else
-        redis.call('SREM', KEYS[3], id)
+
+local started = {}
+for id in string.gmatch(ARGV[3] or '', '%S+') do
+    started[#started + 1] = id
+end
+local ours = sort_out(started)
+for first = 1, #ours, GROUP do
+    redis.call('SADD', KEYS[4], unpack(ours, first, math.min(first + GROUP - 1, #ours)))
+end
+local held, gone = sort_out(redis.call('SMEMBERS', KEYS[3]))
+for first = 1, #held, GROUP do
+    local last = math.min(first + GROUP - 1, #held)
+    local scored = {}
+    for i = first, last do
+        scored[#scored + 1] = expiry
+        scored[#scored + 1] = held[i]
     end
+    redis.call('ZADD', KEYS[1], 'XX', unpack(scored))
 end
-return renewed
+for first = 1, #gone, GROUP do
+    redis.call('SREM', KEYS[3], unpack(gone, first, math.min(first + GROUP - 1, #gone)))
+end
+return #held

@@ -4,7 +4,7 @@
 -- KEYS[2]  taskrunner:{NAME}:payloads   hash: job id -> serialized job
 -- KEYS[3]  taskrunner:{NAME}:leases     sorted set: job id -> lease expiry (ms, Redis clock)
 -- KEYS[4]  taskrunner:{NAME}:tokens     hash: job id -> token of the lease that holds it
--- KEYS[5]  taskrunner:{NAME}:leased     hash: job id -> leases counted as attempts
+-- KEYS[5]  taskrunner:{NAME}:leased     hash: job id -> lost leases counted as attempts
 -- KEYS[6]  taskrunner:{NAME}:outcomes   list of outcomes for the controller (JSON)
 -- KEYS[7]  taskrunner:{NAME}:held:WID   set of job ids the calling worker holds
 -- KEYS[8]  taskrunner:{NAME}:meta       hash: the run's settings and its state
@@ -38,15 +38,27 @@
 -- A pop repeated with the same token (the client retried after a lost connection, not
 -- knowing whether the first ran) returns the jobs the first leased instead of leasing more.
 --
--- Returns {state, delay, suspects waiting, alone, id1, payload1, id2, payload2, ...}; state
--- is the meta hash's "state" field ("running", "finished", "stopped") or false when the run
--- does not exist; alone is 1 when the one job leased is a suspect, to run by itself.
+-- Returns {state, delay, suspects waiting, alone, ids, lengths, payloads}; state is the meta
+-- hash's "state" field ("running", "finished", "stopped") or false when the run does not
+-- exist; alone is 1 when the one job leased is a suspect, to run by itself. The jobs leased
+-- travel as three strings (none when nothing was leased): their ids separated by spaces, the
+-- length of each payload separated by spaces, and the payloads one after the other, each
+-- followed by a comma (so that JSON payloads read at once as one array). The lease itself
+-- is written with one command per kind for the whole batch, not one per job: the cost of a
+-- job in Redis is then an element of a few commands.
 
 local MAX_MISSED = 3
+local GROUP = 500  -- elements per command: well under Lua's stack limit for unpack
+-- GUARD (as in push.lua): a field (member) longer than the compact encodings allow, kept in the hashes and
+-- sorted set that hold a batch of jobs: a hash or zset of a few hundred entries is otherwise
+-- a ziplist/listpack, searched from one end for every field (a pop of 500 jobs then costs
+-- milliseconds), and Redis never turns a hashtable back into one. It names no job.
+local GUARD = 'guard:' .. string.rep('-', 70)
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 local max_leases = tonumber(ARGV[4])
 
+-- The lost leases of other workers (the loss path: one job at a time is fine here).
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
 for _, id in ipairs(expired) do
     redis.call('ZREM', KEYS[3], id)
@@ -57,7 +69,8 @@ for _, id in ipairs(expired) do
         started = true
     end
     local suspect = redis.call('HEXISTS', KEYS[12], id) == 1
-    local leased = tonumber(redis.call('HGET', KEYS[5], id) or '0')
+    -- The lease lost now was an attempt too when `counted`.
+    local leased = 1 + tonumber(redis.call('HGET', KEYS[5], id) or '0')
     -- A suspect that had started again: this lease was an attempt. Every other lost lease
     -- was not one (the job had not started, or it is a suspect for the first time).
     local counted = started and suspect
@@ -70,10 +83,11 @@ for _, id in ipairs(expired) do
         redis.call('HDEL', KEYS[5], id)
         redis.call('HDEL', KEYS[12], id)
         redis.call('HDEL', KEYS[13], id)
-        redis.call('RPUSH', KEYS[6], cjson.encode({i = id, lost = tonumber(lost)}))
+        -- An outcome as report.lua writes them: ids, refused ids, then the details (JSON).
+        redis.call('RPUSH', KEYS[6], id .. '\n\n' .. cjson.encode({lost = {[id] = tonumber(lost)}}))
     else
-        if not counted then
-            redis.call('HINCRBY', KEYS[5], id, -1)
+        if counted then
+            redis.call('HINCRBY', KEYS[5], id, 1)
         end
         if started or suspect then
             redis.call('RPUSH', KEYS[14], id)
@@ -84,15 +98,56 @@ for _, id in ipairs(expired) do
 end
 
 local reply = {redis.call('HGET', KEYS[8], 'state'), 0, redis.call('LLEN', KEYS[14]), 0}
+
+-- The jobs of `ids` that have a payload, as the reply's three strings.
+-- (Counters, not #t + 1: Lua 5.1's length of a table is a search, in every loop turn.)
+local function add_jobs(ids, payloads)
+    local kept, lengths, bodies = {}, {}, {}
+    local n = 0
+    for i = 1, #ids do
+        local payload = payloads[i]
+        if payload then
+            n = n + 1
+            kept[n] = ids[i]
+            lengths[n] = #payload
+            bodies[n] = payload
+        end
+    end
+    if n > 0 then
+        reply[5] = table.concat(kept, ' ')
+        reply[6] = table.concat(lengths, ' ')
+        reply[7] = table.concat(bodies, ',') .. ','
+    end
+    return kept
+end
+
+local function payloads_of(ids)
+    if #ids <= GROUP then
+        return redis.call('HMGET', KEYS[2], unpack(ids))
+    end
+    local payloads = {}
+    for first = 1, #ids, GROUP do
+        local got = redis.call('HMGET', KEYS[2], unpack(ids, first, math.min(first + GROUP - 1, #ids)))
+        for i = 1, #got do
+            payloads[first + i - 1] = got[i]
+        end
+    end
+    return payloads
+end
+
 if redis.call('GET', KEYS[10]) == ARGV[3] then
+    -- A retry: the jobs the first call leased with this token, again.
+    local ids = {}
     for _, id in ipairs(redis.call('SMEMBERS', KEYS[7])) do
         if redis.call('HGET', KEYS[4], id) == ARGV[3] then
             if redis.call('HEXISTS', KEYS[12], id) == 1 then
                 reply[4] = 1
             end
-            reply[#reply + 1] = id
-            reply[#reply + 1] = redis.call('HGET', KEYS[2], id)
+            ids[#ids + 1] = id
         end
+    end
+    if #ids > 0 then
+        add_jobs(ids, payloads_of(ids))
     end
     return reply
 end
@@ -113,27 +168,31 @@ else
     end
     redis.call('LTRIM', KEYS[1], #ids, -1)
 end
+local leased = add_jobs(ids, payloads_of(ids))
+redis.call('HSETNX', KEYS[4], GUARD, GUARD)
+redis.call('ZADD', KEYS[3], 'NX', '+inf', GUARD)  -- never expires: it is no lease
 local expiry = now + tonumber(ARGV[2])
-local interval = tonumber(ARGV[5])
-local first_start = now
-if interval > 0 then
-    first_start = math.max(now, tonumber(redis.call('GET', KEYS[9]) or '0'))
-    reply[2] = first_start - now
-end
-local leased_count = 0
-for _, id in ipairs(ids) do
-    local payload = redis.call('HGET', KEYS[2], id)
-    if payload then
-        redis.call('ZADD', KEYS[3], expiry, id)
-        redis.call('HSET', KEYS[4], id, ARGV[3])
-        redis.call('HINCRBY', KEYS[5], id, 1)
-        redis.call('SADD', KEYS[7], id)
-        reply[#reply + 1] = id
-        reply[#reply + 1] = payload
-        leased_count = leased_count + 1
+for first = 1, #leased, GROUP do
+    local last = math.min(first + GROUP - 1, #leased)
+    local scored, owned = {}, {}
+    local token = ARGV[3]
+    local n = 0
+    for i = first, last do
+        local id = leased[i]
+        scored[n + 1] = expiry
+        scored[n + 2] = id
+        owned[n + 1] = id
+        owned[n + 2] = token
+        n = n + 2
     end
+    redis.call('ZADD', KEYS[3], unpack(scored))
+    redis.call('HSET', KEYS[4], unpack(owned))
+    redis.call('SADD', KEYS[7], unpack(leased, first, last))
 end
+local interval = tonumber(ARGV[5])
 if interval > 0 then
-    redis.call('SET', KEYS[9], tostring(first_start + leased_count * interval))
+    local first_start = math.max(now, tonumber(redis.call('GET', KEYS[9]) or '0'))
+    reply[2] = first_start - now
+    redis.call('SET', KEYS[9], tostring(first_start + #leased * interval))
 end
 return reply

@@ -2,19 +2,60 @@
 --
 -- KEYS[1]  taskrunner:{NAME}:waiting    list of job ids waiting to be leased
 -- KEYS[2]  taskrunner:{NAME}:payloads   hash: job id -> serialized job
+-- KEYS[3]  taskrunner:{NAME}:fed        list: at most a few tokens, one pushed per batch,
+--                                       that an idle worker waits on (BLPOP) for jobs
 -- ARGV[1]  queue size: the most jobs that may wait
--- ARGV[2k], ARGV[2k+1]  (k >= 1) a job id and its payload
+-- ARGV[2]  the job ids, separated by spaces
+-- ARGV[3]  the length in bytes of each payload, separated by spaces
+-- ARGV[4]  the payloads, one after the other, each followed by one separator byte
 --
+-- The batch travels as three arguments, not two per job: redis-py's cost is per argument.
 -- Returns the number of jobs now waiting, or -1 (and adds nothing) when the batch would
 -- take the queue past its size: the caller waits for workers to lease some and tries again.
 
+local GROUP = 500  -- elements per command: well under Lua's stack limit for unpack
+-- GUARD: a field (member) longer than the compact encodings allow, kept in the hashes and
+-- sorted set that hold a batch of jobs: a hash or zset of a few hundred entries is otherwise
+-- a ziplist/listpack, searched from one end for every field (a pop of 500 jobs then costs
+-- milliseconds), and Redis never turns a hashtable back into one. It names no job.
+local GUARD = 'guard:' .. string.rep('-', 70)
+-- (Counters, not #t + 1: Lua 5.1's length of a table is a search, in every loop turn.)
+local ids = {}
+local count = 0
+for id in string.gmatch(ARGV[2], '%S+') do
+    count = count + 1
+    ids[count] = id
+end
 local waiting = redis.call('LLEN', KEYS[1])
-local count = (#ARGV - 1) / 2
-if waiting + count > tonumber(ARGV[1]) and waiting > 0 then
+if waiting + #ids > tonumber(ARGV[1]) and waiting > 0 then
     return -1
 end
-for i = 2, #ARGV, 2 do
-    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-    redis.call('RPUSH', KEYS[1], ARGV[i])
+local lengths = {}
+local n = 0
+for length in string.gmatch(ARGV[3], '%d+') do
+    n = n + 1
+    lengths[n] = tonumber(length)
 end
-return waiting + count
+redis.call('HSETNX', KEYS[2], GUARD, GUARD)
+local body = ARGV[4]
+local at = 1
+for first = 1, #ids, GROUP do
+    local last = math.min(first + GROUP - 1, #ids)
+    local fields = {}
+    local f = 0
+    local sub = string.sub
+    for i = first, last do
+        local length = lengths[i]
+        fields[f + 1] = ids[i]
+        fields[f + 2] = sub(body, at, at + length - 1)
+        f = f + 2
+        at = at + length + 1
+    end
+    redis.call('HSET', KEYS[2], unpack(fields))
+    redis.call('RPUSH', KEYS[1], unpack(ids, first, last))
+end
+if #ids > 0 then
+    redis.call('LPUSH', KEYS[3], '1')
+    redis.call('LTRIM', KEYS[3], 0, 3)
+end
+return waiting + #ids
