@@ -138,6 +138,8 @@ def _import_module_of(spec: str, *, what: str) -> str:
         raise SpecError(
             f"{what} {spec!r}: importing {module_name!r} failed: {_last_line(error)}"
         ) from error
+    except KeyboardInterrupt:
+        raise  # the user stopped us (a second Ctrl-C at start-up): not the module's fault
     except BaseException as error:  # the user's module may raise anything, SystemExit included
         raise SpecError(
             f"{what} {spec!r}: importing {module_name!r} failed: {_last_line(error)}"
