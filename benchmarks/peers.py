@@ -108,7 +108,7 @@ PEERS = {
     "joblib": Peer("joblib Parallel", joblib_parallel, "joblib"),
     "mpire": Peer("mpire WorkerPool", mpire_pool, "mpire"),
     "threads": Peer("ThreadPoolExecutor", thread_pool),
-    "gather": Peer("asyncio.gather + Semaphore", gather),
+    "gather": Peer("asyncio.gather", gather),
 }
 PROCESS_POOLS = ["pool", "executor", "joblib", "mpire"]
 

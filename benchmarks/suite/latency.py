@@ -44,7 +44,7 @@ def _latency(name: str, callback: str, peer_key: str, call: str, config: Config)
     in_flight = WORKERS * CONCURRENCY
     ideal = n * jobs.SLEEP_SECONDS / in_flight
     ours = Row(f"taskrunner -w {WORKERS} -c {CONCURRENCY}", n, ours=True)
-    peer = Row(f"{peers.PEERS[peer_key].name} ({in_flight}), one process", n)
+    peer = Row(f"{peers.PEERS[peer_key].name}({in_flight}), 1 process", n)
     options = ("-w", str(WORKERS), "-c", str(CONCURRENCY))
     title = f"{n:,} x {call}({jobs.SLEEP_SECONDS:g})"
     alternate(
@@ -77,7 +77,7 @@ def scaling(config: Config) -> Outcome:
     options = ("-w", str(workers), "-c", str(CONCURRENCY))
     ours = Row(f"taskrunner -w {workers} -c {CONCURRENCY}", n, ours=True)
     one_job = Row(f"taskrunner -w {workers}, 1 job (start-up)", 1)
-    peer = Row(f"{peers.PEERS['threads'].name} ({in_flight}), one process", n)
+    peer = Row(f"{peers.PEERS['threads'].name}({in_flight}), 1 process", n)
     alternate(
         f"scaling: {n:,} x time.sleep({jobs.SLEEP_SECONDS:g}), {in_flight:,} in flight, "
         f"ideal {ideal:.2f}s",
