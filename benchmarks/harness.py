@@ -2,44 +2,37 @@
 
 A benchmark (a module of `benchmarks.suite`) builds one `Row` per contender (taskrunner at some
 options, or a peer such as multiprocessing.Pool), hands `alternate` a function per row that
-runs it once and returns its seconds, then prints a table and returns an `Outcome`: the figures
-for benchmarks/results.json and the `Target`s for the summary. Contenders run A B A B ...
-within a round, so that the noise of a small shared machine falls on all of them alike; the
-figures are medians over the rounds.
+runs it once, then hands the rows to `workload`, which prints the table and returns an
+`Outcome`: the figures for benchmarks/results.json and the `Target`s for the summary.
+Contenders run A B A B ... within a round, so that the noise of a small shared machine falls
+on all of them alike; the figures are medians over the rounds.
 
-A contender is timed either in this process (`timed`, `run_taskrunner`) or as whole processes
-from the repo root with the same interpreter (`time_taskrunner_cli` beside a peer's
-`time_command`, or `run_processes` for several at once), start-up and exit included.
+Each workload has one `measure` that its chart and table lead with (jobs/s, seconds,
+efficiency or peak RSS) and each peer a `ratio` to taskrunner's row on it, oriented so that
+above 1 means taskrunner is ahead: for times, the peer's time over ours (per job, where the
+job counts differ); for efficiency, ours over the peer's; for memory, the peer's peak over
+ours.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
 import platform
-import resource
-import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-GEN = "benchmarks.jobs:gen"
+from benchmarks.processes import ROOT, BenchError, Timing
+
+__all__ = ["ROOT", "BenchError", "Timing"]
+
 WORKERS = 2
 CHUNKSIZE = 1000
-NAME_WIDTH = 32
-PROCESS_TIMEOUT_SECONDS = 300
-
-
-class BenchError(Exception):
-    """A run that did not do what was asked (bad exit code, jobs missing)."""
+NAME_WIDTH = 34
+NOT_INSTALLED = "not installed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +50,14 @@ class Config:
 @dataclass
 class Row:
     """One contender of a benchmark: its wall time per round, or why it could not run.
-    Mutable: `alternate` appends a time per round, or sets the error that drops it."""
+    Mutable: `alternate` appends a time per round (and any other figures of that round, such
+    as the peak RSS, to `extras`), or sets the error that drops it."""
 
     name: str
     jobs: int
+    ours: bool = False
     seconds: list[float] = field(default_factory=list)
+    extras: dict[str, list[float]] = field(default_factory=dict)
     error: str | None = None
 
     @property
@@ -73,9 +69,35 @@ class Row:
         median = self.median
         return self.jobs / median if median else None
 
+    def extra(self, key: str) -> float | None:
+        """The median of a per-round figure other than the wall time."""
+        values = self.extras.get(key)
+        return statistics.median(values) if values and not self.error else None
+
+    def record(self, measured: float | Timing) -> None:
+        """One round's time; a whole-process Timing also gives the first process's peak RSS,
+        own CPU and the CPU of every process of the run with their children."""
+        if isinstance(measured, Timing):
+            first = measured.processes[0]
+            for key, value in (
+                ("peak_rss_mb", first.peak_rss_mb),
+                ("main_cpu_seconds", first.own_cpu),
+                ("cpu_seconds", sum(process.tree_cpu for process in measured.processes)),
+            ):
+                self.extras.setdefault(key, []).append(value)
+            measured = measured.seconds
+        self.seconds.append(measured)
+
     def figures(self) -> dict[str, Any]:
         """The row as results.json holds it."""
-        return {**asdict(self), "median_seconds": self.median, "jobs_per_second": self.rate}
+        row = {**asdict(self), "median_seconds": self.median, "jobs_per_second": self.rate}
+        row["extras"] = {key: self.extra(key) for key in self.extras}
+        return row
+
+
+def unavailable(name: str, jobs: int, reason: str) -> Row:
+    """A contender that cannot run here (its package is not installed): reported, not run."""
+    return Row(name, jobs, error=reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +142,7 @@ class Outcome:
     targets: list[Target]
 
 
-Contender = tuple[Row, Callable[[], float]]
+Contender = tuple[Row, Callable[[], "float | Timing"]]
 
 
 def error_text(error: BaseException) -> str:
@@ -135,19 +157,22 @@ def alternate(title: str, rounds: int, contenders: Sequence[Contender]) -> None:
     """Run each contender once per round, in turn (A B A B ...), so that the machine's noise
     falls on all of them alike. A contender that fails once is dropped with its error."""
     print(f"\n{title}, median of {rounds}", flush=True)
+    for row, _ in contenders:
+        if row.error:
+            print(f"  {row.name}: {row.error}")
     for round_number in range(1, rounds + 1):
         parts = []
         for row, run_once in contenders:
             if row.error:
                 continue
             try:
-                seconds = run_once()
+                measured = run_once()
             except Exception as error:
                 row.error = error_text(error)
-                parts.append(f"{row.name} n/a")
+                parts.append(f"{row.name} n/a ({row.error})")
                 continue
-            row.seconds.append(seconds)
-            parts.append(f"{row.name} {seconds:.2f}s")
+            row.record(measured)
+            parts.append(f"{row.name} {row.seconds[-1]:.2f}s")
         print(f"  round {round_number}/{rounds}: " + ", ".join(parts), flush=True)
 
 
@@ -165,15 +190,16 @@ def consume(iterator: Iterator[Any]) -> None:
 
 def run_taskrunner(callback: str, n: int, name: str, **options: Any) -> float:
     """One taskrunner.run() of GEN(n) with `benchmarks.jobs:<callback>` in a fresh state
-    directory, in this process; its wall time in seconds. Checks that all `n` jobs were done."""
-    # Imported here: a peer run as a whole process (benchmarks.peers) imports this module, and
-    # its time should not include importing taskrunner.
+    directory, in this process; its wall time in seconds. Checks that all `n` jobs were done.
+    For the benchmarks that look inside a run (resume, checkpoint, rate)."""
+    import tempfile
+
     import taskrunner
 
     with tempfile.TemporaryDirectory(prefix="taskrunner-bench-") as state_dir:
         started = time.perf_counter()
         summary = taskrunner.run(
-            GEN,
+            "benchmarks.jobs:gen",
             f"benchmarks.jobs:{callback}",
             args={"n": n},
             name=name,
@@ -191,138 +217,92 @@ def run_taskrunner(callback: str, n: int, name: str, **options: Any) -> float:
     return seconds
 
 
-def spawn_command(callback: str, n: int, *options: str) -> list[str]:
-    """The CLI run of GEN(n) with `benchmarks.jobs:<callback>` as a whole process:
-    `python -m taskrunner spawn ...` with `options` added (a state dir, a backend, -w ...)."""
-    return [
-        sys.executable, "-m", "taskrunner", "spawn", GEN, f"benchmarks.jobs:{callback}",
-        "--arg", f"n={n}", "--no-progress", "--restart", *options,
-    ]  # fmt: skip
-
-
-def time_taskrunner_cli(callback: str, n: int, *options: str) -> float:
-    """Wall time of one whole CLI run (`spawn_command`) in a fresh state directory, interpreter
-    start-up and exit included: the figure to set beside a peer's `time_command`. Exit code 0
-    means every job was done."""
-    with tempfile.TemporaryDirectory(prefix="taskrunner-bench-") as state_dir:
-        return time_command(spawn_command(callback, n, "--state-dir", state_dir, *options))
-
-
-def time_command(command: list[str]) -> float:
-    """Wall time of one whole process run from the repo root, start-up and exit included."""
-    started = time.perf_counter()
-    run_processes([command])
-    return time.perf_counter() - started
-
-
-def run_processes(commands: list[list[str]]) -> None:
-    """Start the commands (from the repo root) one right after another and wait until every
-    one has exited 0. A nonzero exit code, or one still running after PROCESS_TIMEOUT_SECONDS,
-    raises BenchError; whatever is left running then is killed, with its own children."""
-    with contextlib.ExitStack() as stack:
-        running: list[tuple[subprocess.Popen[bytes], Any]] = []
-        try:
-            for command in commands:
-                stderr = stack.enter_context(tempfile.TemporaryFile())
-                process = subprocess.Popen(
-                    command,
-                    cwd=ROOT,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=stderr,
-                    start_new_session=True,  # its own process group, to be killed whole
-                )
-                running.append((process, stderr))
-            deadline = time.monotonic() + PROCESS_TIMEOUT_SECONDS
-            for process, stderr in running:
-                what = " ".join(process.args[2:5])  # type: ignore[index]
-                try:
-                    code = process.wait(max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    raise BenchError(
-                        f"{what}: still running after {PROCESS_TIMEOUT_SECONDS}s"
-                    ) from None
-                if code != 0:
-                    stderr.seek(0)
-                    message = stderr.read().decode(errors="replace").strip().splitlines()
-                    raise BenchError(f"{what}: exit code {code}: {message[-1] if message else ''}")
-        finally:
-            for process, _ in running:
-                if process.poll() is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
-
-
-def cpu_seconds() -> float:
-    """CPU time (user + system) of this process and of its children waited for so far."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
 def median_or_none(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
 # -- reporting ---------------------------------------------------------------------------------
 
+# measure -> (label, unit, higher is better)
+MEASURES: dict[str, tuple[str, str, bool]] = {
+    "jobs_per_second": ("jobs/s", "/s", True),
+    "seconds": ("wall time", "s", False),
+    "efficiency": ("efficiency (ideal / measured)", "%", True),
+    "peak_rss_mb": ("controller peak RSS", "MB", False),
+}
 
-def ratio(row: Row, reference: Row) -> float | None:
-    """Jobs/s of `row` over jobs/s of `reference` (for equal job counts: its time over ours)."""
-    if row.rate is None or reference.rate is None:
+
+def measured(row: Row, measure: str, ideal: float | None = None) -> float | None:
+    """The row's figure on `measure` (efficiency as a percentage of `ideal` seconds)."""
+    if measure == "jobs_per_second":
+        return row.rate
+    if measure == "seconds":
+        return row.median
+    if measure == "efficiency":
+        return ideal / row.median * 100 if ideal and row.median else None
+    return row.extra(measure)
+
+
+def ratio(
+    row: Row, ours: Row, measure: str = "jobs_per_second", ideal: float | None = None
+) -> float | None:
+    """How many times ahead taskrunner (`ours`) is of `row` on `measure`: above 1, ours is
+    ahead. For times and throughput it is the peer's time per job over ours."""
+    if measure == "seconds":
+        measure = "jobs_per_second"  # per job, where the counts differ
+    mine, theirs = measured(ours, measure, ideal), measured(row, measure, ideal)
+    if not mine or not theirs:
         return None
-    return row.rate / reference.rate
+    return mine / theirs if MEASURES[measure][2] else theirs / mine
 
 
-def print_table(
+def workload(
+    name: str,
+    title: str,
     rows: Sequence[Row],
-    reference: Row,
-    extra: dict[str, Callable[[Row], str]] | None = None,
-) -> None:
-    """name, jobs, median seconds, jobs/s, ratio to `reference` (and any extra columns)."""
-    extra = extra or {}
-    header = f"  {'name':<{NAME_WIDTH}} {'jobs':>10} {'seconds':>9} {'jobs/s':>11} {'ratio':>7}"
-    header += "".join(f" {column:>11}" for column in extra)
-    print(header)
+    measure: str,
+    *,
+    ideal: float | None = None,
+    targets: Sequence[Target] = (),
+    notes: Sequence[str] = (),
+) -> Outcome:
+    """Print a workload's table and build its Outcome. The first row marked `ours` is
+    taskrunner's reference row; every other row gets its ratio to it."""
+    ours = next(row for row in rows if row.ours)
+    label, unit, higher = MEASURES[measure]
+    header = f"  {'name':<{NAME_WIDTH}} {'jobs':>10} {'seconds':>8} {'jobs/s':>11}"
+    if measure not in ("jobs_per_second", "seconds"):
+        header += f" {unit:>8}"
+    print(header + f" {'ratio':>7} {'peak MB':>8} {'cpu s':>7}")
+    table = []
     for row in rows:
-        if row.error:
+        value = measured(row, measure, ideal)
+        relative = None if row is ours else ratio(row, ours, measure, ideal)
+        table.append({**row.figures(), "value": value, "ratio": relative})
+        if row.error or row.median is None or row.rate is None:
             print(f"  {row.name:<{NAME_WIDTH}} {row.jobs:>10,} n/a: {row.error}")
             continue
-        assert row.median is not None and row.rate is not None
-        relative = ratio(row, reference)
-        line = f"  {row.name:<{NAME_WIDTH}} {row.jobs:>10,} {row.median:>9.2f} {row.rate:>11,.0f}"
+        line = f"  {row.name:<{NAME_WIDTH}} {row.jobs:>10,} {row.median:>8.2f} {row.rate:>11,.0f}"
+        if measure not in ("jobs_per_second", "seconds"):
+            line += f" {value:>8.1f}" if value is not None else f" {'-':>8}"
         line += f" {relative:>7.2f}" if relative is not None else f" {'-':>7}"
-        line += "".join(f" {cell(row):>11}" for cell in extra.values())
+        for key in ("peak_rss_mb", "cpu_seconds"):
+            extra = row.extra(key)
+            line += f" {extra:>{8 if key == 'peak_rss_mb' else 7}.1f}" if extra else "        -"
         print(line, flush=True)
-
-
-def efficiency_outcome(benchmark: str, ours: Row, peer: Row, ideal: float, goal: float) -> Outcome:
-    """Table and target of a latency-bound benchmark: efficiency = ideal time / measured."""
-
-    def efficiency(row: Row) -> float | None:
-        return ideal / row.median if row.median else None
-
-    def cell(row: Row) -> str:
-        value = efficiency(row)
-        return f"{value:.0%}" if value is not None else "-"
-
-    print_table([ours, peer], peer, {"efficiency": cell})
-    value = efficiency(ours)
-    target = Target(
-        benchmark,
-        "efficiency (ideal / measured)",
-        value * 100 if value is not None else None,
-        "%",
-        f">= {goal:.0%}",
-        value >= goal if value is not None else None,
-    )
+    for note in notes:
+        print(f"  {note}")
     figures = {
+        "title": title,
+        "measure": measure,
+        "label": label,
+        "unit": unit,
+        "higher_is_better": higher,
         "ideal_seconds": ideal,
-        "rows": [{**row.figures(), "efficiency": efficiency(row)} for row in (ours, peer)],
-        "ratio_vs_peer": ratio(ours, peer),
+        "rows": table,
+        "notes": list(notes),
     }
-    return Outcome(figures, [target])
+    return Outcome(figures, list(targets))
 
 
 def count(n: int) -> str:
@@ -332,13 +312,28 @@ def count(n: int) -> str:
     return f"{n // 1000}k" if n % 1000 == 0 else str(n)
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what platform knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict[str, Any]:
     """Where the figures were measured, for results.json."""
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "cpus": os.cpu_count(),
-        "machine": platform.machine(),
-        "system": platform.system(),
-        "python": platform.python_version(),
-        "load_average": os.getloadavg(),
+        "machine": {
+            "cores": os.cpu_count(),
+            "cpu": cpu_model(),
+            "arch": platform.machine(),
+            "system": platform.system(),
+            "python": platform.python_version(),
+            "load_average": list(os.getloadavg()),
+        },
     }

@@ -11,8 +11,8 @@ import os
 import time
 from collections.abc import Iterator
 
-THREAD_SLEEP_SECONDS = 0.05
-ASYNC_SLEEP_SECONDS = 0.1
+SLEEP_SECONDS = 0.05
+BIG_JOB_BYTES = 5_000_000
 
 # The resume benchmark's switches. They are environment variables, not GEN arguments, because
 # `resume` calls GEN again with the arguments saved at `spawn`: a stop given as an argument
@@ -37,14 +37,25 @@ def trivial(job: int) -> int:
 
 def blocking_sleep(job: int) -> int:
     """A blocking call with latency and no CPU, like a database lookup over the network."""
-    time.sleep(THREAD_SLEEP_SECONDS)
+    time.sleep(SLEEP_SECONDS)
     return job
 
 
 async def async_sleep(job: int) -> int:
     """The asyncio form of the same: latency, no CPU."""
-    await asyncio.sleep(ASYNC_SLEEP_SECONDS)
+    await asyncio.sleep(SLEEP_SECONDS)
     return job
+
+
+def big(n: int, size: int = BIG_JOB_BYTES) -> Iterator[bytes]:
+    """`n` jobs of `size` bytes each (a document, an image): what memory follows."""
+    for _ in range(n):
+        yield bytes(size)
+
+
+def size_of(job: bytes) -> int:
+    """Touches the job and returns a small result."""
+    return len(job)
 
 
 def start_time(job: int) -> float:

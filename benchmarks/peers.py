@@ -1,43 +1,45 @@
-"""The process pools a user would otherwise reach for, each as one function of a job count.
+"""The tools a user would otherwise reach for, each run as a whole process of its own.
 
-A peer runs `n` trivial jobs (benchmarks.jobs.trivial over benchmarks.jobs.gen(n)) through
-WORKERS processes in batches of CHUNKSIZE, pulling every result, and tears its workers down:
-a one-off batch pays for starting them. Adding a peer to the trivial benchmark is one function
-here and one line in `process_pools`.
+`python -m benchmarks.peers NAME N [WIDTH]` runs N jobs of benchmarks.jobs through peer NAME
+and exits 0 (`command`); the benchmarks time that process beside a CLI run of taskrunner, so
+both pay for an interpreter, imports, workers and teardown. The process pools run trivial jobs
+(`f(x): return x`) in WORKERS spawned processes, pulling every result, in batches of CHUNKSIZE
+where the tool takes one; the in-process peers of the latency benchmarks run WIDTH jobs at once.
 
-Each peer also runs as a whole process of its own, for timings that include interpreter
-start-up as a CLI run of taskrunner's does: `python -m benchmarks.peers NAME N`
-(`peer_command`).
+A peer whose package is missing is reported as not installed (`missing`), never run. Adding a
+peer is one function here, one entry in PEERS, and its name in a benchmark's list.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import multiprocessing
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from benchmarks import jobs
-from benchmarks.harness import CHUNKSIZE, WORKERS, consume
+from benchmarks.harness import CHUNKSIZE, NOT_INSTALLED, WORKERS, consume
 
 
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """A named way to run `n` trivial jobs."""
-
-    name: str
-    run: Callable[[int], None]
-
-
-def pool(n: int) -> None:
-    """multiprocessing.Pool.imap_unordered, the reference of every ratio."""
-    workers = multiprocessing.get_context("spawn").Pool(WORKERS)
-    consume(workers.imap_unordered(jobs.trivial, jobs.gen(n), chunksize=CHUNKSIZE))
-    workers.close()
-    workers.join()
+def pool(n: int, width: int) -> None:
+    """multiprocessing.Pool.imap_unordered, the reference of the process pools."""
+    with multiprocessing.get_context("spawn").Pool(WORKERS) as workers:
+        consume(workers.imap_unordered(jobs.trivial, jobs.gen(n), chunksize=CHUNKSIZE))
+        workers.close()
+        workers.join()
 
 
-def process_pool_executor(n: int) -> None:
+def pool_big(n: int, width: int) -> None:
+    """multiprocessing.Pool on the big jobs, one job a task (chunksize 1)."""
+    with multiprocessing.get_context("spawn").Pool(WORKERS) as workers:
+        consume(workers.imap_unordered(jobs.size_of, jobs.big(n), chunksize=1))
+        workers.close()
+        workers.join()
+
+
+def process_pool_executor(n: int, width: int) -> None:
     import concurrent.futures
 
     context = multiprocessing.get_context("spawn")
@@ -45,58 +47,90 @@ def process_pool_executor(n: int) -> None:
         consume(workers.map(jobs.trivial, jobs.gen(n), chunksize=CHUNKSIZE))
 
 
-def joblib_unordered() -> bool:
-    """Whether this joblib yields results as they come (joblib >= 1.4); constructing a
-    Parallel starts no workers."""
-    try:
-        from joblib import Parallel
-
-        Parallel(WORKERS, return_as="generator_unordered")
-    except (ImportError, ValueError, TypeError):
-        return False
-    return True
-
-
-def joblib_parallel(n: int) -> None:
+def joblib_parallel(n: int, width: int) -> None:
+    """joblib's Parallel (loky processes) with its own batch sizing (batch_size="auto")."""
     from joblib import Parallel, delayed
     from joblib.externals.loky import get_reusable_executor
 
     tasks = (delayed(jobs.trivial)(job) for job in jobs.gen(n))
-    if joblib_unordered():
-        parallel = Parallel(WORKERS, batch_size=CHUNKSIZE, return_as="generator_unordered")
-    else:
-        parallel = Parallel(WORKERS, batch_size=CHUNKSIZE)
+    try:
+        parallel = Parallel(WORKERS, batch_size="auto", return_as="generator_unordered")
+    except (TypeError, ValueError):  # joblib < 1.4 returns a list
+        parallel = Parallel(WORKERS, batch_size="auto")
     consume(iter(parallel(tasks)))
-    # loky keeps its workers for the next call; a one-off batch pays for starting them.
+    # loky keeps its workers for the next call; a one-off batch pays for stopping them.
     get_reusable_executor().shutdown(wait=True)
 
 
-REFERENCE = Peer("multiprocessing.Pool", pool)
+def mpire_pool(n: int, width: int) -> None:
+    from mpire import WorkerPool
+
+    with WorkerPool(n_jobs=WORKERS, start_method="spawn") as workers:
+        consume(iter(workers.imap_unordered(jobs.trivial, jobs.gen(n), chunk_size=CHUNKSIZE)))
 
 
-def process_pools() -> list[Peer]:
-    """The peers of the trivial benchmark, the reference first."""
-    joblib_name = "joblib Parallel " + ("(unordered)" if joblib_unordered() else "(list)")
-    return [
-        REFERENCE,
-        Peer("ProcessPoolExecutor", process_pool_executor),
-        Peer(joblib_name, joblib_parallel),
-    ]
+def thread_pool(n: int, width: int) -> None:
+    """One ThreadPoolExecutor of `width` threads in one process: no process to start."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(width) as threads:
+        consume(threads.map(jobs.blocking_sleep, jobs.gen(n)))
 
 
-COMMAND_NAMES = {"pool": pool, "executor": process_pool_executor, "joblib": joblib_parallel}
+def gather(n: int, width: int) -> None:
+    """Every job a task of one event loop, at most `width` running at once."""
+
+    async def main() -> None:
+        semaphore = asyncio.Semaphore(width)
+
+        async def one(job: int) -> int:
+            async with semaphore:
+                return await jobs.async_sleep(job)
+
+        await asyncio.gather(*(one(job) for job in jobs.gen(n)))
+
+    asyncio.run(main())
 
 
-def peer_command(name: str, n: int) -> list[str]:
-    """The command line that runs peer `name` (a key of COMMAND_NAMES) as a whole process."""
-    return [sys.executable, "-m", "benchmarks.peers", name, str(n)]
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """A named way to run `n` jobs, and the package it needs (None: the standard library)."""
+
+    name: str
+    run: Callable[[int, int], None]
+    package: str | None = None
+
+
+PEERS = {
+    "pool": Peer("multiprocessing.Pool", pool),
+    "pool-big": Peer("multiprocessing.Pool (chunksize 1)", pool_big),
+    "executor": Peer("ProcessPoolExecutor", process_pool_executor),
+    "joblib": Peer("joblib Parallel", joblib_parallel, "joblib"),
+    "mpire": Peer("mpire WorkerPool", mpire_pool, "mpire"),
+    "threads": Peer("ThreadPoolExecutor", thread_pool),
+    "gather": Peer("asyncio.gather", gather),
+}
+PROCESS_POOLS = ["pool", "executor", "joblib", "mpire"]
+
+
+def missing(key: str) -> str | None:
+    """Why peer `key` cannot run here ("not installed: mpire"), or None if it can."""
+    package = PEERS[key].package
+    if package is None or importlib.util.find_spec(package) is not None:
+        return None
+    return f"{NOT_INSTALLED}: {package}"
+
+
+def command(key: str, n: int, width: int = 0) -> list[str]:
+    """The command line that runs peer `key` (of PEERS) as a whole process."""
+    return [sys.executable, "-m", "benchmarks.peers", key, str(n), str(width)]
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in COMMAND_NAMES or not argv[1].isdigit():
-        print(f"usage: python -m benchmarks.peers {{{','.join(COMMAND_NAMES)}}} N", file=sys.stderr)
+    if len(argv) not in (2, 3) or argv[0] not in PEERS or not all(a.isdigit() for a in argv[1:]):
+        print(f"usage: python -m benchmarks.peers {{{','.join(PEERS)}}} N [WIDTH]", file=sys.stderr)
         return 2
-    COMMAND_NAMES[argv[0]](int(argv[1]))
+    PEERS[argv[0]].run(int(argv[1]), int(argv[2]) if len(argv) == 3 else 0)
     return 0
 
 

@@ -1,10 +1,14 @@
-"""A throwaway redis-server for the Redis benchmark, and the RQ side of it.
+"""A throwaway redis-server for the Redis benchmark, and the RQ and Dramatiq sides of it.
 
 `redis_server()` starts a real server on a free loopback port with no persistence and stops it
-on the way out, whatever happened. The RQ peer enqueues in the benchmark's process and works in
-`python -m benchmarks.redis_bench rq-worker URL` subprocesses, each one rq.SimpleWorker in
-burst mode (it runs jobs in its own process, without a fork per job, and exits once the queue
-is empty).
+on the way out, whatever happened. Each peer runs as whole processes,
+`python -m benchmarks.redis_bench ACTION URL N`:
+- RQ: `rq-enqueue` puts the jobs in (pipelined), then `rq-worker` processes, each one
+  rq.SimpleWorker in burst mode (jobs in its own process, no fork per job), drain the queue
+  and exit.
+- Dramatiq: `dramatiq-enqueue` sends the messages while `dramatiq-worker` processes (a
+  dramatiq.Worker each) run them; a worker exits once the enqueuer has marked the end and no
+  message is left unacked (Dramatiq workers have no burst mode).
 """
 
 from __future__ import annotations
@@ -20,9 +24,16 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from benchmarks import jobs
+
 RQ_QUEUE = "bench-redis"
 RQ_CALLBACK = "benchmarks.jobs.trivial"
 ENQUEUE_BATCH = 1000
+DRAMATIQ_QUEUE = "bench"
+DRAMATIQ_MESSAGES = f"dramatiq:{DRAMATIQ_QUEUE}.msgs"
+DRAMATIQ_THREADS = 2
+ENQUEUED_KEY = "bench:enqueued"
+POLL_SECONDS = 0.02
 START_TIMEOUT_SECONDS = 10.0
 
 
@@ -95,11 +106,12 @@ def server_cpu_seconds(client: Any) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def rq_enqueue(client: Any, n: int) -> None:
+def rq_enqueue(url: str, n: int) -> None:
     """`n` jobs of benchmarks.jobs.trivial onto the RQ queue, ENQUEUE_BATCH per pipeline."""
+    import redis
     from rq import Queue
 
-    queue = Queue(RQ_QUEUE, connection=client)
+    queue = Queue(RQ_QUEUE, connection=redis.Redis.from_url(url))
     for start in range(0, n, ENQUEUE_BATCH):
         batch = range(start, min(start + ENQUEUE_BATCH, n))
         queue.enqueue_many([Queue.prepare_data(RQ_CALLBACK, args=(job,)) for job in batch])
@@ -113,11 +125,6 @@ def rq_counts(client: Any) -> tuple[int, int, int]:
     return queue.finished_job_registry.count, queue.failed_job_registry.count, queue.count
 
 
-def rq_worker_command(url: str) -> list[str]:
-    """The command line of one RQ worker process of the benchmark."""
-    return [sys.executable, "-m", "benchmarks.redis_bench", "rq-worker", url]
-
-
 def rq_work(url: str) -> None:
     """One rq.SimpleWorker in burst mode: every job of the queue, then exit."""
     import redis
@@ -128,7 +135,64 @@ def rq_work(url: str) -> None:
     worker.work(burst=True, logging_level="WARNING")
 
 
+def dramatiq_actor(url: str) -> Any:
+    """benchmarks.jobs.trivial as a Dramatiq actor on a RedisBroker of `url`, no retries."""
+    import dramatiq
+    from dramatiq.brokers.redis import RedisBroker
+
+    dramatiq.set_broker(RedisBroker(url=url))
+    return dramatiq.actor(
+        jobs.trivial, actor_name="trivial", queue_name=DRAMATIQ_QUEUE, max_retries=0
+    )
+
+
+def dramatiq_enqueue(url: str, n: int) -> None:
+    """Send `n` messages (one script call each: Dramatiq has no batch send), then set the
+    key that tells the workers every job is in."""
+    import redis
+
+    actor = dramatiq_actor(url)
+    for job in range(n):
+        actor.send(job)
+    redis.Redis.from_url(url).set(ENQUEUED_KEY, n)
+
+
+def dramatiq_work(url: str) -> None:
+    """A Dramatiq worker (DRAMATIQ_THREADS threads) until every message is in and acked:
+    Dramatiq keeps a message in `<namespace>:<queue>.msgs` until its ack."""
+    import redis
+    from dramatiq import Worker
+
+    actor = dramatiq_actor(url)
+    worker = Worker(actor.broker, worker_threads=DRAMATIQ_THREADS, worker_timeout=100)
+    worker.start()
+    client = redis.Redis.from_url(url)
+    try:
+        while not (client.exists(ENQUEUED_KEY) and client.hlen(DRAMATIQ_MESSAGES) == 0):
+            time.sleep(POLL_SECONDS)
+    finally:
+        worker.stop()
+
+
+def dramatiq_counts(client: Any) -> tuple[int, int]:
+    """(messages not acked, dead-lettered messages) of the Dramatiq queue."""
+    return client.hlen(DRAMATIQ_MESSAGES), client.hlen(f"dramatiq:{DRAMATIQ_QUEUE}.XQ.msgs")
+
+
+def command(action: str, url: str, n: int = 0) -> list[str]:
+    """The command line of one process of a peer: ACTION is a key of ACTIONS."""
+    return [sys.executable, "-m", "benchmarks.redis_bench", action, url, str(n)]
+
+
+ACTIONS = {
+    "rq-enqueue": rq_enqueue,
+    "rq-worker": lambda url, n: rq_work(url),
+    "dramatiq-enqueue": dramatiq_enqueue,
+    "dramatiq-worker": lambda url, n: dramatiq_work(url),
+}
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "rq-worker":
-        sys.exit("usage: python -m benchmarks.redis_bench rq-worker REDIS_URL")
-    rq_work(sys.argv[2])
+    if len(sys.argv) != 4 or sys.argv[1] not in ACTIONS or not sys.argv[3].isdigit():
+        sys.exit(f"usage: python -m benchmarks.redis_bench {{{','.join(ACTIONS)}}} REDIS_URL N")
+    ACTIONS[sys.argv[1]](sys.argv[2], int(sys.argv[3]))

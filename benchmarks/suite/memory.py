@@ -1,101 +1,61 @@
-"""memory: bounded streaming, the controller's peak RSS must not grow with the number of jobs.
+"""memory: 200 jobs of 5 MB each, the controller's peak RSS and the wall time.
 
-Measured on the CLI, in a process of its own, at two job counts four times apart.
+The generator yields bytes objects of 5 MB (benchmarks.jobs.big); the callback returns their
+length. taskrunner at default options and at `--queue-size 8` (what a user who knows the jobs
+are big would set), against multiprocessing.Pool.imap_unordered with chunksize 1, whose feeder
+thread reads the whole generator ahead. Peak RSS is VmHWM of the main process (the controller;
+workers are not counted). The target: at most 600 MB at defaults, and no slower than the
+small-queue run.
 """
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
-import time
+from benchmarks import jobs, peers
+from benchmarks.harness import WORKERS, Config, Outcome, Row, Target, Timing, alternate, workload
+from benchmarks.processes import run_processes, run_taskrunner_cli
 
-from benchmarks.harness import (
-    ROOT,
-    WORKERS,
-    BenchError,
-    Config,
-    Outcome,
-    Target,
-    count,
-    error_text,
-    spawn_command,
-)
-
-FULL_JOBS, QUICK_JOBS = (1_000_000, 4_000_000), (250_000, 1_000_000)
-RSS_POLL_SECONDS = 0.05
+GOAL_MB = 600
+SMALL_QUEUE = 8
+# A contender still running after this long is dropped with that said: big jobs are where a
+# runner can slow down the most, and `make bench` must end in minutes.
+TIME_LIMIT_SECONDS = 60
 
 
 def run(config: Config) -> Outcome:
-    small, large = QUICK_JOBS if config.quick else FULL_JOBS
-    peaks: dict[int, float | None] = {}
-    errors: dict[int, str] = {}
-    print(f"\nmemory: controller peak RSS (VmHWM) of CLI runs, {WORKERS} workers, trivial jobs")
-    print(f"  {'jobs':>10} {'peak MB':>9}")
-    for n in (small, large):
-        try:
-            peaks[n] = controller_peak_rss(n)
-        except Exception as error:
-            peaks[n] = None
-            errors[n] = error_text(error)
-            print(f"  {n:>10,} n/a: {errors[n]}")
-        else:
-            print(f"  {n:>10,} {peaks[n]:>9.1f}")
-    low, high = peaks[small], peaks[large]
-    growth = (high - low) / low * 100 if low and high else None
-    if growth is not None:
-        print(f"  growth {small:,} -> {large:,} jobs: {growth:+.1f}%", flush=True)
+    n = config.size(200, 20)
+    size = jobs.BIG_JOB_BYTES
+    ours = Row("taskrunner", n, ours=True)
+    small = Row(f"taskrunner --queue-size {SMALL_QUEUE}", n)
+    peer = Row(peers.PEERS["pool-big"].name, n)
+    options = ("-w", str(WORKERS), "--arg", f"size={size}")
+    big = "benchmarks.jobs:big"
+    limit = TIME_LIMIT_SECONDS
+
+    def ours_at(*more: str) -> Timing:
+        return run_taskrunner_cli("size_of", n, *options, *more, gen=big, timeout=limit)
+
+    alternate(
+        f"memory: {n} jobs of {size / 1e6:g} MB, {WORKERS} workers, whole processes",
+        config.rounds,
+        [
+            (ours, ours_at),
+            (small, lambda: ours_at("--queue-size", str(SMALL_QUEUE))),
+            (peer, lambda: run_processes([peers.command("pool-big", n)], timeout=limit)),
+        ],
+    )
+    peak = ours.extra("peak_rss_mb")
+    slower = ours.median / small.median if ours.median and small.median else None
     targets = [
         Target.judged(
-            "memory",
-            f"peak RSS growth {count(small)} -> {count(large)} jobs",
-            growth,
-            "%",
-            "<= 10",
-            lambda percent: percent <= 10,
+            "memory", "taskrunner controller peak RSS", peak, "MB", f"<= {GOAL_MB}",
+            lambda mb: mb <= GOAL_MB,
         ),
         Target.judged(
-            "memory", f"peak RSS at {count(large)} jobs", high, "MB", "< 100", lambda mb: mb < 100
+            "memory", f"time vs --queue-size {SMALL_QUEUE}", slower, "x", "<= 1.0",
+            lambda value: value <= 1.0,
         ),
-    ]
-    figures = {
-        "peak_mb": {str(n): mb for n, mb in peaks.items()},
-        "growth_percent": growth,
-        "errors": {str(n): message for n, message in errors.items()},
-    }
-    return Outcome(figures, targets)
-
-
-def controller_peak_rss(n: int) -> float:
-    """Peak RSS (VmHWM) of the controller process of a CLI run of `n` trivial jobs, in MB.
-
-    VmHWM only grows, so the last value read before the process exits is its peak (within
-    one poll interval). Workers are the controller's children and are not counted."""
-    with (
-        tempfile.TemporaryDirectory(prefix="taskrunner-bench-") as state_dir,
-        tempfile.TemporaryFile() as stderr,
-    ):
-        command = spawn_command("trivial", n, "-w", str(WORKERS), "--state-dir", state_dir)
-        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
-        peak_kb = 0
-        while process.poll() is None:
-            peak_kb = read_vmhwm_kb(process.pid) or peak_kb
-            time.sleep(RSS_POLL_SECONDS)
-        if process.returncode != 0:
-            stderr.seek(0)
-            message = stderr.read().decode(errors="replace").strip().splitlines()
-            raise BenchError(f"exit code {process.returncode}: {message[-1] if message else ''}")
-    if not peak_kb:
-        raise BenchError("the controller exited before its memory could be read")
-    return peak_kb / 1024
-
-
-def read_vmhwm_kb(pid: int) -> int | None:
-    """VmHWM of a live process in kB; None once it has exited (a zombie has none)."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
+    ]  # fmt: skip
+    return workload(
+        "memory", f"{n} jobs of {size / 1e6:g} MB, -w {WORKERS}", [ours, small, peer],
+        "peak_rss_mb", targets=targets,
+    )  # fmt: skip

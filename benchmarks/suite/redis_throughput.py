@@ -1,24 +1,26 @@
-"""redis: throughput through a local redis-server, against RQ on the same server.
+"""redis: trivial jobs through a local redis-server, against RQ and Dramatiq on the same one.
 
-Trivial jobs fed by a `taskrunner spawn -w 0` controller and worked by 2 `taskrunner work`
-processes, at the default --queue-size and at 10,000; against RQ (rq.SimpleWorker x 2, burst
-mode), with fewer jobs as it is much slower. Every process is started inside the timing; the
-server (no persistence) is flushed before each run. The cpu columns are the median CPU seconds
-of our processes (controller and workers, or RQ's enqueue and workers) and of redis-server:
-with 2 cores, their sum over the wall time shows what was saturated.
+taskrunner: a `taskrunner spawn -w 0` controller that only feeds, and 2 `taskrunner work -w 1`
+processes, at default options. RQ: an enqueuing process, then 2 rq.SimpleWorker processes in
+burst mode. Dramatiq: an enqueuing process beside 2 dramatiq.Worker processes. The peers get
+fewer jobs, as they are much slower; compare jobs/s. Every process is started inside the
+timing; the server (no persistence, on a free loopback port) is flushed before each run. The
+redis cpu figure is redis-server's CPU seconds during the run: with 2 cores, it and the
+processes' CPU over the wall time show what was saturated.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 from benchmarks import redis_bench
 from benchmarks.harness import (
+    NOT_INSTALLED,
     ROOT,
     WORKERS,
     BenchError,
@@ -27,123 +29,78 @@ from benchmarks.harness import (
     Outcome,
     Row,
     Target,
+    Timing,
     alternate,
-    cpu_seconds,
     error_text,
-    median_or_none,
-    print_table,
-    ratio,
-    run_processes,
-    spawn_command,
+    workload,
 )
+from benchmarks.processes import run_processes, spawn_command
 
-FULL_JOBS, QUICK_JOBS = 200_000, 50_000
-FULL_RQ_JOBS, QUICK_RQ_JOBS = 5_000, 2_000
-GOAL = 20_000  # jobs/s
-QUEUE_SIZES = (None, 10_000)  # None: the default --queue-size (1000)
-
-Usage = list[tuple[float, float]]  # per round: (CPU s of our processes, CPU s of redis-server)
+GOAL = 100_000  # jobs/s
 
 
 def run(config: Config) -> Outcome:
-    n = config.size(FULL_JOBS, QUICK_JOBS)
-    rq_n = config.size(FULL_RQ_JOBS, QUICK_RQ_JOBS)
-    rows = [
-        Row("taskrunner" + (f" (queue {size:,})" if size else " (queue 1,000)"), n)
-        for size in QUEUE_SIZES
-    ]
-    reference = Row("rq SimpleWorker", rq_n)
-    usage: dict[str, Usage] = {row.name: [] for row in [*rows, reference]}
-    try:
-        import rq  # noqa: F401  (imported here, not inside the first timing)
-    except ImportError as error:
-        reference.error = f"{type(error).__name__}: {error}"
-
-    def median_cpu(row: Row, which: int) -> float | None:
-        return None if row.error else median_or_none([pair[which] for pair in usage[row.name]])
-
-    def cpu_cell(which: int) -> Callable[[Row], str]:
-        def cell(row: Row) -> str:
-            value = median_cpu(row, which)
-            return f"{value:.2f}" if value is not None else "-"
-
-        return cell
-
-    def ours(url: str, client: Any, row: Row, size: int | None) -> Callable[[], float]:
-        return lambda: run_taskrunner_redis(url, client, n, size, usage[row.name])
-
+    n = config.size(500_000, 50_000)
+    ours = Row(f"taskrunner -w 0 + {WORKERS} x work -w 1", n, ours=True)
+    rq = Row(f"RQ, {WORKERS} SimpleWorkers", config.size(3_000, 500))
+    dramatiq = Row(f"Dramatiq, {WORKERS} workers x {redis_bench.DRAMATIQ_THREADS} threads",
+                   config.size(20_000, 2_000))  # fmt: skip
+    rows = [ours, rq, dramatiq]
+    for row, package in ((rq, "rq"), (dramatiq, "dramatiq")):
+        if importlib.util.find_spec(package) is None:
+            row.error = f"{NOT_INSTALLED}: {package}"
     try:
         with redis_bench.redis_server() as (url, client):
             version = client.info("server")["redis_version"]
-            contenders: list[Contender] = [
-                (row, ours(url, client, row, size)) for row, size in zip(rows, QUEUE_SIZES)
-            ]
-            contenders.append((reference, lambda: run_rq(url, client, rq_n, usage[reference.name])))
+
+            def contender(row: Row, once: Callable[[str, Any, int], Timing]) -> Contender:
+                return row, lambda: with_server_cpu(
+                    row, client, lambda: once(url, client, row.jobs)
+                )
+
             alternate(
                 f"redis: trivial jobs through redis-server {version} on loopback, "
-                f"{WORKERS} worker processes",
+                f"{WORKERS} worker processes each",
                 config.rounds,
-                contenders,
+                [
+                    contender(ours, run_ours),
+                    contender(rq, run_rq),
+                    contender(dramatiq, run_dramatiq),
+                ],
             )
     except Exception as error:
         message = error_text(error)
         print(f"\nredis: n/a: {message}")
-        for row in [*rows, reference]:
+        for row in rows:
             row.error = row.error or message
-    else:
-        print_table(
-            [*rows, reference], reference, {"cpu s": cpu_cell(0), "redis cpu s": cpu_cell(1)}
-        )
-    targets = [
-        Target.judged(
-            "redis",
-            f"taskrunner jobs/s{row.name.removeprefix('taskrunner')}",
-            row.rate,
-            "/s",
-            f">= {GOAL:,}",
-            lambda rate: rate >= GOAL,
-        )
-        for row in rows
-    ]
-    targets.append(
-        Target.judged(
-            "redis", "jobs/s vs rq SimpleWorker", ratio(rows[0], reference), "x", "(RQ < 1,000/s)"
-        )
+    target = Target.judged(
+        "redis", "taskrunner jobs/s", ours.rate, "/s", f">= {GOAL:,}", lambda rate: rate >= GOAL
     )
-    figures = {
-        "rows": [
-            {
-                **row.figures(),
-                "cpu_seconds": median_cpu(row, 0),
-                "redis_cpu_seconds": median_cpu(row, 1),
-            }
-            for row in [*rows, reference]
-        ],
-        "ratio_vs_rq": {row.name: ratio(row, reference) for row in rows},
-        "goal_jobs_per_second": GOAL,
-    }
-    return Outcome(figures, targets)
+    return workload(
+        "redis", f"trivial jobs through Redis, {WORKERS} worker processes", rows,
+        "jobs_per_second", targets=[target],
+    )  # fmt: skip
 
 
-def run_taskrunner_redis(
-    url: str, client: Any, n: int, queue_size: int | None, usage: Usage
-) -> float:
-    """One CLI run of `n` trivial jobs through Redis: a controller that only feeds (-w 0) and
-    WORKERS `taskrunner work -w 1` processes started right after it; its wall time from the
-    controller's start to the last exit."""
+def with_server_cpu(row: Row, client: Any, once: Callable[[], Timing]) -> Timing:
+    """One run on a flushed server; redis-server's CPU seconds during it go to the row."""
+    client.flushall()
+    before = redis_bench.server_cpu_seconds(client)
+    timing = once()
+    used = redis_bench.server_cpu_seconds(client) - before
+    row.extras.setdefault("redis_cpu_seconds", []).append(used)
+    return timing
+
+
+def run_ours(url: str, client: Any, n: int) -> Timing:
+    """A controller that only feeds (-w 0) and WORKERS `taskrunner work -w 1` processes started
+    right after it; then `taskrunner status` must count every job done."""
     spawn = spawn_command("trivial", n, "--backend", url, "-w", "0", "-q")
-    if queue_size is not None:
-        spawn += ["--queue-size", str(queue_size)]
     work = [
         sys.executable, "-m", "taskrunner", "work", "benchmarks.jobs:trivial",
         "--backend", url, "-w", "1", "-q",
     ]  # fmt: skip
-    client.flushall()
-    cpu, server = cpu_seconds(), redis_bench.server_cpu_seconds(client)
-    started = time.perf_counter()
-    run_processes([spawn] + [work] * WORKERS)
-    seconds = time.perf_counter() - started
-    usage.append((cpu_seconds() - cpu, redis_bench.server_cpu_seconds(client) - server))
+    timing = run_processes([spawn] + [work] * WORKERS)
     status = subprocess.run(
         [sys.executable, "-m", "taskrunner", "status", "benchmarks.jobs.gen", "--backend", url,
          "--json"],
@@ -154,21 +111,26 @@ def run_taskrunner_redis(
     state = json.loads(status.stdout)
     if state["done"] != n or state["failed"]:
         raise BenchError(f"status: {state['done']} done, {state['failed']} failed of {n}")
-    return seconds
+    return timing
 
 
-def run_rq(url: str, client: Any, n: int, usage: Usage) -> float:
-    """`n` trivial jobs through RQ: enqueued from here in pipelines, then worked by WORKERS
-    rq.SimpleWorker processes in burst mode; wall time from the first enqueue to the last
-    worker's exit."""
-    client.flushall()
-    cpu, server = cpu_seconds(), redis_bench.server_cpu_seconds(client)
-    started = time.perf_counter()
-    redis_bench.rq_enqueue(client, n)
-    run_processes([redis_bench.rq_worker_command(url)] * WORKERS)
-    seconds = time.perf_counter() - started
-    usage.append((cpu_seconds() - cpu, redis_bench.server_cpu_seconds(client) - server))
+def run_rq(url: str, client: Any, n: int) -> Timing:
+    """Enqueue (one process), then WORKERS burst workers; all jobs must have finished."""
+    enqueue = run_processes([redis_bench.command("rq-enqueue", url, n)])
+    work = run_processes([redis_bench.command("rq-worker", url)] * WORKERS)
     finished, failed, queued = redis_bench.rq_counts(client)
     if finished != n or failed or queued:
         raise BenchError(f"{finished} finished, {failed} failed, {queued} left of {n}")
-    return seconds
+    return Timing(enqueue.seconds + work.seconds, enqueue.processes + work.processes)
+
+
+def run_dramatiq(url: str, client: Any, n: int) -> Timing:
+    """The enqueuer and WORKERS workers at once; every message must have been acked."""
+    timing = run_processes(
+        [redis_bench.command("dramatiq-enqueue", url, n)]
+        + [redis_bench.command("dramatiq-worker", url)] * WORKERS
+    )
+    unacked, dead = redis_bench.dramatiq_counts(client)
+    if unacked or dead:
+        raise BenchError(f"{unacked} messages not acked, {dead} dead-lettered of {n}")
+    return timing
