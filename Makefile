@@ -26,8 +26,10 @@ demo: install
 		--workers 2 --concurrency 8 --restart --state-dir ../.taskrunner; \
 		code=$$?; test $$code -le 1
 
+# Two test processes: most of a CLI test is waiting (interpreters starting, leases expiring),
+# so the suite takes about 4 minutes on 2 cores instead of 7.
 test: install
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow" -n 2
 
 lint: install
 	$(BIN)/ruff check taskrunner tests benchmarks examples

@@ -157,9 +157,8 @@ def test_concurrency_50_runs_each_job_once(project: Project, callback: str, coun
     assert result.returncode == 0, result
     assert_ran_once_each(project, range(count))
     peak = peak_in_flight(project)
+    # More than 10 at once proves the overlap without timing the run (a loaded machine).
     assert 10 < peak <= 50, f"at most 50 jobs in flight per worker, and more than 10: {peak}"
-    # Serially, 2 workers would need count * 10 ms / 2: at least 2.5 s.
-    assert result.duration < count * 0.01 / 2, f"no speed-up from concurrency\n{result}"
 
 
 @pytest.mark.parametrize(

@@ -61,7 +61,10 @@ def test_sleep_timed_jobs_land_in_their_buckets_and_the_slowest_are_named(
     assert durations["p50"] <= durations["p95"] <= durations["p99"] <= durations["max"]
     assert durations["max"] >= 0.08
     slowest = durations["slowest"]
-    assert [entry["seq"] for entry in slowest[:2]] == [5, 3], slowest
+    # 80 ms, then 40 ms: a loaded machine may oversleep a 10 ms job past the 40 ms one, so
+    # only the slowest is sure of its place.
+    assert slowest[0]["seq"] == 5, slowest
+    assert 3 in [entry["seq"] for entry in slowest], slowest
     assert slowest[0]["job"] == 5
     assert len(slowest) == 5
     assert "durations of 20 jobs: mean" in result.stderr
