@@ -62,6 +62,33 @@ def test_controller_feeds_two_work_processes_every_job_once(project: Project, re
     assert (final["state"], final["done"], final["failed"]) == ("finished", 300, 0)
 
 
+FAST_JOBS = """
+def gen(n=30000):
+    return range(n)
+
+def cb(job):
+    record(job)
+    return job
+"""
+
+
+def test_many_fast_jobs_at_default_options_each_run_once(project: Project, redis_url: str):
+    # At default options the bound adapts to the rate (issue 13): batches and leases grow
+    # to thousands of jobs, pushed while others are out; still every job runs exactly once.
+    project.write("jobs.py", FAST_JOBS)
+    controller = project.start(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "0", "--no-progress", *backend(redis_url)
+    )
+    workers = [project.start("work", "jobs:cb", "-w", "1", *backend(redis_url)) for _ in range(2)]
+    result = controller.wait(120)
+    assert result.returncode == 0, result
+    for worker in workers:
+        assert worker.wait(60).returncode == 0
+    assert_ran_once_each(project, range(30000))
+    final = status(project, redis_url)
+    assert (final["state"], final["done"], final["failed"]) == ("finished", 30000, 0)
+
+
 def test_killed_worker_jobs_run_again_after_lease_expires(project: Project, redis_url: str):
     project.write("jobs.py", SLOW_JOBS.replace("n=60", "n=16").replace("0.05", "0.5"))
     controller = project.start(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from taskrunner.backends.redis import Serializer
+from taskrunner.backends.redis import Serializer, queue_cap
 from taskrunner.backends.redis_executor import RedisExecutor
+from taskrunner.bounds import ADAPTIVE_MOST
+from taskrunner.options import RunOptions
 from taskrunner.records import Batch, JobFailed, JobsDone
 
 
@@ -75,3 +77,13 @@ def test_a_report_of_a_lease_settles_its_jobs_but_those_refused():
         (4, [0]),
     ]
     assert executor.outstanding() == 1, "the refused job is still out"
+
+
+def test_without_queue_size_the_adaptive_bound_limits_what_is_pushed():
+    # Issue 13: a fixed cap of 1000 jobs pushed and unreported held a fast run to a round
+    # trip (push, leases, reports, collect) per thousand jobs; without --queue-size the
+    # controller's adaptive bound (bounds.py) is the limit, as in local mode.
+    adaptive = queue_cap(RunOptions(workers=0))
+    assert adaptive >= ADAPTIVE_MOST
+    assert queue_cap(RunOptions(workers=100, concurrency=1000)) >= 200_000, "never below the floor"
+    assert queue_cap(RunOptions(workers=0, queue_size=50)) == 50, "--queue-size is kept"
