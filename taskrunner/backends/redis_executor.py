@@ -32,6 +32,8 @@ COLLECT_AT_ONCE = 200
 IDLE_POLL_SECONDS = 0.01
 # The longest one wait for outcomes blocks, so that a dead local worker is soon restarted.
 WAKE_WAIT_SECONDS = 0.1
+# Tokens left in `fed` as the run ends: one for each of that many idle workers.
+WAKE_TOKENS_AT_END = 16
 
 
 class RedisExecutor(Executor):
@@ -177,6 +179,13 @@ class RedisExecutor(Executor):
         # for `resume`, but for ours on this machine: they stop with the controller.
         state = "finished" if finished else "stopped"
         self._connection.client.hset(run_key(self._name, "meta"), "state", state)
+        # Idle workers wait on `fed` (up to 0.2 s each): wake them to see the new state now,
+        # so that they leave with the run rather than after it; a token left over costs a
+        # worker one look.
+        fed = run_key(self._name, "fed")
+        pipeline = self._connection.client.pipeline(transaction=False)
+        pipeline.lpush(fed, *["1"] * WAKE_TOKENS_AT_END).ltrim(fed, 0, WAKE_TOKENS_AT_END - 1)
+        pipeline.execute()
         if self._local is None:
             return
         if not finished:

@@ -9,6 +9,8 @@ from ..errors import BackendError, SpecError
 from ..loader import resolve
 from .redis import KEY_PREFIX, RedisConnection, run_key
 
+RUN_POLL_SECONDS = 0.05
+
 
 def run_callback(given: str | None, spawned_with: str, name: str) -> tuple[str, Any]:
     """The callback to run the jobs of `name` with: the one it was spawned with.
@@ -49,7 +51,9 @@ def wait_for_run(connection: RedisConnection, name: str | None, wait_seconds: fl
             raise BackendError(
                 f"no {wanted} in Redis after {wait_seconds:g}s (running runs: {seen})"
             )
-        time.sleep(0.2)
+        # Often: `work` is usually started with the controller, and every poll lost here
+        # is time its jobs wait (a SCAN of the run keys is cheap).
+        time.sleep(RUN_POLL_SECONDS)
 
 
 def _running_runs(connection: RedisConnection) -> list[str]:
