@@ -23,8 +23,9 @@ ADAPTIVE_MOST = 100_000
 # Most bytes in one batch (at least one job): a worker's next batch waits in its pipe while
 # it runs the one before, so larger batches would only hold more memory, not run faster.
 BATCH_BYTES = 4 * 1024**2
-# How often the rate is measured anew.
-RATE_WINDOW_SECONDS = 0.1
+# How often the rate is measured anew: short, so that a run of trivial jobs leaves its first
+# small batches within a few hundredths of a second.
+RATE_WINDOW_SECONDS = 0.02
 
 
 class QueueBound:
@@ -60,7 +61,10 @@ class QueueBound:
             return
         rate = (ended - self._window_ended) / elapsed
         self._window_start, self._window_ended = now, ended
-        self.jobs = max(self._floor, min(ADAPTIVE_MOST, int(rate * AHEAD_SECONDS)))
+        # Jobs end in lumps (a batch's at once), so one short window may see none: the bound
+        # grows at once but shrinks by half at most per window.
+        wanted = max(int(rate * AHEAD_SECONDS), self.jobs // 2)
+        self.jobs = max(self._floor, min(ADAPTIVE_MOST, wanted))
 
     @property
     def batch_jobs(self) -> int | None:

@@ -13,6 +13,7 @@ is encoded, so a report cannot be lost to a user's object.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import errno
 import os
@@ -106,10 +107,11 @@ class OutcomeBuffer:
     ) -> None:
         self.reporter = reporter
         self.want_results = want_results
-        self._lock = threading.Lock()
-        # batch_id -> (indices, results) finished and not yet reported
-        self._pending: dict[int, tuple[list[int], list[Any]]] = {}
-        self._pending_busy = 0.0
+        self._lock = threading.Lock()  # one flush at a time
+        # (batch_id, index, result, duration) of each job finished and not yet reported. A
+        # deque, whose append is atomic: a hundred threads finishing together do not queue on
+        # a lock each (that cost more than the rest of a job's bookkeeping).
+        self._finished: collections.deque[tuple[int, int, Any, float]] = collections.deque()
         # The durations of the jobs finished since the last report go with the next Done.
         self.timings = WorkerDurations()
         self._flush_delay = flush_delay
@@ -123,13 +125,7 @@ class OutcomeBuffer:
     def add_done(
         self, batch_id: int, index: int, result: Any, duration: float, more_coming: bool
     ) -> None:
-        with self._lock:
-            indices, results = self._pending.setdefault(batch_id, ([], []))
-            indices.append(index)
-            if self.want_results:
-                results.append(result)
-            self._pending_busy += duration
-            self.timings.add(duration, (batch_id, index))
+        self._finished.append((batch_id, index, result, duration))
         if not more_coming:
             self.flush()
         elif self._flusher is not None and not self._wanted.is_set():
@@ -137,12 +133,23 @@ class OutcomeBuffer:
 
     def flush(self) -> None:
         """Report the finished jobs gathered so far, if any."""
+        finished, timings = self._finished, self.timings
+        pending: dict[int, tuple[list[int], list[Any]]] = {}
+        busy = 0.0
         with self._lock:
-            if not self._pending:
+            # What finished by now; what finishes meanwhile goes with the next flush.
+            for _ in range(len(finished)):
+                batch_id, index, result, duration = finished.popleft()
+                batch = pending.get(batch_id)
+                if batch is None:
+                    batch = pending[batch_id] = ([], [])
+                batch[0].append(index)
+                batch[1].append(result)
+                busy += duration
+                timings.add(duration, (batch_id, index))
+            if not pending:
                 return
-            pending, self._pending = self._pending, {}
-            busy, self._pending_busy = self._pending_busy, 0.0
-            durations = self.timings.take()
+            durations = timings.take()
         share = busy / len(pending)
         for batch_id, (indices, results) in pending.items():
             # The durations ride with the first Done: the pool reads it before the others,

@@ -153,6 +153,72 @@ class Sequential(Strategy):
         _close_loop_here()
 
     def _run_batch(self, work: Work) -> None:
+        if work.interval or self.timeout is not None or self.buffer.want_results:
+            self._run_batch_paced(work)
+        elif self._awaits is False:
+            self._run_batch_plain(work)
+        else:
+            self._run_batch_paced(work)  # the first job tells whether the callback awaits
+
+    def _run_batch_plain(self, work: Work) -> None:
+        """The hot path: no --rate, no --timeout, no results, a callback known not to return
+        awaitables. Per job only what the guarantees need: the slot names the job (the
+        culprit if the worker dies), one clock read (its duration), the call, and the fork
+        check. The try is outside the loop (free until a job raises); after a failure the
+        loop resumes with the next job."""
+        callback, slots, buffer = self.callback, self.slots, self.buffer
+        timings = buffer.timings
+        counts = timings.counts
+        batch_id, jobs = work.batch_id, work.jobs
+        end = len(jobs)
+        monotonic = time.monotonic
+        reported = 0  # jobs[:reported] are reported
+        index = 0
+        started = batch_started = monotonic()
+        waited = 0.0  # seconds within the segment that were no job's (naming a slow one)
+        slots[1] = -1.0  # index before batch: the slot never pairs this batch with a stale one
+        slots[0] = batch_id
+        slots[2] = started
+        while index < end:
+            try:
+                for index in range(index, end):  # noqa: B020 - resumes after a failed job
+                    slots[1] = index
+                    callback(jobs[index])
+                    if (finished := monotonic()) - started >= SMALLEST:
+                        seconds = finished - started
+                        bucket = bucket_of(seconds)
+                        counts[bucket] = counts.get(bucket, 0) + 1
+                        if seconds > timings.floor:
+                            timings.name(seconds, (batch_id, index))
+                            now = monotonic()  # naming it is neither this job's time nor the next's
+                            waited += now - finished
+                            finished = now
+                    started = finished
+                    if _forked:
+                        os._exit(0)  # see leave_if_forked
+                index = end
+            except BaseException as error:  # never trust the callback
+                leave_if_forked()
+                finished = monotonic()
+                if index > reported:
+                    busy = finished - batch_started
+                    durations = timings.take(index - reported, started - batch_started - waited)
+                    buffer.report_done(batch_id, range(reported, index), None, busy, durations)
+                buffer.report_failed(batch_id, index, error, finished - started)
+                index += 1
+                reported = index
+                started = batch_started = finished
+                waited = 0.0
+        slots[2] = 0.0
+        slots[0] = IDLE
+        if end > reported:
+            busy = monotonic() - batch_started
+            durations = timings.take(end - reported, started - batch_started - waited)
+            buffer.report_done(batch_id, range(reported, end), None, busy, durations)
+
+    def _run_batch_paced(self, work: Work) -> None:
+        """Any batch: --rate start times, --timeout, results, awaitables (see _run_batch_plain
+        for the hot path)."""
         callback, slots, buffer = self.callback, self.slots, self.buffer
         timings = buffer.timings
         counts = timings.counts

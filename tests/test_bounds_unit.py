@@ -41,7 +41,11 @@ def test_the_adaptive_bound_follows_the_rate_within_its_floor_and_cap() -> None:
     assert bound.batch_cap == bound.jobs // 4
     bound.note_ended(50_000 + 10_000_000, 11.5)
     assert bound.jobs == ADAPTIVE_MOST
-    bound.note_ended(50_000 + 10_000_000, 12.5)  # nothing ended: back to the floor
+    # Nothing ended: the bound halves each window (jobs end in lumps), down to the floor.
+    bound.note_ended(50_000 + 10_000_000, 12.5)
+    assert bound.jobs == ADAPTIVE_MOST // 2
+    for second in range(13, 20):
+        bound.note_ended(50_000 + 10_000_000, float(second))
     assert bound.jobs == 1000
 
 

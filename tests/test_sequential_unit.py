@@ -1,0 +1,111 @@
+"""The sequential worker loop in-process: every job runs once, in order, and is reported once.
+
+The loop has two paths: `_run_batch_paced` (--rate, --timeout, results, the first batch, which
+tells whether the callback returns awaitables) and `_run_batch_plain`, the hot path of
+trivial jobs. Both must report the same outcomes and name the running job in the slots.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from typing import Any
+
+import pytest
+
+from taskrunner.durations import WorkerDurations
+from taskrunner.inbox import Work
+from taskrunner.protocol import IDLE
+from taskrunner.strategies import Sequential
+
+
+class RecordingBuffer:
+    """What the loop reports, in order: ("done", batch, indices) and ("failed", batch, index)."""
+
+    want_results = False
+
+    def __init__(self) -> None:
+        self.timings = WorkerDurations()
+        self.reports: list[tuple[str, int, Any]] = []
+        self.jobs_timed = 0
+
+    def report_done(
+        self, batch_id: int, indices: range, results: Any, busy: float, durations: Any
+    ) -> None:
+        assert results is None and busy >= 0
+        assert durations is not None and durations[1] == len(indices)
+        self.jobs_timed += durations[1]
+        self.reports.append(("done", batch_id, list(indices)))
+
+    def report_failed(
+        self, batch_id: int, index: int, error: BaseException, duration: float
+    ) -> None:
+        assert isinstance(error, ValueError) and duration >= 0
+        self.reports.append(("failed", batch_id, index))
+
+
+def _sequential(callback: Any) -> tuple[Sequential, RecordingBuffer, Any]:
+    slots = multiprocessing.get_context("spawn").RawArray("d", [IDLE, -1.0, 0.0])
+    buffer = RecordingBuffer()
+    loop = Sequential(callback, slots, None, buffer, concurrency=1, timeout=None)  # type: ignore[arg-type]
+    loop._awaits = None
+    return loop, buffer, slots
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("failing", [set(), {0}, {7, 8}, {19}, {0, 5, 19}, set(range(20))])
+def test_each_job_runs_once_in_order_and_is_reported_once(failing: set[int]) -> None:
+    ran: list[tuple[int, int, int]] = []
+    slots_seen: list[tuple[float, float]] = []
+
+    def callback(job: tuple[int, int]) -> int:
+        batch, index = job
+        ran.append((batch, index, 1))
+        slots_seen.append((loop.slots[0], loop.slots[1]))
+        if index in failing:
+            raise ValueError(f"job {index}")
+        return index
+
+    loop, buffer, slots = _sequential(callback)
+    plain = loop._run_batch_plain
+    paths: list[str] = []
+    loop._run_batch_plain = lambda work: (paths.append("plain"), plain(work))[1]  # type: ignore[method-assign]
+    for batch_id in (1, 2, 3):
+        loop._run_batch(Work(batch_id, [(batch_id, i) for i in range(20)], 0.0, 0.0, None))
+
+    # The first job that returns tells that the callback does not return awaitables; the
+    # batches after it take the plain path (a callback that only raises never tells).
+    assert paths == ([] if len(failing) == 20 else ["plain", "plain"])
+    assert ran == [(b, i, 1) for b in (1, 2, 3) for i in range(20)]
+    assert slots_seen == [(float(b), float(i)) for b in (1, 2, 3) for i in range(20)]
+    assert slots[0] == IDLE  # nothing runs between batches
+    for batch_id in (1, 2, 3):
+        reports = [(kind, what) for kind, b, what in buffer.reports if b == batch_id]
+        done = [i for kind, what in reports if kind == "done" for i in what]
+        failed = [what for kind, what in reports if kind == "failed"]
+        assert done == [i for i in range(20) if i not in failing]
+        assert failed == sorted(failing)
+        # Reported in order: what finished before a failure goes before it.
+        order = [i for kind, what in reports for i in ([what] if kind == "failed" else what)]
+        assert order == list(range(20))
+    assert buffer.jobs_timed == 3 * (20 - len(failing))
+
+
+@pytest.mark.timeout(30)
+def test_a_slow_job_among_trivial_ones_is_timed_and_named() -> None:
+    import time
+
+    def callback(job: int) -> int:
+        if job == 500:
+            time.sleep(0.02)
+        return job
+
+    loop, buffer, _ = _sequential(callback)
+    loop._run_batch(Work(1, [0], 0.0, 0.0, None))  # learns the callback does not await
+    taken: list[Any] = []
+    original = buffer.timings.take
+    buffer.timings.take = lambda *a: taken.append(original(*a)) or taken[-1]  # type: ignore[method-assign]
+    loop._run_batch(Work(2, list(range(1000)), 0.0, 0.0, None))
+    _, counted, total, longest, slowest = taken[-1]
+    assert counted == 1000
+    assert 0.02 <= longest < 1.0 and total >= longest
+    assert [key for _, key, _ in slowest][:1] == [(2, 500)]
