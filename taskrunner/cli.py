@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import logs
+from . import collector, logs
 from .errors import TaskRunnerError
 from .options import DEFAULT_STATE_DIR
 from .stopping import release_held_signals
@@ -23,6 +23,9 @@ READER_GONE = 141
 INTERRUPTED = 130
 # The commands whose loop acts on stop signals held while it was starting (stopping.py).
 LOOP_COMMANDS = frozenset({"spawn", "resume", "work"})
+# The commands that resume the garbage collector themselves, once the API is imported
+# (collector.py); the others before they start.
+API_FIRST = frozenset({"spawn", "resume"})
 
 # The API (and tqdm, sqlite3) is imported when a command runs, not when this module is:
 # a spawned worker re-imports the console script that imports us.
@@ -66,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return INTERRUPTED  # stopped before it began (entry.py holds signals until here)
     verbosity = getattr(ns, "verbose", 0) - getattr(ns, "quiet", 0)
     logs.configure(verbosity)
+    if ns.command not in API_FIRST:
+        collector.resume()
     try:
         code: int = ns.handler(ns, verbosity)
     except KeyboardInterrupt:
@@ -113,6 +118,7 @@ def _spawn(ns: argparse.Namespace, verbosity: int) -> int:
         from .jobfile import refuse_stdin
         from .loader import complete_specs
 
+        collector.resume()  # what runs from here on is the user's code, and the run
         refuse_stdin(ns.gen)
         gen, callback = complete_specs(ns.gen, ns.callback)
         summary = api.run(
@@ -169,6 +175,7 @@ def _start_workers_early(ns: argparse.Namespace, verbosity: int) -> bool:
 def _resume(ns: argparse.Namespace, verbosity: int) -> int:
     from . import api
 
+    collector.resume()
     summary = api.resume(
         ns.name,
         state_dir=ns.state_dir,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -79,9 +80,27 @@ def launch(
 
 def worker_entry(config: WorkerConfig, conn: Any, slots: Any, parent_pid: int) -> None:
     """Entry point of a spawned worker process."""
+    if _nothing_of_the_users_loaded(config):
+        from . import collector
+
+        collector.pause()  # worker_main resumes it before it loads the callback
     from .worker import worker_main
 
     worker_main(config, conn, slots, parent_pid)
+
+
+def _nothing_of_the_users_loaded(config: WorkerConfig) -> bool:
+    """Whether this worker has loaded none of the user's code yet: its callback is a spec or
+    goes by value (not a function its pickle imported), and multiprocessing re-imported no
+    main script of the user's in it (none at all, or the `taskrunner` command's own)."""
+    if callable(config.callback):
+        return False
+    main = sys.modules.get("__mp_main__")  # the bootstrap's own `-c` module, or a script
+    if getattr(main, "__file__", None) is None:
+        return True
+    from .entry import main as command
+
+    return getattr(main, "main", None) is command
 
 
 def open_pidfd(pid: int) -> int | None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from multiprocessing_logging import MultiProcessingHandler
 
+from . import collector
 from .capture import CapturingReporter
 from .inbox import Inbox
 from .interactive import ByValue
@@ -57,6 +58,7 @@ def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: 
     _route_logging(reporter, config.log_level)
     # What the callback prints travels as log records, shown above the bar (capture.py).
     output = reporter.start_capture()
+    collector.resume()  # paused by launching.worker_entry: the user's code loads now
     try:
         callback = _load_callback(config.callback)
     except BaseException as error:  # the user's module may raise anything on import
