@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import logs
+from . import collector, logs
 from .errors import TaskRunnerError
 from .options import DEFAULT_STATE_DIR
 from .stopping import release_held_signals
@@ -23,6 +23,9 @@ READER_GONE = 141
 INTERRUPTED = 130
 # The commands whose loop acts on stop signals held while it was starting (stopping.py).
 LOOP_COMMANDS = frozenset({"spawn", "resume", "work"})
+# The commands that resume the garbage collector themselves, once the API is imported
+# (collector.py); the others before they start.
+API_FIRST = frozenset({"spawn", "resume"})
 
 # The API (and tqdm, sqlite3) is imported when a command runs, not when this module is:
 # a spawned worker re-imports the console script that imports us.
@@ -66,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return INTERRUPTED  # stopped before it began (entry.py holds signals until here)
     verbosity = getattr(ns, "verbose", 0) - getattr(ns, "quiet", 0)
     logs.configure(verbosity)
+    if ns.command not in API_FIRST:
+        collector.resume()
     try:
         code: int = ns.handler(ns, verbosity)
     except KeyboardInterrupt:
@@ -107,30 +112,70 @@ def _silence_stdout() -> None:
 
 
 def _spawn(ns: argparse.Namespace, verbosity: int) -> int:
-    from . import api
-    from .jobfile import refuse_stdin
-    from .loader import complete_specs
+    try:
+        _start_workers_early(ns, verbosity)
+        from . import api
+        from .jobfile import refuse_stdin
+        from .loader import complete_specs
 
-    refuse_stdin(ns.gen)
-    gen, callback = complete_specs(ns.gen, ns.callback)
-    summary = api.run(
-        gen,
-        callback,
-        args=_parse_args(ns.arg),
-        name=ns.name,
-        state_dir=ns.state_dir,
-        restart=ns.restart,
-        backend=_backend(ns),
-        limit=ns.limit,
-        total=ns.total,
-        **_run_options(ns, verbosity),
-    )
+        collector.resume()  # what runs from here on is the user's code, and the run
+        refuse_stdin(ns.gen)
+        gen, callback = complete_specs(ns.gen, ns.callback)
+        summary = api.run(
+            gen,
+            callback,
+            args=_parse_args(ns.arg),
+            name=ns.name,
+            state_dir=ns.state_dir,
+            restart=ns.restart,
+            backend=_backend(ns),
+            limit=ns.limit,
+            total=ns.total,
+            **_run_options(ns, verbosity),
+        )
+    finally:
+        from . import prestart
+
+        prestart.discard()  # what the pool did not take: the run was refused, say
     return _report(summary)
+
+
+def _start_workers_early(ns: argparse.Namespace, verbosity: int) -> bool:
+    """Start the local pool's workers now, while the API is imported and the run checked,
+    when everything they are given is known from the arguments (prestart.py). False when
+    it is not, or when the run will be refused anyway."""
+    callback = ns.callback
+    if ns.backend != "local" or not callback or ":" not in callback or ns.gen == "-":
+        return False
+    if callback.rpartition(":")[0] == "__main__":
+        return False  # it goes to the workers by value (interactive.for_workers)
+    workers = ns.workers if ns.workers is not None else (os.cpu_count() or 1)
+    concurrency = ns.concurrency if ns.concurrency is not None else 1
+    if workers < 1 or concurrency < 1 or (ns.timeout is not None and ns.timeout <= 0):
+        return False
+    from . import prestart
+    from .loader import ensure_cwd_on_path, put_folder_on_path
+
+    # The sys.path the workers would inherit when the pool starts them (after GEN and
+    # CALLBACK are imported here), in the same order.
+    ensure_cwd_on_path()
+    for spec in (ns.gen, callback):
+        put_folder_on_path(spec)
+    prestart.start(
+        workers,
+        callback,
+        concurrency=concurrency,
+        want_results=ns.results is not None,
+        timeout=ns.timeout,
+        log_level=logs.level_for(verbosity),
+    )
+    return True
 
 
 def _resume(ns: argparse.Namespace, verbosity: int) -> int:
     from . import api
 
+    collector.resume()
     summary = api.resume(
         ns.name,
         state_dir=ns.state_dir,

@@ -7,11 +7,13 @@ signal itself, instead of the graceful stop the contract promises (stopping.py).
 
 from __future__ import annotations
 
+from . import collector
 from .stopping import hold_stop_signals
 
 
 def main() -> int:
     hold_stop_signals()
+    collector.pause()  # until the command has imported what it runs with (collector.py)
     from .cli import main as cli_main
 
     return cli_main()

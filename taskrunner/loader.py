@@ -102,6 +102,15 @@ def _complete_gen_spec(gen: str, callback: Target | None) -> tuple[str, Target]:
     )
 
 
+def is_async_callback(callback: Callable[[Any], Any]) -> bool:
+    """An `async def` function, or an object whose __call__ is one: runs as asyncio tasks."""
+    import inspect  # a worker has it already, from strategies.py; a controller, from dataclasses
+
+    return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
+        getattr(callback, "__call__", None)  # noqa: B004 - a callable object's method
+    )
+
+
 def spec_of(obj: Any) -> str:
     """The "module:attr" spec that names an importable function or class."""
     module = getattr(obj, "__module__", None)
@@ -115,15 +124,14 @@ def _import_module_of(spec: str, *, what: str) -> str:
     module_part, sep, attr = spec.rpartition(":")
     if not sep or not module_part or not attr:
         raise SpecError(f"{what} {spec!r} must look like module:attr or path/to/file.py:attr")
-    if module_part.endswith(".py") or os.sep in module_part:
+    if _names_a_file(module_part):
         path = os.path.abspath(module_part)
         if not os.path.isfile(path):
             raise SpecError(f"{what} {spec!r}: no such file {module_part!r}")
         # Import by name from the file's folder, so pickled jobs and the workers refer to
         # the module by a name they can import again.
-        folder, filename = os.path.split(path)
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
+        _folder_on_path(path)
+        filename = os.path.basename(path)
         module_name = filename[:-3] if filename.endswith(".py") else filename
     else:
         module_name = module_part
@@ -145,6 +153,24 @@ def _import_module_of(spec: str, *, what: str) -> str:
             f"{what} {spec!r}: importing {module_name!r} failed: {_last_line(error)}"
         ) from error
     return module_name
+
+
+def put_folder_on_path(spec: str) -> None:
+    """What importing a "path/to/file.py:attr" spec does to sys.path, without the import
+    (prestart.py: workers started before it must inherit the same sys.path)."""
+    module_part = spec.rpartition(":")[0]
+    if _names_a_file(module_part) and os.path.isfile(module_part):
+        _folder_on_path(os.path.abspath(module_part))
+
+
+def _names_a_file(module_part: str) -> bool:
+    return module_part.endswith(".py") or os.sep in module_part
+
+
+def _folder_on_path(path: str) -> None:
+    folder = os.path.dirname(path)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
 
 
 def _last_line(error: BaseException) -> str:

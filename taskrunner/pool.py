@@ -23,6 +23,7 @@ from typing import Any
 from .durations import from_wire
 from .errors import SpecError
 from .executor import Executor
+from .launching import WorkerConfig
 from .logs import show_worker_record
 from .placement import PendingBatch, Placement
 from .protocol import (
@@ -56,7 +57,6 @@ from .supervision import (
     start_worker,
     stop_retired_when_idle,
 )
-from .worker import WorkerConfig
 
 log = logging.getLogger(__name__)
 

@@ -20,16 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .durations import Wire
+
+# The slots' layout, which a worker shares with the pool beside its pipe (launching.py).
+from .launching import IDLE as IDLE
+from .launching import SLOT_FIELDS as SLOT_FIELDS
 from .records import JobError
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
-# Besides the pipe, a worker shares an array of doubles with the pool: SLOT_FIELDS per thread
-# or task, (batch id, index in batch, start time) of the job it runs. The pool reads it to
-# enforce --timeout and to name the culprit when the worker dies. A batch id of IDLE: no job;
-# a start time of 0.0: not running (waiting for its --rate slot, or reporting).
-SLOT_FIELDS = 3
-IDLE = -1.0
 # The exit code of a worker whose pipe a callback closed (os.closerange, a daemonizing
 # library): which of its jobs did it is not known, so the pool makes each a suspect.
 PIPE_LOST_EXIT = 70

@@ -13,34 +13,51 @@ and `join_traceback` puts it back.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
-import sysconfig
 from dataclasses import dataclass
 
 GROUP_ID_LENGTH = 10
 MESSAGE_LENGTH = 200
 
-_FRAME = re.compile(r'^  File "(?P<file>[^"]*)", line (?P<line>\d+), in (?P<function>.*)$', re.M)
 _TASKRUNNER_DIR = os.path.dirname(os.path.abspath(__file__))
-_LIBRARY_DIRS = tuple(
-    {
-        os.path.normpath(path)
-        for key in ("stdlib", "platstdlib", "purelib", "platlib")
-        if (path := sysconfig.get_paths().get(key))
-    }
-)
-# In the order they are replaced: a uuid or an address holds digits that must not become
-# numbers first; quotes go before numbers so that '42' is a value, not a number in quotes.
-_VARYING = (
-    (re.compile(r"\b[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}\b", re.I), "<uuid>"),
-    (re.compile(r"\b0x[0-9a-f]+\b", re.I), "<hex>"),
-    (re.compile(r"'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\""), "<str>"),
-    # An id: a word of 8 or more hex digits with a digit and a letter in it (a hash, a digest).
-    (re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b", re.I), "<id>"),
-    (re.compile(r"(?:(?<![\w)>])[-+])?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.I), "<n>"),
-)  # fmt: skip
+
+
+# The patterns are compiled, and the library folders looked up, on the first failure, not
+# when the controller imports this module: most runs need them late or never, and both cost
+# milliseconds at the start of every run.
+@functools.cache
+def _frame() -> re.Pattern[str]:
+    return re.compile(r'^  File "(?P<file>[^"]*)", line (?P<line>\d+), in (?P<function>.*)$', re.M)
+
+
+@functools.cache
+def _library_dirs() -> tuple[str, ...]:
+    import sysconfig
+
+    return tuple(
+        {
+            os.path.normpath(path)
+            for key in ("stdlib", "platstdlib", "purelib", "platlib")
+            if (path := sysconfig.get_paths().get(key))
+        }
+    )
+
+
+@functools.cache
+def _varying() -> tuple[tuple[re.Pattern[str], str], ...]:
+    # In the order they are replaced: a uuid or an address holds digits that must not become
+    # numbers first; quotes go before numbers so that '42' is a value, not a number in quotes.
+    return (
+        (re.compile(r"\b[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}\b", re.I), "<uuid>"),
+        (re.compile(r"\b0x[0-9a-f]+\b", re.I), "<hex>"),
+        (re.compile(r"'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\""), "<str>"),
+        # An id: a word of 8 or more hex digits with a digit and a letter in it (a hash, a digest).
+        (re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b", re.I), "<id>"),
+        (re.compile(r"(?:(?<![\w)>])[-+])?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.I), "<n>"),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -70,7 +87,7 @@ def group_id(error_type: str, message: str, traceback: str) -> str:
 def normalise(message: str) -> str:
     """The message's first non-empty line with the parts that vary between jobs replaced."""
     first = next((line.strip() for line in message.splitlines() if line.strip()), "")
-    for pattern, placeholder in _VARYING:
+    for pattern, placeholder in _varying():
         first = pattern.sub(placeholder, first)
     return first[:MESSAGE_LENGTH]
 
@@ -79,7 +96,7 @@ def user_frame(traceback: str) -> str:
     """Where the user's code raised: the innermost frame of the last traceback in `traceback`
     (of a chain, the exception that was raised last) outside taskrunner and the libraries.
     File by its base name, so that workers on other machines (other paths) agree."""
-    frames = list(_FRAME.finditer(traceback))
+    frames = list(_frame().finditer(traceback))
     for frame in reversed(frames):
         path = frame["file"]
         if _is_user_file(path):
@@ -98,7 +115,7 @@ def _is_user_file(path: str) -> bool:
     parts = normal.split(os.sep)
     if "site-packages" in parts or "dist-packages" in parts:
         return False
-    return not any(normal.startswith(library + os.sep) for library in _LIBRARY_DIRS)
+    return not any(normal.startswith(library + os.sep) for library in _library_dirs())
 
 
 def split_traceback(traceback: str, message: str) -> tuple[str, int]:

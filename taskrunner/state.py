@@ -14,7 +14,6 @@ import os
 import pickle
 import sqlite3
 import time
-import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
@@ -351,6 +350,8 @@ class SqliteRunStore:
 def _connect_read_only(path: str) -> sqlite3.Connection:
     """`path` opened with `mode=ro`; as immutable where its WAL index cannot be made (a
     read-only directory, where nobody can be writing)."""
+    import urllib.parse  # here: a run's own store is opened read-write, without it
+
     uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
     try:
         return _open_uri(uri)

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from . import prestart
 from .channel import Channel
 from .errors import BackendError, SpecError
 from .interactive import main_lacks_guard, unreal_main_file_hidden
-from .protocol import IDLE, PIPE_LOST_EXIT, SLOT_FIELDS
+from .launching import IDLE, SLOT_FIELDS, WorkerConfig, launch
+from .protocol import PIPE_LOST_EXIT
 from .records import JobError, JobFailed, WorkerLost
-from .worker import WorkerConfig, worker_main
 
 if TYPE_CHECKING:
     from .placement import PendingBatch
@@ -188,37 +189,16 @@ class StartupDeaths:
 
 
 def start_worker(context: Any, config: WorkerConfig) -> WorkerHandle:
-    """Spawn a worker process with a pipe and slots of its own; returns without waiting."""
-    parent_conn, child_conn = context.Pipe(duplex=True)
-    slots = context.RawArray("d", [IDLE, -1.0, 0.0] * config.concurrency)
-    process = context.Process(
-        target=worker_main,
-        args=(config, child_conn, slots, os.getpid()),
-        name=f"taskrunner-w{config.worker_id}",
-        daemon=True,
-    )
-    # Block SIGINT and SIGTERM while the child starts: it inherits the mask, so a Ctrl-C
-    # or a SIGTERM to the group cannot reach it before it has chosen to let them pass
-    # (and kill it mid-start, or print a KeyboardInterrupt traceback).
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
+    """Spawn a worker process with a pipe and slots of its own; returns without waiting.
+    One the command line started early for this very worker is taken instead (prestart.py)."""
+    launched = prestart.take(config)
+    if launched is None:
         with unreal_main_file_hidden():  # a script read from stdin is no file to run again
-            process.start()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-    child_conn.close()
-    worker = WorkerHandle(config.worker_id, process, Channel(parent_conn), slots)
-    worker.pidfd = _open_pidfd(process.pid)
+            launched = launch(context, config)
+    channel = Channel(launched.conn)
+    worker = WorkerHandle(config.worker_id, launched.process, channel, launched.slots)
+    worker.pidfd = launched.pidfd
     return worker
-
-
-def _open_pidfd(pid: int) -> int | None:
-    """A descriptor readable once `pid` exits: Linux 5.3 and Python 3.9 on. The pid cannot
-    be reused meanwhile: it is our child, and stays a zombie until we reap it."""
-    try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):  # not Linux, an older kernel, or a seccomp filter
-        return None
 
 
 def check_timeouts(

@@ -11,7 +11,6 @@ from the callback and the concurrency (strategies.py).
 from __future__ import annotations
 
 import ctypes
-import inspect
 import logging
 import os
 import signal
@@ -20,34 +19,24 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 from multiprocessing_logging import MultiProcessingHandler
 
+from . import collector
 from .capture import CapturingReporter
 from .inbox import Inbox
 from .interactive import ByValue
-from .protocol import IDLE, SLOT_FIELDS, Fatal, Log, Ready, encode
+from .launching import IDLE, SLOT_FIELDS, WorkerConfig
+from .loader import is_async_callback, resolve
+from .protocol import Fatal, Log, Ready, encode
 from .reporting import OutcomeBuffer, Reporter, describe, leave_if_pipe_closed
 from .strategies import Asyncio, Sequential, Strategy, Threads, mark_forked
 
 __all__ = ["IDLE", "SLOT_FIELDS", "WorkerConfig", "is_async_callback", "worker_main"]
 
 _PR_SET_PDEATHSIG = 1
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """What a worker needs to know; pickled into the spawned process."""
-
-    worker_id: int
-    callback: str | Callable[[Any], Any] | ByValue  # interactive.for_workers
-    concurrency: int
-    want_results: bool
-    timeout: float | None
-    log_level: int
 
 
 def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: int) -> None:
@@ -69,6 +58,7 @@ def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: 
     _route_logging(reporter, config.log_level)
     # What the callback prints travels as log records, shown above the bar (capture.py).
     output = reporter.start_capture()
+    collector.resume()  # paused by launching.worker_entry: the user's code loads now
     try:
         callback = _load_callback(config.callback)
     except BaseException as error:  # the user's module may raise anything on import
@@ -103,20 +93,11 @@ def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: 
         logging.shutdown()
 
 
-def is_async_callback(callback: Callable[[Any], Any]) -> bool:
-    """An `async def` function, or an object whose __call__ is one: runs as asyncio tasks."""
-    return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
-        getattr(callback, "__call__", None)  # noqa: B004 - a callable object's method
-    )
-
-
 def _load_callback(reference: str | Callable[[Any], Any] | ByValue) -> Callable[[Any], Any]:
     if isinstance(reference, ByValue):
         return reference.load()  # a function no import finds (python -c, a lambda...)
     if callable(reference):
         return reference
-    from .loader import resolve
-
     return resolve(reference, what="CALLBACK")
 
 

@@ -10,12 +10,12 @@ from typing import Any
 
 from ..errors import OptionError, StateError, TaskRunnerError
 from ..executor import Executor
+from ..loader import is_async_callback
 from ..logs import level_for
 from ..options import Backend, RunOptions
 from ..pool import LocalPool
 from ..state import SqliteRunStore
 from ..store import RunRecord, RunStore
-from ..worker import is_async_callback
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any
 from ..batching import BatchSizer
 from ..errors import BackendError
 from ..ledger import FAILED, Ledger
-from ..loader import ensure_cwd_on_path
+from ..loader import ensure_cwd_on_path, is_async_callback
 from ..logs import level_for
 from ..options import WorkerSettings
 from ..outcomes import SettlesOutcomes
@@ -31,7 +31,6 @@ from ..pool import LocalPool
 from ..records import Batch, Ending, JobError, JobsDone
 from ..requeue import Requeue
 from ..stopping import StopSignals
-from ..worker import is_async_callback
 from .redis import RedisConnection, run_key
 from .redis_joining import run_callback, wait_for_run
 from .redis_wire import LeaseReport, Serializer, read_jobs

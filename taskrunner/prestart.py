@@ -1,0 +1,98 @@
+"""Workers started the moment `taskrunner spawn GEN CALLBACK` has parsed its arguments.
+
+A worker takes some 80 ms to start (an interpreter, its imports, the callback's module).
+Started by the pool, workers would begin only once the controller has imported the API,
+loaded GEN's module and checked the run; but for a local run with CALLBACK named on the
+command line, everything a worker is given is known from the arguments alone. So the command
+line starts them at once (`start`), having imported nothing but multiprocessing, and the
+pool takes each one whose configuration is exactly what it would have given (`take`),
+starting its own for any other.
+
+Whatever the command's end (a run refused, a bad option, Ctrl-C), the workers the pool did
+not take are SIGKILLed and reaped at once, quietly (`discard`): none may be left running,
+since multiprocessing's exit handler would send it SIGTERM, which a worker lets pass, and
+wait for it forever.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+from typing import Any
+
+from .launching import Launched, WorkerConfig, launch
+
+# Started and not yet taken by the pool, by worker id: (the config each was given, the worker).
+_waiting: list[tuple[WorkerConfig, Launched]] = []
+# What else a spawned worker inherits from us, as it was when ours were started: sys.path,
+# the current directory, the environment. Importing GEN's module may change any of them
+# before the pool starts its workers; then it takes none of ours.
+_inherited: tuple[Any, ...] | None = None
+_hooked = False
+
+
+def start(
+    count: int,
+    callback: str,
+    *,
+    concurrency: int,
+    want_results: bool,
+    timeout: float | None,
+    log_level: int,
+) -> None:
+    """Start workers 1 to `count` with the config the local pool gives them for `callback`
+    (a spec) and these options. The caller puts on sys.path first what the run would."""
+    global _inherited, _hooked
+    import multiprocessing
+    import multiprocessing.util  # its exit handler is registered before ours: ours runs first
+
+    if not _hooked:
+        atexit.register(discard)  # the last resort: callers discard() themselves
+        _hooked = True
+    context = multiprocessing.get_context("spawn")
+    _inherited = _inheritance()
+    for worker_id in range(1, count + 1):
+        config = WorkerConfig(worker_id, callback, concurrency, want_results, timeout, log_level)
+        launch(context, config, lambda launched, config=config: _waiting.append((config, launched)))  # type: ignore[misc]
+
+
+def take(config: WorkerConfig) -> Launched | None:
+    """The worker started early for `config`, if it is the next one waiting and nothing it
+    inherits has changed since; else None, and none is taken after this."""
+    if not _waiting:
+        return None
+    given, launched = _waiting[0]
+    if given != config or _inheritance() != _inherited:
+        discard()
+        return None
+    del _waiting[0]
+    return launched
+
+
+def discard() -> None:
+    """Kill and reap every worker started early that the pool has not taken."""
+    if not _waiting:
+        return
+    # A stop signal now would raise between the kill and the reaping: it waits until after.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        leaving = [launched for _, launched in _waiting]
+        _waiting.clear()
+        for launched in leaving:
+            try:
+                os.kill(launched.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for launched in leaving:
+            launched.process.join()  # SIGKILLed: it returns at once
+            launched.conn.close()
+            if launched.pidfd is not None:
+                os.close(launched.pidfd)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _inheritance() -> tuple[Any, ...]:
+    return list(sys.path), os.getcwd(), dict(os.environ)
