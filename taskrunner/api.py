@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import logging
 import shlex
 import sys
@@ -21,17 +20,25 @@ from .controller import Controller
 from .errors import OptionError, SpecError, StateError
 from .executor import Executor
 from .grouping import select_failures
-from .interactive import for_workers, not_found_hint, recorded_spec
+from .interactive import for_workers
 from .jobfile import default_name as jobs_file_name
 from .jobfile import generator_for, generator_for_resume, is_jobs_file, refuse_stdin
 from .jobsource import JobSource
-from .loader import complete_specs, ensure_cwd_on_path, resolve
+from .loader import complete_specs, ensure_cwd_on_path
 from .logs import above_bar
 from .options import DEFAULT_STATE_DIR, Backend, RunOptions, WorkerSettings
 from .progress import Progress, Summary
 from .records import Ending, Failure, UnkeptJob
 from .store import FailureGroup, RunRecord, RunStore
 from .totals import continued_limit, job_count, stopped_at_limit
+from .usercode import (
+    call_gen,
+    check_callable,
+    check_gen_args,
+    resolve_given,
+    resolve_recorded,
+    takes_last,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +74,10 @@ def run(
     kind.check_workers(run_options)
     _check_results_file(run_options.results)
     args = dict(args or {})
-    gen_spec, gen_fn = (gen, generator_for(gen)) if is_jobs_file(gen) else _resolve("GEN", gen)
-    callback_spec, callback_fn = _resolve("CALLBACK", callback)
-    _check_callable("CALLBACK", callback_spec, callback_fn)
-    _check_gen_args(gen_spec, gen_fn, args)
+    gen_spec, gen_fn = (gen, generator_for(gen)) if is_jobs_file(gen) else resolve_given("GEN", gen)
+    callback_spec, callback_fn = resolve_given("CALLBACK", callback)
+    check_callable("CALLBACK", callback_spec, callback_fn)
+    check_gen_args(gen_spec, gen_fn, args)
     # A function a spawned worker cannot import by name goes by value; one that cannot be
     # sent at all is refused here, before anything is written or started.
     callback = for_workers("CALLBACK", callback, callback_spec, callback_fn)
@@ -87,7 +94,7 @@ def run(
                     "or start over with --restart"
                 )
             store.lock(name)
-            iterable = _call_gen(gen_spec, gen_fn, args)
+            iterable = call_gen(gen_spec, gen_fn, args)
             record = RunRecord(
                 name=name,
                 gen=gen_spec,
@@ -146,52 +153,80 @@ def resume(
         gen_fn = (
             generator_for_resume(record)
             if is_jobs_file(record.gen)
-            else _resolve_recorded("GEN", record.gen)
+            else resolve_recorded("GEN", record.gen)
         )
-        callback_fn = _resolve_recorded("CALLBACK", record.callback)
-        _check_callable("CALLBACK", record.callback, callback_fn)
+        callback_fn = resolve_recorded("CALLBACK", record.callback)
+        check_callable("CALLBACK", record.callback, callback_fn)
         callback = for_workers("CALLBACK", record.callback, record.callback, callback_fn)
-        checkpoint = Checkpoint(record.low_water_mark, record.intervals, record.job_at_checkpoint)
-        seeks = _takes_last(gen_fn) and record.low_water_mark > 0
-        if seeks and isinstance(record.job_at_checkpoint, UnkeptJob):
-            log.info(
-                "the job at the checkpoint could not be stored, so GEN cannot be given it as "
-                "`last`: GEN runs from the start and the finished jobs are skipped"
-            )
-            seeks = False
-        if seeks:
-            # The generator seeks: it yields the jobs after `last`, numbered from the mark on.
-            arguments = {**record.args, "last": record.job_at_checkpoint}
-            iterable = _call_gen(record.gen, gen_fn, arguments)
-            first_seq = record.low_water_mark
-            source = JobSource(
-                iterable,
-                first_seq=first_seq,
-                limit=run_options.limit,
-                checkpoint=checkpoint,
-                last_fingerprint=record.fingerprint,
-            )
-        else:
-            iterable = _call_gen(record.gen, gen_fn, record.args)
-            first_seq = 0
-            source = JobSource(iterable, limit=run_options.limit, checkpoint=checkpoint)
-            source.seek(record.low_water_mark, record.fingerprint)
-        if limit_moved:  # the bar's end moves with the limit
-            record.total = job_count(
-                run_options, gen_fn, record.args, iterable, first_seq=first_seq
-            )
-        retry = []
-        if retry_failed or group is not None or error is not None:
-            chosen = select_failures(store, record.name, group=group, error_type=error)
-            retry = _jobs_to_retry(chosen)
-        record.error = None
-        # What an earlier controller queued or leased is taken again from the generator.
-        store.reopen(record.name, WorkerSettings.for_run(record.callback, run_options, backend))
-        executor = kind.executor(store, record, run_options, callback, callback_fn)
-        context = _context(backend, state_dir)
-        return _drive(record, run_options, source, checkpoint, store, executor, context, retry)
+        # The workers load the callback while GEN skips what is finished (a long skip for a
+        # run far along).
+        early = _start_early(kind, run_options, callback, callback_fn)
+        with _closed_on_error(early):
+            return _resume_loaded(
+                store, record, run_options, kind, backend, state_dir, gen_fn, callback,
+                callback_fn, early, retry_failed=retry_failed, group=group, error=error,
+                limit_moved=limit_moved,
+            )  # fmt: skip
     finally:
         store.close()
+
+
+def _resume_loaded(
+    store: RunStore,
+    record: RunRecord,
+    run_options: RunOptions,
+    kind: BackendKind,
+    backend: Backend,
+    state_dir: str,
+    gen_fn: Any,
+    callback: Spec,
+    callback_fn: Any,
+    early: Executor | None,
+    *,
+    retry_failed: bool,
+    group: str | None,
+    error: str | None,
+    limit_moved: bool,
+) -> Summary:
+    """The rest of `resume`, once GEN and CALLBACK are loaded: the generator positioned past
+    what is finished, the failures to run again, the run loop."""
+    checkpoint = Checkpoint(record.low_water_mark, record.intervals, record.job_at_checkpoint)
+    seeks = takes_last(gen_fn) and record.low_water_mark > 0
+    if seeks and isinstance(record.job_at_checkpoint, UnkeptJob):
+        log.info(
+            "the job at the checkpoint could not be stored, so GEN cannot be given it as "
+            "`last`: GEN runs from the start and the finished jobs are skipped"
+        )
+        seeks = False
+    if seeks:
+        # The generator seeks: it yields the jobs after `last`, numbered from the mark on.
+        arguments = {**record.args, "last": record.job_at_checkpoint}
+        iterable = call_gen(record.gen, gen_fn, arguments)
+        first_seq = record.low_water_mark
+        source = JobSource(
+            iterable,
+            first_seq=first_seq,
+            limit=run_options.limit,
+            checkpoint=checkpoint,
+            last_fingerprint=record.fingerprint,
+        )
+    else:
+        iterable = call_gen(record.gen, gen_fn, record.args)
+        first_seq = 0
+        source = JobSource(iterable, limit=run_options.limit, checkpoint=checkpoint)
+        source.seek(record.low_water_mark, record.fingerprint)
+    if limit_moved:  # the bar's end moves with the limit
+        record.total = job_count(run_options, gen_fn, record.args, iterable, first_seq=first_seq)
+    retry = []
+    if retry_failed or group is not None or error is not None:
+        chosen = select_failures(store, record.name, group=group, error_type=error)
+        retry = _jobs_to_retry(chosen)
+    record.error = None
+    # What an earlier controller queued or leased is taken again from the generator.
+    store.reopen(record.name, WorkerSettings.for_run(record.callback, run_options, backend))
+    executor = early or kind.executor(store, record, run_options, callback, callback_fn)
+    context = _context(backend, state_dir)
+    return _drive(record, run_options, source, checkpoint, store, executor, context, retry)
 
 
 def status(
@@ -374,85 +409,6 @@ def _check_results_file(path: str | None) -> None:
             pass
     except OSError as error:
         raise OptionError(f"cannot open --results file {path!r}: {error.strerror}") from None
-
-
-def _resolve(what: str, target: Spec) -> tuple[str, Any]:
-    ensure_cwd_on_path()
-    if isinstance(target, str):
-        return target, resolve(target, what=what)
-    if not callable(target):
-        raise SpecError(f"{what} must be a 'module:attr' spec or a function, not {target!r}")
-    return recorded_spec(target), target
-
-
-def _resolve_recorded(what: str, spec: str) -> Any:
-    """A run's recorded GEN or CALLBACK again; one defined where no import finds it (python
-    -c, a notebook, a lambda) says so, and what to do instead."""
-    try:
-        return resolve(spec, what=what)
-    except SpecError as error:
-        hint = not_found_hint(spec)
-        if hint is None:
-            raise
-        raise SpecError(f"{what} {spec!r} cannot be imported: {hint}") from error
-
-
-def _check_callable(what: str, spec: str, target: Any) -> None:
-    if not callable(target):
-        kind = type(target).__name__
-        article = "an" if kind[:1].lower() in "aeiou" else "a"
-        raise SpecError(f"{what} {spec!r} is {article} {kind}, not something callable")
-    if what == "CALLBACK":
-        _check_takes_one_job(spec, target)
-
-
-def _check_takes_one_job(spec: str, callback: Any) -> None:
-    """A callback is called with one positional argument, the job: refuse, before any job
-    runs, one that cannot take it (every job would fail with the same TypeError)."""
-    try:
-        signature = inspect.signature(callback)
-    except (TypeError, ValueError):
-        return  # no signature to check (a builtin): calling it will tell
-    try:
-        signature.bind(object())
-    except TypeError as error:
-        raise SpecError(
-            f"CALLBACK {spec!r} must take one positional argument, the job: "
-            f"{spec.rpartition(':')[2]}{signature} cannot ({error})"
-        ) from None
-
-
-def _check_gen_args(spec: str, gen: Any, args: dict[str, Any]) -> None:
-    _check_callable("GEN", spec, gen)
-    try:
-        inspect.signature(gen).bind(**args)
-    except TypeError as error:
-        raise OptionError(f"GEN {spec!r} does not take these --arg values: {error}") from None
-    except ValueError:
-        pass  # no signature to check (a builtin): calling it will tell
-
-
-def _call_gen(spec: str, gen: Callable[..., Any], args: dict[str, Any]) -> Any:
-    try:
-        iterable = gen(**args)
-    except Exception as error:
-        raise SpecError(
-            f"GEN {spec!r} raised when called: {type(error).__name__}: {error}"
-        ) from error
-    try:
-        iter(iterable)
-    except TypeError:
-        raise SpecError(
-            f"GEN {spec!r} returned {type(iterable).__name__}, not an iterable of jobs"
-        ) from None
-    return iterable
-
-
-def _takes_last(gen: Callable[..., Any]) -> bool:
-    try:
-        return "last" in inspect.signature(gen).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _context(backend: Backend, state_dir: str) -> tuple[str, ...]:
