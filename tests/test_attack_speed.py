@@ -349,8 +349,10 @@ def test_redis_workers_sigkilled_mid_run_cost_no_job(
     workers = [project.start("work", "--backend", url, "-w", "1") for _ in range(2)]
     peak = 0.0
     for fraction in (0.2, 0.4, 0.6):
-        wait_for(lambda: log_lines(project) >= fraction * total, 60, interval=0.005,
-                 what=f"{fraction:.0%} of the jobs")  # fmt: skip
+        wanted = int(fraction * total)
+        wait_for(
+            lambda n=wanted: log_lines(project) >= n, 60, interval=0.005, what=f"{wanted} jobs"
+        )
         doomed = workers.pop(0)
         os.killpg(doomed.pid, signal.SIGKILL)
         doomed.wait(10)
