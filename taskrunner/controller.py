@@ -22,7 +22,7 @@ from .checkpoint import Checkpoint
 from .durations import Durations
 from .executor import Executor
 from .jobsource import GeneratorAbandoned, JobSource
-from .ledger import DONE, FAILED, HANDED_BACK, OPEN, Flight, Ledger
+from .ledger import DONE, ENTERED, FAILED, HANDED_BACK, OPEN, Flight, Ledger
 from .live import RecentRate, SentTimes
 from .options import RunOptions
 from .outcomes import SettlesOutcomes
@@ -276,7 +276,24 @@ class Controller(SettlesOutcomes):
         self._tally.done(count)
         if self.options.max_failures is not None:
             self._check_failures()  # a percentage is judged on every ended job
-        self._complete_if_settled(event.batch_id)
+        if not self._complete_if_settled(event.batch_id):
+            self._enter_early(flight, fresh)
+
+    def _enter_early(self, flight: Flight, fresh: range | list[int]) -> None:
+        """Jobs done in a batch still in flight (a long batch reports as it goes) enter the
+        checkpoint now, not when the whole batch is settled: the next save keeps them, and
+        a hard crash does not run them again."""
+        entered = self._ledger.enter(flight, fresh)
+        if not entered:
+            return
+        seqs = flight.keys
+        self._tally.checkpointed([seqs[index] for index in entered], bytes([DONE]) * len(entered))
+        for start, stop in _runs(entered):
+            if isinstance(seqs, range):
+                self.checkpoint.mark_range(seqs[start], seqs[stop - 1] + 1, flight.jobs[stop - 1])
+            else:
+                for index in range(start, stop):
+                    self.checkpoint.mark_one(seqs[index], flight.jobs[index])
 
     def _results_closed(
         self, flight: Flight, fresh: list[int], refused: list[tuple[int, JobError]]
@@ -336,22 +353,28 @@ class Controller(SettlesOutcomes):
     def _on_returned(self, batch_id: int) -> None:
         self._complete_if_settled(batch_id)
 
-    def _complete_if_settled(self, batch_id: int) -> None:
+    def _complete_if_settled(self, batch_id: int) -> bool:
         """Once every job of the batch has an outcome, move the finished ones into the
-        checkpoint, and only then into the run's counts (tally.py says why)."""
+        checkpoint (those not entered early), and only then into the run's counts (tally.py
+        says why). False while the batch has open jobs."""
         flight = self._ledger.pop_settled(batch_id)
         if flight is None:
-            return
+            return False
         self._sent_times.settled(batch_id)
         self._bound.note_settled(self._batch_bytes.pop(batch_id, 0))
         seqs, jobs, state = flight.keys, flight.jobs, flight.state
         self._tally.checkpointed(seqs, state)
-        if isinstance(seqs, range) and HANDED_BACK not in state:
+        if isinstance(seqs, range) and HANDED_BACK not in state and ENTERED not in state:
             self.checkpoint.mark_range(seqs.start, seqs.stop, jobs[-1])
-            return
-        for index, job_state in enumerate(state):
-            if job_state in (DONE, FAILED):
-                self.checkpoint.mark_one(seqs[index], jobs[index])
+            return True
+        finished = [index for index, job_state in enumerate(state) if job_state in (DONE, FAILED)]
+        for start, stop in _runs(finished):
+            if isinstance(seqs, range):
+                self.checkpoint.mark_range(seqs[start], seqs[stop - 1] + 1, jobs[stop - 1])
+            else:
+                for index in range(start, stop):
+                    self.checkpoint.mark_one(seqs[index], jobs[index])
+        return True
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -398,3 +421,14 @@ class Controller(SettlesOutcomes):
 def _announce_abandon() -> None:
     print("taskrunner: abandoning the jobs in flight; they will run again on resume",
           file=sys.stderr)  # fmt: skip
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    """The increasing `indices` as (start, stop) runs of consecutive ones."""
+    runs: list[tuple[int, int]] = []
+    for index in indices:
+        if runs and runs[-1][1] == index:
+            runs[-1] = (runs[-1][0], index + 1)
+        else:
+            runs.append((index, index + 1))
+    return runs

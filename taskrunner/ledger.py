@@ -16,6 +16,9 @@ from typing import Any
 from .batching import MAX_BATCH
 
 OPEN, DONE, FAILED, HANDED_BACK = 0, 1, 2, 3
+# Done, and in the checkpoint already while its batch is still in flight: a long batch
+# reports as it goes (strategies.REPORT_AFTER), and its finished jobs are saved then.
+ENTERED = 4
 _DONE_BYTES = bytes([DONE]) * MAX_BATCH
 
 
@@ -127,6 +130,14 @@ class Ledger:
             state[index] = HANDED_BACK
         self._settled(flight, len(handed))
         return handed
+
+    def enter(self, flight: Flight, indices: range | list[int]) -> list[int]:
+        """Of `indices`, those DONE become ENTERED (the checkpoint has them); returns them."""
+        state = flight.state
+        entered = [index for index in indices if state[index] == DONE]
+        for index in entered:
+            state[index] = ENTERED
+        return entered
 
     def revise(self, flight: Flight, index: int, job_state: int) -> None:
         """Change the outcome of a settled job (a result that could not be written fails)."""

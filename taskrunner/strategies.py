@@ -32,6 +32,15 @@ from .reporting import FLUSH_DELAY, OutcomeBuffer, pickle_result
 if TYPE_CHECKING:
     import asyncio
 
+# What a callback returns is looked at for an awaitable (a plain callback may return a
+# coroutine, at any job): these types never are, and cost one set lookup to rule out.
+PLAIN_RESULTS = frozenset({int, float, str, bytes, bool, tuple, list, dict, set})
+# A batch of jobs run one after another reports what it finished after this many seconds,
+# and so on, not only at its end: jobs that turned slow in a batch sized for fast ones are
+# then saved with the next checkpoint (a hard crash re-runs about a second of work, not
+# the whole batch).
+REPORT_AFTER = 0.1
+
 
 class Strategy:
     """Runs the commands of a worker's inbox until Stop; reports through its buffer."""
@@ -105,7 +114,11 @@ class Strategy:
         started = self._start(base, batch_id, index)
         try:
             result = self.callback(job)
-            if inspect.isawaitable(result):
+            if (
+                result is not None
+                and type(result) not in PLAIN_RESULTS
+                and inspect.isawaitable(result)
+            ):
                 result = _await_here(result)
         except BaseException as error:  # never trust the callback
             self._failed(base, batch_id, index, error, started)
@@ -135,7 +148,6 @@ class Sequential(Strategy):
     """One job after another on the main thread; a message is read only between batches."""
 
     def run(self) -> None:
-        self._awaits: bool | None = None  # does the callback return awaitables? known after a job
         while True:
             command = self.inbox.read()
             if isinstance(command, Work):
@@ -155,17 +167,17 @@ class Sequential(Strategy):
     def _run_batch(self, work: Work) -> None:
         if work.interval or self.timeout is not None or self.buffer.want_results:
             self._run_batch_paced(work)
-        elif self._awaits is False:
-            self._run_batch_plain(work)
         else:
-            self._run_batch_paced(work)  # the first job tells whether the callback awaits
+            self._run_batch_plain(work)
 
     def _run_batch_plain(self, work: Work) -> None:
-        """The hot path: no --rate, no --timeout, no results, a callback known not to return
-        awaitables. Per job only what the guarantees need: the slot names the job (the
-        culprit if the worker dies), one clock read (its duration), the call, and the fork
-        check. The try is outside the loop (free until a job raises); after a failure the
-        loop resumes with the next job."""
+        """The hot path: no --rate, no --timeout, no results. Per job only what the
+        guarantees need: the slot names the job (the culprit if the worker dies), the call,
+        a look at what it returned (an awaitable is awaited here), one clock read (its
+        duration), and the fork check. The try is outside the loop (free until a job
+        raises); after a failure the loop resumes with the next job. A batch that runs
+        longer than REPORT_AFTER reports what it finished so far, from the branch that
+        only jobs of a microsecond or more take."""
         callback, slots, buffer = self.callback, self.slots, self.buffer
         timings = buffer.timings
         counts = timings.counts
@@ -183,7 +195,13 @@ class Sequential(Strategy):
             try:
                 for index in range(index, end):  # noqa: B020 - resumes after a failed job
                     slots[1] = index
-                    callback(jobs[index])
+                    result = callback(jobs[index])
+                    if (
+                        result is not None
+                        and type(result) not in PLAIN_RESULTS
+                        and inspect.isawaitable(result)
+                    ):
+                        _await_here(result)
                     if (finished := monotonic()) - started >= SMALLEST:
                         seconds = finished - started
                         bucket = bucket_of(seconds)
@@ -193,6 +211,15 @@ class Sequential(Strategy):
                             now = monotonic()  # naming it is neither this job's time nor the next's
                             waited += now - finished
                             finished = now
+                        if finished - batch_started >= REPORT_AFTER:
+                            busy = finished - batch_started
+                            durations = timings.take(index + 1 - reported, busy - waited)
+                            buffer.report_done(
+                                batch_id, range(reported, index + 1), None, busy, durations
+                            )
+                            reported = index + 1
+                            batch_started = finished
+                            waited = 0.0
                     started = finished
                     if _forked:
                         os._exit(0)  # see leave_if_forked
@@ -224,7 +251,6 @@ class Sequential(Strategy):
         counts = timings.counts
         batch_id, jobs, start_at, interval = work.batch_id, work.jobs, work.start_at, work.interval
         timed = self.timeout is not None
-        awaits = self._awaits
         results: list[Any] | None = [] if buffer.want_results else None
         reported = 0  # jobs[:reported] are reported
         # One clock read per job: a job starts when the one before it ended, so `started`
@@ -250,10 +276,12 @@ class Sequential(Strategy):
             # Otherwise the slot keeps the batch's start: enough to blame.
             try:
                 result = callback(job)
-                if awaits is not False:
-                    awaits = self._awaits = inspect.isawaitable(result)
-                    if awaits:
-                        result = _await_here(result)
+                if (
+                    result is not None
+                    and type(result) not in PLAIN_RESULTS
+                    and inspect.isawaitable(result)
+                ):
+                    result = _await_here(result)
                 if results is not None:
                     # Here, while the slot names the job: see Strategy._succeeded.
                     results.append(pickle_result(result))
@@ -278,6 +306,13 @@ class Sequential(Strategy):
                     now = time.monotonic()
                     waited += now - finished
                     finished = now
+            if finished - batch_started >= REPORT_AFTER:  # a long batch: what it finished
+                busy = finished - batch_started
+                durations = timings.take(index + 1 - reported, busy - waited)
+                buffer.report_done(batch_id, range(reported, index + 1), results, busy, durations)
+                reported, results = index + 1, ([] if buffer.want_results else None)
+                batch_started = finished
+                waited = 0.0
             started = finished
             if _forked:
                 os._exit(0)  # see leave_if_forked

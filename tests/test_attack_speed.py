@@ -2,11 +2,10 @@
 worker, the outcome buffer's deque, the adaptive bound's 20 ms windows, and Redis without
 --queue-size. Each counts executions from the callback's own log.
 
-Two of them fail on purpose (known bugs, see the report of the `attack` branch):
-- a sequential worker decides from its first job whether the callback awaits, and later
-  awaitables are dropped unawaited while their jobs count done;
-- a sequential batch is reported only when it ends, so after jobs turn slow a hard crash
-  re-runs far more than a second of work.
+Two of them found bugs, fixed since: a sequential worker decided from its first job
+whether the callback awaits (later awaitables were dropped unawaited while their jobs
+counted done); a sequential batch was reported, and checkpointed, only when it ended (after
+jobs turned slow, a hard crash re-ran far more than a second of work).
 """
 
 from __future__ import annotations
@@ -157,10 +156,9 @@ def test_plain_loop_fails_exactly_the_hostile_jobs_and_runs_the_rest_once(
 def test_a_callback_that_returns_an_awaitable_after_plain_values_runs_every_job(
     project: Project,
 ) -> None:
-    """BUG: a sequential worker learns from its first job that the callback returns no
-    awaitable (`_awaits = False`) and never looks again: the coroutines returned later are
-    dropped unawaited ("coroutine was never awaited") and their jobs are counted done.
-    With -c 2 (threads) the same callback runs every job."""
+    """A sequential worker once learned from its first job that the callback returns no
+    awaitable and never looked again: the coroutines returned later were dropped unawaited
+    and their jobs counted done. Every job's result is looked at now, as threads do."""
     project.write(
         "jobs.py",
         """
@@ -286,12 +284,13 @@ def test_sigkill_of_a_fast_run_reruns_only_what_the_checkpoint_had_not_saved(
 def test_sigkill_after_jobs_turn_slow_reruns_about_a_second_of_work_at_most(
     project: Project,
 ) -> None:
-    """BUG: 200k trivial jobs grow the bound and the batches (each a few thousand jobs per
-    worker); then 600 jobs of 10 ms. A sequential worker reports a batch only when it ends,
-    so none of the slow jobs is reported while it runs them: after 500 of them ran (2.5 s
-    of work per worker), a SIGKILL of the controller makes resume run all 500 again. At 10
-    ms a job, two workers finish at most 200 jobs in any second: the contract's "in flight
-    or finished in the last second" allows about 200 (300 with slack)."""
+    """200k trivial jobs grow the bound and the batches (each a few thousand jobs per
+    worker); then 600 jobs of 10 ms. A sequential worker once reported a batch only when it
+    ended, and the controller checkpointed a batch only once it was settled: after 500 slow
+    jobs ran, a SIGKILL of the controller made resume run all 500 again. At 10 ms a job,
+    two workers finish at most 200 jobs in any second: the contract's "in flight or
+    finished in the last second" allows about 200 (300 with slack). A long batch now
+    reports every REPORT_AFTER seconds, and what it reports enters the checkpoint then."""
     first_slow, slow = 200_000, 600
     project.write(
         "jobs.py",

@@ -1,8 +1,8 @@
 """The sequential worker loop in-process: every job runs once, in order, and is reported once.
 
-The loop has two paths: `_run_batch_paced` (--rate, --timeout, results, the first batch, which
-tells whether the callback returns awaitables) and `_run_batch_plain`, the hot path of
-trivial jobs. Both must report the same outcomes and name the running job in the slots.
+The loop has two paths: `_run_batch_paced` (--rate, --timeout, results) and
+`_run_batch_plain`, the hot path of trivial jobs. Both must report the same outcomes, await
+what the callback returns when it is an awaitable, and name the running job in the slots.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ def _sequential(callback: Any) -> tuple[Sequential, RecordingBuffer, Any]:
     slots = multiprocessing.get_context("spawn").RawArray("d", [IDLE, -1.0, 0.0])
     buffer = RecordingBuffer()
     loop = Sequential(callback, slots, None, buffer, concurrency=1, timeout=None)  # type: ignore[arg-type]
-    loop._awaits = None
     return loop, buffer, slots
 
 
@@ -72,9 +71,7 @@ def test_each_job_runs_once_in_order_and_is_reported_once(failing: set[int]) -> 
     for batch_id in (1, 2, 3):
         loop._run_batch(Work(batch_id, [(batch_id, i) for i in range(20)], 0.0, 0.0, None))
 
-    # The first job that returns tells that the callback does not return awaitables; the
-    # batches after it take the plain path (a callback that only raises never tells).
-    assert paths == ([] if len(failing) == 20 else ["plain", "plain"])
+    assert paths == ["plain", "plain", "plain"]
     assert ran == [(b, i, 1) for b in (1, 2, 3) for i in range(20)]
     assert slots_seen == [(float(b), float(i)) for b in (1, 2, 3) for i in range(20)]
     assert slots[0] == IDLE  # nothing runs between batches
@@ -109,3 +106,49 @@ def test_a_slow_job_among_trivial_ones_is_timed_and_named() -> None:
     assert counted == 1000
     assert 0.02 <= longest < 1.0 and total >= longest
     assert [key for _, key, _ in slowest][:1] == [(2, 500)]
+
+
+@pytest.mark.timeout(30)
+def test_a_callback_returning_an_awaitable_after_plain_values_has_it_awaited() -> None:
+    awaited: list[int] = []
+
+    async def later(job: int) -> None:
+        awaited.append(job)
+
+    def callback(job: int) -> Any:
+        return later(job) if job >= 300 else job
+
+    loop, buffer, _ = _sequential(callback)
+    loop._run_batch(Work(1, list(range(1000)), 0.0, 0.0, None))
+
+    assert awaited == list(range(300, 1000))
+    assert [i for kind, _, what in buffer.reports if kind == "done" for i in what] == list(
+        range(1000)
+    )
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("paced", [False, True], ids=["plain", "paced"])
+def test_a_long_batch_reports_what_it_finished_before_it_ends(paced: bool) -> None:
+    """Jobs that turned slow in a batch sized for fast ones are reported as they finish
+    (every REPORT_AFTER seconds), so that the checkpoint can move past them."""
+    import time
+
+    from taskrunner.strategies import REPORT_AFTER
+
+    reported_when: list[int] = []
+
+    def callback(job: int) -> int:
+        reported_when.append(len(buffer.reports))
+        time.sleep(REPORT_AFTER / 3)
+        return job
+
+    loop, buffer, _ = _sequential(callback)
+    if paced:
+        loop.timeout = 60.0  # --timeout takes the paced path
+    loop._run_batch(Work(1, list(range(12)), 0.0, 0.0, None))
+
+    done = [what for kind, _, what in buffer.reports if kind == "done"]
+    assert [i for what in done for i in what] == list(range(12))
+    assert len(done) >= 3, done  # about 4 jobs a report, not one report at the end
+    assert reported_when[-1] >= 2  # the last job started after earlier jobs were reported
