@@ -61,6 +61,9 @@ class RedisExecutor(Executor):
         self._verbosity = verbosity
         # The jobs pushed and not yet reported, by batch: the run loop's own ledger.
         self._pushed = Ledger()
+        # The bytes of the last batch pushed, as serialized: the run's --queue-bytes bound
+        # counts what Redis holds for it (bounds.py).
+        self.batch_bytes: int | None = 0
         self._local: subprocess.Popen[bytes] | None = None
         self._push_keys = [run_key(name, part) for part in ("waiting", "payloads", "fed")]
         self._wake_key = run_key(name, "wake")
@@ -101,6 +104,7 @@ class RedisExecutor(Executor):
         else:
             ids, payloads = self._dump_one_by_one(batch, events)
         self._pushed.pop_settled(batch.batch_id)
+        self.batch_bytes = sum(map(len, payloads))
         if ids:
             # The whole batch in three arguments (redis_wire.py), not two per job.
             args = [self._queue_size, *batch_arguments(ids, payloads)]
