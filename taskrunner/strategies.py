@@ -307,6 +307,8 @@ class Sequential(Strategy):
                     waited += now - finished
                     finished = now
             if finished - batch_started >= REPORT_AFTER:  # a long batch: what it finished
+                if timed:
+                    slots[2] = 0.0  # reporting is not running: no --timeout while it is sent
                 busy = finished - batch_started
                 durations = timings.take(index + 1 - reported, busy - waited)
                 buffer.report_done(batch_id, range(reported, index + 1), results, busy, durations)
