@@ -130,6 +130,7 @@ class Controller(SettlesOutcomes):
                 now = time.monotonic()
                 self._adapt_bound(now)
                 if now >= next_save:
+                    self._enter_unsettled()
                     self._saver.save()
                     self._note_results_closed()  # found by the flush before the save
                     next_save = now + SAVE_SECONDS
@@ -276,24 +277,26 @@ class Controller(SettlesOutcomes):
         self._tally.done(count)
         if self.options.max_failures is not None:
             self._check_failures()  # a percentage is judged on every ended job
-        if not self._complete_if_settled(event.batch_id):
-            self._enter_early(flight, fresh)
+        self._complete_if_settled(event.batch_id)
 
-    def _enter_early(self, flight: Flight, fresh: range | list[int]) -> None:
-        """Jobs done in a batch still in flight (a long batch reports as it goes) enter the
-        checkpoint now, not when the whole batch is settled: the next save keeps them, and
-        a hard crash does not run them again."""
-        entered = self._ledger.enter(flight, fresh)
-        if not entered:
-            return
-        seqs = flight.keys
-        self._tally.checkpointed([seqs[index] for index in entered], bytes([DONE]) * len(entered))
-        for start, stop in _runs(entered):
-            if isinstance(seqs, range):
-                self.checkpoint.mark_range(seqs[start], seqs[stop - 1] + 1, flight.jobs[stop - 1])
-            else:
-                for index in range(start, stop):
-                    self.checkpoint.mark_one(seqs[index], flight.jobs[index])
+    def _enter_unsettled(self) -> None:
+        """Before a save: the jobs done in batches still in flight (a long batch reports as
+        it goes, threads every few milliseconds) enter the checkpoint now, not when their
+        whole batch settles, so that a hard crash does not run them again. Once a second,
+        not at each report: most batches settle within it, and cost one range then."""
+        for flight in self._ledger.flights():
+            entered = self._ledger.enter(flight)
+            if not entered:
+                continue
+            seqs = flight.keys
+            self._tally.checkpointed([seqs[i] for i in entered], bytes([DONE]) * len(entered))
+            for start, stop in _runs(entered):
+                if isinstance(seqs, range):
+                    last = flight.jobs[stop - 1]
+                    self.checkpoint.mark_range(seqs[start], seqs[stop - 1] + 1, last)
+                else:
+                    for index in range(start, stop):
+                        self.checkpoint.mark_one(seqs[index], flight.jobs[index])
 
     def _results_closed(
         self, flight: Flight, fresh: list[int], refused: list[tuple[int, JobError]]

@@ -131,12 +131,20 @@ class Ledger:
         self._settled(flight, len(handed))
         return handed
 
-    def enter(self, flight: Flight, indices: range | list[int]) -> list[int]:
-        """Of `indices`, those DONE become ENTERED (the checkpoint has them); returns them."""
+    def flights(self) -> list[Flight]:
+        """The batches in flight."""
+        return list(self._flights.values())
+
+    def enter(self, flight: Flight) -> list[int]:
+        """The DONE jobs of `flight` become ENTERED (the checkpoint has them); returns their
+        indices, in order."""
         state = flight.state
-        entered = [index for index in indices if state[index] == DONE]
-        for index in entered:
+        entered: list[int] = []
+        index = state.find(DONE)
+        while index != -1:
             state[index] = ENTERED
+            entered.append(index)
+            index = state.find(DONE, index + 1)
         return entered
 
     def revise(self, flight: Flight, index: int, job_state: int) -> None:
