@@ -13,8 +13,9 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+
+from .frozen import Frozen, frozen_dataclass
 
 # Besides the pipe, a worker shares an array of doubles with the pool: SLOT_FIELDS per thread
 # or task, (batch id, index in batch, start time) of the job it runs. The pool reads it to
@@ -24,8 +25,8 @@ SLOT_FIELDS = 3
 IDLE = -1.0
 
 
-@dataclass(frozen=True)
-class WorkerConfig:
+@frozen_dataclass()
+class WorkerConfig(Frozen):
     """What a worker needs to know; pickled into the spawned process."""
 
     worker_id: int
