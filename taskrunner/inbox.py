@@ -7,10 +7,10 @@ strategies never see it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .frozen import Frozen, frozen_dataclass
 from .protocol import GiveBack, Retire, RunBatch, Stop, Unloadable, decode, load_jobs
 from .reporting import Reporter, describe
 
@@ -19,8 +19,8 @@ from .reporting import Reporter, describe
 WorkItem = tuple[int, int, Any, float]
 
 
-@dataclass(frozen=True, slots=True)
-class Work:
+@frozen_dataclass(slots=True)
+class Work(Frozen):
     """A batch whose jobs are loaded and ready to run."""
 
     batch_id: int

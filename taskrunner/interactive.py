@@ -18,14 +18,14 @@ import os
 import pickle
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import SpecError
+from .frozen import Frozen, frozen_dataclass
 
 
-@dataclass(frozen=True)
-class ByValue:
+@frozen_dataclass()
+class ByValue(Frozen):
     """A function pickled with cloudpickle, for a worker that cannot import it by name."""
 
     spec: str

@@ -9,23 +9,26 @@ imported; the pool starts its own the same way (supervision.start_worker). The p
 
 from __future__ import annotations
 
+import mmap
 import os
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-# Besides the pipe, a worker shares an array of doubles with the pool: SLOT_FIELDS per thread
-# or task, (batch id, index in batch, start time) of the job it runs. The pool reads it to
-# enforce --timeout and to name the culprit when the worker dies. A batch id of IDLE: no job;
-# a start time of 0.0: not running (waiting for its --rate slot, or reporting).
+from .frozen import Frozen, frozen_dataclass
+
+# Besides the pipe, a worker shares an array of doubles with the pool (`_shared_slots`):
+# SLOT_FIELDS per thread or task, (batch id, index in batch, start time) of the job it runs.
+# The pool reads it to enforce --timeout and to name the culprit when the worker dies. A batch
+# id of IDLE: no job; a start time of 0.0: not running (waiting for its --rate slot, or
+# reporting).
 SLOT_FIELDS = 3
 IDLE = -1.0
 
 
-@dataclass(frozen=True)
-class WorkerConfig:
+@frozen_dataclass()
+class WorkerConfig(Frozen):
     """What a worker needs to know; pickled into the spawned process."""
 
     worker_id: int
@@ -55,10 +58,10 @@ def launch(
     of it before a stop signal can interrupt us, so that whoever must stop it again knows of
     it whatever happens next."""
     parent_conn, child_conn = context.Pipe(duplex=True)
-    slots = context.RawArray("d", [IDLE, -1.0, 0.0] * config.concurrency)
+    slots, given = _shared_slots(context, config.concurrency)
     process = context.Process(
         target=worker_entry,
-        args=(config, child_conn, slots, os.getpid()),
+        args=(config, child_conn, given, os.getpid()),
         name=f"taskrunner-w{config.worker_id}",
         daemon=True,
     )
@@ -75,7 +78,66 @@ def launch(
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         child_conn.close()
+        if isinstance(given, _MappedSlots):
+            given.close()  # the child has its own copy of the descriptor; our mapping stays
     return launched
+
+
+def _shared_slots(context: Any, concurrency: int) -> tuple[Any, Any]:
+    """The worker's slots: (what the pool reads, indexed by double; what the child is given,
+    with the buffer protocol), each holding [IDLE, -1.0, 0.0] per thread or task.
+
+    A memfd mapped on both sides where Linux has them: multiprocessing's RawArray would
+    do the same, but unpickling one costs each worker multiprocessing.heap and ctypes, and
+    the pool a temporary file. Elsewhere (or should memfd_create be refused), a RawArray.
+    """
+    initial = [IDLE, -1.0, 0.0] * concurrency
+    try:
+        fd = os.memfd_create("taskrunner-slots", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        array = context.RawArray("d", initial)
+        return array, array
+    try:
+        size = len(initial) * 8  # doubles
+        os.ftruncate(fd, size)
+        view = memoryview(mmap.mmap(fd, size)).cast("d")
+        for position, value in enumerate(initial):
+            view[position] = value
+    except BaseException:
+        os.close(fd)
+        raise
+    return view, _MappedSlots(fd, size)
+
+
+class _MappedSlots:
+    """The slots as a worker is given them: their memfd, which multiprocessing passes to the
+    child as it spawns it (DupFd), and which the child maps (`_map_slots`)."""
+
+    __slots__ = ("fd", "size")
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from multiprocessing.reduction import DupFd  # imported already where one spawns
+
+        return _map_slots, (DupFd(self.fd), self.size)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _map_slots(duplicate: Any, size: int) -> mmap.mmap:
+    """In the worker: its slots, mapped (an object with the buffer protocol, as strategies.py
+    takes them)."""
+    fd = duplicate.detach()
+    try:
+        return mmap.mmap(fd, size)
+    finally:
+        os.close(fd)
 
 
 def worker_entry(config: WorkerConfig, conn: Any, slots: Any, parent_pid: int) -> None:

@@ -1,9 +1,9 @@
 """The messages between the local pool (pool.py) and a worker process (worker.py).
 
-Every message is a frozen, slotted dataclass, pickled whole into one frame of the worker's
-own pipe (multiprocessing Connection framing) by `encode`, and read back by `decode`: one
-place for the wire format, and a reader dispatches on the message's class, never on a
-position in a tuple.
+Every message is a frozen, slotted dataclass (of frozen.py: cheap to define in each worker),
+pickled whole into one frame of the worker's own pipe (multiprocessing Connection framing) by
+`encode`, and read back by `decode`: one place for the wire format, and a reader dispatches on
+the message's class, never on a position in a tuple.
 
     pool -> worker     RunBatch, GiveBack, Retire, Stop
     worker -> pool     Ready, Fatal, Log, Done, Failed, Unloadable, Returned, GaveBack, Retired
@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import logging
 import pickle
-from dataclasses import dataclass
 from typing import Any
 
 from .durations import Wire
+from .frozen import Frozen, frozen_dataclass
 
 # The slots' layout, which a worker shares with the pool beside its pipe (launching.py).
 from .launching import IDLE as IDLE
@@ -35,8 +35,8 @@ PIPE_LOST_EXIT = 70
 # -- pool -> worker ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RunBatch:
+@frozen_dataclass(slots=True)
+class RunBatch(Frozen):
     """Run these jobs. `jobs_blob` is the list of jobs pickled apart, inside the message: a
     worker that cannot unpickle them can still read which batch they were, and say so.
 
@@ -53,47 +53,47 @@ class RunBatch:
     index_map: list[int] | None
 
 
-@dataclass(frozen=True, slots=True)
-class GiveBack:
+@frozen_dataclass(slots=True)
+class GiveBack(Frozen):
     """Hand back up to `most` jobs not started yet, for a worker that sits idle."""
 
     most: int
 
 
-@dataclass(frozen=True, slots=True)
-class Retire:
+@frozen_dataclass(slots=True)
+class Retire(Frozen):
     """Take no more of what you hold: hand back what has not started, finish what runs."""
 
 
-@dataclass(frozen=True, slots=True)
-class Stop:
+@frozen_dataclass(slots=True)
+class Stop(Frozen):
     """Finish what you hold, report it, and exit."""
 
 
 # -- worker -> pool ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Ready:
+@frozen_dataclass(slots=True)
+class Ready(Frozen):
     """The callback is loaded: jobs sent now start now (--rate relies on it)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Fatal:
+@frozen_dataclass(slots=True)
+class Fatal(Frozen):
     """The callback cannot be loaded; `text` says why. The worker exits."""
 
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Log:
+@frozen_dataclass(slots=True)
+class Log(Frozen):
     """A log record of the worker's, message and traceback already rendered to strings."""
 
     record: logging.LogRecord
 
 
-@dataclass(frozen=True, slots=True)
-class Done:
+@frozen_dataclass(slots=True)
+class Done(Frozen):
     """The jobs at `indices` of a batch returned; `results` aligns with them when wanted,
     each pickled apart (reporting.pickle_result), so that one the pool cannot load fails its
     job alone (`load_results`). `busy` is the seconds they ran, together. `durations`: those
@@ -107,8 +107,8 @@ class Done:
     durations: Wire | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Failed:
+@frozen_dataclass(slots=True)
+class Failed(Frozen):
     """The job at `index` of a batch failed."""
 
     batch_id: int
@@ -116,8 +116,8 @@ class Failed:
     error: JobError
 
 
-@dataclass(frozen=True, slots=True)
-class Unloadable:
+@frozen_dataclass(slots=True)
+class Unloadable(Frozen):
     """The jobs of a batch could not be unpickled in the worker (`text` says why); none ran."""
 
     batch_id: int
@@ -125,8 +125,8 @@ class Unloadable:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Returned:
+@frozen_dataclass(slots=True)
+class Returned(Frozen):
     """The jobs at `indices` of a batch are handed back, not started (after GiveBack or
     Retire)."""
 
@@ -134,13 +134,13 @@ class Returned:
     indices: list[int]
 
 
-@dataclass(frozen=True, slots=True)
-class GaveBack:
+@frozen_dataclass(slots=True)
+class GaveBack(Frozen):
     """The answer to GiveBack: everything it will hand back has been sent."""
 
 
-@dataclass(frozen=True, slots=True)
-class Retired:
+@frozen_dataclass(slots=True)
+class Retired(Frozen):
     """The answer to Retire: everything not started has been handed back."""
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
+
+from .frozen import Frozen, frozen_dataclass
 
 if TYPE_CHECKING:
     from .durations import Durations
@@ -37,8 +38,8 @@ class Ending(Enum):
 Seqs = range | list[int]
 
 
-@dataclass(frozen=True)
-class Batch:
+@frozen_dataclass()
+class Batch(Frozen):
     """Jobs handed to an executor together; `seqs[i]` is the position of `jobs[i]`."""
 
     batch_id: int
@@ -52,8 +53,8 @@ class Batch:
     alone: bool = False
 
 
-@dataclass(frozen=True)
-class JobError:
+@frozen_dataclass()
+class JobError(Frozen):
     """Why one job failed, as the worker (or the pool, for a dead worker) saw it."""
 
     error_type: str
@@ -68,8 +69,8 @@ class UnkeptJob(str):
     a generator as `last`, nor compare it with a fingerprint."""
 
 
-@dataclass(frozen=True)
-class Failure:
+@frozen_dataclass()
+class Failure(Frozen):
     """A failed job as the run state keeps it."""
 
     seq: int
@@ -91,8 +92,8 @@ class Failure:
 # Events an executor reports to the run loop -------------------------------------------------
 
 
-@dataclass(frozen=True)
-class JobsDone:
+@frozen_dataclass()
+class JobsDone(Frozen):
     """The jobs at `indices` of a batch returned; `results` aligns with them when wanted.
     `durations`: of the jobs finished since the executor's last report, slow ones keyed by
     (batch id, index) of jobs still in flight (see durations.py)."""
@@ -104,8 +105,8 @@ class JobsDone:
     durations: Durations | None = None
 
 
-@dataclass(frozen=True)
-class JobFailed:
+@frozen_dataclass()
+class JobFailed(Frozen):
     """The job at `index` of a batch failed."""
 
     batch_id: int
@@ -113,8 +114,8 @@ class JobFailed:
     error: JobError
 
 
-@dataclass(frozen=True)
-class WorkerLost:
+@frozen_dataclass()
+class WorkerLost(Frozen):
     """A worker died or was killed holding the batches `batch_ids` (in the order sent).
 
     `running` lists the (batch_id, index) of the jobs it was running when it went, read from
@@ -130,8 +131,8 @@ class WorkerLost:
     signal_number: int | None = None  # the signal that killed it, if one did
 
 
-@dataclass(frozen=True)
-class JobsReturned:
+@frozen_dataclass()
+class JobsReturned(Frozen):
     """The jobs at `indices` of a batch were taken back before they started.
 
     `one_by_one`: send them again each in a batch of its own (one of them cannot be loaded
