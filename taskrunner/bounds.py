@@ -26,6 +26,9 @@ BATCH_BYTES = 4 * 1024**2
 # How often the rate is measured anew: short, so that a run of trivial jobs leaves its first
 # small batches within a few hundredths of a second.
 RATE_WINDOW_SECONDS = 0.02
+# The first measurement comes sooner: a million trivial jobs take a tenth of a second, and
+# until it comes their batches are the floor's (250 jobs at -w 2).
+FIRST_WINDOW_SECONDS = 0.005
 
 
 class QueueBound:
@@ -43,6 +46,7 @@ class QueueBound:
         self._bytes_per_job: float | None = None  # measured; None until a batch was sized
         self._window_start: float | None = None
         self._window_ended = 0
+        self._measured = False  # has a window ended yet?
 
     @property
     def batch_cap(self) -> int:
@@ -57,8 +61,9 @@ class QueueBound:
             self._window_start, self._window_ended = now, ended
             return
         elapsed = now - self._window_start
-        if elapsed < RATE_WINDOW_SECONDS:
+        if elapsed < (RATE_WINDOW_SECONDS if self._measured else FIRST_WINDOW_SECONDS):
             return
+        self._measured = True
         rate = (ended - self._window_ended) / elapsed
         self._window_start, self._window_ended = now, ended
         # Jobs end in lumps (a batch's at once), so one short window may see none: the bound

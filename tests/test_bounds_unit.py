@@ -108,3 +108,17 @@ def test_a_long_job_is_shown_cut_short(job: object) -> None:
     shown = shown_job(job)
     assert isinstance(shown, str)
     assert len(shown) <= SHOWN_JOB_CHARS + 3 and shown.endswith("...")
+
+
+def test_the_first_rate_is_measured_sooner_than_the_next_ones() -> None:
+    """A million trivial jobs take a tenth of a second: the bound must not wait a whole
+    window of RATE_WINDOW_SECONDS before it first grows."""
+    from taskrunner.bounds import FIRST_WINDOW_SECONDS, RATE_WINDOW_SECONDS
+
+    bound = QueueBound(RunOptions(workers=2))
+    bound.note_ended(0, 0.0)
+    bound.note_ended(10_000, 0.0 + FIRST_WINDOW_SECONDS)  # 2 M jobs/s
+    assert bound.jobs == ADAPTIVE_MOST
+    # The next windows are the longer ones: a shorter one changes nothing.
+    bound.note_ended(10_000, FIRST_WINDOW_SECONDS + RATE_WINDOW_SECONDS / 2)
+    assert bound.jobs == ADAPTIVE_MOST
