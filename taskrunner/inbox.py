@@ -52,6 +52,10 @@ class Inbox:
     def fileno(self) -> int:
         return self._conn.fileno()
 
+    def ready(self) -> bool:
+        """Has a message arrived (read() would not wait)?"""
+        return self._conn.poll(0)
+
     def read(self) -> Command | None:
         """The next command, blocking until one arrives; None for a batch whose jobs could
         not be loaded (already reported). Raises EOFError or OSError once the pool is gone."""

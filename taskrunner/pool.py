@@ -144,6 +144,18 @@ class LocalPool(Executor):
             worker.giving_back = True
             self._write(worker, encode(GiveBack(count)))
 
+    def recall(self) -> list[Event]:
+        # A stop: each worker holding jobs it has not started hands them back (a sequential
+        # one at its next report of a long batch, or between batches); they come back as
+        # JobsReturned, and the run loop keeps them for `resume`. Those running finish.
+        if self._closing:
+            return []
+        for worker in self._workers.values():
+            if worker.outstanding_jobs > self._concurrency and not worker.giving_back:
+                worker.giving_back = True
+                self._write(worker, encode(GiveBack(worker.outstanding_jobs)))
+        return []
+
     def poll(self, timeout: float) -> list[Event]:
         # Raised here, not where the last one died: what that call returned is handled.
         self._startup_deaths.check()

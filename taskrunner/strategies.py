@@ -15,6 +15,7 @@ moment it starts (after any --rate wait) to the moment it returns or raises.
 
 from __future__ import annotations
 
+import collections
 import inspect
 import os
 import queue
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .durations import SMALLEST, bucket_of
-from .inbox import Inbox, Work, WorkItem
+from .inbox import Command, Inbox, Work, WorkItem
 from .protocol import IDLE, SLOT_FIELDS, GaveBack, GiveBack, Retire, Retired, Returned, Stop
 from .records import JobError
 from .reporting import FLUSH_DELAY, OutcomeBuffer, pickle_result
@@ -145,11 +146,19 @@ class Strategy:
 
 
 class Sequential(Strategy):
-    """One job after another on the main thread; a message is read only between batches."""
+    """One job after another on the main thread. Messages are read between batches, and
+    while a long batch runs, each time it reports (REPORT_AFTER): a GiveBack then takes back
+    the jobs not started, of this batch and of those read meanwhile (a stop, say, after jobs
+    turned slow in batches sized for fast ones)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Commands read while a long batch ran, to be run (or handed back) in order.
+        self._read_ahead: collections.deque[Command | None] = collections.deque()
 
     def run(self) -> None:
         while True:
-            command = self.inbox.read()
+            command = self._read_ahead.popleft() if self._read_ahead else self.inbox.read()
             if isinstance(command, Work):
                 if command.index_map is None:
                     self._run_batch(command)
@@ -158,11 +167,41 @@ class Sequential(Strategy):
             elif isinstance(command, Stop):
                 break
             elif isinstance(command, GiveBack):
-                self._hand_back([], GaveBack())  # what it holds has started or is next
+                self._give_back(None, 0)
             # Retire is never sent here (a worker running in order is killed instead); None
             # is a batch the inbox could not load, reported already.
         self.buffer.close()
         _close_loop_here()
+
+    def _asked_to_give_back(self, work: Work, start: int) -> bool:
+        """Between two jobs of a long batch: read what has come (batches after this one are
+        kept, in order); on a GiveBack, hand back jobs `start` on of `work`, and True."""
+        asked = False
+        while self.inbox.ready():
+            command = self.inbox.read()
+            if isinstance(command, GiveBack):
+                asked = True
+            else:
+                self._read_ahead.append(command)
+        if asked:
+            self._give_back(work, start)
+        return asked
+
+    def _give_back(self, work: Work | None, start: int) -> None:
+        """Hand back jobs `start` on of `work` (if any) and every batch read ahead, then say
+        so (GaveBack)."""
+        reporter = self.buffer.reporter
+        if work is not None and start < len(work.jobs):
+            reporter.send(Returned(work.batch_id, list(range(start, len(work.jobs)))))
+        kept: collections.deque[Command | None] = collections.deque()
+        for command in self._read_ahead:
+            if isinstance(command, Work):
+                indices = command.index_map or list(range(len(command.jobs)))
+                reporter.send(Returned(command.batch_id, list(indices)))
+            else:
+                kept.append(command)
+        self._read_ahead = kept
+        reporter.send(GaveBack())
 
     def _run_batch(self, work: Work) -> None:
         if work.interval or self.timeout is not None or self.buffer.want_results:
@@ -220,6 +259,10 @@ class Sequential(Strategy):
                             reported = index + 1
                             batch_started = finished
                             waited = 0.0
+                            leave_if_forked()
+                            if self._asked_to_give_back(work, reported):
+                                end = reported  # the rest is handed back
+                                break
                     started = finished
                     if _forked:
                         os._exit(0)  # see leave_if_forked
@@ -263,6 +306,7 @@ class Sequential(Strategy):
         slots[1] = -1.0
         slots[0] = batch_id
         slots[2] = started
+        end = len(jobs)
         for index, job in enumerate(jobs):
             slots[1] = index
             if interval:
@@ -315,15 +359,19 @@ class Sequential(Strategy):
                 reported, results = index + 1, ([] if buffer.want_results else None)
                 batch_started = finished
                 waited = 0.0
+                leave_if_forked()
+                if self._asked_to_give_back(work, reported):
+                    end = reported  # the rest is handed back
+                    break
             started = finished
             if _forked:
                 os._exit(0)  # see leave_if_forked
         slots[2] = 0.0
         slots[0] = IDLE
-        if len(jobs) > reported:
+        if end > reported:
             busy = time.monotonic() - batch_started
-            durations = timings.take(len(jobs) - reported, started - batch_started - waited)
-            buffer.report_done(batch_id, range(reported, len(jobs)), results, busy, durations)
+            durations = timings.take(end - reported, started - batch_started - waited)
+            buffer.report_done(batch_id, range(reported, end), results, busy, durations)
 
     def _run_mapped(self, work: Work) -> None:
         """A batch that lost some jobs on the way (they could not be pickled): run the rest

@@ -43,10 +43,17 @@ class RecordingBuffer:
         self.reports.append(("failed", batch_id, index))
 
 
+class QuietInbox:
+    """An inbox where nothing arrives while a batch runs."""
+
+    def ready(self) -> bool:
+        return False
+
+
 def _sequential(callback: Any) -> tuple[Sequential, RecordingBuffer, Any]:
     slots = multiprocessing.get_context("spawn").RawArray("d", [IDLE, -1.0, 0.0])
     buffer = RecordingBuffer()
-    loop = Sequential(callback, slots, None, buffer, concurrency=1, timeout=None)  # type: ignore[arg-type]
+    loop = Sequential(callback, slots, QuietInbox(), buffer, concurrency=1, timeout=None)  # type: ignore[arg-type]
     return loop, buffer, slots
 
 
@@ -152,3 +159,57 @@ def test_a_long_batch_reports_what_it_finished_before_it_ends(paced: bool) -> No
     assert [i for what in done for i in what] == list(range(12))
     assert len(done) >= 3, done  # about 4 jobs a report, not one report at the end
     assert reported_when[-1] >= 2  # the last job started after earlier jobs were reported
+
+
+class ScriptedInbox:
+    """An inbox whose messages arrive once the batch's job `after` has run."""
+
+    def __init__(self, messages: list[Any], arrived: list[bool]) -> None:
+        self._messages = messages
+        self._arrived = arrived
+
+    def ready(self) -> bool:
+        return self._arrived[0] and bool(self._messages)
+
+    def read(self) -> Any:
+        return self._messages.pop(0)
+
+
+class Sent:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    def send(self, message: Any) -> None:
+        self.messages.append(message)
+
+
+@pytest.mark.timeout(30)
+def test_a_give_back_during_a_long_batch_returns_what_has_not_started() -> None:
+    """The batch after this one is read ahead: a GiveBack then returns it whole, and the
+    jobs of this batch not started; what ran is reported done, once."""
+    import time
+
+    from taskrunner.protocol import GaveBack, GiveBack, Returned
+
+    arrived = [False]
+    ran: list[int] = []
+
+    def callback(job: int) -> None:
+        ran.append(job)
+        if job == 3:
+            arrived[0] = True
+        time.sleep(0.03)
+
+    loop, buffer, _ = _sequential(callback)
+    later = Work(2, [100, 101, 102], 0.0, 0.0, None)
+    loop.inbox = ScriptedInbox([later, GiveBack(50)], arrived)  # type: ignore[assignment]
+    sent = Sent()
+    buffer.reporter = sent  # type: ignore[attr-defined]
+    loop._run_batch(Work(1, list(range(20)), 0.0, 0.0, None))
+
+    done = [i for kind, _, what in buffer.reports if kind == "done" for i in what]
+    assert done == ran and len(ran) < 20  # stopped at a report, within REPORT_AFTER
+    returned = [m for m in sent.messages if isinstance(m, Returned)]
+    assert returned == [Returned(1, list(range(len(ran), 20))), Returned(2, [0, 1, 2])]
+    assert isinstance(sent.messages[-1], GaveBack)
+    assert not loop._read_ahead  # the batch read ahead went back; nothing is left to run
