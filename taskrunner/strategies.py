@@ -257,12 +257,13 @@ class Sequential(Strategy):
                                 batch_id, range(reported, index + 1), None, busy, durations
                             )
                             reported = index + 1
-                            batch_started = finished
                             waited = 0.0
                             leave_if_forked()
                             if self._asked_to_give_back(work, reported):
                                 end = reported  # the rest is handed back
                                 break
+                            # Reporting is no job's time: the next one starts now.
+                            finished = batch_started = monotonic()
                     started = finished
                     if _forked:
                         os._exit(0)  # see leave_if_forked
@@ -357,12 +358,14 @@ class Sequential(Strategy):
                 durations = timings.take(index + 1 - reported, busy - waited)
                 buffer.report_done(batch_id, range(reported, index + 1), results, busy, durations)
                 reported, results = index + 1, ([] if buffer.want_results else None)
-                batch_started = finished
                 waited = 0.0
                 leave_if_forked()
                 if self._asked_to_give_back(work, reported):
                     end = reported  # the rest is handed back
                     break
+                # Reporting is no job's time (nor counts against the next one's --timeout):
+                # the next job starts now.
+                finished = batch_started = time.monotonic()
             started = finished
             if _forked:
                 os._exit(0)  # see leave_if_forked
