@@ -1,0 +1,341 @@
+"""Hostile tests of the counts with jobs entered early (controller._enter_unsettled): done
+jobs of batches still in flight enter the checkpoint before each save, and long sequential
+batches report as they go (strategies.REPORT_AFTER).
+
+Each scenario keeps batches in flight across saves (a slow job holds its batch while the
+others finish), mixes in failures, and checks the DESIGN "Counts" guarantees against the
+truth each execution logs: done + failed + pending == taken, each failure listed once and
+none for a job that finished, every job counted done has its --results line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from helpers import Project, assert_ran_once_each
+from support_resume import executed, wait_executed, wait_session_empty
+
+NAME = "jobs.gen"
+
+# outcome(job, word) logs each execution's outcome: the last one is the truth for the job.
+OUTCOME = """
+def outcome(job, word):
+    fd = os.open(os.path.join(HERE, "outcomes.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, f"{job} {word}\\n".encode())
+    finally:
+        os.close(fd)
+
+
+def first_time(job, what):
+    # True at the first call for (job, what) across processes and sessions.
+    try:
+        os.close(os.open(os.path.join(HERE, f"{what}.{job}"), os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return False
+    return True
+"""
+
+
+def _truth(project: Project) -> dict[int, str]:
+    last: dict[int, str] = {}
+    path = project.root / "outcomes.log"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        seq, word = line.split()
+        last[int(seq)] = word
+    return last
+
+
+def _assert_counts(project: Project, total: int, results: Path | None = None) -> set[int]:
+    """The run agrees with the truth; returns the done seqs."""
+    truth = _truth(project)
+    assert set(truth) == set(range(total)), "a job never finished"
+    done = {seq for seq, word in truth.items() if word == "done"}
+    failed = set(truth) - done
+    status = project.status(NAME)
+    counts = (status["state"], status["done"], status["failed"], status["pending"])
+    assert counts == ("finished", len(done), len(failed), 0), (counts, status)
+    listed = project.failures(NAME)  # asserts each seq at most once
+    assert set(listed) == failed, (
+        f"listed for jobs that finished: {sorted(set(listed) - failed)[:10]}; "
+        f"not listed: {sorted(failed - set(listed))[:10]}"
+    )
+    if results is not None:
+        lines = [json.loads(line)["seq"] for line in results.read_text().splitlines()]
+        assert sorted(set(lines)) == sorted(done), (
+            f"done without a line: {sorted(done - set(lines))[:10]}; "
+            f"a line and not done: {sorted(set(lines) - done)[:10]}"
+        )
+        assert len(lines) == len(set(lines)), "a job has two lines"
+    return done
+
+
+# ---------------------------------------------------------------- 1: threads, retries, results
+
+THREADS_TOTAL = 1200
+THREADS_JOBS = (
+    OUTCOME
+    + f"""
+def gen():
+    yield from range({THREADS_TOTAL})
+
+
+def cb(job):
+    record(job)
+    # One job in 60 holds its batch across a save or two while the others finish.
+    time.sleep(1.3 if job % 60 == 0 else 0.004)
+    if job % 10 == 5 or (job % 10 == 7 and first_time(job, "flaky")):
+        outcome(job, "failed" if job % 10 == 5 else "retried")
+        raise ValueError(f"job {{job}} fails")
+    if job % 26 == 3:
+        outcome(job, "failed")
+        return object()  # pickles, but is no JSON: refused after it was reported done
+    if job % 26 == 16:
+        outcome(job, "failed")
+        return lambda: job  # cannot be pickled: fails in the worker
+    outcome(job, "done")
+    return job
+"""
+)
+
+
+@pytest.mark.timeout(90)
+def test_threads_with_retries_and_refused_results_count_exactly(project: Project) -> None:
+    project.write("jobs.py", THREADS_JOBS)
+    result = project.run(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "2", "-c", "8", "--no-progress",
+        "--retries", "2", "--results", "out.jsonl",
+    )  # fmt: skip
+    assert result.returncode == 1, result
+    _assert_counts(project, THREADS_TOTAL, project.root / "out.jsonl")
+    runs = project.executions()
+    expected = {seq: {5: 3, 7: 2}.get(seq % 10, 1) for seq in range(THREADS_TOTAL)}
+    wrong = {seq: (n, expected[seq]) for seq, n in runs.items() if n != expected[seq]}
+    assert not wrong and set(runs) == set(expected), f"(runs, expected) by seq: {wrong}"
+
+
+# ---------------------------------------------------------------- 2: retry-failed in long batches
+
+RETRY_TOTAL = 400
+RETRY_JOBS = (
+    OUTCOME
+    + f"""
+def gen():
+    yield from range({RETRY_TOTAL})
+
+
+def cb(job):
+    record(job)
+    time.sleep(0.02 if flag("slow") else 0.001)
+    if job % 5 == 2 and (flag("bad") or job % 15 == 2):
+        outcome(job, "failed")
+        raise ValueError(f"job {{job}} fails")
+    outcome(job, "done")
+    return job
+"""
+)
+
+
+@pytest.mark.timeout(90)
+def test_retry_failed_in_long_batches_through_a_hard_crash(project: Project) -> None:
+    """80 failed jobs retried one after another (a sequential worker: long batches that
+    report as they go); some pass, some fail again. A SIGKILL after some were entered early,
+    and saved, then `resume --retry-failed` again: every failure listed once, none for a
+    job that passed, and the counts exact."""
+    project.write("jobs.py", RETRY_JOBS)
+    options = ("-w", "1", "--no-progress", "--results", "out.jsonl")
+    project.set_flag("bad")
+    first = project.run("spawn", "jobs:gen", "jobs:cb", *options)
+    assert first.returncode == 1, first
+    assert len(project.failures(NAME)) == RETRY_TOTAL // 5
+    project.set_flag("bad", False)
+    project.set_flag("slow")
+    before = executed(project)
+    run = project.start("resume", NAME, "--retry-failed", *options)
+    # Let saves enter part of the retried jobs early, then crash in the middle.
+    wait_executed(project, before + 60, timeout=30)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait(30)
+    wait_session_empty(run.pid)
+    status = project.status(NAME)
+    listed = project.failures(NAME)
+    assert status["failed"] == len(listed), (status, len(listed))
+    assert status["done"] + status["failed"] + status["pending"] == status["taken"], status
+    project.set_flag("slow", False)
+    final = project.run("resume", NAME, "--retry-failed", *options)
+    assert final.returncode == 1, final
+    _assert_counts(project, RETRY_TOTAL)
+    assert set(project.failures(NAME)) == {s for s in range(RETRY_TOTAL) if s % 15 == 2}
+
+
+# ---------------------------------------------------------------- 3: worker deaths mid-batch
+
+DEATH_TOTAL = 300
+DEATH_JOBS = (
+    OUTCOME
+    + f"""
+def gen():
+    yield from range({DEATH_TOTAL})
+
+
+def cb(job):
+    record(job)
+    time.sleep(0.01)
+    if job % 50 == 37:
+        outcome(job, "failed")
+        os._exit(3)  # after a few reports of this batch were entered early
+    outcome(job, "done")
+    return job
+"""
+)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("extra", [(), ("--results", "out.jsonl"), ("--timeout", "5")])
+def test_a_worker_death_after_early_entries_loses_and_repeats_nothing(
+    project: Project, extra: tuple[str, ...]
+) -> None:
+    project.write("jobs.py", DEATH_JOBS)
+    result = project.run("spawn", "jobs:gen", "jobs:cb", "-w", "2", "--no-progress", *extra)
+    assert result.returncode == 1, result
+    results = project.root / "out.jsonl" if extra and extra[0] == "--results" else None
+    _assert_counts(project, DEATH_TOTAL, results)
+    assert_ran_once_each(project, range(DEATH_TOTAL))
+    for failure in project.failures(NAME).values():
+        assert failure["error_type"] == "WorkerDied", failure
+
+
+# ---------------------------------------------------------------- 4: --timeout / --rate, paced loop
+
+PACED_TOTAL = 240
+PACED_JOBS = (
+    OUTCOME
+    + f"""
+def gen():
+    yield from range({PACED_TOTAL})
+
+
+def cb(job):
+    record(job)
+    if job % 40 == 21:
+        outcome(job, "failed")
+        time.sleep(30)  # overruns --timeout, a few jobs after an intermediate report
+    time.sleep(0.03)
+    outcome(job, "done")
+    return job
+"""
+)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    "extra",
+    [("--timeout", "1"), ("--timeout", "1", "--rate", "40"), ("--timeout", "1", "--results", "o")],
+)
+def test_an_overrun_after_an_intermediate_report_fails_alone(
+    project: Project, extra: tuple[str, ...]
+) -> None:
+    project.write("jobs.py", PACED_JOBS)
+    result = project.run("spawn", "jobs:gen", "jobs:cb", "-w", "2", "--no-progress", *extra)
+    assert result.returncode == 1, result
+    results = project.root / "o" if "--results" in extra else None
+    _assert_counts(project, PACED_TOTAL, results)
+    assert_ran_once_each(project, range(PACED_TOTAL))
+    for failure in project.failures(NAME).values():
+        assert failure["error_type"] == "Timeout", failure
+
+
+# ---------------------------------------------------------------- 5: Ctrl-C then resume
+
+SIGINT_TOTAL = 600
+SIGINT_JOBS = (
+    OUTCOME
+    + f"""
+def gen():
+    yield from range({SIGINT_TOTAL})
+
+
+def cb(job):
+    record(job)
+    time.sleep(0.6 if job % 50 == 0 else 0.01)
+    if job % 9 == 4:
+        outcome(job, "failed")
+        raise ValueError(job)
+    outcome(job, "done")
+    return job
+"""
+)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("concurrency", ["1", "8"])
+def test_ctrl_c_after_early_entries_then_resume_runs_each_job_once(
+    project: Project, concurrency: str
+) -> None:
+    project.write("jobs.py", SIGINT_JOBS)
+    options = ("-w", "2", "-c", concurrency, "--no-progress", "--results", "out.jsonl")
+    run = project.start("spawn", "jobs:gen", "jobs:cb", *options)
+    wait_executed(project, 250, timeout=40)
+    os.killpg(run.pid, signal.SIGINT)
+    stopped = run.wait(60)
+    assert stopped.returncode in (130, 1), stopped  # 1: it finished before the signal
+    if stopped.returncode == 130:
+        status = project.status(NAME)
+        assert status["done"] + status["failed"] + status["pending"] == status["taken"], status
+        final = project.run("resume", NAME, *options)
+        assert final.returncode == 1, final
+    _assert_counts(project, SIGINT_TOTAL, project.root / "out.jsonl")
+    assert_ran_once_each(project, range(SIGINT_TOTAL))
+
+
+# ---------------------------------------------------------------- 6: a report that blocks
+
+
+@pytest.mark.timeout(30)
+def test_a_report_that_blocks_is_not_counted_against_the_next_job() -> None:
+    """A long paced batch (--timeout) reports after each job of 0.12 s (REPORT_AFTER). A
+    report blocks while the controller does not read the worker's pipe (a big --results
+    payload, the controller in a slow generator page or a save). The slot's start that
+    --timeout is judged on must be the next job's own start, not the end of the job before
+    the report: else a stall of the controller longer than --timeout fails an innocent job
+    as Timeout ("stopped after 2.9s" for a job of 0.15 s, seen end to end with SIGSTOP)."""
+    import multiprocessing
+    import time
+
+    from taskrunner.durations import WorkerDurations
+    from taskrunner.inbox import Work
+    from taskrunner.protocol import IDLE
+    from taskrunner.strategies import Sequential
+
+    blocked = 0.3
+
+    class BlockingBuffer:
+        want_results = False
+
+        def __init__(self) -> None:
+            self.timings = WorkerDurations()
+            self.reported: list[int] = []
+
+        def report_done(self, batch_id: int, indices: range, *_: object) -> None:
+            time.sleep(blocked)  # send_bytes on a full pipe: the controller is not reading
+            self.reported.extend(indices)
+
+        def report_failed(self, *args: object) -> None:
+            raise AssertionError(f"no job fails here: {args}")
+
+    slots = multiprocessing.get_context("spawn").RawArray("d", [IDLE, -1.0, 0.0])
+    ages: list[float] = []
+
+    def callback(job: int) -> None:
+        ages.append(time.monotonic() - slots[2])  # how old the start --timeout sees is
+        time.sleep(0.12)
+
+    buffer = BlockingBuffer()
+    loop = Sequential(callback, slots, None, buffer, concurrency=1, timeout=5.0)  # type: ignore[arg-type]
+    loop._run_batch(Work(1, list(range(4)), 0.0, 0.0, None))
+    assert buffer.reported == [0, 1, 2, 3]
+    assert max(ages) < blocked / 2, f"ages of the slot's start as each job began: {ages}"
