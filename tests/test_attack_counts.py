@@ -22,7 +22,6 @@ from support_resume import (
     STATE_FILE,
     assert_at_least_once_each,
     executed,
-    wait_executed,
     wait_session_empty,
 )
 
@@ -318,83 +317,18 @@ def test_a_report_that_blocks_is_not_counted_against_the_next_job() -> None:
         ages.append(time.monotonic() - slots[2])  # how old the start --timeout sees is
         time.sleep(0.12)
 
+    class QuietInbox:
+        def ready(self) -> bool:
+            return False  # nothing arrives while the batch runs
+
     buffer = BlockingBuffer()
-    loop = Sequential(callback, slots, None, buffer, concurrency=1, timeout=5.0)  # type: ignore[arg-type]
+    loop = Sequential(callback, slots, QuietInbox(), buffer, concurrency=1, timeout=5.0)  # type: ignore[arg-type]
     loop._run_batch(Work(1, list(range(4)), 0.0, 0.0, None))
     assert buffer.reported == [0, 1, 2, 3]
     assert max(ages) < blocked / 2, f"ages of the slot's start as each job began: {ages}"
 
 
-# ---------------------------------------------------------------- 6: a state file of older code
-
-OLD_PYTHON = Path("/work/wt/old/.venv/bin/python")
-OLD_TOTAL = 400
-OLD_JOBS = (
-    OUTCOME
-    + f"""
-import dataclasses
-
-
-@dataclasses.dataclass(frozen=True)
-class Job:
-    n: int
-
-
-def gen():
-    for n in range({OLD_TOTAL}):
-        yield Job(n)
-
-
-def cb(job):
-    record(job.n)
-    time.sleep(0.3 if job.n % 50 == 0 else 0.005)
-    if job.n % 7 == 3 and (flag("bad") or job.n % 21 == 3):
-        outcome(job.n, "failed")
-        raise ValueError(f"job {{job.n}}")
-    outcome(job.n, "done")
-"""
-)
-
-
-@pytest.mark.timeout(90)
-@pytest.mark.skipif(not OLD_PYTHON.exists(), reason="no older checkout at /work/wt/old")
-def test_a_run_stopped_by_older_code_resumes_with_its_failures(
-    project: Project, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Spawned (and Ctrl-C'd with failures recorded) by the code before frozen.py and the
-    early entries; `status`, `failures` and `resume --retry-failed` of the new code."""
-    import helpers
-
-    project.write("jobs.py", OLD_JOBS)
-    project.set_flag("bad")
-    options = ("-w", "2", "-c", "4", "--no-progress")
-    monkeypatch.setattr(helpers, "CLI", (str(OLD_PYTHON), "-m", "taskrunner"))
-    run = project.start("spawn", "jobs:gen", "jobs:cb", *options)
-    wait_executed(project, 200, timeout=40)
-    os.killpg(run.pid, signal.SIGINT)
-    stopped = run.wait(60)
-    assert stopped.returncode == 130, stopped
-    monkeypatch.undo()
-    status = project.status(NAME)
-    listed = project.failures(NAME)
-    truth = _truth(project)
-    assert listed and all(truth[seq] == "failed" for seq in listed), listed
-    assert status["failed"] == len(listed), status
-    assert status["done"] + status["failed"] + status["pending"] == status["taken"], status
-    for failure in listed.values():
-        assert failure["error_type"] == "ValueError" and failure["attempts"] == 1, failure
-    project.set_flag("bad", False)
-    final = project.run("resume", NAME, "--retry-failed", *options)
-    assert final.returncode == 1, final
-    _assert_counts(project, OLD_TOTAL)
-    assert set(project.failures(NAME)) == {n for n in range(OLD_TOTAL) if n % 21 == 3}
-    runs = project.executions()
-    assert set(runs) == set(range(OLD_TOTAL))
-    again = {n for n, count in runs.items() if count > 1}
-    assert again == set(listed), "only the retried failures run twice"
-
-
-# ---------------------------------------------------------------- 7: SIGKILLs of long batches
+# ---------------------------------------------------------------- 6: SIGKILLs of long batches
 
 KILL_TOTAL = 1500
 KILL_JOBS = (
