@@ -177,12 +177,15 @@ class Sequential(Strategy):
         """Between two jobs of a long batch: read what has come (batches after this one are
         kept, in order); on a GiveBack, hand back jobs `start` on of `work`, and True."""
         asked = False
-        while self.inbox.ready():
-            command = self.inbox.read()
-            if isinstance(command, GiveBack):
-                asked = True
-            else:
-                self._read_ahead.append(command)
+        try:
+            while self.inbox.ready():
+                command = self.inbox.read()
+                if isinstance(command, GiveBack):
+                    asked = True
+                else:
+                    self._read_ahead.append(command)
+        except (EOFError, OSError) as error:
+            raise _InboxClosed from error  # the pool is gone: no job of ours failed
         if asked:
             self._give_back(work, start)
         return asked
@@ -269,6 +272,8 @@ class Sequential(Strategy):
                         os._exit(0)  # see leave_if_forked
                 index = end
             except BaseException as error:  # never trust the callback
+                if isinstance(error, _InboxClosed):
+                    raise error.__cause__ from None  # worker_main leaves quietly
                 leave_if_forked()
                 finished = monotonic()
                 if index > reported:
@@ -505,6 +510,11 @@ def mark_forked() -> None:
     """At-fork hook of the child: this process is not the worker."""
     global _forked
     _forked = True
+
+
+class _InboxClosed(Exception):
+    """The pipe was found closed while a long batch looked for commands: not the job's
+    failure (the plain loop's handler lets it through, as EOFError or OSError)."""
 
 
 def leave_if_forked() -> None:

@@ -213,3 +213,23 @@ def test_a_give_back_during_a_long_batch_returns_what_has_not_started() -> None:
     assert returned == [Returned(1, list(range(len(ran), 20))), Returned(2, [0, 1, 2])]
     assert isinstance(sent.messages[-1], GaveBack)
     assert not loop._read_ahead  # the batch read ahead went back; nothing is left to run
+
+
+@pytest.mark.timeout(30)
+def test_a_pipe_found_closed_during_a_long_batch_is_no_job_failure() -> None:
+    """The pool went away while a long batch ran: the loop leaves with the EOFError (as it
+    would reading its next batch), and no job is reported failed for it."""
+    import time
+
+    class ClosedInbox:
+        def ready(self) -> bool:
+            raise EOFError
+
+    def callback(job: int) -> None:
+        time.sleep(0.03)
+
+    loop, buffer, _ = _sequential(callback)
+    loop.inbox = ClosedInbox()  # type: ignore[assignment]
+    with pytest.raises(EOFError):
+        loop._run_batch(Work(1, list(range(20)), 0.0, 0.0, None))
+    assert not [report for report in buffer.reports if report[0] == "failed"]
