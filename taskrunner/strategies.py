@@ -1,8 +1,10 @@
 """How a worker runs its jobs: three strategies, one way to start, fail and report a job.
 
 - Sequential (concurrency 1, a plain callback): the main thread runs each batch in order.
-  The hot path for tiny jobs: per job, one slot write, one clock read and the call; a batch
-  is reported once, when it ends (batches are sized to a few milliseconds of work).
+  The hot path for tiny jobs: per job, one slot write, the call, a look at its result (an
+  awaitable is awaited) and one clock read; a batch is reported when it ends (batches are
+  sized to a few milliseconds of work), and every REPORT_AFTER seconds while it runs long,
+  when it also reads its pipe for a GiveBack.
 - Threads (a plain callback, concurrency N): N threads take jobs from a local queue.
 - Asyncio (an `async def` callback): N tasks on one event loop, each job under `wait_for`
   when --timeout is set.
