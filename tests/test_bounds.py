@@ -7,56 +7,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 from helpers import FAST, Project, assert_ran_once_each, assert_usage_error, peak_rss_mb
+from support_events import most_open, write_events_module
 from support_resume import assert_at_least_once_each, wait_executed, wait_session_empty
 
 NAME = "jobs.gen"
-
-# The generator notes each job as the controller takes it, the callback each job as it
-# finishes (before the controller can know): at any moment in that log, the jobs taken and
-# not yet noted finished are at least as many as the controller counts open.
-EVENTS_MODULE = """
-EVENTS = {events!r}
-
-
-def event(line):
-    fd = os.open(EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
-
-
-def gen(n, size=0):
-    for seq in range(n):
-        event("t\\n")
-        yield (seq, b"x" * size) if size else seq
-
-
-def cb(job):
-    seq = job[0] if isinstance(job, tuple) else job
-    record(seq)
-    event("f\\n")
-"""
-
-
-def most_open(events: Path) -> int:
-    """The most jobs taken and not finished at any point of the events log; checks that
-    every job taken finished."""
-    open_jobs = most = 0
-    for line in events.read_text().split():
-        open_jobs += 1 if line == "t" else -1
-        most = max(most, open_jobs)
-    assert open_jobs == 0, f"{open_jobs} jobs taken and never finished"
-    return most
-
-
-def write_events_module(project: Project) -> Path:
-    events = project.root / "events.log"
-    project.write("jobs.py", EVENTS_MODULE.format(events=str(events)))
-    return events
 
 
 def test_queue_bytes_bounds_the_bytes_taken_and_not_finished(project: Project) -> None:

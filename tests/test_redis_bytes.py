@@ -4,49 +4,16 @@ reported, as serialized, whatever the adaptive bound in jobs would allow."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from helpers import Project, assert_ran_once_each
 from redis_support import RedisServer, serve
-
-MODULE = """
-EVENTS = {events!r}
-
-
-def event(line):
-    fd = os.open(EVENTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
-
-
-def gen(n, size):
-    for seq in range(n):
-        event("t\\n")
-        yield [seq, "x" * size]
-
-
-def cb(job):
-    record(job[0])
-    event("f\\n")
-"""
+from support_events import most_open, write_events_module
 
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     yield from serve(tmp_path_factory.mktemp("redis-bytes"))
-
-
-def most_open(events: Path) -> int:
-    """The most jobs taken and not finished at any point of the events log."""
-    open_jobs = most = 0
-    for line in events.read_text().split():
-        open_jobs += 1 if line == "t" else -1
-        most = max(most, open_jobs)
-    assert open_jobs == 0, f"{open_jobs} jobs taken and never finished"
-    return most
 
 
 @pytest.mark.timeout(120)
@@ -56,8 +23,7 @@ def test_queue_bytes_bounds_the_jobs_a_redis_run_holds(
     """Jobs of 100 kB, --queue-bytes 1M: about ten out at a time (the bound in jobs alone
     would let a thousand wait in Redis), and each runs once."""
     redis_server.client().flushall()
-    events = project.root / "events.log"
-    project.write("jobs.py", MODULE.format(events=str(events)))
+    events = write_events_module(project)
     backend = ("--backend", redis_server.url)
 
     controller = project.start(
