@@ -1,4 +1,4 @@
-"""The local executor: spawned worker processes, watched and replaced.
+"""The local executor: worker processes (launching.py), watched and replaced.
 
 One duplex pipe per worker (channel.py), waited on with one poll object together with each
 worker process's pidfd (its death, seen even while a process it forked holds its pipes):
@@ -12,7 +12,6 @@ nothing of seqs, checkpoints or retries.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import pickle
 import select
 import sys
@@ -23,7 +22,7 @@ from typing import Any
 from .durations import from_wire
 from .errors import SpecError
 from .executor import Executor
-from .launching import WorkerConfig
+from .launching import WorkerConfig, worker_context
 from .logs import show_worker_record
 from .placement import PendingBatch, Placement
 from .protocol import (
@@ -67,7 +66,7 @@ _EXIT_CHECK_SECONDS = 0.2
 
 
 class LocalPool(Executor):
-    """Worker processes on this machine, started with the spawn method."""
+    """Worker processes on this machine, forked by the fork server (or spawned)."""
 
     def __init__(
         self,
@@ -81,7 +80,7 @@ class LocalPool(Executor):
         is_async: bool,
         queue_size: int | None = None,
     ) -> None:
-        self._context = multiprocessing.get_context("spawn")
+        self._context = worker_context()
         self._callback = callback
         self._workers_wanted = workers
         self._concurrency = concurrency

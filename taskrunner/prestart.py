@@ -1,6 +1,7 @@
 """Workers started the moment `taskrunner spawn GEN CALLBACK` has parsed its arguments.
 
-A worker takes some 80 ms to start (an interpreter, its imports, the callback's module).
+A worker takes some 50-80 ms to start (the fork server or an interpreter, its imports, the
+callback's module).
 Started by the pool, workers would begin only once the controller has imported the API,
 loaded GEN's module and checked the run; but for a local run with CALLBACK named on the
 command line, everything a worker is given is known from the arguments alone. So the command
@@ -20,9 +21,10 @@ import atexit
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
-from .launching import Launched, WorkerConfig, launch
+from .launching import Launched, WorkerConfig, launch, start_fork_server, worker_context
 
 # Started and not yet taken by the pool, by worker id: (the config each was given, the worker).
 _waiting: list[tuple[WorkerConfig, Launched]] = []
@@ -31,6 +33,9 @@ _waiting: list[tuple[WorkerConfig, Launched]] = []
 # before the pool starts its workers; then it takes none of ours.
 _inherited: tuple[Any, ...] | None = None
 _hooked = False
+# The thread starting them: the first start from a fork server waits for the server to be up,
+# and the command goes on loading the run meanwhile. take() and discard() wait for it.
+_starter: threading.Thread | None = None
 
 
 def start(
@@ -44,23 +49,44 @@ def start(
 ) -> None:
     """Start workers 1 to `count` with the config the local pool gives them for `callback`
     (a spec) and these options. The caller puts on sys.path first what the run would."""
-    global _inherited, _hooked
-    import multiprocessing
-    import multiprocessing.util  # its exit handler is registered before ours: ours runs first
+    global _inherited, _hooked, _starter
+    import multiprocessing.util  # noqa: F401 - its exit handler is registered before ours: ours runs first
 
     if not _hooked:
         atexit.register(discard)  # the last resort: callers discard() themselves
         _hooked = True
-    context = multiprocessing.get_context("spawn")
+    context = worker_context()
+    # Started here, not on the thread: that thread would wait for our GIL to do it.
+    start_fork_server(context)
     _inherited = _inheritance()
-    for worker_id in range(1, count + 1):
-        config = WorkerConfig(worker_id, callback, concurrency, want_results, timeout, log_level)
-        launch(context, config, lambda launched, config=config: _waiting.append((config, launched)))  # type: ignore[misc]
+    configs = [
+        WorkerConfig(worker_id, callback, concurrency, want_results, timeout, log_level)
+        for worker_id in range(1, count + 1)
+    ]
+
+    def start_all() -> None:
+        try:
+            for config in configs:
+                launch(context, config, lambda launched, c=config: _waiting.append((c, launched)))  # type: ignore[misc]
+        except Exception:  # the pool starts its own, and says what is wrong
+            pass
+
+    _starter = threading.Thread(target=start_all, name="taskrunner-prestart", daemon=True)
+    _starter.start()
+
+
+def _started() -> None:
+    """Wait until the workers started early are all started (or their start failed)."""
+    global _starter
+    if _starter is not None:
+        _starter.join()
+        _starter = None
 
 
 def take(config: WorkerConfig) -> Launched | None:
     """The worker started early for `config`, if it is the next one waiting and nothing it
     inherits has changed since; else None, and none is taken after this."""
+    _started()
     if not _waiting:
         return None
     given, launched = _waiting[0]
@@ -73,6 +99,7 @@ def take(config: WorkerConfig) -> Launched | None:
 
 def discard() -> None:
     """Kill and reap every worker started early that the pool has not taken."""
+    _started()
     if not _waiting:
         return
     # A stop signal now would raise between the kill and the reaping: it waits until after.
@@ -82,7 +109,10 @@ def discard() -> None:
         _waiting.clear()
         for launched in leaving:
             try:
-                os.kill(launched.process.pid, signal.SIGKILL)
+                if launched.pidfd is not None:  # a worker the fork server reaps: see pool.kill
+                    signal.pidfd_send_signal(launched.pidfd, signal.SIGKILL)
+                else:
+                    os.kill(launched.process.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         for launched in leaving:

@@ -45,6 +45,8 @@ MAX_FAILED_STARTS = 3
 MAX_LOST_STARTS = 10
 # Without a pidfd, how often a waiter asks whether a worker has exited.
 _EXIT_POLL_SECONDS = 0.02
+# How long the fork server may take to tell a worker's exit status once it is gone.
+_STATUS_WAIT_SECONDS = 1.0
 # Signals a process gets from its own code going wrong, unlike SIGKILL or SIGTERM from outside.
 _CRASH_SIGNALS = frozenset(
     {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
@@ -83,6 +85,8 @@ class WorkerHandle:
     killed_reason: str = ""
     # Readable once the process exits (os.pidfd_open), None where the system has none.
     pidfd: int | None = None
+    # Forked by the fork server, which reaps it: its exit status comes on its sentinel.
+    status_from_server: bool = False
 
     @property
     def death_fd(self) -> int:
@@ -105,7 +109,9 @@ class WorkerHandle:
         if self.pidfd is not None:
             waiter = select.poll()
             waiter.register(self.pidfd, select.POLLIN)
-            waiter.poll(max(0.0, timeout) * 1000)
+            if waiter.poll(max(0.0, timeout) * 1000) and self.status_from_server:
+                # Gone; the fork server reaps it and writes its exit status on the sentinel.
+                self.process.join(max(0.0, deadline - time.monotonic()) + _STATUS_WAIT_SECONDS)
             return self.exited()
         while not self.exited():
             left = deadline - time.monotonic()
@@ -198,6 +204,7 @@ def start_worker(context: Any, config: WorkerConfig) -> WorkerHandle:
     channel = Channel(launched.conn)
     worker = WorkerHandle(config.worker_id, launched.process, channel, launched.slots)
     worker.pidfd = launched.pidfd
+    worker.status_from_server = launched.from_server
     return worker
 
 
@@ -320,8 +327,13 @@ def reap(workers: list[WorkerHandle], deadline: float) -> None:
 
 
 def kill(worker: WorkerHandle) -> None:
+    """SIGKILL the worker. Through its pidfd where it has one: a worker the fork server
+    reaps is no zombie of ours, and its pid could be another process's once reaped."""
     try:
-        os.kill(worker.process.pid, signal.SIGKILL)
+        if worker.pidfd is not None:
+            signal.pidfd_send_signal(worker.pidfd, signal.SIGKILL)
+        else:
+            os.kill(worker.process.pid, signal.SIGKILL)
     except (ProcessLookupError, TypeError):
         pass
 

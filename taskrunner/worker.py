@@ -174,8 +174,12 @@ def _let_pass(signum: int, frame: Any) -> None:
     """A signal the controller acts on, not the worker."""
 
 
-def _exit_with_parent(parent_pid: int) -> None:
-    """Never outlive the controller: Linux's parent-death signal, and a watcher as backup."""
+def _exit_with_parent(controller_pid: int) -> None:
+    """Never outlive the controller: Linux's parent-death signal, and a watcher as backup.
+
+    Our parent is the controller, or the fork server, which ends with the controller
+    (launching._leave_fork_server): either way, when it is gone, so are we."""
+    parent_pid = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -188,9 +192,23 @@ def _exit_with_parent(parent_pid: int) -> None:
                 os._exit(1)
             time.sleep(0.5)
 
+    # Gone before the signal was asked for: our parent was re-assigned already, or (forked by
+    # the fork server) the controller died first, and the server is on its way out.
+    if parent_pid != controller_pid and not _alive(controller_pid):
+        os._exit(1)
     if os.getppid() != parent_pid:
         os._exit(1)
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user has the pid now
+        return False
+    return True
 
 
 if __name__ == "__main__":  # pragma: no cover - spawned workers enter through worker_main

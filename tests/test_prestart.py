@@ -147,6 +147,7 @@ def _start_early(callback: str) -> list[multiprocessing.process.BaseProcess]:
     prestart.start(
         2, callback, concurrency=1, want_results=False, timeout=None, log_level=logging.INFO
     )
+    prestart._started()  # they start on a thread of their own
     return [launched.process for _, launched in prestart._waiting]
 
 

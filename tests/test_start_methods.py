@@ -1,0 +1,122 @@
+"""Workers forked by the fork server (the default where the system has one) or spawned
+(TASKRUNNER_START_METHOD=spawn): either way the same run, the same surroundings for the
+callback, the same exact reason when a worker dies, and nothing outlives the controller."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from helpers import FAST, Project, assert_ran_once_each, session_members, wait_for
+from test_error_capture import CULPRIT, NAME, N, module_with
+
+from taskrunner.launching import START_METHOD_VARIABLE
+
+
+@pytest.fixture(params=["forkserver", "spawn"])
+def method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv(START_METHOD_VARIABLE, request.param)
+    return str(request.param)
+
+
+def test_the_workers_start_as_asked(project: Project, method: str) -> None:
+    """Each callback writes its worker's parent: the fork server (not the controller), or the
+    controller itself for a spawned worker."""
+    project.write(
+        "jobs.py",
+        """
+        def gen():
+            yield from range(8)
+
+
+        def cb(job):
+            record(job)
+            with open(os.path.join(HERE, f"parent.{os.getpid()}"), "w") as out:
+                out.write(str(os.getppid()))
+        """,
+    )
+    run = project.start("spawn", "jobs:gen", "jobs:cb", *FAST)
+    result = run.wait()
+    assert result.returncode == 0, result
+    assert_ran_once_each(project, range(8))
+    parents = {int(p.read_text()) for p in project.root.glob("parent.*")}
+    if method == "spawn":
+        assert parents == {run.pid}
+    else:
+        assert len(parents) == 1 and run.pid not in parents, parents
+
+
+def test_what_gen_s_module_puts_in_the_environment_reaches_the_callback(
+    project: Project, method: str
+) -> None:
+    """GEN's module is imported after the fork server has started (and after the first
+    workers): the callback still sees the environment of the controller, as it is then."""
+    project.write(
+        "gens.py",
+        """
+        os.environ["TASKRUNNER_TEST_FROM_GEN"] = "set by gens.py"
+
+
+        def gen():
+            yield from range(6)
+        """,
+    )
+    project.write(
+        "cbs.py",
+        """
+        def cb(job):
+            if os.environ.get("TASKRUNNER_TEST_FROM_GEN") != "set by gens.py":
+                raise RuntimeError(f"not in the environment: {sorted(os.environ)}")
+            record(job)
+        """,
+    )
+    result = project.run("spawn", "gens:gen", "cbs:cb", *FAST)
+    assert result.returncode == 0, result
+    assert_ran_once_each(project, range(6))
+
+
+@pytest.mark.parametrize(
+    ("action", "reason"),
+    [
+        pytest.param("os._exit(3)", "exit code 3", id="exit-3"),
+        pytest.param("os.kill(os.getpid(), signal.SIGSEGV)", "SIGSEGV", id="SIGSEGV"),
+        pytest.param("os.kill(os.getpid(), signal.SIGKILL)", "SIGKILL", id="SIGKILL"),
+    ],
+)
+def test_a_dead_worker_s_reason_is_exact(
+    project: Project, method: str, action: str, reason: str
+) -> None:
+    """A fork server's child is reaped by the server, which tells its exit status: the
+    failure names it as exactly as for a spawned worker, and no other job is lost."""
+    project.write("jobs.py", module_with(action))
+    result = project.run("spawn", "jobs:gen", "jobs:cb", *FAST, timeout=45)
+    assert result.returncode == 1, result
+    assert_ran_once_each(project, range(N))
+    failures = project.failures(NAME)
+    assert list(failures) == [CULPRIT], failures
+    assert failures[CULPRIT]["error_type"] == "WorkerDied", failures
+    assert reason in failures[CULPRIT]["message"], failures
+
+
+def test_nothing_outlives_a_killed_controller(project: Project, method: str) -> None:
+    """SIGKILL of the controller alone: its workers, and the fork server, exit by themselves."""
+    project.write(
+        "jobs.py",
+        """
+        def gen():
+            yield from range(1000)
+
+
+        def cb(job):
+            record(job)
+            time.sleep(0.05)
+        """,
+    )
+    run = project.start("spawn", "jobs:gen", "jobs:cb", *FAST)
+    wait_for(lambda: sum(project.executions().values()) >= 4, 30, what="some progress")
+    assert len(session_members(run.pid)) >= 3, "the controller and its workers run"
+
+    os.kill(run.pid, signal.SIGKILL)
+    assert run.wait(10).returncode == -signal.SIGKILL
+    wait_for(lambda: not session_members(run.pid), 5, what="every process of the run to exit")
