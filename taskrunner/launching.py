@@ -84,18 +84,18 @@ class WorkerConfig(Frozen):
 
 class Launched:
     """A worker process just started: the pool's end of its pipe, its slots, its pidfd, and
-    whether the fork server forked it (then the server reaps it, not we)."""
+    the pid of the fork server that forked it (which reaps it, not we), None if spawned."""
 
-    __slots__ = ("conn", "from_server", "pidfd", "process", "slots")
+    __slots__ = ("conn", "pidfd", "process", "server_pid", "slots")
 
     def __init__(
-        self, process: Any, conn: Any, slots: Any, pidfd: int | None, from_server: bool
+        self, process: Any, conn: Any, slots: Any, pidfd: int | None, server_pid: int | None
     ) -> None:
         self.process = process
         self.conn = conn
         self.slots = slots
         self.pidfd = pidfd
-        self.from_server = from_server
+        self.server_pid = server_pid
 
 
 def launch(
@@ -126,7 +126,7 @@ def launch(
         # imported the worker's modules (prestart.py starts workers on a thread of their own).
         process.start()
         launched = Launched(
-            process, parent_conn, slots, open_pidfd(process.pid), from_fork_server(context)
+            process, parent_conn, slots, open_pidfd(process.pid), _fork_server_pid(context)
         )
         if started is not None:
             started(launched)
@@ -136,6 +136,24 @@ def launch(
         if isinstance(given, _MappedSlots):
             given.close()  # the child has its own copy of the descriptor; our mapping stays
     return launched
+
+
+def _fork_server_pid(context: Any) -> int | None:
+    """The pid of the fork server that forked the worker just started, None if spawned."""
+    if not from_fork_server(context):
+        return None
+    from multiprocessing import forkserver
+
+    return forkserver._forkserver._forkserver_pid  # no public way to ask
+
+
+def fork_server_ended(server_pid: int) -> bool:
+    """Has this fork server (our child) exited? Asked without reaping it: multiprocessing
+    reaps it itself when it next starts a worker, and fails if the pid is gone by then."""
+    try:
+        return os.waitid(os.P_PID, server_pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True  # reaped already: multiprocessing has started another since
 
 
 def _shared_slots(context: Any, concurrency: int) -> tuple[Any, Any]:

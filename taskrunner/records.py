@@ -122,6 +122,9 @@ class WorkerLost(Frozen):
     its shared slots, less any already failed (a job killed for its timeout). For a worker
     that ran its batches one job after the other, `position` is the job it was at: every job
     sent before that one has returned (though perhaps not been reported).
+
+    `with_others`: it died of something that ended other workers with it (the fork server it
+    came from ended), so a job running alone in it is no more than a suspect.
     """
 
     reason: str
@@ -129,6 +132,7 @@ class WorkerLost(Frozen):
     running: list[tuple[int, int]]
     position: tuple[int, int] | None = None
     signal_number: int | None = None  # the signal that killed it, if one did
+    with_others: bool = False
 
 
 @frozen_dataclass()

@@ -23,7 +23,7 @@ from . import prestart
 from .channel import Channel
 from .errors import BackendError, SpecError
 from .interactive import main_lacks_guard, unreal_main_file_hidden
-from .launching import IDLE, SLOT_FIELDS, WorkerConfig, launch
+from .launching import IDLE, SLOT_FIELDS, WorkerConfig, fork_server_ended, launch
 from .protocol import PIPE_LOST_EXIT
 from .records import JobError, JobFailed, WorkerLost
 
@@ -47,6 +47,9 @@ MAX_LOST_STARTS = 10
 _EXIT_POLL_SECONDS = 0.02
 # How long the fork server may take to tell a worker's exit status once it is gone.
 _STATUS_WAIT_SECONDS = 1.0
+# The exit code multiprocessing gives a fork-server worker whose status never came.
+_NO_STATUS_EXIT = 255
+_ENDED_WITH_SERVER = "worker process ended with the fork server it came from (killed from outside?)"
 # Signals a process gets from its own code going wrong, unlike SIGKILL or SIGTERM from outside.
 _CRASH_SIGNALS = frozenset(
     {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
@@ -85,8 +88,9 @@ class WorkerHandle:
     killed_reason: str = ""
     # Readable once the process exits (os.pidfd_open), None where the system has none.
     pidfd: int | None = None
-    # Forked by the fork server, which reaps it: its exit status comes on its sentinel.
-    status_from_server: bool = False
+    # The fork server that forked it, which reaps it: its exit status comes on its sentinel.
+    # None: spawned, our own child.
+    server_pid: int | None = None
 
     @property
     def death_fd(self) -> int:
@@ -109,7 +113,7 @@ class WorkerHandle:
         if self.pidfd is not None:
             waiter = select.poll()
             waiter.register(self.pidfd, select.POLLIN)
-            if waiter.poll(max(0.0, timeout) * 1000) and self.status_from_server:
+            if waiter.poll(max(0.0, timeout) * 1000) and self.server_pid is not None:
                 # Gone; the fork server reaps it and writes its exit status on the sentinel.
                 self.process.join(max(0.0, deadline - time.monotonic()) + _STATUS_WAIT_SECONDS)
             return self.exited()
@@ -119,6 +123,16 @@ class WorkerHandle:
                 return False
             time.sleep(min(left, _EXIT_POLL_SECONDS))
         return True
+
+    def ended_with_server(self) -> bool:
+        """Did it die because its fork server did? Then no status came (multiprocessing
+        reads 255 in its place), and the server is gone: its end killed every worker it
+        had forked (their parent-death signal)."""
+        return (
+            self.server_pid is not None
+            and self.process.exitcode == _NO_STATUS_EXIT
+            and fork_server_ended(self.server_pid)
+        )
 
     def release(self) -> None:
         """Close the pool's descriptors of this worker (it has exited, or been given up)."""
@@ -160,10 +174,11 @@ class StartupDeaths:
         exitcode = worker.process.exitcode
         if worker.phase is not Phase.STARTING or exitcode is None:
             return
-        self._reason = death_reason(exitcode)
+        with_server = worker.ended_with_server()
+        self._reason = _ENDED_WITH_SERVER if with_server else death_reason(exitcode)
         log.warning("worker w%d died while starting: %s", worker.worker_id, self._reason)
         self._lost += 1
-        if exitcode > 0 or -exitcode in _CRASH_SIGNALS:
+        if not with_server and (exitcode > 0 or -exitcode in _CRASH_SIGNALS):
             self._failed += 1
 
     def reset(self) -> None:
@@ -204,7 +219,7 @@ def start_worker(context: Any, config: WorkerConfig) -> WorkerHandle:
     channel = Channel(launched.conn)
     worker = WorkerHandle(config.worker_id, launched.process, channel, launched.slots)
     worker.pidfd = launched.pidfd
-    worker.status_from_server = launched.from_server
+    worker.server_pid = launched.server_pid
     return worker
 
 
@@ -274,8 +289,11 @@ def bury(worker: WorkerHandle, in_order: bool, spans: dict[int, int]) -> WorkerL
         kill(worker)
         worker.wait_exit(1.0)
     pipe_lost = pipe_lost or worker.process.exitcode == PIPE_LOST_EXIT
+    with_server = not pipe_lost and worker.ended_with_server()
     if pipe_lost:
         reason = "worker process lost its pipe to the pool (a callback closed its descriptors?)"
+    elif with_server:
+        reason = _ENDED_WITH_SERVER
     else:
         reason = worker.killed_reason or death_reason(worker.process.exitcode)
     worker.release()
@@ -306,6 +324,7 @@ def bury(worker: WorkerHandle, in_order: bool, spans: dict[int, int]) -> WorkerL
         running=running,
         position=position,
         signal_number=-exitcode if exitcode is not None and exitcode < 0 else None,
+        with_others=with_server,
     )
 
 

@@ -4,7 +4,9 @@
   running (their reports died with it).
 - A job running alone when its worker died is the culprit: it fails as WorkerDied.
 - With several running, the culprit is not known: each goes back to the queue once, as a
-  suspect; a suspect that is running again when another worker dies is the culprit.
+  suspect; a suspect that is running again when another worker dies is the culprit. So
+  does a job running alone in a worker that died with others (its fork server ended): what
+  killed them all may be another worker's job, or nothing of the run's.
 - Every other job the worker held runs again.
 
 `settle()` puts the rule in the terms every loop already speaks: a dead worker becomes the
@@ -56,7 +58,7 @@ def triage(
             finished += [(batch_id, i) for i in indices]
     settled = set(finished)
     culprits: list[JobRef] = []
-    alone = len(event.running) == 1
+    alone = len(event.running) == 1 and not event.with_others
     for batch_id, index in event.running:
         if (batch_id, index) in settled or index not in open_jobs.get(batch_id, ()):
             continue

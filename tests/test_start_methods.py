@@ -120,3 +120,60 @@ def test_nothing_outlives_a_killed_controller(project: Project, method: str) -> 
     os.kill(run.pid, signal.SIGKILL)
     assert run.wait(10).returncode == -signal.SIGKILL
     wait_for(lambda: not session_members(run.pid), 5, what="every process of the run to exit")
+
+
+def _fork_server_of(run_pid: int) -> int | None:
+    """The pid of the run's fork server, once it is up."""
+    for info in session_members(run_pid):
+        if "multiprocessing.forkserver" in info.cmdline:
+            return info.pid
+    return None
+
+
+def test_a_run_outlives_its_fork_server(project: Project) -> None:
+    """SIGKILL of the fork server mid-run ends its workers with it (their parent-death
+    signal); new ones come from a new server, no job is blamed, and the jobs that were
+    running run again: only those run twice."""
+    project.write(
+        "jobs.py",
+        """
+        def gen():
+            yield from range(200)
+
+
+        def cb(job):
+            record(job)
+            time.sleep(0.02)
+        """,
+    )
+    run = project.start("spawn", "jobs:gen", "jobs:cb", *FAST)
+    wait_for(lambda: sum(project.executions().values()) >= 10, 30, what="some progress")
+    server = wait_for(lambda: _fork_server_of(run.pid), 10, what="the fork server")
+    os.kill(server, signal.SIGKILL)
+
+    result = run.wait()
+    assert result.returncode == 0, result
+    assert project.failures("jobs.gen") == {}
+    assert project.status("jobs.gen")["done"] == 200
+    executions = project.executions()
+    assert set(executions) == set(range(200)), executions
+    again = sum(count - 1 for count in executions.values())
+    assert again <= 2, f"{again} extra executions: only the 2 running jobs run again"
+
+
+def test_a_job_that_kills_its_fork_server_fails_the_second_time(project: Project) -> None:
+    """A job whose callback ends the fork server is a suspect the first time (the server
+    might have died of anything), and the culprit when it does so again, running alone."""
+    # It waits to die with the server: a job that returns first is done, whatever it did.
+    project.write("jobs.py", module_with("os.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(30)"))
+    result = project.run("spawn", "jobs:gen", "jobs:cb", *FAST, timeout=45)
+    assert result.returncode == 1, result
+    failures = project.failures(NAME)
+    assert list(failures) == [CULPRIT], failures
+    assert failures[CULPRIT]["error_type"] == "WorkerDied", failures
+    assert "fork server" in failures[CULPRIT]["message"], failures
+    executions = project.executions()
+    assert set(executions) == set(range(N)), executions
+    assert executions[CULPRIT] == 2, executions
+    # Each server death may also catch one job running in the other worker: it runs again.
+    assert sum(executions.values()) - N <= 3, executions
