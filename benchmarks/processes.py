@@ -5,8 +5,14 @@ interpreter (taskrunner's CLI, a peer's `python -m benchmarks.peers ...`), so th
 for its interpreter, imports, workers and teardown, as a user's one-off run does. While they
 run, /proc is read every POLL_SECONDS for each one's own CPU time and its peak RSS (VmHWM,
 which only grows, so the last value read is the peak within one poll); a thread per process
-blocks in wait4() so that the exit time is exact and the CPU of the whole tree (the process
-and the children it waited for) is known.
+blocks in wait4() so that the exit time is exact.
+
+The CPU of a run is that of every process it started. wait4() counts the process and the
+children it waited for, which misses a worker some other process reaps: taskrunner's
+workers come from a fork server, which reaps them, and which outlives the controller by a
+moment, so nobody waits for it. So each poll also reads the CPU time of every descendant
+(through /proc/PID/task/TID/children), and a run's CPU is the larger of the two sums: each
+misses something (the sampled one, a process's last poll interval), neither counts twice.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ class BenchError(Exception):
 @dataclass(frozen=True, slots=True)
 class ProcessStats:
     """What one process cost: its own CPU seconds (as last read), the CPU seconds of it and
-    its waited-for children (from wait4), and its peak RSS in MB (as last read)."""
+    all its descendants (see the module's docstring), and its peak RSS in MB (as last read)."""
 
     own_cpu: float
     tree_cpu: float
@@ -68,6 +74,7 @@ class _Watched:
             start_new_session=True,  # its own process group, to be killed whole
         )
         self.own_cpu = 0.0
+        self.descendant_cpu: dict[int, float] = {}  # pid -> its own CPU seconds, as last read
         self.peak_kb = 0
         self.code: int | None = None
         self.tree_cpu = 0.0
@@ -84,19 +91,19 @@ class _Watched:
         self.exited.set()
 
     def sample(self) -> None:
-        """Read its own CPU time and VmHWM while it lives (nothing once it has exited)."""
+        """Read its own CPU time and VmHWM while it lives (nothing once it has exited), and
+        the CPU time of each of its descendants."""
         pid = self.process.pid
         with contextlib.suppress(OSError, ValueError, IndexError):
-            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-                # Fields after the command name (which may hold spaces): utime is the 14th
-                # field of the line, stime the 15th.
-                fields = stat.read().rsplit(")", 1)[1].split()
-            self.own_cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            self.own_cpu = _cpu_seconds(pid)
             with open(f"/proc/{pid}/status", encoding="ascii") as status:
                 for line in status:
                     if line.startswith("VmHWM:"):
                         self.peak_kb = max(self.peak_kb, int(line.split()[1]))
                         break
+        for descendant in _descendants(pid):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                self.descendant_cpu[descendant] = _cpu_seconds(descendant)
 
     def what(self) -> str:
         return " ".join(self.command[2:5])
@@ -107,7 +114,39 @@ class _Watched:
         return f"{self.what()}: exit code {self.code}: {lines[-1] if lines else ''}"
 
     def stats(self) -> ProcessStats:
-        return ProcessStats(self.own_cpu, self.tree_cpu, self.peak_kb / 1024)
+        sampled = self.own_cpu + sum(self.descendant_cpu.values())
+        return ProcessStats(self.own_cpu, max(self.tree_cpu, sampled), self.peak_kb / 1024)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """The user and system CPU time of one process so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        # Fields after the command name (which may hold spaces): utime is the 14th field of
+        # the line, stime the 15th.
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _descendants(root: int) -> list[int]:
+    """Every living descendant of `root`. The children of each of its threads: the
+    processes a run starts come from other threads than the main one too. Below the root,
+    main threads only: a worker of a hundred threads would cost a hundred reads a poll."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{root}/task")
+    except OSError:
+        return found
+    parents = [(root, int(task)) for task in tasks]
+    while parents:
+        pid, task = parents.pop()
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as children:
+                born = [int(child) for child in children.read().split()]
+        except (OSError, ValueError):
+            continue
+        found += born
+        parents += [(child, child) for child in born]
+    return found
 
 
 def run_processes(
