@@ -85,7 +85,6 @@ class Controller(SettlesOutcomes):
             checkpoint,
             store,
             self._tally,
-            self.results,
             self._durations,
             self._live,
             positions=source.position_of,

@@ -1,8 +1,9 @@
 """`--results`: one JSON line per finished job, `{"seq", "job", "result"}`.
 
-A reader that goes away (`--results - | head -2`) closes the pipe: the next write or flush
-fails with EPIPE. The writer then keeps quiet (`reader_gone`), and the run loop stops as a
-graceful stop does (RunState.RESULTS_CLOSED, exit 141).
+A reader that goes away (`--results - | head -2`) closes the pipe: the next write fails
+with EPIPE (each write is flushed at once, so it is that write's lines that reach no one).
+The writer then keeps quiet (`reader_gone`), and the run loop stops as a graceful stop does
+(RunState.RESULTS_CLOSED, exit 141).
 """
 
 from __future__ import annotations
@@ -47,14 +48,10 @@ class ResultsWriter:
         if lines and not self.reader_gone:
             try:
                 self._stream.write("\n".join(lines) + "\n")
+                # Now, not at the next save: lines left in the stream's buffer belong to jobs
+                # already counted done, and a reader that goes away meanwhile would take them
+                # with it. A pipe found closed here concerns these lines alone.
+                self._stream.flush()
             except BrokenPipeError:
                 self.reader_gone = True
         return refused
-
-    def flush(self) -> None:
-        if self.reader_gone:
-            return
-        try:
-            self._stream.flush()
-        except BrokenPipeError:
-            self.reader_gone = True

@@ -12,7 +12,6 @@ from .durations import Durations
 from .errors import StateError
 from .progress import Summary
 from .records import RunState
-from .results import ResultsWriter
 from .store import RunRecord, RunStore, jsonable
 from .tally import Tally
 
@@ -36,7 +35,6 @@ class RunSaver:
         checkpoint: Checkpoint,
         store: RunStore,
         tally: Tally,
-        results: ResultsWriter | None,
         durations: Durations | None = None,
         live: Callable[[], dict[str, Any]] | None = None,
         *,
@@ -53,11 +51,10 @@ class RunSaver:
         self._checkpoint = checkpoint
         self._store = store
         self._tally = tally
-        self._results = results
 
     def save(self, state: RunState = RunState.RUNNING) -> None:
-        if self._results is not None:
-            self._results.flush()  # results first: a saved checkpoint never runs ahead of them
+        # --results lines need no flush first: each is flushed as it is written
+        # (ResultsWriter.write), so a saved checkpoint never runs ahead of them.
         record, checkpoint = self._record, self._checkpoint
         record.state = state
         record.low_water_mark = checkpoint.low_water_mark
