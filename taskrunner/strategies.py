@@ -9,7 +9,7 @@
 - Asyncio (an `async def` callback): N tasks on one event loop, each job under `wait_for`
   when --timeout is set.
 
-A job in flight is named in the worker's shared slots (protocol.SLOT_FIELDS doubles per
+A job in flight is named in the worker's shared slots (protocol.SLOT_FIELDS fields per
 thread or task: batch id, index, start time), so the pool knows the culprit when the worker
 dies or hangs, without a message per job. Every strategy measures a job's duration from the
 moment it starts (after any --rate wait) to the moment it returns or raises.
@@ -28,7 +28,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .durations import SMALLEST, bucket_of
 from .inbox import Command, Inbox, Work, WorkItem
-from .protocol import IDLE, SLOT_FIELDS, GaveBack, GiveBack, Retire, Retired, Returned, Stop
+from .protocol import (
+    IDLE,
+    SLOT_FIELDS,
+    GaveBack,
+    GiveBack,
+    Retire,
+    Retired,
+    Returned,
+    Stop,
+    slot_views,
+)
 from .records import JobError
 from .reporting import FLUSH_DELAY, OutcomeBuffer, pickle_result
 
@@ -63,9 +73,10 @@ class Strategy:
         timeout: float | None,
     ) -> None:
         self.callback = callback
-        # Written through a memoryview of the shared array: half the cost of the ctypes
-        # array's own item assignment, which matters at one write per job.
-        self.slots = memoryview(slots).cast("B").cast("d")
+        # Written through memoryviews of the shared array: half the cost of the ctypes
+        # array's own item assignment, which matters at one write per job. The index field
+        # through `indices` (an int64), the rest through `slots` (doubles).
+        self.slots, self.indices = slot_views(slots)
         self.inbox = inbox
         self.buffer = buffer
         self.concurrency = concurrency
@@ -81,7 +92,7 @@ class Strategy:
         started = time.monotonic()
         slots = self.slots
         slots[base] = batch_id
-        slots[base + 1] = index
+        self.indices[base + 1] = index
         slots[base + 2] = started
         return started
 
@@ -222,27 +233,28 @@ class Sequential(Strategy):
         raises); after a failure the loop resumes with the next job. A batch that runs
         longer than REPORT_AFTER reports what it finished so far, from the branch that
         only jobs of a microsecond or more take."""
-        callback, slots, buffer = self.callback, self.slots, self.buffer
+        callback, slots, indices, buffer = self.callback, self.slots, self.indices, self.buffer
         timings = buffer.timings
         counts = timings.counts
         batch_id, jobs = work.batch_id, work.jobs
         end = len(jobs)
+        plain_results, type_of = PLAIN_RESULTS, type  # locals: looked up once a job
         monotonic = time.monotonic
         reported = 0  # jobs[:reported] are reported
         index = 0
         started = batch_started = monotonic()
         waited = 0.0  # seconds within the segment that were no job's (naming a slow one)
-        slots[1] = -1.0  # index before batch: the slot never pairs this batch with a stale one
+        indices[1] = -1  # index before batch: the slot never pairs this batch with a stale one
         slots[0] = batch_id
         slots[2] = started
         while index < end:
             try:
                 for index in range(index, end):  # noqa: B020 - resumes after a failed job
-                    slots[1] = index
+                    indices[1] = index
                     result = callback(jobs[index])
                     if (
                         result is not None
-                        and type(result) not in PLAIN_RESULTS
+                        and type_of(result) not in plain_results
                         and inspect.isawaitable(result)
                     ):
                         _await_here(result)
@@ -297,7 +309,7 @@ class Sequential(Strategy):
     def _run_batch_paced(self, work: Work) -> None:
         """Any batch: --rate start times, --timeout, results, awaitables (see _run_batch_plain
         for the hot path)."""
-        callback, slots, buffer = self.callback, self.slots, self.buffer
+        callback, slots, indices, buffer = self.callback, self.slots, self.indices, self.buffer
         timings = buffer.timings
         counts = timings.counts
         batch_id, jobs, start_at, interval = work.batch_id, work.jobs, work.start_at, work.interval
@@ -311,12 +323,12 @@ class Sequential(Strategy):
         started = batch_started = time.monotonic()
         waited = 0.0
         # Index before batch: the slot must never pair this batch with a stale index.
-        slots[1] = -1.0
+        indices[1] = -1
         slots[0] = batch_id
         slots[2] = started
         end = len(jobs)
         for index, job in enumerate(jobs):
-            slots[1] = index
+            indices[1] = index
             if interval:
                 slots[2] = 0.0  # waiting for its start time is not running
                 _sleep_until(start_at + index * interval)

@@ -23,7 +23,14 @@ from . import prestart
 from .channel import Channel
 from .errors import BackendError, SpecError
 from .interactive import main_lacks_guard, unreal_main_file_hidden
-from .launching import IDLE, SLOT_FIELDS, WorkerConfig, fork_server_ended, launch
+from .launching import (
+    IDLE,
+    SLOT_FIELDS,
+    WorkerConfig,
+    fork_server_ended,
+    launch,
+    slot_views,
+)
 from .protocol import PIPE_LOST_EXIT
 from .records import JobError, JobFailed, WorkerLost
 
@@ -73,7 +80,7 @@ class WorkerHandle:
     worker_id: int
     process: Any
     channel: Channel
-    slots: Any
+    slots: Any  # as launching._shared_slots made them; read through the two views below
     phase: Phase = Phase.STARTING
     # batch_id -> jobs of that batch not yet reported, in the order the batches were sent.
     outstanding: dict[int, int] = field(default_factory=dict)
@@ -91,6 +98,11 @@ class WorkerHandle:
     # The fork server that forked it, which reaps it: its exit status comes on its sentinel.
     # None: spawned, our own child.
     server_pid: int | None = None
+    floats: memoryview = field(init=False, repr=False)
+    ints: memoryview = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.floats, self.ints = slot_views(self.slots)
 
     @property
     def death_fd(self) -> int:
@@ -153,12 +165,12 @@ class WorkerHandle:
 
     def running(self) -> list[tuple[int, int, float]]:
         """(batch_id, index, started) of each job its slots say is running."""
-        slots = self.slots
+        floats, ints = self.floats, self.ints
         running = []
-        for base in range(0, len(slots), SLOT_FIELDS):
-            batch_id, index, started = slots[base], slots[base + 1], slots[base + 2]
+        for base in range(0, len(floats), SLOT_FIELDS):
+            batch_id, index, started = floats[base], ints[base + 1], floats[base + 2]
             if started > 0 and batch_id != IDLE and index >= 0:
-                running.append((int(batch_id), int(index), started))
+                running.append((int(batch_id), index, started))
         return running
 
 
@@ -330,10 +342,10 @@ def bury(worker: WorkerHandle, in_order: bool, spans: dict[int, int]) -> WorkerL
 
 def _position(worker: WorkerHandle) -> tuple[int, int] | None:
     """For a worker running one job after another: the job it is at (started or not)."""
-    batch_id, index = worker.slots[0], worker.slots[1]
+    batch_id, index = worker.floats[0], worker.ints[1]
     if batch_id == IDLE or index < 0 or int(batch_id) not in worker.outstanding:
         return None
-    return int(batch_id), int(index)
+    return int(batch_id), index
 
 
 def reap(workers: list[WorkerHandle], deadline: float) -> None:

@@ -61,12 +61,12 @@ def _sequential(callback: Any) -> tuple[Sequential, RecordingBuffer, Any]:
 @pytest.mark.parametrize("failing", [set(), {0}, {7, 8}, {19}, {0, 5, 19}, set(range(20))])
 def test_each_job_runs_once_in_order_and_is_reported_once(failing: set[int]) -> None:
     ran: list[tuple[int, int, int]] = []
-    slots_seen: list[tuple[float, float]] = []
+    slots_seen: list[tuple[float, int]] = []
 
     def callback(job: tuple[int, int]) -> int:
         batch, index = job
         ran.append((batch, index, 1))
-        slots_seen.append((loop.slots[0], loop.slots[1]))
+        slots_seen.append((loop.slots[0], loop.indices[1]))
         if index in failing:
             raise ValueError(f"job {index}")
         return index
@@ -80,7 +80,7 @@ def test_each_job_runs_once_in_order_and_is_reported_once(failing: set[int]) -> 
 
     assert paths == ["plain", "plain", "plain"]
     assert ran == [(b, i, 1) for b in (1, 2, 3) for i in range(20)]
-    assert slots_seen == [(float(b), float(i)) for b in (1, 2, 3) for i in range(20)]
+    assert slots_seen == [(float(b), i) for b in (1, 2, 3) for i in range(20)]
     assert slots[0] == IDLE  # nothing runs between batches
     for batch_id in (1, 2, 3):
         reports = [(kind, what) for kind, b, what in buffer.reports if b == batch_id]
