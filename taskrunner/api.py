@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable, Iterator
@@ -73,6 +74,8 @@ def run(
     run_options = RunOptions.from_mapping(options)
     kind.check_workers(run_options)
     _check_results_file(run_options.results)
+    # Paths are the command's, fixed before GEN's module runs: it may change the directory.
+    run_options, state_path = _pinned(run_options), os.path.abspath(state_dir)
     args = dict(args or {})
     gen_spec, gen_fn = (gen, generator_for(gen)) if is_jobs_file(gen) else resolve_given("GEN", gen)
     callback_spec, callback_fn = resolve_given("CALLBACK", callback)
@@ -84,7 +87,7 @@ def run(
     name = name or _default_name(gen_spec)
     early = _start_early(kind, run_options, callback, callback_fn)
     with _closed_on_error(early):
-        store = kind.open_store(backend, state_dir, create=True)
+        store = kind.open_store(backend, state_path, create=True)
         try:
             existing = store.get(name)
             if existing is not None and not restart:
@@ -148,6 +151,7 @@ def resume(
         run_options = dataclasses.replace(run_options, limit=limit)
         kind.check_workers(run_options)
         _check_results_file(run_options.results)
+        run_options = _pinned(run_options)  # before GEN's module runs, as for spawn
         store.lock(record.name)
         ensure_cwd_on_path()
         gen_fn = (
@@ -398,6 +402,13 @@ def _results_file(path: str | None) -> Iterator[TextIO | None]:
             raise OptionError(f"cannot open --results file {path!r}: {error.strerror}") from None
         with file:
             yield file
+
+
+def _pinned(options: RunOptions) -> RunOptions:
+    """`options` with the --results file as an absolute path (of this directory)."""
+    if options.results is None or options.results == "-":
+        return options
+    return dataclasses.replace(options, results=os.path.abspath(options.results))
 
 
 def _check_results_file(path: str | None) -> None:

@@ -109,12 +109,6 @@ def launch(
     parent_conn, child_conn = context.Pipe(duplex=True)
     slots, given = _shared_slots(context, config.concurrency)
     surroundings = Surroundings() if from_fork_server(context) else None
-    process = context.Process(
-        target=worker_entry,
-        args=(config, child_conn, given, os.getpid(), surroundings),
-        name=f"taskrunner-w{config.worker_id}",
-        daemon=True,
-    )
     # Block SIGINT and SIGTERM while the child starts: it inherits the mask, so a Ctrl-C
     # or a SIGTERM to the group cannot reach it before it has chosen to let them pass
     # (and kill it mid-start, or print a KeyboardInterrupt traceback). Ours wait too: a
@@ -124,9 +118,7 @@ def launch(
     resource_tracker.ensure_running()
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
-        # From a fork server, the first start waits for the server to be up and to have
-        # imported the worker's modules (prestart.py starts workers on a thread of their own).
-        process.start()
+        process = _start(context, config, (config, child_conn, given, os.getpid(), surroundings))
         launched = Launched(
             process, parent_conn, slots, open_pidfd(process.pid), _fork_server_pid(context)
         )
@@ -138,6 +130,49 @@ def launch(
         if isinstance(given, _MappedSlots):
             given.close()  # the child has its own copy of the descriptor; our mapping stays
     return launched
+
+
+def _start(context: Any, config: WorkerConfig, args: tuple[Any, ...]) -> Any:
+    """Start the worker's process. From a fork server, the first start waits for the server
+    to be up and to have imported the worker's modules (prestart.py starts workers on a
+    thread of their own); a server that does not answer is killed (forkwatch.py) and the
+    worker started again from a new one."""
+    for attempt in (1, 2):
+        process = context.Process(
+            target=worker_entry, args=args, name=f"taskrunner-w{config.worker_id}", daemon=True
+        )
+        watch = _watch_fork_server(context)
+        try:
+            process.start()
+            return process
+        except (EOFError, OSError):
+            if watch is None or not watch.fired:
+                raise
+            import logging
+
+            from .errors import BackendError
+
+            if attempt == 2:
+                raise BackendError(
+                    "the fork server that starts the workers does not answer (is it stopped?)"
+                ) from None
+            logging.getLogger(__name__).warning(
+                "the fork server did not answer: killed it, starting the worker again"
+            )
+        finally:
+            if watch is not None:
+                watch.end()
+    raise AssertionError("unreachable")
+
+
+def _watch_fork_server(context: Any) -> Any:
+    if not from_fork_server(context):
+        return None
+    from .forkwatch import ForkWatch
+
+    start_fork_server(context)  # a new one if the last was killed: that is the one to watch
+    pid = _fork_server_pid(context)
+    return ForkWatch(pid) if pid is not None else None
 
 
 def _fork_server_pid(context: Any) -> int | None:
@@ -241,6 +276,10 @@ def worker_entry(
     if surroundings is not None:
         surroundings.take()
         _leave_fork_server()
+    # Started as a daemon for the pool's sake (multiprocessing ends daemons with their
+    # parent). In here it would only forbid the callback processes of its own
+    # ("daemonic processes are not allowed to have children"): a job may use a Pool.
+    multiprocessing.current_process().daemon = False
     if _nothing_of_the_users_loaded(config):
         from . import collector
 

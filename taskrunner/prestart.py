@@ -116,7 +116,9 @@ def discard() -> None:
             except ProcessLookupError:
                 pass
         for launched in leaving:
-            launched.process.join()  # SIGKILLed: it returns at once
+            # SIGKILLed: gone at once. A fork-server worker's status comes from the server,
+            # which may be slow or stopped: not waited for past a second.
+            launched.process.join(1.0)
             launched.conn.close()
             if launched.pidfd is not None:
                 os.close(launched.pidfd)

@@ -115,7 +115,7 @@ class Strategy:
     def _failed(
         self, base: int, batch_id: int, index: int, error: BaseException | JobError, started: float
     ) -> None:
-        leave_if_forked()
+        leave_if_forked(error)
         self.slots[base + 2] = 0.0
         self.buffer.report_failed(batch_id, index, error, time.monotonic() - started)
         self.slots[base] = IDLE
@@ -288,7 +288,7 @@ class Sequential(Strategy):
             except BaseException as error:  # never trust the callback
                 if isinstance(error, _InboxClosed):
                     raise error.__cause__ from None  # worker_main leaves quietly
-                leave_if_forked()
+                leave_if_forked(error)
                 finished = monotonic()
                 if index > reported:
                     busy = finished - batch_started
@@ -350,7 +350,7 @@ class Sequential(Strategy):
                     # Here, while the slot names the job: see Strategy._succeeded.
                     results.append(pickle_result(result))
             except BaseException as error:  # never trust the callback
-                leave_if_forked()
+                leave_if_forked(error)
                 finished = time.monotonic()
                 if index > reported:
                     busy = finished - batch_started
@@ -531,11 +531,34 @@ class _InboxClosed(Exception):
     failure (the plain loop's handler lets it through, as EOFError or OSError)."""
 
 
-def leave_if_forked() -> None:
+def leave_if_forked(error: BaseException | JobError | None = None) -> None:
     """A process a callback forked that returns into the worker's loop instead of exiting
-    would run the worker's next jobs again and write on its pipe and slots: it leaves."""
+    would run the worker's next jobs again and write on its pipe and slots: it leaves. With
+    the status Python would give it for `error`, what the callback raised in it: its parent
+    may wait for it and read `sys.exit(3)` as 3."""
     if _forked:
-        os._exit(0)
+        os._exit(_exit_status(error))
+
+
+def _exit_status(error: BaseException | JobError | None) -> int:
+    if not isinstance(error, BaseException):
+        return 0
+    if isinstance(error, SystemExit):
+        if error.code is None:
+            return 0
+        if isinstance(error.code, int):
+            return error.code & 0xFF
+    try:  # as the interpreter would say it: the message, or the traceback
+        import traceback
+
+        if isinstance(error, SystemExit):
+            text = f"{error.code}\n"
+        else:
+            text = "".join(traceback.format_exception(error))
+        os.write(2, text.encode(errors="replace"))
+    except BaseException:
+        pass
+    return 1
 
 
 def _take_unstarted(work: queue.SimpleQueue[Any], most: float = float("inf")) -> list[WorkItem]:

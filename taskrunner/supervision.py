@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from . import prestart
 from .channel import Channel
 from .errors import BackendError, SpecError
+from .forkwatch import end_if_stopped
 from .interactive import main_lacks_guard, unreal_main_file_hidden
 from .launching import (
     IDLE,
@@ -120,15 +121,23 @@ class WorkerHandle:
         return not self.process.is_alive()
 
     def wait_exit(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds for the process to exit; True once it has."""
+        """Wait up to `timeout` seconds for the process to exit; True once it has.
+
+        A readable pidfd says it has, whatever its exit status: a fork-server worker's comes
+        later, from the server, which reaps it and writes it on the sentinel. A server slow
+        to run (a loaded machine) or stopped leaves it unknown (`process.exitcode` None),
+        which says nothing of the worker's pipe: it is gone, not hanging on."""
         deadline = time.monotonic() + timeout
         if self.pidfd is not None:
             waiter = select.poll()
             waiter.register(self.pidfd, select.POLLIN)
-            if waiter.poll(max(0.0, timeout) * 1000) and self.server_pid is not None:
-                # Gone; the fork server reaps it and writes its exit status on the sentinel.
-                self.process.join(max(0.0, deadline - time.monotonic()) + _STATUS_WAIT_SECONDS)
-            return self.exited()
+            if not waiter.poll(max(0.0, timeout) * 1000):
+                return False
+            if self.server_pid is not None:
+                self.process.join(_STATUS_WAIT_SECONDS)
+            else:
+                self.exited()  # reaps it
+            return True
         while not self.exited():
             left = deadline - time.monotonic()
             if left <= 0:
@@ -183,14 +192,16 @@ class StartupDeaths:
         self._reason = ""
 
     def record(self, worker: WorkerHandle) -> None:
-        exitcode = worker.process.exitcode
-        if worker.phase is not Phase.STARTING or exitcode is None:
+        if worker.phase is not Phase.STARTING:
             return
+        exitcode = worker.process.exitcode
         with_server = worker.ended_with_server()
         self._reason = _ENDED_WITH_SERVER if with_server else death_reason(exitcode)
         log.warning("worker w%d died while starting: %s", worker.worker_id, self._reason)
         self._lost += 1
-        if not with_server and (exitcode > 0 or -exitcode in _CRASH_SIGNALS):
+        if exitcode is None or with_server:
+            return  # nothing says its own code failed
+        if exitcode > 0 or -exitcode in _CRASH_SIGNALS:
             self._failed += 1
 
     def reset(self) -> None:
@@ -353,8 +364,13 @@ def reap(workers: list[WorkerHandle], deadline: float) -> None:
     for worker in workers:
         if not worker.wait_exit(deadline - time.monotonic()):
             kill(worker)
-            worker.process.join()  # SIGKILLed: waitpid returns at once
+            # Gone at once; not process.join(), which waits for a fork-server worker's
+            # status as long as the server takes to send it (forever, if it is stopped).
+            worker.wait_exit(_STATUS_WAIT_SECONDS)
         worker.release()
+    for server_pid in {w.server_pid for w in workers if w.server_pid is not None}:
+        if not fork_server_ended(server_pid):  # not reaped: the pid is still that server's
+            end_if_stopped(server_pid)
 
 
 def kill(worker: WorkerHandle) -> None:
@@ -371,7 +387,7 @@ def kill(worker: WorkerHandle) -> None:
 
 def death_reason(exitcode: int | None) -> str:
     if exitcode is None:
-        return "worker process vanished"
+        return "worker process ended; its fork server has not told how (is it stopped?)"
     if exitcode < 0:
         try:
             name = signal.Signals(-exitcode).name
