@@ -264,7 +264,9 @@ class Project:
 
     def query(self, *args: str) -> Any:
         """Run a reporting command with --json and return the parsed output."""
-        result = self.run(*args, "--json", timeout=30)
+        # Not self.run: `last` stays the run an assertion is about (its stderr says why a
+        # job ran twice, say), not the status or failures query that checked it.
+        result = self.start(*args, "--json").wait(30)
         try:
             return json.loads(result.stdout)
         except json.JSONDecodeError as exc:

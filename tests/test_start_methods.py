@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 from helpers import FAST, Project, assert_ran_once_each, session_members, wait_for
@@ -177,3 +178,60 @@ def test_a_job_that_kills_its_fork_server_fails_the_second_time(project: Project
     assert executions[CULPRIT] == 2, executions
     # Each server death may also catch one job running in the other worker: it runs again.
     assert sum(executions.values()) - N <= 3, executions
+
+
+def _server_of(run_pid: int) -> int | None:
+    """The run's fork server: the controller's own child running multiprocessing.forkserver
+    (its workers have the same command line, but the server as parent)."""
+    for info in session_members(run_pid):
+        try:
+            with open(f"/proc/{info.pid}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        if parent == run_pid and "multiprocessing.forkserver" in info.cmdline:
+            return info.pid
+    return None
+
+
+@pytest.mark.timeout(90)
+def test_a_fork_server_slow_to_tell_a_killed_worker_s_status_blames_no_job(
+    project: Project,
+) -> None:
+    """A worker killed for an overrun (--timeout) while its fork server does not run (a
+    loaded machine; here SIGSTOP for 4 s): its exit status comes seconds late. The worker
+    is gone all the same (its pidfd): not "a lost pipe", which would make every job it held
+    a suspect, and the one it had not even started (its next batch, --rate) the culprit."""
+    slow = 2010
+    project.write(
+        "jobs.py",
+        f"""
+        def gen():
+            yield from range(2030)
+
+
+        def cb(job):
+            record(job)
+            if job < 2000:
+                return job  # batches are sized for trivial jobs, then they turn slow
+            if job == {slow}:
+                time.sleep(30)
+            time.sleep(0.03)
+            return job
+        """,
+    )
+    run = project.start("spawn", "jobs:gen", "jobs:cb", *FAST, "--timeout", "1", "--rate", "400")
+    server = wait_for(lambda: _server_of(run.pid), 30, what="the fork server")
+    wait_for(lambda: project.executions()[slow] >= 1, 45, 0.005, what=f"job {slow} to start")
+    time.sleep(0.5)  # the pool kills its worker 1 s after it started: the server is stopped then
+    os.kill(server, signal.SIGSTOP)
+    try:
+        time.sleep(4)
+    finally:
+        os.kill(server, signal.SIGCONT)
+    result = run.wait()
+
+    assert result.returncode == 1, result
+    failures = project.failures("jobs.gen")
+    assert {seq: f["error_type"] for seq, f in failures.items()} == {slow: "Timeout"}, failures
+    assert_ran_once_each(project, range(2030))
