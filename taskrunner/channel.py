@@ -17,7 +17,7 @@ import struct
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .protocol import decode
+from .protocol import Frame, decode
 
 # Buffers handed to one sendmsg (the system takes at most IOV_MAX, 1024 on Linux).
 _BUFFERS_AT_ONCE = 64
@@ -43,12 +43,13 @@ class Channel:
     def has_unsent(self) -> bool:
         return bool(self._unsent)
 
-    def write(self, payload: bytes) -> bool:
+    def write(self, payload: Frame) -> bool:
         """Send one message without blocking. True when bytes now wait for room (the caller
         then watches the pipe for POLLOUT and calls write_unsent)."""
         waiting = bool(self._unsent)
-        self._unsent.append(memoryview(_header(len(payload))))
-        self._unsent.append(memoryview(payload))
+        parts = (payload,) if isinstance(payload, bytes) else payload
+        self._unsent.append(memoryview(_header(sum(len(part) for part in parts))))
+        self._unsent.extend(memoryview(part) for part in parts)
         if waiting:
             return False  # already waiting, and watched
         return not self.write_unsent()

@@ -25,7 +25,7 @@ class PendingBatch:
 
     batch_id: int
     size: int
-    payload: bytes
+    payload: tuple[bytes, bytes]  # protocol.encode_batch's
 
 
 class Placement:

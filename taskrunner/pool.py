@@ -31,6 +31,7 @@ from .protocol import (
     Done,
     Failed,
     Fatal,
+    Frame,
     FromWorker,
     GaveBack,
     GiveBack,
@@ -123,11 +124,11 @@ class LocalPool(Executor):
     def submit(self, batch: Batch) -> list[Event]:
         events: list[Event] = []
         try:
-            payload: bytes | None = _batch_message(batch, batch.jobs, None)
+            payload: Frame | None = _batch_message(batch, batch.jobs, None)
             size = len(batch.jobs)
         except Exception:
             events, payload, size = _picklable_part(batch)
-        self.batch_bytes = len(payload) if payload is not None else 0
+        self.batch_bytes = sum(len(part) for part in payload) if payload is not None else 0
         if payload is not None:
             self._spans[batch.batch_id] = len(batch.jobs)
             self._placement.add(PendingBatch(batch.batch_id, size, payload), batch.alone)
@@ -274,7 +275,7 @@ class LocalPool(Executor):
         worker.outstanding_jobs += batch.size
         self._write(worker, batch.payload)
 
-    def _write(self, worker: WorkerHandle, payload: bytes) -> None:
+    def _write(self, worker: WorkerHandle, payload: Frame) -> None:
         """Send without ever blocking (see channel.py); watch for room if the pipe is full."""
         if worker.channel.write(payload):
             self._poller.modify(worker.channel.fileno(), select.POLLIN | select.POLLOUT)
@@ -370,11 +371,13 @@ class LocalPool(Executor):
             self._account(worker, event.batch_id, 1)
 
 
-def _batch_message(batch: Batch, jobs: list[Any], index_map: list[int] | None) -> bytes:
+def _batch_message(
+    batch: Batch, jobs: list[Any], index_map: list[int] | None
+) -> tuple[bytes, bytes]:
     return encode_batch(batch.batch_id, jobs, batch.start_at, batch.interval, index_map)
 
 
-def _picklable_part(batch: Batch) -> tuple[list[Event], bytes | None, int]:
+def _picklable_part(batch: Batch) -> tuple[list[Event], tuple[bytes, bytes] | None, int]:
     """Fail the jobs that cannot be pickled, one by one; a message of the others."""
     events: list[Event] = []
     keep: list[int] = []

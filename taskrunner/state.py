@@ -21,7 +21,7 @@ from .errors import StateError
 from .options import WorkerSettings
 from .records import Failure, UnkeptJob
 from .state_columns import BASE_RUN_COLUMNS, add_run_columns, read_added, write_added
-from .state_failures import pickle_job, read_failures, read_groups, write_failures
+from .state_failures import read_failures, read_groups, write_failures
 from .state_schema import SCHEMA_VERSION, prepare
 from .store import (
     FailureGroup,
@@ -249,7 +249,7 @@ class SqliteRunStore:
                     record.updated_at,
                     record.low_water_mark,
                     _pickle_checkpoint(record.intervals),
-                    pickle_job(_picklable(record.job_at_checkpoint)),
+                    _pickled(record.job_at_checkpoint),
                     record.fingerprint,
                     record.taken,
                     record.done,
@@ -385,9 +385,7 @@ def _empty_state() -> sqlite3.Connection:
 def _pickle_checkpoint(intervals: list[tuple[int, int, Any]]) -> bytes:
     """The finished intervals, each job pickled on its own: one that cannot be loaded again
     must not take the others with it (they would all run again)."""
-    jobs = [
-        (start, stop, pickle.dumps(_picklable(job), protocol=4)) for start, stop, job in intervals
-    ]
+    jobs = [(start, stop, _pickled(job)) for start, stop, job in intervals]
     return pickle.dumps({"version": 2, "intervals": jobs}, protocol=4)
 
 
@@ -407,12 +405,13 @@ def _loaded_job(payload: bytes) -> Any:
         return UnkeptJob(f"<a job that cannot be unpickled: {type(error).__name__}>")
 
 
-def _picklable(job: Any) -> Any:
+def _pickled(job: Any) -> bytes:
+    """The job pickled to keep (once: a checkpoint's job may be megabytes, saved each
+    second); one that cannot be pickled, as an UnkeptJob of its text."""
     try:
-        pickle.dumps(job, protocol=4)
+        return pickle.dumps(job, protocol=4)
     except Exception:
-        return UnkeptJob(job_text(job))
-    return job
+        return pickle.dumps(UnkeptJob(job_text(job)), protocol=4)
 
 
 def _unpickle(payload: bytes, fallback: Any) -> Any:

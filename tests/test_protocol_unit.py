@@ -69,9 +69,23 @@ def test_a_log_record_travels() -> None:
 
 
 def test_a_batch_carries_its_jobs_apart() -> None:
-    message = decode(encode_batch(3, ["a", {"b": 1}], 1.0, 0.5, [0, 2]))
+    envelope, blob = encode_batch(3, ["a", {"b": 1}], 1.0, 0.5, [0, 2])
+    assert len(envelope) < 200  # the jobs are not inside it: pickled once, sent after it
+    message = decode(envelope + blob)  # one frame, as the worker reads it
     assert message == RunBatch(3, 2, message.jobs_blob, 1.0, 0.5, [0, 2])
+    assert bytes(message.jobs_blob) == blob
     assert load_jobs(message) == ["a", {"b": 1}]
+
+
+def test_a_batch_of_a_megabyte_job_is_copied_once() -> None:
+    """Its jobs' pickle is the frame's tail, given back as a view of the frame: not a copy
+    inside the message (jobs of megabytes cost a copy on each side, not two)."""
+    job = bytes(1 << 20)
+    envelope, blob = encode_batch(1, [job], 0.0, 0.0, None)
+    frame = envelope + blob
+    message = decode(frame)
+    assert isinstance(message.jobs_blob, memoryview) and message.jobs_blob.obj is frame
+    assert load_jobs(message) == [job]
 
 
 def test_a_result_that_cannot_be_pickled_fails_the_encoding() -> None:
