@@ -124,7 +124,7 @@ class LocalPool(Executor):
     def submit(self, batch: Batch) -> list[Event]:
         events: list[Event] = []
         try:
-            payload: Frame | None = _batch_message(batch, batch.jobs, None)
+            payload: tuple[bytes, bytes] | None = _batch_message(batch, batch.jobs, None)
             size = len(batch.jobs)
         except Exception:
             events, payload, size = _picklable_part(batch)
