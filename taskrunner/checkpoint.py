@@ -108,7 +108,7 @@ def fingerprint(job: Any) -> str | None:
     except (TypeError, ValueError):
         try:
             payload = pickle.dumps(job, protocol=4)
-        except Exception:
+        except BaseException:
             return None
     return hashlib.sha256(payload).hexdigest()[:16]
 

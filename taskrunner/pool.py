@@ -126,7 +126,7 @@ class LocalPool(Executor):
         try:
             payload: tuple[bytes, bytes] | None = _batch_message(batch, batch.jobs, None)
             size = len(batch.jobs)
-        except Exception:
+        except BaseException:  # a job's __reduce__ may raise anything (SystemExit too)
             events, payload, size = _picklable_part(batch)
         self.batch_bytes = sum(len(part) for part in payload) if payload is not None else 0
         if payload is not None:
@@ -384,7 +384,7 @@ def _picklable_part(batch: Batch) -> tuple[list[Event], tuple[bytes, bytes] | No
     for index, job in enumerate(batch.jobs):
         try:
             pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as error:
+        except BaseException as error:
             message = f"the job cannot be pickled: {type(error).__name__}: {error}"
             events.append(
                 JobFailed(batch.batch_id, index, JobError("PicklingError", message, "", 0.0))

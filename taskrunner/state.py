@@ -401,7 +401,7 @@ def _loaded_job(payload: bytes) -> Any:
     worker) as an UnkeptJob, never as None, which could be a job."""
     try:
         return pickle.loads(payload)
-    except Exception as error:
+    except BaseException as error:  # user code: SystemExit too
         return UnkeptJob(f"<a job that cannot be unpickled: {type(error).__name__}>")
 
 
@@ -410,7 +410,7 @@ def _pickled(job: Any) -> bytes:
     second); one that cannot be pickled, as an UnkeptJob of its text."""
     try:
         return pickle.dumps(job, protocol=4)
-    except Exception:
+    except BaseException:  # a __reduce__ may raise anything
         return pickle.dumps(UnkeptJob(job_text(job)), protocol=4)
 
 
@@ -418,7 +418,7 @@ def _unpickle(payload: bytes, fallback: Any) -> Any:
     """A stored job back; one whose unpickling fails (it failed as such) is shown by repr."""
     try:
         return pickle.loads(payload)
-    except Exception:
+    except BaseException:
         return fallback
 
 

@@ -120,7 +120,7 @@ def read_groups(db: sqlite3.Connection, name: str) -> list[FailureGroup]:
 def pickle_job(job: Any) -> bytes:
     try:
         return pickle.dumps(job, protocol=4)
-    except Exception:
+    except BaseException:  # a __reduce__ may raise anything
         return b""  # cannot be kept: its repr (in job_repr) is all that is left of it
 
 
@@ -130,5 +130,5 @@ def stored_job(payload: bytes, job_repr: str) -> tuple[Any, bool]:
         return job_repr, False
     try:
         return pickle.loads(payload), True
-    except Exception:  # its class is gone, or it failed because it cannot be unpickled
+    except BaseException:  # its class is gone, or its unpickling raises (SystemExit too)
         return job_repr, False

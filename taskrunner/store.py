@@ -225,7 +225,7 @@ def job_text(job: Any) -> str:
     """What stands for a job that cannot be stored as itself: its repr, cut short."""
     try:
         return repr(job)[:1000]
-    except Exception:
+    except BaseException:  # a __repr__ may raise anything
         return "<unrepresentable job>"
 
 
@@ -252,7 +252,10 @@ def jsonable(value: Any) -> Any:
     try:
         json.dumps(value)
     except (TypeError, ValueError):
-        return repr(value)
+        try:
+            return repr(value)
+        except BaseException:  # a __repr__ may raise anything
+            return "<unrepresentable job>"
     return value
 
 
