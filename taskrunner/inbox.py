@@ -11,7 +11,18 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .frozen import Frozen, frozen_dataclass
-from .protocol import GiveBack, Retire, RunBatch, Stop, Unloadable, decode, load_jobs
+from .protocol import (
+    IDLE,
+    GiveBack,
+    Retire,
+    RunBatch,
+    Stop,
+    Unloadable,
+    decode,
+    load_jobs,
+    loading_slot,
+    slot_views,
+)
 from .reporting import Reporter, describe
 
 # One job queued in a worker: (batch_id, index in batch, job, start time or 0.0). A tuple,
@@ -45,9 +56,15 @@ Command = Work | GiveBack | Retire | Stop
 class Inbox:
     """Reads one worker's pipe and turns what arrives into commands."""
 
-    def __init__(self, conn: Connection, reporter: Reporter) -> None:
+    def __init__(self, conn: Connection, reporter: Reporter, slots: Any = None) -> None:
+        """`slots`: the worker's shared slots, whose last names the batch being unpickled
+        (launching.loading_slot); None where no pool reads them (tests)."""
         self._conn = conn
         self._reporter = reporter
+        self._loading: tuple[memoryview, int] | None = None
+        if slots is not None:
+            floats = slot_views(slots)[0]
+            self._loading = floats, loading_slot(floats)
 
     def fileno(self) -> int:
         return self._conn.fileno()
@@ -63,6 +80,10 @@ class Inbox:
         if not isinstance(message, RunBatch):
             command: Command = message
             return command
+        loading = self._loading
+        if loading is not None:
+            # Should the unpickling kill the process, the pool knows which batch it was at.
+            loading[0][loading[1]] = message.batch_id
         try:
             jobs = load_jobs(message)
         except BaseException as error:  # a job's unpickling runs code of the user's
@@ -71,4 +92,7 @@ class Inbox:
                 indices = list(range(message.count))
             self._reporter.send(Unloadable(message.batch_id, list(indices), describe(error)))
             return None
+        finally:
+            if loading is not None:
+                loading[0][loading[1]] = IDLE
         return Work(message.batch_id, jobs, message.start_at, message.interval, message.index_map)

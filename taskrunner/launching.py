@@ -38,6 +38,9 @@ from .frozen import Frozen, frozen_dataclass
 # and an int store costs a sequential worker's loop about 10 ns a job less than converting
 # it to a double. A batch id of IDLE: no job; an index below 0: none yet in this batch; a
 # start time of 0.0: not running (waiting for its --rate slot, or reporting).
+# One more slot, the last, names the batch whose jobs the worker is unpickling (`loading_slot`;
+# IDLE when none): unpickling runs the user's code, which may kill the process before any
+# job of the batch starts.
 SLOT_FIELDS = 3
 IDLE = -1.0
 
@@ -200,19 +203,26 @@ def slot_views(slots: Any) -> tuple[memoryview, memoryview]:
     return raw.cast("d"), raw.cast("q")
 
 
+def loading_slot(floats: memoryview) -> int:
+    """Where the batch being unpickled is named, in the doubles of `slot_views`."""
+    return len(floats) - SLOT_FIELDS
+
+
 def _shared_slots(context: Any, concurrency: int) -> tuple[Any, Any]:
     """The worker's slots: (what the pool reads, through `slot_views`; what the child is
-    given, with the buffer protocol), each holding [IDLE, -1, 0.0] per thread or task.
+    given, with the buffer protocol), each holding [IDLE, -1, 0.0], one per thread or task
+    and the loading slot.
 
     A memfd mapped on both sides where Linux has them: multiprocessing's RawArray would
     do the same, but unpickling one costs each worker multiprocessing.heap and ctypes, and
     the pool a temporary file. Elsewhere (or should memfd_create be refused), a RawArray.
     """
-    size = SLOT_FIELDS * concurrency * 8
+    fields = SLOT_FIELDS * (concurrency + 1)
+    size = fields * 8
     try:
         fd = os.memfd_create("taskrunner-slots", os.MFD_CLOEXEC)
     except (AttributeError, OSError):
-        array = context.RawArray("d", SLOT_FIELDS * concurrency)
+        array = context.RawArray("d", fields)
         _clear_slots(array)
         return array, array
     try:

@@ -24,6 +24,7 @@ from .frozen import Frozen, frozen_dataclass
 # The slots' layout, which a worker shares with the pool beside its pipe (launching.py).
 from .launching import IDLE as IDLE
 from .launching import SLOT_FIELDS as SLOT_FIELDS
+from .launching import loading_slot as loading_slot
 from .launching import slot_views as slot_views
 from .records import JobError
 

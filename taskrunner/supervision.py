@@ -30,6 +30,7 @@ from .launching import (
     WorkerConfig,
     fork_server_ended,
     launch,
+    loading_slot,
     slot_views,
 )
 from .protocol import PIPE_LOST_EXIT
@@ -176,11 +177,18 @@ class WorkerHandle:
         """(batch_id, index, started) of each job its slots say is running."""
         floats, ints = self.floats, self.ints
         running = []
-        for base in range(0, len(floats), SLOT_FIELDS):
+        for base in range(0, loading_slot(floats), SLOT_FIELDS):
             batch_id, index, started = floats[base], ints[base + 1], floats[base + 2]
             if started > 0 and batch_id != IDLE and index >= 0:
                 running.append((int(batch_id), index, started))
         return running
+
+    def loading(self) -> int | None:
+        """The batch whose jobs it is unpickling, if any (one it holds)."""
+        batch_id = self.floats[loading_slot(self.floats)]
+        if batch_id == IDLE or int(batch_id) not in self.outstanding:
+            return None
+        return int(batch_id)
 
 
 class StartupDeaths:
@@ -325,10 +333,18 @@ def bury(worker: WorkerHandle, in_order: bool, spans: dict[int, int]) -> WorkerL
         for b, i, _ in worker.running()
         if b in worker.outstanding and (b, i) not in worker.written_off
     ]
+    loading = worker.loading()
     if worker.killed_reason:
         # We killed it for a job that overran and has failed as a Timeout already: the
         # others it was running are not suspects, they run again.
         running = []
+    elif loading is not None:
+        # It died unpickling a batch (the user's code, a __setstate__ say): one of its jobs
+        # may have killed it, and none ran to say which. Each is a suspect, so the one that
+        # does it again, loaded alone, is the culprit (rather than the batch sent to worker
+        # after worker, for ever).
+        running += [(loading, i) for i in range(spans.get(loading, 0))]
+        reason += " while it unpickled a batch of jobs"
     if worker.outstanding:
         log.warning("worker w%d: %s", worker.worker_id, reason)
     held = list(worker.outstanding)

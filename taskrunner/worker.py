@@ -77,7 +77,7 @@ def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: 
     strategy = kind(
         callback,
         slots,
-        Inbox(conn, reporter),
+        Inbox(conn, reporter, slots),
         buffer,
         concurrency=config.concurrency,
         timeout=config.timeout,
