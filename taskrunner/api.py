@@ -25,7 +25,7 @@ from .interactive import for_workers
 from .jobfile import default_name as jobs_file_name
 from .jobfile import generator_for, generator_for_resume, is_jobs_file, refuse_stdin
 from .jobsource import JobSource
-from .loader import complete_specs, ensure_cwd_on_path
+from .loader import complete_specs, ensure_cwd_on_path, pinned_spec
 from .logs import above_bar
 from .options import DEFAULT_STATE_DIR, Backend, RunOptions, WorkerSettings
 from .progress import Progress, Summary
@@ -68,22 +68,24 @@ def run(
     Returns the run's Summary.
     """
     refuse_stdin(gen)
+    here = os.getcwd()  # paths are the command's: GEN's module may change the directory
     gen, callback = complete_specs(gen, callback)  # left out: GEN's handle_job, else callback
     backend = _backend(backend)
     kind = _kind(backend)
     run_options = RunOptions.from_mapping(options)
     kind.check_workers(run_options)
     _check_results_file(run_options.results)
-    # Paths are the command's, fixed before GEN's module runs: it may change the directory.
-    run_options, state_path = _pinned(run_options), os.path.abspath(state_dir)
+    run_options = _pinned(run_options, here)
+    state_path = os.path.join(here, state_dir)
     args = dict(args or {})
     gen_spec, gen_fn = (gen, generator_for(gen)) if is_jobs_file(gen) else resolve_given("GEN", gen)
-    callback_spec, callback_fn = resolve_given("CALLBACK", callback)
+    with _in_directory(here):  # a CALLBACK file's path is the command's too
+        callback_spec, callback_fn = resolve_given("CALLBACK", callback)
     check_callable("CALLBACK", callback_spec, callback_fn)
     check_gen_args(gen_spec, gen_fn, args)
     # A function a spawned worker cannot import by name goes by value; one that cannot be
     # sent at all is refused here, before anything is written or started.
-    callback = for_workers("CALLBACK", callback, callback_spec, callback_fn)
+    callback = for_workers("CALLBACK", pinned_spec(callback, here), callback_spec, callback_fn)
     name = name or _default_name(gen_spec)
     early = _start_early(kind, run_options, callback, callback_fn)
     with _closed_on_error(early):
@@ -151,7 +153,8 @@ def resume(
         run_options = dataclasses.replace(run_options, limit=limit)
         kind.check_workers(run_options)
         _check_results_file(run_options.results)
-        run_options = _pinned(run_options)  # before GEN's module runs, as for spawn
+        here = os.getcwd()  # before GEN's module runs, as for spawn
+        run_options = _pinned(run_options, here)
         store.lock(record.name)
         ensure_cwd_on_path()
         gen_fn = (
@@ -159,9 +162,11 @@ def resume(
             if is_jobs_file(record.gen)
             else resolve_recorded("GEN", record.gen)
         )
-        callback_fn = resolve_recorded("CALLBACK", record.callback)
+        with _in_directory(here):  # as in spawn
+            callback_fn = resolve_recorded("CALLBACK", record.callback)
         check_callable("CALLBACK", record.callback, callback_fn)
-        callback = for_workers("CALLBACK", record.callback, record.callback, callback_fn)
+        worker_spec = pinned_spec(record.callback, here)
+        callback = for_workers("CALLBACK", worker_spec, record.callback, callback_fn)
         # The workers load the callback while GEN skips what is finished (a long skip for a
         # run far along).
         early = _start_early(kind, run_options, callback, callback_fn)
@@ -404,11 +409,26 @@ def _results_file(path: str | None) -> Iterator[TextIO | None]:
             yield file
 
 
-def _pinned(options: RunOptions) -> RunOptions:
-    """`options` with the --results file as an absolute path (of this directory)."""
+@contextlib.contextmanager
+def _in_directory(path: str) -> Iterator[None]:
+    """Run the block in `path`, then go back to the directory it started in (where GEN's
+    module may have moved the process, and its workers with it)."""
+    moved_to = os.getcwd()
+    if moved_to == path:
+        yield
+        return
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(moved_to)
+
+
+def _pinned(options: RunOptions, here: str) -> RunOptions:
+    """`options` with the --results file as an absolute path (from `here`)."""
     if options.results is None or options.results == "-":
         return options
-    return dataclasses.replace(options, results=os.path.abspath(options.results))
+    return dataclasses.replace(options, results=os.path.join(here, options.results))
 
 
 def _check_results_file(path: str | None) -> None:

@@ -154,7 +154,7 @@ def _start_workers_early(ns: argparse.Namespace, verbosity: int) -> bool:
     if workers < 1 or concurrency < 1 or (ns.timeout is not None and ns.timeout <= 0):
         return False
     from . import prestart
-    from .loader import ensure_cwd_on_path, put_folder_on_path
+    from .loader import ensure_cwd_on_path, pinned_spec, put_folder_on_path
 
     # The sys.path the workers would inherit when the pool starts them (after GEN and
     # CALLBACK are imported here), in the same order.
@@ -163,7 +163,7 @@ def _start_workers_early(ns: argparse.Namespace, verbosity: int) -> bool:
         put_folder_on_path(spec)
     prestart.start(
         workers,
-        callback,
+        pinned_spec(callback, os.getcwd()),  # as api.spawn gives it to the pool's workers
         concurrency=concurrency,
         want_results=ns.results is not None,
         timeout=ns.timeout,

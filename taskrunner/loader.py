@@ -163,6 +163,18 @@ def put_folder_on_path(spec: str) -> None:
         _folder_on_path(os.path.abspath(module_part))
 
 
+def pinned_spec(spec: Any, base: str) -> Any:
+    """A "path/to/file.py:attr" spec with its path made absolute from `base` (the command's
+    directory): a worker starts in the controller's directory of the moment, which GEN's
+    module may have changed. Anything else as it is."""
+    if not isinstance(spec, str):
+        return spec
+    module_part, sep, attr = spec.rpartition(":")
+    if sep and module_part and _names_a_file(module_part):
+        return f"{os.path.normpath(os.path.join(base, module_part))}:{attr}"
+    return spec
+
+
 def _names_a_file(module_part: str) -> bool:
     return module_part.endswith(".py") or os.sep in module_part
 
