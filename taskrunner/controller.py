@@ -69,7 +69,9 @@ class Controller(SettlesOutcomes):
         self.checkpoint = checkpoint
         self.store = store
         self.progress = progress
-        self.results = ResultsWriter(results) if results is not None else None
+        self.results = (
+            ResultsWriter(results, lambda: self._signals.stopping) if results is not None else None
+        )
         self._want_results = results is not None
         self._ledger = Ledger()
         self._next_batch_id = 1
@@ -131,7 +133,6 @@ class Controller(SettlesOutcomes):
                 if now >= next_save:
                     self._enter_unsettled()
                     self._saver.save()
-                    self._note_results_closed()  # found by the flush before the save
                     next_save = now + SAVE_SECONDS
                 self.progress.tick()
             crashed = False
@@ -264,9 +265,9 @@ class Controller(SettlesOutcomes):
         self._sizer.observe(count, event.busy_seconds)
         if self.results is not None:
             if results is not None:
-                refused = self.results.write(flight.keys, flight.jobs, fresh, results)
-                if self.results.reader_gone:
-                    count -= self._results_closed(flight, fresh, refused)
+                refused, unwritten = self.results.write(flight.keys, flight.jobs, fresh, results)
+                if unwritten:
+                    count -= self._results_not_written(flight, unwritten)
                 for index, error in refused:
                     self._ledger.revise(flight, index, FAILED)
                     self._record_failure(flight, index, error)
@@ -297,18 +298,14 @@ class Controller(SettlesOutcomes):
                     for index in range(start, stop):
                         self.checkpoint.mark_one(seqs[index], flight.jobs[index])
 
-    def _results_closed(
-        self, flight: Flight, fresh: list[int], refused: list[tuple[int, JobError]]
-    ) -> int:
-        """The reader of --results went away: these jobs' lines reach no one. They are not
-        counted done (they run again on resume) and the run stops as a graceful stop does.
-        Returns how many were taken back."""
+    def _results_not_written(self, flight: Flight, unwritten: list[int]) -> int:
+        """These jobs' lines did not get out (the reader of --results went away, or a stop
+        gave up waiting for it to read): they are not counted done, and run again on
+        resume. A reader gone stops the run as a graceful stop does. Returns how many."""
         self._note_results_closed()
-        refused_indices = {index for index, _ in refused}
-        taken_back = [index for index in fresh if index not in refused_indices]
-        for index in taken_back:
+        for index in unwritten:
             self._ledger.revise(flight, index, HANDED_BACK)
-        return len(taken_back)
+        return len(unwritten)
 
     def _note_results_closed(self) -> None:
         if self.results is not None and self.results.reader_gone and self._halted is None:

@@ -1,37 +1,79 @@
-"""ResultsWriter against a real pipe: what it says was written has reached the pipe."""
+"""ResultsWriter against a real pipe: what it says was written has reached the pipe, in
+whole lines, and what it says was not is the caller's to keep pending."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 
 import pytest
 
 from taskrunner.results import ResultsWriter
 
+SEQS = range(100_000)
+
+
+def _jobs(n: int) -> list[str]:
+    return [f"job-{seq}" for seq in range(n)]
+
 
 @pytest.mark.timeout(10)
 def test_lines_reach_the_pipe_when_written_and_a_closed_one_concerns_only_the_last_write():
     """A write's lines are in the pipe when write() returns (the caller counts their jobs
-    done then); a reader gone before the next write makes that write, and only it, fail.
-    Buffered until a later flush, lines of jobs counted done would vanish with the reader."""
+    done then); a reader gone before the next write makes that write's lines, and only
+    them, unwritten. Buffered until a later flush, lines of jobs counted done would vanish
+    with the reader."""
     read_end, write_end = os.pipe()
     os.set_blocking(read_end, False)
     stream = open(write_end, "w", encoding="utf-8", buffering=1 << 20)  # noqa: SIM115
     writer = ResultsWriter(stream)
+    jobs = _jobs(10)
     try:
-        seqs, jobs = range(10), [f"job-{n}" for n in range(10)]
-        assert writer.write(seqs, jobs, [0, 1, 2], ["a", "b", "c"]) == []
-        assert not writer.reader_gone
+        assert writer.write(SEQS, jobs, [0, 1, 2], ["a", "b", "c"]) == ([], [])
         lines = os.read(read_end, 1 << 16).decode().splitlines()
         assert [json.loads(line)["seq"] for line in lines] == [0, 1, 2]
         os.close(read_end)  # as `head -3` does once it has its lines
-        assert writer.write(seqs, jobs, [3, 4], ["d", "e"]) == []
+        assert writer.write(SEQS, jobs, [3, 4], ["d", "e"]) == ([], [3, 4])
         assert writer.reader_gone  # these two lines reached no one: not done
-        writer.write(seqs, jobs, [5], ["f"])  # nothing more is tried
-        assert writer.reader_gone
+        assert writer.write(SEQS, jobs, [5], ["f"]) == ([], [5])  # nothing more is tried
     finally:
         try:
             stream.close()
         except BrokenPipeError:
             pass
+
+
+@pytest.mark.timeout(10)
+def test_a_stop_gives_up_on_a_reader_that_does_not_read_at_a_line_boundary():
+    """The reader stops reading (`| less`, paused) and the pipe fills: the writer waits,
+    but a stop (Ctrl-C) makes it give up. What it says got out is exactly the whole lines
+    in the pipe; the rest it names, to stay pending."""
+    read_end, write_end = os.pipe()
+    stream = open(write_end, "w", encoding="utf-8")  # noqa: SIM115
+    stop = threading.Event()
+    writer = ResultsWriter(stream, stop.is_set)
+    count = 20_000  # some 1.3 MB of lines: far more than a pipe holds
+    jobs = _jobs(count)
+    try:
+        timer = threading.Timer(0.3, stop.set)  # the Ctrl-C, while the writer waits for room
+        timer.start()
+        refused, unwritten = writer.write(SEQS, jobs, range(count), ["x" * 30] * count)
+        timer.join()
+        assert refused == [] and writer.gave_up and not writer.reader_gone
+        assert unwritten and unwritten == list(range(count - len(unwritten), count))
+        os.set_blocking(read_end, False)
+        data = b""
+        while True:
+            try:
+                chunk = os.read(read_end, 1 << 16)
+            except BlockingIOError:
+                break
+            data += chunk
+        assert data.endswith(b"\n"), "a line cut in the middle"
+        seqs = [json.loads(line)["seq"] for line in data.decode().splitlines()]
+        assert seqs == list(range(count - len(unwritten)))
+        assert writer.write(SEQS, jobs, [0], ["y"]) == ([], [0])  # closed: nothing is tried
+    finally:
+        stream.close()
+        os.close(read_end)
