@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 
-STOPPED_SECONDS = 10.0
+STOPPED_SECONDS = 5.0
 ANSWER_SECONDS = 60.0
 _LOOK_EVERY = 0.2
 

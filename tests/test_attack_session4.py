@@ -660,8 +660,8 @@ def cb(job):
 
 @pytest.mark.timeout(90)
 def test_fork_server_stopped_past_the_watch_and_briefly_again(project: Project) -> None:
-    """The fork server SIGSTOPped when a worker must be replaced, for 11 s (forkwatch kills
-    it after 10 and starts a new one; the workers of the old one end with it), then stopped
+    """The fork server SIGSTOPped when a worker must be replaced, for good (forkwatch kills
+    it after forkwatch.STOPPED_SECONDS and starts a new one; its workers end with it), then stopped
     again for a random 1-3 s later on: the three jobs that kill their worker fail, no other
     job is blamed, every other job is done with its line, nothing is left behind."""
     project.write("jobs.py", STOP_JOBS)
