@@ -432,14 +432,22 @@ def _pinned(options: RunOptions, here: str) -> RunOptions:
 
 
 def _check_results_file(path: str | None) -> None:
-    """Refuse an unwritable --results file before anything starts."""
+    """Refuse an unwritable --results file before anything starts, without creating it:
+    a command refused later (a wrong GEN, say) must leave nothing behind."""
     if path is None or path == "-":
         return
-    try:
-        with open(path, "a", encoding="utf-8"):
-            pass
-    except OSError as error:
-        raise OptionError(f"cannot open --results file {path!r}: {error.strerror}") from None
+    if os.path.isdir(path):
+        why = "it is a directory"
+    elif os.path.exists(path):
+        why = "" if os.access(path, os.W_OK) else "permission denied"
+    else:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            why = f"no such directory {folder!r}"
+        else:
+            why = "" if os.access(folder, os.W_OK | os.X_OK) else "permission denied"
+    if why:
+        raise OptionError(f"cannot open --results file {path!r}: {why}")
 
 
 def _context(backend: Backend, state_dir: str) -> tuple[str, ...]:

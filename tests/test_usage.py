@@ -79,6 +79,21 @@ def test_one_spec_without_a_callback_in_the_module_is_exit_2(project: Project):
     assert not (project.root / ".taskrunner").exists(), "nothing run, no state changed"
 
 
+@pytest.mark.parametrize(
+    ("results", "said"),
+    [("out.jsonl", "no module named"), ("no/such/dir/out.jsonl", "no such directory")],
+)
+def test_a_refused_spawn_leaves_no_results_file(project: Project, results: str, said: str):
+    """Exit 2 changes nothing: --results is checked, not created, before GEN is found."""
+    gen = "missing:gen" if results == "out.jsonl" else "neither:gen"
+    project.write("neither.py", WITH_NEITHER)
+    result = project.run("spawn", gen, "neither:gen", *FAST, "--results", results)
+    assert_usage_error(result)
+    assert said in result.stderr, result
+    assert not (project.root / results).exists(), "a refused command created its results file"
+    assert not (project.root / ".taskrunner").exists(), "nothing run, no state changed"
+
+
 def test_module_alone_is_taskmasters_form(project: Project):
     """`taskrunner spawn mymodule` takes mymodule:get_jobs and mymodule:handle_job."""
     project.write("mymodule.py", TASKMASTER)
