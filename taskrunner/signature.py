@@ -53,7 +53,8 @@ def _varying() -> tuple[tuple[re.Pattern[str], str], ...]:
     return (
         (re.compile(r"\b[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}\b", re.I), "<uuid>"),
         (re.compile(r"\b0x[0-9a-f]+\b", re.I), "<hex>"),
-        (re.compile(r"'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\""), "<str>"),
+        # A quote inside a word (can't, doesn't) is an apostrophe, not the start of a value.
+        (re.compile(r"(?<!\w)'(?:[^'\\\n]|\\.)*'(?!\w)|\"(?:[^\"\\\n]|\\.)*\""), "<str>"),
         # An id: a word of 8 or more hex digits with a digit and a letter in it (a hash, a digest).
         (re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b", re.I), "<id>"),
         (re.compile(r"(?:(?<![\w)>])[-+])?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.I), "<n>"),

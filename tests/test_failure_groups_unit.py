@@ -64,6 +64,11 @@ def test_the_innermost_user_frame_skips_taskrunner_and_libraries():
     [
         ("account 12345 has no crawl", "account <n> has no crawl"),
         ("'acct-9' missing", "<str> missing"),
+        (
+            "can't multiply sequence by non-int of type 'float'",
+            "can't multiply sequence by non-int of type <str>",
+        ),
+        ("Can't get local object 'gen.<locals>.<lambda>'", "Can't get local object <str>"),
         ('no row "x y" in table', "no row <str> in table"),
         ("object at 0x7f3a2b1c", "object at <hex>"),
         ("id 8f3a2b9c1d gone", "id <id> gone"),
