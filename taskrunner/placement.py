@@ -26,6 +26,7 @@ class PendingBatch:
     batch_id: int
     size: int
     payload: tuple[bytes, bytes]  # protocol.encode_batch's
+    indices: list[int] | None = None  # the batch's indices it carries; None: range(size)
 
 
 class Placement:
@@ -131,6 +132,19 @@ class Placement:
             requests.append((worker, count))
             idle_slots -= count
         return requests
+
+    def take_back_waiting(self) -> list[PendingBatch]:
+        """Every batch not sent yet, taken out (a stop: their jobs stay pending, for
+        `resume`, rather than start while the run stops): those placed nowhere, and those a
+        worker keeps itself for."""
+        batches = [*self._alone_waiting, *self._unplaced]
+        self._alone_waiting.clear()
+        self._unplaced.clear()
+        for worker in self._workers.values():
+            if worker.reserved is not None:
+                batches.append(worker.reserved)
+                worker.reserved = None
+        return batches
 
     def waiting(self) -> int:
         """Jobs placed nowhere yet, or kept for a worker that has not sent them."""

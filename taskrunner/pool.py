@@ -123,15 +123,17 @@ class LocalPool(Executor):
 
     def submit(self, batch: Batch) -> list[Event]:
         events: list[Event] = []
+        kept: list[int] | None = None  # all of them
         try:
             payload: tuple[bytes, bytes] | None = _batch_message(batch, batch.jobs, None)
-            size = len(batch.jobs)
         except BaseException:  # a job's __reduce__ may raise anything (SystemExit too)
-            events, payload, size = _picklable_part(batch)
+            events, payload, kept = _picklable_part(batch)
         self.batch_bytes = sum(len(part) for part in payload) if payload is not None else 0
         if payload is not None:
             self._spans[batch.batch_id] = len(batch.jobs)
-            self._placement.add(PendingBatch(batch.batch_id, size, payload), batch.alone)
+            size = len(kept) if kept is not None else len(batch.jobs)
+            pending = PendingBatch(batch.batch_id, size, payload, kept)
+            self._placement.add(pending, batch.alone)
         return events
 
     def rebalance(self) -> None:
@@ -148,13 +150,19 @@ class LocalPool(Executor):
         # A stop: each worker holding jobs it has not started hands them back (a sequential
         # one at its next report of a long batch, or between batches); they come back as
         # JobsReturned, and the run loop keeps them for `resume`. Those running finish.
+        # Batches not sent yet come back at once.
         if self._closing:
             return []
+        events: list[Event] = []
+        for pending in self._placement.take_back_waiting():
+            self._spans.pop(pending.batch_id, None)
+            indices = pending.indices if pending.indices is not None else range(pending.size)
+            events.append(JobsReturned(pending.batch_id, list(indices)))
         for worker in self._workers.values():
             if worker.outstanding_jobs > self._concurrency and not worker.giving_back:
                 worker.giving_back = True
                 self._write(worker, encode(GiveBack(worker.outstanding_jobs)))
-        return []
+        return events
 
     def poll(self, timeout: float) -> list[Event]:
         # Raised here, not where the last one died: what that call returned is handled.
@@ -377,7 +385,9 @@ def _batch_message(
     return encode_batch(batch.batch_id, jobs, batch.start_at, batch.interval, index_map)
 
 
-def _picklable_part(batch: Batch) -> tuple[list[Event], tuple[bytes, bytes] | None, int]:
+def _picklable_part(
+    batch: Batch,
+) -> tuple[list[Event], tuple[bytes, bytes] | None, list[int]]:
     """Fail the jobs that cannot be pickled, one by one; a message of the others."""
     events: list[Event] = []
     keep: list[int] = []
@@ -392,9 +402,9 @@ def _picklable_part(batch: Batch) -> tuple[list[Event], tuple[bytes, bytes] | No
         else:
             keep.append(index)
     if not keep:
-        return events, None, 0
+        return events, None, keep
     # The worker reports by the batch's own indices, which `keep` maps to.
-    return events, _batch_message(batch, [batch.jobs[i] for i in keep], keep), len(keep)
+    return events, _batch_message(batch, [batch.jobs[i] for i in keep], keep), keep
 
 
 # Let `python -m taskrunner.pool` fail loudly rather than do something surprising.
