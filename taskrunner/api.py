@@ -30,6 +30,7 @@ from .logs import above_bar
 from .options import DEFAULT_STATE_DIR, Backend, RunOptions, WorkerSettings
 from .progress import Progress, Summary
 from .records import Ending, Failure, UnkeptJob
+from .results import cut_partial_line
 from .store import FailureGroup, RunRecord, RunStore
 from .totals import continued_limit, job_count, stopped_at_limit
 from .usercode import (
@@ -401,6 +402,7 @@ def _results_file(path: str | None) -> Iterator[TextIO | None]:
         with contextlib.suppress(BrokenPipeError):  # the reader went away: nothing to flush to
             results.flush()
     else:
+        cut_partial_line(path)  # a run stopped in the middle of a line: not glued to the next
         try:
             file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
         except OSError as error:

@@ -20,6 +20,7 @@ from .batching import BatchSizer
 from .bounds import QueueBound
 from .checkpoint import Checkpoint
 from .durations import Durations
+from .errors import ResultsError
 from .executor import Executor
 from .jobsource import GeneratorAbandoned, JobSource
 from .ledger import DONE, ENTERED, FAILED, HANDED_BACK, OPEN, Flight, Ledger
@@ -69,9 +70,12 @@ class Controller(SettlesOutcomes):
         self.checkpoint = checkpoint
         self.store = store
         self.progress = progress
-        self.results = (
-            ResultsWriter(results, lambda: self._signals.stopping) if results is not None else None
-        )
+        self.results: ResultsWriter | None = None
+        if results is not None:
+            # A writer waiting for a reader that stops reading gives up on a stop, or on an
+            # abandon in the middle of a line.
+            stopping, abandoning = (lambda: self._stop_reason is not None), self._abandoning
+            self.results = ResultsWriter(results, stopping, abandoning)
         self._want_results = results is not None
         self._ledger = Ledger()
         self._next_batch_id = 1
@@ -152,6 +156,9 @@ class Controller(SettlesOutcomes):
                 self._signals.restore()
                 self.progress.close()
         return self._finish()
+
+    def _abandoning(self) -> bool:
+        return self._signals.abandon
 
     @property
     def _stop_reason(self) -> RunState | None:
@@ -278,6 +285,10 @@ class Controller(SettlesOutcomes):
         if self.options.max_failures is not None:
             self._check_failures()  # a percentage is judged on every ended job
         self._complete_if_settled(event.batch_id)
+        if self.results is not None and self.results.error is not None:
+            # What got out is counted, what did not stays pending: resume goes on from here.
+            why = self.results.error.strerror or str(self.results.error)
+            raise ResultsError(f"cannot write the --results file: {why}; make room, then resume")
 
     def _enter_unsettled(self) -> None:
         """Before a save: the jobs done in batches still in flight (a long batch reports as

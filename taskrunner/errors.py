@@ -4,7 +4,8 @@
      ├── SpecError             GEN or CALLBACK cannot be resolved or used
      ├── OptionError           an option has a value that makes no sense
      ├── StateError            run state missing, corrupt, newer, locked or mismatched
-     └── BackendError          the backend is unreachable or refuses us
+     ├── BackendError          the backend is unreachable or refuses us
+     └── ResultsError          the --results file cannot be written (a full disk)
 
 Each carries a one-line message that says what is wrong and how to fix it; the CLI prints
 it as is. Failures of the user's jobs are not errors of ours: they are recorded outcomes.
@@ -33,3 +34,7 @@ class StateError(TaskRunnerError):
 
 class BackendError(TaskRunnerError):
     """The backend cannot be reached or refuses the connection."""
+
+
+class ResultsError(TaskRunnerError):
+    """A --results line cannot be written (the disk is full): the run stops, resumable."""

@@ -6,13 +6,18 @@ a buffer of ours): `write` says which lines did not get out, and their jobs stay
 - A reader that goes away (`--results - | head -2`) closes the pipe: a write fails with
   EPIPE. The writer then keeps quiet (`reader_gone`), and the run loop stops as a graceful
   stop does (RunState.RESULTS_CLOSED, exit 141).
-- A reader that stops reading (`| less`, paused) fills the pipe: the writer waits for room,
-  as any producer in a pipeline does, but looks at the run's stop flag while it waits, so
-  that Ctrl-C still stops the run; lines not yet out are then given up (`gave_up`), at a
-  line's boundary: what the reader has is whole lines.
+- A reader that stops reading (`| less`, paused; a terminal held with Ctrl-S) holds the
+  writer up, as any producer in a pipeline, but it looks at the run's stop flags while it
+  waits: after a stop (the first Ctrl-C) it writes no new line, and finishes the one it is
+  in; after an abandon (the second) it leaves even that one. Lines not out are given up
+  (`gave_up`); the reader has whole lines unless the run was abandoned in the middle of one.
+- A write that fails otherwise (a full disk) stops the run with one line (`error`); a file
+  cut in the middle of a line is cut back to its last whole line when a run opens it again
+  (cut_partial_line).
 
-A pipe is written in pieces of at most PIPE_BUF bytes once poll says it has room, which a
-pipe then takes whole and at once; a file, at once.
+Waiting writes go to the descriptor without blocking (O_NONBLOCK set around each write
+alone, since the open file may be a terminal shared with the shell), after poll says there
+is room; a regular file, at once.
 """
 
 from __future__ import annotations
@@ -21,42 +26,54 @@ import json
 import os
 import select
 import stat
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
 from .records import JobError
 from .state import jsonable
 
-# How often a writer waiting for room looks at the stop flag.
+# How often a writer waiting for room looks at the stop flags.
 _LOOK_SECONDS = 0.1
-_PIECE = select.PIPE_BUF
+# How long a write the descriptor refused waits before it is offered again.
+_BACK_OFF_SECONDS = 0.01
+# Bytes encoded and offered to the descriptor at once.
+_PIECE = 1 << 16
 
 
 class ResultsWriter:
     """Appends the results of finished jobs to a text stream."""
 
-    def __init__(self, stream: TextIO, stopping: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        stopping: Callable[[], bool] = lambda: False,
+        abandoning: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._stream = stream
         self._stopping = stopping
+        self._abandoning = abandoning
         self.reader_gone = False  # the pipe was closed: nothing written reaches anyone
         self.gave_up = False  # a stop came while the reader took nothing: nothing more is sent
+        self.error: OSError | None = None  # a write failed (a full disk): nothing more is sent
         self._fd: int | None = None
         self._waits = False  # a pipe, socket or terminal: room must be waited for
         try:
             fd = stream.fileno()
             stream.flush()  # what the stream holds goes first; we write to its descriptor
-        except (AttributeError, OSError, ValueError):
-            return  # no descriptor (a StringIO): written through the stream itself
         except BrokenPipeError:
             self.reader_gone = True
             return
+        except (AttributeError, OSError, ValueError):
+            return  # no descriptor (a StringIO): written through the stream itself
         self._fd = fd
         self._waits = not stat.S_ISREG(os.fstat(fd).st_mode)
 
     @property
     def closed(self) -> bool:
-        """Nothing more is written: the reader went away, or a stop gave up on it."""
-        return self.reader_gone or self.gave_up
+        """Nothing more is written: the reader went away, a stop gave up on it, or a write
+        failed."""
+        return self.reader_gone or self.gave_up or self.error is not None
 
     def write(
         self,
@@ -94,48 +111,148 @@ class ResultsWriter:
 
     def _write_lines(self, lines: list[str]) -> int:
         """Write `lines` in order; how many got out whole."""
-        if self._fd is None or not self._waits:
-            text = "\n".join(lines) + "\n"
-            try:
-                if self._fd is None:
-                    self._stream.write(text)
-                    self._stream.flush()
-                else:
-                    _write_all(self._fd, text.encode())
-            except BrokenPipeError:
-                self.reader_gone = True
-                return 0
-            return len(lines)
         out = 0
         while out < len(lines):
-            # The next piece: whole lines up to PIPE_BUF bytes (a longer line alone).
-            end, size = out, 0
+            end, size = out, 0  # the next piece: whole lines, up to _PIECE bytes (or one)
             while end < len(lines) and (end == out or size + len(lines[end]) < _PIECE):
                 size += len(lines[end]) + 1
                 end += 1
-            if not self._room():
-                self.gave_up = True
-                return out
+            piece = lines[out:end]
             try:
-                _write_all(self._fd, ("\n".join(lines[out:end]) + "\n").encode())
+                if self._fd is None:
+                    self._stream.write("\n".join(piece) + "\n")
+                    self._stream.flush()
+                    written = len(piece)
+                elif self._waits:
+                    written = self._write_waiting(piece)
+                else:
+                    written = _written_lines(piece, _write_all(self._fd, _encoded(piece)))
             except BrokenPipeError:
                 self.reader_gone = True
                 return out
-            out = end
+            except _CutShort as cut:
+                written = _written_lines(piece, cut.sent)
+                self.error = cut.error
+            out += written
+            if written < len(piece):
+                return out
         return out
 
-    def _room(self) -> bool:
-        """Wait until the pipe has room; False if a stop came first (and it has none)."""
+    def _write_waiting(self, piece: list[str]) -> int:
+        """Write `piece` to a pipe, socket or terminal as it takes it; how many of its lines
+        got out whole (fewer once a stop gave up: `gave_up`). Offered PIPE_BUF bytes of
+        whole lines at a time, which a pipe takes whole or not at all, so that a stop finds
+        the writer between lines (but in a line longer than that)."""
+        assert self._fd is not None
+        data = memoryview(_encoded(piece))
+        ends = _line_ends(piece)
+        done_lines, sent = 0, 0
         waiter = select.poll()
         waiter.register(self._fd, select.POLLOUT)
-        while True:
-            if waiter.poll(0 if self._stopping() else _LOOK_SECONDS * 1000):
-                return True  # room, or an error the write then raises (EPIPE)
-            if self._stopping():
-                return False
+        blocking = os.get_blocking(self._fd)
+        if blocking:
+            # For these writes alone: the open file may be the terminal the shell reads.
+            os.set_blocking(self._fd, False)
+        try:
+            while sent < len(data):
+                while done_lines < len(ends) and ends[done_lines] <= sent:
+                    done_lines += 1
+                at_boundary = sent == 0 or (done_lines > 0 and ends[done_lines - 1] == sent)
+                if self._abandoning() or (at_boundary and self._stopping()):
+                    if not waiter.poll(0):
+                        self.gave_up = True
+                        return done_lines
+                elif not waiter.poll(_LOOK_SECONDS * 1000):
+                    continue  # no room yet: look at the stop flags again
+                upto = _chunk_end(ends, done_lines, sent)
+                try:
+                    sent += os.write(self._fd, data[sent:upto])
+                except BlockingIOError:
+                    # A terminal may say it has room and take nothing: back off a little
+                    # rather than spin on poll.
+                    time.sleep(_BACK_OFF_SECONDS)
+                except BrokenPipeError:
+                    raise
+                except OSError as error:
+                    raise _CutShort(sent, error) from None
+            return len(piece)
+        finally:
+            if blocking:
+                os.set_blocking(self._fd, True)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+class _CutShort(Exception):
+    """A write failed (a full disk, say) after `sent` bytes of the piece got out."""
+
+    def __init__(self, sent: int, error: OSError) -> None:
+        super().__init__(sent, error)
+        self.sent = sent
+        self.error = error
+
+
+def _chunk_end(ends: list[int], done_lines: int, sent: int) -> int:
+    """Where the next write ends: after the last whole line within PIPE_BUF bytes of `sent`,
+    or at the end of the line `sent` is in, when that one alone reaches past them."""
+    limit = sent + select.PIPE_BUF
+    at = done_lines
+    while at + 1 < len(ends) and ends[at + 1] <= limit:
+        at += 1
+    return ends[at]
+
+
+def _encoded(lines: list[str]) -> bytes:
+    return ("\n".join(lines) + "\n").encode()  # ASCII: a byte a character
+
+
+def _line_ends(lines: list[str]) -> list[int]:
+    """The offset just past each line's newline, in the encoded piece."""
+    ends, at = [], 0
+    for line in lines:
+        at += len(line) + 1
+        ends.append(at)
+    return ends
+
+
+def _written_lines(lines: list[str], sent: int) -> int:
+    return sum(1 for end in _line_ends(lines) if end <= sent)
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    """Write `data` to a file; raises _CutShort (with the bytes written) if a write fails."""
+    view, sent = memoryview(data), 0
+    while sent < len(view):
+        try:
+            sent += os.write(fd, view[sent:])
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise _CutShort(sent, error) from None
+    return sent
+
+
+def cut_partial_line(path: str) -> None:
+    """A --results file that ends in the middle of a line (a full disk, an abandoned run) is
+    cut back to its last whole line before a run appends to it: else the next line would be
+    glued to the cut one."""
+    try:
+        with open(path, "r+b") as file:
+            size = file.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            file.seek(size - 1)
+            if file.read(1) == b"\n":
+                return
+            keep, step = 0, 1 << 16
+            at = size
+            while at > 0:  # back to the last newline
+                start = max(0, at - step)
+                file.seek(start)
+                chunk = file.read(at - start)
+                newline = chunk.rfind(b"\n")
+                if newline >= 0:
+                    keep = start + newline + 1
+                    break
+                at = start
+            file.truncate(keep)
+    except OSError:
+        pass  # none yet, or unreadable: opening it for the run says what is wrong
