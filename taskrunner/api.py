@@ -436,6 +436,8 @@ def _pinned(options: RunOptions, here: str) -> RunOptions:
 def _check_results_file(path: str | None) -> None:
     """Refuse an unwritable --results file before anything starts, without creating it:
     a command refused later (a wrong GEN, say) must leave nothing behind."""
+    if path == "-" and not _stdout_open():
+        raise OptionError("--results -: standard output is closed; name a file instead")
     if path is None or path == "-":
         return
     if os.path.isdir(path):
@@ -450,6 +452,22 @@ def _check_results_file(path: str | None) -> None:
             why = "" if os.access(folder, os.W_OK | os.X_OK) else "permission denied"
     if why:
         raise OptionError(f"cannot open --results file {path!r}: {why}")
+
+
+def _stdout_open() -> bool:
+    """Has this process a standard output to write --results to? (Python makes sys.stdout
+    None when descriptor 1 was closed: `>&-`.)"""
+    if sys.stdout is None:
+        return False
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return True  # a stream of its own (a StringIO): the lines are written through it
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def _context(backend: Backend, state_dir: str) -> tuple[str, ...]:
