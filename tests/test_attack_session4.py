@@ -176,7 +176,7 @@ class _PipedRun:
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_results_reader_that_leaves_at_random_with_a_worker_killed_then_resume(
     project: Project, seed: int
 ) -> None:
@@ -601,7 +601,7 @@ def cb(job):
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("seed", [7, 8])
+@pytest.mark.parametrize("seed", [7])
 def test_big_frames_with_workers_sigkilled_mid_transfer(project: Project, seed: int) -> None:
     """Jobs of 1-4 MB (each batch a frame far larger than the pipe holds, sent as the pipe
     takes it), workers SIGKILLed at random moments: every job ends done, intact (its
