@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from helpers import (
@@ -31,6 +30,7 @@ from helpers import (
     session_members,
     wait_for,
 )
+from support_processes import children, continue_stopped, fork_server_of, stat_fields
 
 NAME = "jobs.gen"
 
@@ -38,40 +38,8 @@ NAME = "jobs.gen"
 # --------------------------------------------------------------------------- /proc helpers
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2 :].split()  # state, ppid, pgrp, session, ...
-
-
-def _children(pid: int) -> list[tuple[int, str]]:
-    """(pid, state) of every process whose parent is `pid`, zombies included."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(int(entry))
-            if fields is not None and int(fields[1]) == pid:
-                found.append((int(entry), fields[0]))
-    return found
-
-
-def _fork_server(run: Background) -> int | None:
-    """The run's fork server: the controller's child running multiprocessing.forkserver
-    (the workers it forks have the same command line, but the server as parent)."""
-    for pid, state in _children(run.pid):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"multiprocessing.forkserver" in cmdline and state != "Z":
-            return pid
-    return None
-
-
 def _zombies(pid: int) -> list[int]:
-    return [child for child, state in _children(pid) if state == "Z"]
+    return [child for child, state in children(pid) if state == "Z"]
 
 
 def _fd_count(pid: int) -> int:
@@ -87,16 +55,6 @@ def _wait_session_empty(run: Background, timeout: float = 10.0) -> None:
     except AssertionError:
         left = [(p.pid, p.state, p.cmdline[:90]) for p in session_members(run.pid)]
         raise AssertionError(f"processes left after the run: {left}") from None
-
-
-def _continue_all(run: Background) -> None:
-    """SIGCONT every stopped process of the run's session (so that clean-up is quick)."""
-    for info in session_members(run.pid):
-        if info.state == "T":
-            try:
-                os.kill(info.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
 
 
 # ------------------------------------------------------------ 1-3: SIGSTOP
@@ -124,7 +82,7 @@ def cb(job):
 def _stop_server_and_kill_a_worker(project: Project, run: Background) -> int:
     """Stop the fork server mid-run, let job STOP_CULPRIT kill its worker; returns once that
     worker is dead (a zombie of the stopped server, which cannot reap it)."""
-    server = wait_for(lambda: _fork_server(run), 30, what="the fork server")
+    server = wait_for(lambda: fork_server_of(run.pid), 30, what="the fork server")
     wait_for(lambda: sum(project.executions().values()) >= 3, 30, what="some progress")
     os.kill(server, signal.SIGSTOP)
     project.set_flag("stopped")
@@ -171,7 +129,7 @@ def test_a_fork_server_stopped_for_good_does_not_hang_the_run(project: Project) 
     try:
         result = run.wait(90)
     finally:
-        _continue_all(run)
+        continue_stopped(run.pid)
     project.last = result
     assert result.returncode in (1, 2, 3), result  # it ended, by itself
     status = project.status(NAME)
@@ -197,11 +155,11 @@ def test_ctrl_c_while_the_fork_server_is_stopped_exits_130_and_resumes(
     try:
         interrupted = run.wait(20)
     finally:
-        _continue_all(run)
+        continue_stopped(run.pid)
     project.last = interrupted
     assert interrupted.returncode == 130, interrupted
     assert "resume" in interrupted.stderr, interrupted
-    assert _stat_fields(server) is None or _stat_fields(server)[0] == "Z", "server left"
+    assert stat_fields(server) is None or stat_fields(server)[0] == "Z", "server left"
     _wait_session_empty(run)
 
     before = project.executions()
@@ -244,7 +202,7 @@ def test_a_fork_server_stopped_as_the_run_ends_does_not_keep_it_from_exiting(
         """,
     )
     run = project.start("spawn", "jobs:gen", "jobs:cb", *FAST)
-    server = wait_for(lambda: _fork_server(run), 30, what="the fork server")
+    server = wait_for(lambda: fork_server_of(run.pid), 30, what="the fork server")
     wait_for(lambda: 19 in project.executions(), 30, what="the last job to start")
     os.kill(server, signal.SIGSTOP)
     project.set_flag("stopped")
@@ -664,7 +622,7 @@ def test_many_worker_deaths_leak_no_zombie_nor_descriptor(project: Project) -> N
     worker."""
     project.write("jobs.py", LEAK_JOBS)
     run = project.start("spawn", "jobs:gen", "jobs:cb", *FAST)
-    server = wait_for(lambda: _fork_server(run), 30, what="the fork server")
+    server = wait_for(lambda: fork_server_of(run.pid), 30, what="the fork server")
     wait_for(lambda: sum(project.executions().values()) >= 60, 30, what="6 deaths")
     early = (_fd_count(run.pid), _fd_count(server))
     wait_for(lambda: LEAK_HOLD in project.executions(), 60, what="the last jobs")

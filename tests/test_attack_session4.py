@@ -22,10 +22,10 @@ import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from helpers import CLI, FAST, Background, Project, assert_ran_once_each, session_members, wait_for
+from support_processes import children, cmdline, continue_stopped, fork_server_of
 
 NAME = "jobs.gen"
 
@@ -33,53 +33,16 @@ NAME = "jobs.gen"
 # --------------------------------------------------------------------------- /proc helpers
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2 :].split()
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(int(entry))
-            if fields is not None and int(fields[1]) == pid and fields[0] not in ("Z", "X"):
-                found.append(int(entry))
-    return found
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-def _fork_server(controller: int) -> int | None:
-    for pid in _children(controller):
-        if b"multiprocessing.forkserver" in _cmdline(pid):
-            return pid
-    return None
+def _live_children(pid: int) -> list[int]:
+    return [child for child, state in children(pid) if state not in ("Z", "X")]
 
 
 def _workers(controller: int) -> list[int]:
     """The run's workers: the fork server's children (or the controller's spawned ones)."""
-    server = _fork_server(controller)
+    server = fork_server_of(controller)
     if server is not None:
-        return _children(server)
-    return [p for p in _children(controller) if b"resource_tracker" not in _cmdline(p)]
-
-
-def _continue_all(session: int) -> None:
-    for info in session_members(session):
-        if info.state == "T":
-            try:
-                os.kill(info.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+        return _live_children(server)
+    return [p for p in _live_children(controller) if b"resource_tracker" not in cmdline(p)]
 
 
 def _done_seqs(project: Project, total: int) -> set[int]:
@@ -666,13 +629,15 @@ def test_fork_server_stopped_past_the_watch_and_briefly_again(project: Project) 
     job is blamed, every other job is done with its line, nothing is left behind."""
     project.write("jobs.py", STOP_JOBS)
     run = project.start("spawn", "jobs:gen", "jobs:cb", *FAST, "-c", "2", "--results", "out.jsonl")
-    server = wait_for(lambda: _fork_server(run.pid), 30, what="the fork server")
+    server = wait_for(lambda: fork_server_of(run.pid), 30, what="the fork server")
     wait_for(lambda: 40 in project.executions(), 30, what="job 40")
     os.kill(server, signal.SIGSTOP)
     project.set_flag("stopped")
     try:
-        wait_for(lambda: _fork_server(run.pid) not in (None, server), 20, what="a new fork server")
-        second = _fork_server(run.pid)
+        wait_for(
+            lambda: fork_server_of(run.pid) not in (None, server), 20, what="a new fork server"
+        )
+        second = fork_server_of(run.pid)
         assert second is not None
         wait_for(
             lambda: sum(project.executions().values()) >= 160 or run.proc.poll() is not None, 30
@@ -682,7 +647,7 @@ def test_fork_server_stopped_past_the_watch_and_briefly_again(project: Project) 
         os.kill(second, signal.SIGCONT)
         result = run.wait(60)
     finally:
-        _continue_all(run.pid)
+        continue_stopped(run.pid)
     project.last = result
     assert result.returncode == 1, result
     failures = project.failures(NAME)

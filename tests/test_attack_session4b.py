@@ -20,49 +20,12 @@ from pathlib import Path
 
 import pytest
 from helpers import CLI, FAST, Background, Project, assert_ran_once_each, wait_for
+from support_processes import OwnStdoutRun
 
 NAME = "jobs.gen"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class _Run:
-    """A CLI run whose stdout is a descriptor the test chose (a pipe end, a socket, a
-    file); the descriptor given is closed here, in the parent."""
-
-    def __init__(self, project: Project, stdout: int, *args: str, preexec=None) -> None:
-        err = project.root / "_cli_output" / f"run.{time.monotonic_ns()}.err"
-        self.err_path = err
-        with err.open("wb") as stderr:
-            self.proc = subprocess.Popen(
-                [*CLI, *args],
-                cwd=project.root,
-                env=project.env(),
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                start_new_session=True,
-                preexec_fn=preexec,
-            )
-        os.close(stdout)
-        project._started.append(Background(tuple(args), self.proc, err, err))
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stderr(self) -> str:
-        return self.err_path.read_text(errors="replace")
-
-    def wait(self, timeout: float) -> int | None:
-        """The exit code, or None if it has not exited within `timeout` (then killed)."""
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.pid, signal.SIGKILL)
-            self.proc.wait()
-            return None
 
 
 def _drain(fd: int) -> bytes:
@@ -142,7 +105,7 @@ def test_a_line_longer_than_the_pipe_does_not_keep_a_stop_signal_from_stopping_t
     could end."""
     project.write("jobs.py", LONG_JOBS)
     r, w = os.pipe()
-    run = _Run(project, w, "spawn", "jobs:gen", "jobs:cb", *FAST, "--results", "-")
+    run = OwnStdoutRun(project, w, "spawn", "jobs:gen", "jobs:cb", *FAST, "--results", "-")
     first = bytearray()
     while b"\n" not in first:
         chunk = os.read(r, 65536)
@@ -185,7 +148,9 @@ def test_a_second_ctrl_c_while_the_writer_waits_for_a_paused_reader(project: Pro
         """,
     )
     r, w = os.pipe()
-    run = _Run(project, w, "spawn", "jobs:gen", "jobs:cb", *FAST, "-c", "8", "--results", "-")
+    run = OwnStdoutRun(
+        project, w, "spawn", "jobs:gen", "jobs:cb", *FAST, "-c", "8", "--results", "-"
+    )
     first = os.read(r, 4096)
     assert first, run.stderr()
     wait_for(lambda: "poll" in _wchan(run.pid), 20, what="the writer to wait for room")
@@ -220,7 +185,7 @@ def test_a_non_blocking_stdout_pipe_gets_whole_lines_and_no_internal_error(
     project.write("jobs.py", NONBLOCK_JOBS)
     r, w = os.pipe()
     fcntl.fcntl(w, fcntl.F_SETFL, fcntl.fcntl(w, fcntl.F_GETFL) | os.O_NONBLOCK)
-    run = _Run(project, w, "spawn", "jobs:gen", "jobs:cb", *FAST, "--results", "-")
+    run = OwnStdoutRun(project, w, "spawn", "jobs:gen", "jobs:cb", *FAST, "--results", "-")
     data = bytearray()
     while True:
         time.sleep(0.02)  # the attack: a slow reader
@@ -251,11 +216,11 @@ def test_results_to_dev_null_and_to_a_socket(project: Project) -> None:
     to the end: exit 0, every job once; the socket's reader has a line per job."""
     project.write("jobs.py", SMALL_JOBS)
     null = os.open("/dev/null", os.O_WRONLY)
-    run = _Run(project, null, "spawn", "jobs:gen", "jobs:cb", *FAST, "--results", "-")
+    run = OwnStdoutRun(project, null, "spawn", "jobs:gen", "jobs:cb", *FAST, "--results", "-")
     assert run.wait(20) == 0, run.stderr()
     assert_ran_once_each(project, range(400))
     ours, theirs = socket.socketpair()
-    run = _Run(
+    run = OwnStdoutRun(
         project, os.dup(theirs.fileno()), "spawn", "jobs:gen", "jobs:cb", *FAST,
         "--results", "-", "--name", "again",
     )  # fmt: skip
@@ -296,8 +261,8 @@ def test_results_on_a_full_disk_stop_the_run_in_one_line_and_resume_cuts_the_par
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 
     null = os.open("/dev/null", os.O_WRONLY)
-    run = _Run(project, null, "spawn", "jobs:gen", "jobs:cb", *FAST, "--results", "out.jsonl",
-               preexec=limit)  # fmt: skip
+    options = (*FAST, "--results", "out.jsonl")
+    run = OwnStdoutRun(project, null, "spawn", "jobs:gen", "jobs:cb", *options, preexec=limit)
     code = run.wait(20)
     stderr = run.stderr()
     first = out.read_bytes()
@@ -584,7 +549,7 @@ def test_a_terminal_that_takes_nothing_does_not_keep_ctrl_c_from_stopping_the_ru
     )
     master, slave = pty.openpty()
     # A terminal as a shell has it: cooked, each newline written as CR LF (OPOST, ONLCR).
-    run = _Run(project, slave, "spawn", "jobs:gen", "jobs:cb", *FAST, "--results", "-")
+    run = OwnStdoutRun(project, slave, "spawn", "jobs:gen", "jobs:cb", *FAST, "--results", "-")
 
     def unread() -> int:
         return int.from_bytes(fcntl.ioctl(master, termios.FIONREAD, b"\0\0\0\0"), "little")

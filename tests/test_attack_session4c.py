@@ -15,44 +15,10 @@ from collections import Counter
 
 import pytest
 from helpers import CLI, Project, wait_for
+from support_processes import OwnStdoutRun
 
 NAME = "jobs.gen"
 F_SETPIPE_SZ = 1031
-
-
-class _Run:
-    """A CLI run whose stdout is a descriptor the test chose (closed here, in the parent)."""
-
-    def __init__(self, project: Project, stdout: int | None, *args: str, close=True) -> None:
-        err = project.root / "_cli_output" / f"run.{time.monotonic_ns()}.err"
-        self.err_path = err
-        with err.open("wb") as stderr:
-            self.proc = subprocess.Popen(
-                [*CLI, *args],
-                cwd=project.root,
-                env=project.env(),
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                start_new_session=True,
-            )
-        if stdout is not None and close:
-            os.close(stdout)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stderr(self) -> str:
-        return self.err_path.read_text(errors="replace")
-
-    def wait(self, timeout: float) -> int | None:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.pid, signal.SIGKILL)
-            self.proc.wait()
-            return None
 
 
 def _lines(data: bytes) -> list[dict]:
@@ -206,7 +172,7 @@ def test_one_ctrl_c_with_a_byte_at_a_time_reader_leaves_no_cut_line_and_a_blocki
     except OSError:
         pass
     keep = os.dup(w)  # the same open file: its flags are the run's
-    run = _Run(project, w, "spawn", "jobs:gen", "jobs:cb", "-w", "2", "-c", "2",
+    run = OwnStdoutRun(project, w, "spawn", "jobs:gen", "jobs:cb", "-w", "2", "-c", "2",
                "--no-progress", "--results", "-")  # fmt: skip
     data = bytearray()
     ended = threading.Event()
@@ -247,7 +213,7 @@ def test_one_ctrl_c_on_a_slow_terminal_leaves_no_cut_line_and_the_tty_blocking(
     attrs[1] &= ~termios.OPOST  # raw output: bytes as written
     termios.tcsetattr(slave, termios.TCSANOW, attrs)
     keep = os.dup(slave)
-    run = _Run(project, slave, "spawn", "jobs:gen", "jobs:cb", "-w", "2", "-c", "2",
+    run = OwnStdoutRun(project, slave, "spawn", "jobs:gen", "jobs:cb", "-w", "2", "-c", "2",
                "--no-progress", "--results", "-")  # fmt: skip
     data = bytearray()
     ended = threading.Event()
@@ -380,7 +346,7 @@ def test_resume_with_results_to_another_file_and_then_a_third(project: Project) 
     reader = threading.Thread(target=_slow_byte_reader, args=(r, data, ended, 0))
     reader.daemon = True
     reader.start()
-    last = _Run(project, w, "resume", NAME, "--no-progress", "--results", "-")
+    last = OwnStdoutRun(project, w, "resume", NAME, "--no-progress", "--results", "-")
     assert last.wait(30) == 0, last.stderr()[-2000:]
     wait_for(ended.is_set, 10, what="EOF")
     os.close(r)
