@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import PREAMBLE, kill_session, session_members
+from support_processes import fork_server_of, stat_fields
 
 CLI: tuple[str, ...] = (sys.executable, "-m", "taskrunner")
 RUN_NAME = "jobs.gen"
@@ -68,8 +69,16 @@ class Proc:
         return self.popen.poll() is None
 
     def workers(self) -> list[int]:
-        """Pids of the live worker processes of this CLI's session (not the resource tracker)."""
-        return [info.pid for info in session_members(self.pid) if "spawn_main" in info.cmdline]
+        """Pids of the live worker processes of this CLI's session: those the fork server
+        forked (its children), or spawned ones; not the server or the resource tracker."""
+        members = session_members(self.pid)
+        server = fork_server_of(self.pid)
+        return [
+            info.pid
+            for info in members
+            if "spawn_main" in info.cmdline
+            or (server is not None and (stat_fields(info.pid) or ["", "0"])[1] == str(server))
+        ]
 
     def signal(self, signum: int, *, group: bool = False) -> None:
         """Send `signum` to the CLI, or to its whole process group as a terminal does."""
