@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from .batching import BatchSizer
@@ -82,6 +83,9 @@ class Controller(SettlesOutcomes):
         # A waiting job's `extra` is the runs it had before; the generator's new jobs had none.
         self._requeue = Requeue(Waiting(seq, job, runs) for seq, job, runs in retry_first or [])
         self._tally = Tally(record, progress, (seq for seq, _, _ in retry_first or []))
+        # Jobs a stopped session left open after failing: they get the rest of their
+        # --retries when the generator yields them again, not all of them anew.
+        self._prior_runs = {int(seq): runs for seq, runs in (record.runs_so_far or {}).items()}
         # Every session adds its jobs' durations to those of the sessions before it.
         self._durations = Durations.from_json(record.durations)
         self._sent_times = SentTimes()
@@ -94,6 +98,7 @@ class Controller(SettlesOutcomes):
             self._durations,
             self._live,
             positions=source.position_of,
+            runs_so_far=self._runs_so_far,
         )
         self._bound = QueueBound(options, measures_bytes=executor.batch_bytes is not None)
         self._batch_bytes: dict[int, int] = {}  # batch id -> its size as sent, while in flight
@@ -225,7 +230,7 @@ class Controller(SettlesOutcomes):
             if not jobs:
                 self._note_generator_error()
                 return
-            self._submit(seqs, jobs, None)
+            self._submit(seqs, jobs, self._prior_runs_of(seqs) if self._prior_runs else None)
 
     def _submit(
         self, seqs: Any, jobs: list[Any], attempts: list[int] | None, *, alone: bool = False
@@ -403,6 +408,28 @@ class Controller(SettlesOutcomes):
         live = self._sent_times.live(self._ledger, rate)
         live["unsaved"] = self._tally.unsaved_counts()
         return live
+
+    def _prior_runs_of(self, seqs: Sequence[int]) -> list[int] | None:
+        """The runs each of these new jobs had in a session before (most had none)."""
+        if not any(seq in self._prior_runs for seq in seqs):
+            return None
+        return [self._prior_runs.pop(seq, 0) for seq in seqs]
+
+    def _runs_so_far(self) -> dict[str, int]:
+        """What the checkpoint keeps of the runs of jobs with no final outcome: those in
+        flight or waiting to run again after a failure, and those of an earlier session that
+        the generator has not yielded again yet."""
+        taken = self.source.next_seq
+        self._prior_runs = {seq: runs for seq, runs in self._prior_runs.items() if seq >= taken}
+        runs_so_far = {str(seq): runs for seq, runs in self._prior_runs.items()}
+        for flight in self._ledger.flights():
+            if flight.extras:
+                for index, job_state in enumerate(flight.state):
+                    if job_state == OPEN and flight.extras[index]:
+                        runs_so_far[str(flight.keys[index])] = flight.extras[index]
+        for seq, runs in self._requeue.runs_so_far():
+            runs_so_far[str(seq)] = runs
+        return runs_so_far
 
     def _finish(self) -> Summary:
         stopped = RunState.INTERRUPTED if self._signals.abandon else self._stop_reason

@@ -9,10 +9,11 @@ is at fault is not known). A failed job waits out a backoff before it is due aga
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +121,14 @@ class Requeue:
         while self._waiting and len(taken) < size and not self._on_its_own(self._waiting[0].key):
             taken.append(self._waiting.popleft())
         return taken, False
+
+    def runs_so_far(self) -> Iterator[tuple[Hashable, int]]:
+        """(key, runs) of each waiting job that has run before (a retry, a job handed back
+        after its run failed): what a checkpoint keeps, so that a resume does not start their
+        --retries count again."""
+        for item in itertools.chain(self._waiting, (retry.waiting for retry in self._retries)):
+            if item.extra:
+                yield item.key, item.extra
 
     def settled(self, key: Hashable) -> None:
         """The job has its final outcome: it is no longer anyone's suspect."""

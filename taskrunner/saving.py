@@ -39,11 +39,14 @@ class RunSaver:
         live: Callable[[], dict[str, Any]] | None = None,
         *,
         positions: Callable[[int], int | None] | None = None,
+        runs_so_far: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         """`positions`: where a job starts in the source (JobSource.position_of), saved
-        with the checkpoint so that a run over a file of jobs resumes by seeking."""
+        with the checkpoint so that a run over a file of jobs resumes by seeking.
+        `runs_so_far`: the runs of the open jobs that have failed before (RunRecord's)."""
         self._durations = durations
         self._live = live
+        self._runs_so_far = runs_so_far
         self._positions = positions
         # The checkpoint the saved offset belongs to: it stays right while that stands.
         self._offset_mark = record.low_water_mark
@@ -68,6 +71,8 @@ class RunSaver:
             record.durations = self._durations.as_json(jsonable)
         if self._live is not None:
             record.live = self._live()
+        if self._runs_so_far is not None:
+            record.runs_so_far = self._runs_so_far() or None
         # Counts and failure rows in the same call as the checkpoint that covers their jobs.
         self._store.save(record, *self._tally.unsaved())
         self._tally.saved()

@@ -22,6 +22,7 @@ BASE_RUN_COLUMNS = 18
 ADDED_RUN_COLUMNS = {
     "durations": "durations",  # the jobs' durations (durations.Durations.as_json)
     "live": "live",  # in flight now and the recent rate, for `status --watch`
+    "runs_so_far": "runs_so_far",  # the runs of jobs retried and still open
 }
 
 

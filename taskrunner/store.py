@@ -54,6 +54,10 @@ class RunRecord:
     # reads of the session going on (live.SentTimes.live): both JSON documents.
     durations: dict[str, Any] | None = None
     live: dict[str, Any] | None = None
+    # seq (as text: a JSON key) -> the runs it has had, for each job without a final outcome
+    # that has already failed at least once (waiting out its --retries backoff, say): a
+    # resume goes on counting its runs instead of giving it all its retries again.
+    runs_so_far: dict[str, int] | None = None
 
     @property
     def pending(self) -> int:
