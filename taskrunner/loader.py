@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -134,6 +135,7 @@ def _import_module_of(spec: str, *, what: str) -> str:
         filename = os.path.basename(path)
         module_name = filename[:-3] if filename.endswith(".py") else filename
     else:
+        path = None
         module_name = module_part
     try:
         importlib.import_module(module_name)
@@ -152,7 +154,24 @@ def _import_module_of(spec: str, *, what: str) -> str:
         raise SpecError(
             f"{what} {spec!r}: importing {module_name!r} failed: {_last_line(error)}"
         ) from error
+    if path is not None:
+        _check_imported_from(path, module_name, spec, what=what)
     return module_name
+
+
+def _check_imported_from(path: str, module_name: str, spec: str, *, what: str) -> None:
+    """The module imported by a file's name is that file: not a module of the same name
+    loaded before it (GEN's, the standard library's) or found first on sys.path, whose code
+    would then run in its place."""
+    loaded_from = getattr(sys.modules[module_name], "__file__", None)
+    with contextlib.suppress(OSError):  # a file that is not there is not this one
+        if loaded_from is not None and os.path.samefile(loaded_from, path):
+            return
+    where = f"from {loaded_from}" if loaded_from else "(built in)"
+    raise SpecError(
+        f"{what} {spec!r}: a module named {module_name!r} is already imported {where}; "
+        f"rename {os.path.basename(path)} so that its module name is its own"
+    )
 
 
 def put_folder_on_path(spec: str) -> None:
@@ -180,9 +199,11 @@ def _names_a_file(module_part: str) -> bool:
 
 
 def _folder_on_path(path: str) -> None:
+    # Last, not first: a file's folder must not hide the modules of the current directory
+    # (GEN's) or the standard library from the imports that come after it.
     folder = os.path.dirname(path)
     if folder not in sys.path:
-        sys.path.insert(0, folder)
+        sys.path.append(folder)
 
 
 def _last_line(error: BaseException) -> str:

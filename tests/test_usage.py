@@ -256,3 +256,48 @@ def test_readme_tells_a_newcomer_how_to_run_it_and_its_taskmaster_example_runs(p
 def test_failures_help_says_v_shows_tracebacks(project: Project):
     result = project.run("failures", "--help")
     assert "traceback" in result.stdout.split("--verbose", 1)[1].splitlines()[0], result
+
+
+DUP_GEN = """
+def gen():
+    yield from range(10)
+
+
+def cb(job):
+    raise RuntimeError("GEN's module's cb ran, not the CALLBACK file's")
+"""
+
+DUP_CALLBACK = """
+def gen():
+    raise RuntimeError("the CALLBACK file's gen ran, not GEN's")
+
+
+def cb(job):
+    record(job)
+"""
+
+
+@pytest.mark.parametrize("callback", ["v2/dup.py:cb", "v2/json.py:cb"])
+def test_a_callback_file_named_like_a_loaded_module_is_refused(project: Project, callback: str):
+    """A file spec is imported by its file's name: one that names a module already loaded
+    from elsewhere (GEN's, or the standard library's) would run that module's code. It is
+    refused in one line saying which file to rename, and GEN is not replaced either."""
+    project.write("dup.py", DUP_GEN)
+    project.write(callback.partition(":")[0], DUP_CALLBACK)
+
+    result = project.run("spawn", "dup:gen", callback, *FAST)
+
+    assert_usage_error(result)
+    assert "already" in result.stderr and "rename" in result.stderr, result
+    assert project.executions() == {}, project.executions()
+
+
+def test_a_callback_file_in_another_folder_keeps_its_own_name(project: Project):
+    """No clash: the file's module runs, and GEN stays the cwd's module."""
+    project.write("dup.py", DUP_GEN)
+    project.write("v2/other.py", DUP_CALLBACK)
+
+    result = project.run("spawn", "dup:gen", "v2/other.py:cb", *FAST)
+
+    assert result.returncode == 0, result
+    assert_ran_once_each(project, range(10))
