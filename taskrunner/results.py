@@ -127,9 +127,14 @@ class ResultsWriter:
                     written = self._write_waiting(piece)
                 else:
                     written = _written_lines(piece, _write_all(self._fd, _encoded(piece)))
-            except BrokenPipeError:
+            except BrokenPipeError:  # a stream of ours: what it wrote is not known
                 self.reader_gone = True
                 return out
+            except _ReaderGone as gone:
+                # The lines of the piece sent before the EPIPE were read (or could have
+                # been): they are written, else their jobs would run again and have two.
+                self.reader_gone = True
+                return out + _written_lines(piece, gone.sent)
             except _CutShort as cut:
                 written = _written_lines(piece, cut.sent)
                 self.error = cut.error
@@ -172,7 +177,7 @@ class ResultsWriter:
                     # rather than spin on poll.
                     time.sleep(_BACK_OFF_SECONDS)
                 except BrokenPipeError:
-                    raise
+                    raise _ReaderGone(sent) from None
                 except OSError as error:
                     raise _CutShort(sent, error) from None
             return len(piece)
@@ -188,6 +193,14 @@ class _CutShort(Exception):
         super().__init__(sent, error)
         self.sent = sent
         self.error = error
+
+
+class _ReaderGone(Exception):
+    """The reader closed the pipe (EPIPE) after `sent` bytes of the piece got out."""
+
+    def __init__(self, sent: int) -> None:
+        super().__init__(sent)
+        self.sent = sent
 
 
 def _chunk_end(ends: list[int], done_lines: int, sent: int) -> int:
@@ -218,13 +231,14 @@ def _written_lines(lines: list[str], sent: int) -> int:
 
 
 def _write_all(fd: int, data: bytes) -> int:
-    """Write `data` to a file; raises _CutShort (with the bytes written) if a write fails."""
+    """Write `data` to a file or pipe; raises _CutShort or _ReaderGone (with the bytes
+    written) if a write fails."""
     view, sent = memoryview(data), 0
     while sent < len(view):
         try:
             sent += os.write(fd, view[sent:])
         except BrokenPipeError:
-            raise
+            raise _ReaderGone(sent) from None
         except OSError as error:
             raise _CutShort(sent, error) from None
     return sent

@@ -77,3 +77,48 @@ def test_a_stop_gives_up_on_a_reader_that_does_not_read_at_a_line_boundary():
     finally:
         stream.close()
         os.close(read_end)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("read_first", [5_000, 20_000, 100_000])
+def test_a_reader_gone_in_the_middle_of_a_write_leaves_unwritten_only_lines_it_did_not_get(
+    read_first: int,
+):
+    """The reader takes some lines, drains the pipe and goes away while one write() is in
+    the middle of its lines (sent PIPE_BUF at a time). The lines it got out before the
+    EPIPE were read: none of them may be called unwritten, or their jobs would run again
+    and have two lines."""
+    read_end, write_end = os.pipe()
+    stream = open(write_end, "w", encoding="utf-8")  # noqa: SIM115
+    writer = ResultsWriter(stream)
+    count = 20_000  # some 1.3 MB of lines, sent in many pieces
+    jobs = _jobs(count)
+    data = bytearray()
+
+    def read_then_leave() -> None:
+        while len(data) < read_first:
+            data.extend(os.read(read_end, 1 << 12))
+        os.set_blocking(read_end, False)
+        try:
+            while chunk := os.read(read_end, 1 << 16):
+                data.extend(chunk)
+        except BlockingIOError:
+            pass
+        os.close(read_end)
+
+    reader = threading.Thread(target=read_then_leave)
+    reader.start()
+    try:
+        refused, unwritten = writer.write(SEQS, jobs, range(count), ["x" * 30] * count)
+        reader.join()
+        assert refused == [] and writer.reader_gone
+        complete = bytes(data[: data.rfind(b"\n") + 1]).decode()
+        read = [json.loads(line)["seq"] for line in complete.splitlines()]
+        assert read == list(range(len(read)))
+        assert unwritten == list(range(count - len(unwritten), count))
+        assert not set(read) & set(unwritten), (len(read), unwritten[:5])
+    finally:
+        try:
+            stream.close()
+        except BrokenPipeError:
+            pass
