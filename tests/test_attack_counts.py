@@ -341,8 +341,8 @@ def gen():
 def cb(job):
     record(job)
     # Slow jobs in batches sized for fast ones: long batches that report as they go; one
-    # in 150 holds its batch across a save, which enters what the batch finished so far.
-    time.sleep(1.2 if job % 150 == 70 else 0.01 if job % 3 == 0 else 0.002)
+    # in 300 holds its batch across a save, which enters what the batch finished so far.
+    time.sleep(1.2 if job % 300 == 70 else 0.006 if job % 3 == 0 else 0.0015)
     if job % 11 == 5 or (job % 11 == 8 and first_time(job, "flaky")):
         outcome(job, "failed")
         raise ValueError(f"job {{job}} fails")
