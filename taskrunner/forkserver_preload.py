@@ -1,4 +1,4 @@
-"""Run by the fork server as it starts, named to it by launching.worker_context.
+"""Run by the fork server as it starts, named to it by startmethod.worker_context.
 
 The server is a process of the run's process group: Ctrl-C and the SIGTERM of `systemctl stop`
 or `timeout` reach it too, and its end would end every worker it forked (their parent-death

@@ -30,6 +30,7 @@ from multiprocessing import resource_tracker
 from typing import Any
 
 from .frozen import Frozen, frozen_dataclass
+from .startmethod import from_fork_server, start_fork_server
 
 # Besides the pipe, a worker shares an array of 8-byte fields with the pool (`_shared_slots`):
 # SLOT_FIELDS per thread or task, (batch id, index in batch, start time) of the job it runs.
@@ -43,36 +44,6 @@ from .frozen import Frozen, frozen_dataclass
 # job of the batch starts.
 SLOT_FIELDS = 3
 IDLE = -1.0
-
-
-# What the fork server imports before it forks any worker: the worker's modules, its signals.
-FORK_SERVER_PRELOAD = ["taskrunner.forkserver_preload"]
-START_METHOD_VARIABLE = "TASKRUNNER_START_METHOD"
-
-
-def worker_context() -> Any:
-    """The multiprocessing context workers start with: the fork server's where this system
-    has one, spawn's elsewhere or when START_METHOD_VARIABLE says so."""
-    wanted = os.environ.get(START_METHOD_VARIABLE, "")
-    if wanted != "spawn" and "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(FORK_SERVER_PRELOAD)
-        return context
-    return multiprocessing.get_context("spawn")
-
-
-def from_fork_server(context: Any) -> bool:
-    return context.get_start_method() == "forkserver"
-
-
-def start_fork_server(context: Any) -> None:
-    """Have the fork server start now, if `context` starts workers from one: the first
-    worker's start would otherwise, and wait for it. (It blocks SIGINT and SIGTERM itself:
-    forkserver_preload.py.)"""
-    if from_fork_server(context):
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
 
 
 @frozen_dataclass()

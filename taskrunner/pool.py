@@ -22,7 +22,7 @@ from typing import Any
 from .durations import from_wire
 from .errors import SpecError
 from .executor import Executor
-from .launching import WorkerConfig, worker_context
+from .launching import WorkerConfig
 from .logs import show_worker_record
 from .placement import PendingBatch, Placement
 from .protocol import (
@@ -45,6 +45,7 @@ from .protocol import (
     load_results,
 )
 from .records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned
+from .startmethod import worker_context
 from .supervision import (
     ASYNC_TIMEOUT_GRACE,
     Phase,

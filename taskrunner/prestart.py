@@ -24,7 +24,8 @@ import sys
 import threading
 from typing import Any
 
-from .launching import Launched, WorkerConfig, launch, start_fork_server, worker_context
+from .launching import Launched, WorkerConfig, launch
+from .startmethod import start_fork_server, worker_context
 
 # Started and not yet taken by the pool, by worker id: (the config each was given, the worker).
 _waiting: list[tuple[WorkerConfig, Launched]] = []

@@ -12,7 +12,7 @@ import pytest
 from helpers import FAST, Project, assert_ran_once_each, session_members, wait_for
 from test_error_capture import CULPRIT, NAME, N, module_with
 
-from taskrunner.launching import START_METHOD_VARIABLE
+from taskrunner.startmethod import START_METHOD_VARIABLE
 
 
 @pytest.fixture(params=["forkserver", "spawn"])

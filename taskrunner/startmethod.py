@@ -1,0 +1,102 @@
+"""How the local pool's workers start: from a fork server where the system has one, by spawn
+elsewhere; and starting that server before anything else needs it.
+
+A fork server is one fresh interpreter that imports the worker's modules once
+(forkserver_preload.py); each worker is then a fork of it (launching.py says why). It takes
+some 60-100 ms to be ready, and the first worker waits for it: it is the longest step of a
+short run's start-up. So the `taskrunner` command starts it in its first instant
+(`start_fork_server_early`), when the command is one that may start local workers, while the
+command line, the API and GEN's module are still being imported in the command's own process.
+
+Nothing here imports more than multiprocessing: it runs before the CLI is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+# What the fork server imports before it forks any worker: the worker's modules, its signals.
+FORK_SERVER_PRELOAD = ["taskrunner.forkserver_preload"]
+START_METHOD_VARIABLE = "TASKRUNNER_START_METHOD"
+# The commands that may start workers here; with a --backend other than local, `spawn` and
+# `resume` start none (`work` always does: its backend is Redis, its workers local).
+_STARTS_WORKERS = {"spawn": False, "resume": False, "work": True}
+
+
+def worker_context() -> Any:
+    """The multiprocessing context workers start with: the fork server's where this system
+    has one, spawn's elsewhere or when START_METHOD_VARIABLE says so."""
+    import multiprocessing  # here: `taskrunner status` needs none of it
+
+    wanted = os.environ.get(START_METHOD_VARIABLE, "")
+    if wanted != "spawn" and "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(FORK_SERVER_PRELOAD)
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def from_fork_server(context: Any) -> bool:
+    return context.get_start_method() == "forkserver"
+
+
+def start_fork_server(context: Any) -> None:
+    """Have the fork server start now, if `context` starts workers from one: the first
+    worker's start would otherwise, and wait for it. (It blocks SIGINT and SIGTERM itself:
+    forkserver_preload.py.)"""
+    if from_fork_server(context):
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+def start_fork_server_early(argv: Sequence[str]) -> None:
+    """Start the fork server now if the command `argv` (without the program's name) may
+    start local workers. A server started for nothing (the run is refused, `--help`) costs
+    some CPU on another core and nothing else: it ends when this process does.
+
+    The server is given this process's sys.path, which is all its own imports need; each
+    worker is given the sys.path, directory and environment of the moment it is started."""
+    if not may_start_workers(argv):
+        return
+    context = worker_context()
+    if not from_fork_server(context):
+        return
+    from multiprocessing import resource_tracker
+
+    # The tracker's start unblocks SIGINT and SIGTERM after (CPython 3.11's does): started
+    # first, it leaves the block below be.
+    resource_tracker.ensure_running()
+    # Blocked while the server starts: it inherits the mask, so a Ctrl-C to the group cannot
+    # end it before it blocks them itself; a stop signal to us waits, and is then held
+    # (stopping.hold_stop_signals) like any other that comes during start-up.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        start_fork_server(context)
+    except OSError:
+        pass  # the pool starts it again when it starts a worker, and says what is wrong
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def may_start_workers(argv: Sequence[str]) -> bool:
+    """May the command `argv` start local workers? Read before argparse has parsed it: an
+    option it would refuse only makes us start a server for nothing."""
+    if not argv or argv[0] not in _STARTS_WORKERS:
+        return False
+    return _STARTS_WORKERS[argv[0]] or _local_backend(argv[1:])
+
+
+def _local_backend(options: Sequence[str]) -> bool:
+    """Do these options leave --backend local?"""
+    for index, option in enumerate(options):
+        if option == "--":
+            break
+        if option == "--backend":
+            return index + 1 < len(options) and options[index + 1] == "local"
+        if option.startswith("--backend="):
+            return option == "--backend=local"
+    return True
