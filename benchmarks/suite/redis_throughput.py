@@ -3,7 +3,9 @@
 taskrunner: a `taskrunner spawn -w 0` controller that only feeds, and 2 `taskrunner work -w 1`
 processes, at default options. RQ: an enqueuing process, then 2 rq.SimpleWorker processes in
 burst mode. Dramatiq: an enqueuing process beside 2 dramatiq.Worker processes. The peers get
-fewer jobs, as they are much slower; compare jobs/s. Every process is started inside the
+fewer jobs, as they are much slower; compare jobs/s. RQ 3.0 gets slower per job as its queue
+grows (here 600 jobs ran at ~375 jobs/s, 3,000 at 44): 1,000 keeps its figure and the
+benchmark's minutes reasonable, and errs in RQ's favour. Every process is started inside the
 timing; the server (no persistence, on a free loopback port) is flushed before each run. The
 redis cpu figure is redis-server's CPU seconds during the run: with 2 cores, it and the
 processes' CPU over the wall time show what was saturated.
@@ -42,7 +44,7 @@ GOAL = 100_000  # jobs/s
 def run(config: Config) -> Outcome:
     n = config.size(500_000, 50_000)
     ours = Row(f"taskrunner -w 0 + {WORKERS} x work -w 1", n, ours=True)
-    rq = Row(f"RQ, {WORKERS} SimpleWorkers", config.size(3_000, 500))
+    rq = Row(f"RQ, {WORKERS} SimpleWorkers", config.size(1_000, 300))
     dramatiq = Row(f"Dramatiq, {WORKERS} workers x {redis_bench.DRAMATIQ_THREADS} threads",
                    config.size(20_000, 2_000))  # fmt: skip
     rows = [ours, rq, dramatiq]
