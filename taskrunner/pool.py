@@ -45,7 +45,7 @@ from .protocol import (
     load_results,
 )
 from .records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned
-from .startmethod import worker_context
+from .startmethod import package_hidden_from_workers, worker_context
 from .supervision import (
     ASYNC_TIMEOUT_GRACE,
     Phase,
@@ -82,6 +82,12 @@ class LocalPool(Executor):
         is_async: bool,
         queue_size: int | None = None,
     ) -> None:
+        hidden = package_hidden_from_workers()
+        if hidden is not None:
+            raise SpecError(
+                f"{hidden} hides the taskrunner package from the workers (they would import it "
+                "instead, and die); rename it, or run from another directory"
+            )
         self._context = worker_context()
         self._callback = callback
         self._workers_wanted = workers

@@ -25,7 +25,7 @@ import threading
 from typing import Any
 
 from .launching import Launched, WorkerConfig, launch
-from .startmethod import start_fork_server, worker_context
+from .startmethod import package_hidden_from_workers, start_fork_server, worker_context
 
 # Started and not yet taken by the pool, by worker id: (the config each was given, the worker).
 _waiting: list[tuple[WorkerConfig, Launched]] = []
@@ -56,6 +56,8 @@ def start(
     if not _hooked:
         atexit.register(discard)  # the last resort: callers discard() themselves
         _hooked = True
+    if package_hidden_from_workers() is not None:
+        return  # they would die at start: the pool says why
     context = worker_context()
     # Started here, not on the thread: that thread would wait for our GIL to do it.
     start_fork_server(context)

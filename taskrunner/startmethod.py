@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,6 +54,25 @@ def start_fork_server(context: Any) -> None:
         forkserver.ensure_running()
 
 
+def package_hidden_from_workers() -> str | None:
+    """The file a worker would import as `taskrunner` instead of this package, or None.
+
+    A worker finds this package by name on its sys.path, which starts with the working
+    directory (loader.ensure_cwd_on_path; the fork server's too, started by `python -c`).
+    A taskrunner.py there (a user's script named after the tool, say) would be imported
+    instead, and every worker would die at start."""
+    import importlib.machinery
+
+    spec = importlib.machinery.PathFinder.find_spec("taskrunner", [os.getcwd(), *sys.path])
+    if spec is None or spec.origin is None:
+        return None
+    found = spec.origin
+    if spec.submodule_search_locations:  # a package: compare its folder with ours
+        found = os.path.dirname(found)
+    ours = os.path.dirname(os.path.abspath(__file__))
+    return None if os.path.realpath(found) == os.path.realpath(ours) else spec.origin
+
+
 def start_fork_server_early(argv: Sequence[str]) -> None:
     """Start the fork server now if the command `argv` (without the program's name) may
     start local workers. A server started for nothing (the run is refused, `--help`) costs
@@ -62,22 +82,21 @@ def start_fork_server_early(argv: Sequence[str]) -> None:
     worker is given the sys.path, directory and environment of the moment it is started."""
     if not may_start_workers(argv):
         return
-    context = worker_context()
-    if not from_fork_server(context):
-        return
-    from multiprocessing import resource_tracker
-
-    # The tracker's start unblocks SIGINT and SIGTERM after (CPython 3.11's does): started
-    # first, it leaves the block below be.
-    resource_tracker.ensure_running()
     # Blocked while the server starts: it inherits the mask, so a Ctrl-C to the group cannot
     # end it before it blocks them itself; a stop signal to us waits, and is then held
     # (stopping.hold_stop_signals) like any other that comes during start-up.
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
-        start_fork_server(context)
-    except OSError:
-        pass  # the pool starts it again when it starts a worker, and says what is wrong
+        context = worker_context()
+        if from_fork_server(context):
+            from multiprocessing import resource_tracker
+
+            # Its start unblocks SIGINT and SIGTERM after (CPython 3.11's does): block again.
+            resource_tracker.ensure_running()
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            start_fork_server(context)
+    except Exception:
+        pass  # only a head start: the pool starts it when it needs it, and says what is wrong
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +74,64 @@ def test_the_server_starts_before_the_command_line_is_even_imported(
         [sys.executable, "-c", _SPY, *argv], capture_output=True, text=True, timeout=60
     )
     assert f"server started before the CLI: {started}" in done.stdout, done.stderr
+
+
+# The `taskrunner` command, not `python -m taskrunner`: under -m, Python itself would run a
+# taskrunner.py of the working directory in place of the tool.
+COMMAND = str(Path(sys.executable).with_name("taskrunner"))
+JOBS = """
+def gen():
+    yield from range(5)
+
+
+def cb(job):
+    return job
+"""
+
+
+@pytest.mark.parametrize("hiding", ["taskrunner.py", "taskrunner/__init__.py"])
+def test_a_taskrunner_module_in_the_working_directory_is_refused_in_one_line(
+    tmp_path: Path, hiding: str
+) -> None:
+    """Every worker would import it instead of the package, and die at start."""
+    (tmp_path / "jobs.py").write_text(JOBS)
+    (tmp_path / hiding).parent.mkdir(exist_ok=True)
+    (tmp_path / hiding).write_text("x = 1\n")
+    done = subprocess.run(
+        [COMMAND, "spawn", "jobs:gen", "jobs:cb", "-w", "2", "--no-progress"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done
+    assert done.stderr.splitlines() == [
+        f"taskrunner: {tmp_path / hiding} hides the taskrunner package from the workers (they "
+        "would import it instead, and die); rename it, or run from another directory"
+    ], done.stderr
+
+
+def test_a_folder_named_taskrunner_without_init_hides_nothing(tmp_path: Path) -> None:
+    (tmp_path / "jobs.py").write_text(JOBS)
+    (tmp_path / "taskrunner").mkdir()
+    done = subprocess.run(
+        [COMMAND, "spawn", "jobs:gen", "jobs:cb", "-w", "2", "--no-progress"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done
+    assert "5 done, 0 failed" in done.stderr, done.stderr
+
+
+def test_workers_do_not_run_the_command_s_launcher_again(tmp_path: Path) -> None:
+    """multiprocessing makes a worker's __main__ by running the parent's main file again;
+    under the `taskrunner` command that is only the launcher, work wasted in every worker."""
+    (tmp_path / "jobs.py").write_text(
+        "import sys\n\ndef gen():\n    yield from range(3)\n\n"
+        "def cb(job):\n    return getattr(sys.modules['__main__'], '__file__', None)\n"
+    )
+    done = subprocess.run(
+        [COMMAND, "spawn", "jobs:gen", "jobs:cb", "-w", "2", "--no-progress",
+         "--results", "out.jsonl"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    # The launcher run again would be the worker's __main__, with the script as its file.
+    assert len(lines) == 3 and all('"result": null' in line for line in lines), lines
