@@ -96,9 +96,7 @@ class Strategy:
         slots[base + 2] = started
         return started
 
-    def _succeeded(
-        self, base: int, batch_id: int, index: int, result: Any, started: float, more_coming: bool
-    ) -> None:
+    def _succeeded(self, base: int, batch_id: int, index: int, result: Any, started: float) -> None:
         leave_if_forked()
         if self.buffer.want_results:
             # Pickled while the slot still names the job: a result whose pickling kills the
@@ -109,7 +107,7 @@ class Strategy:
                 self._failed(base, batch_id, index, error, started)
                 return
         self.slots[base + 2] = 0.0  # reporting is not running: no timeout, no blame
-        self.buffer.add_done(batch_id, index, result, time.monotonic() - started, more_coming)
+        self.buffer.add_done(batch_id, index, result, time.monotonic() - started)
         self.slots[base] = IDLE
 
     def _failed(
@@ -137,7 +135,7 @@ class Strategy:
         except BaseException as error:  # never trust the callback
             self._failed(base, batch_id, index, error, started)
         else:
-            self._succeeded(base, batch_id, index, result, started, not work.empty())
+            self._succeeded(base, batch_id, index, result, started)
 
     def _thread_loop(self, base: int, work: queue.SimpleQueue[Any]) -> None:
         try:
@@ -511,7 +509,7 @@ class Asyncio(Strategy):
             except BaseException as error:  # never trust the callback
                 self._failed(base, batch_id, index, error, started)
             else:
-                self._succeeded(base, batch_id, index, result, started, not work.empty())
+                self._succeeded(base, batch_id, index, result, started)
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import dataclasses
 import pickle
 import queue
 import socket
+import threading
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
@@ -50,9 +51,9 @@ def test_finished_jobs_wait_for_a_flush_and_share_one_report_per_batch(
 ) -> None:
     reporter, pool = pipe
     buffer = OutcomeBuffer(reporter, want_results=True)
-    buffer.add_done(1, 0, b"a", 0.5, more_coming=True)
-    buffer.add_done(2, 4, b"b", 0.5, more_coming=True)
-    buffer.add_done(1, 1, b"c", 1.0, more_coming=True)
+    buffer.add_done(1, 0, b"a", 0.5)
+    buffer.add_done(2, 4, b"b", 0.5)
+    buffer.add_done(1, 1, b"c", 1.0)
     assert received(pool) == []
     buffer.flush()
     assert received(pool) == [Done(1, [0, 1], [b"a", b"c"], 1.0), Done(2, [4], [b"b"], 1.0)]
@@ -63,8 +64,8 @@ def test_the_durations_of_a_flush_ride_with_its_first_report(
 ) -> None:
     reporter, pool = pipe
     buffer = OutcomeBuffer(reporter, want_results=False)
-    buffer.add_done(1, 0, None, 0.5, more_coming=True)
-    buffer.add_done(2, 4, None, 0.25, more_coming=True)
+    buffer.add_done(1, 0, None, 0.5)
+    buffer.add_done(2, 4, None, 0.25)
     buffer.flush()
     first, second = received_whole(pool)
     assert second.durations is None
@@ -72,17 +73,35 @@ def test_the_durations_of_a_flush_ride_with_its_first_report(
     assert durations.count == 2
     assert durations.total == 0.75
     assert [(s, key) for s, key, _ in durations.slowest] == [(0.5, (1, 0)), (0.25, (2, 4))]
-    buffer.add_done(1, 1, None, 0.1, more_coming=False)
+    buffer.add_done(1, 1, None, 0.1)
+    buffer.flush()
     (third,) = received_whole(pool)
     assert from_wire(third.durations).count == 1
     assert from_wire(third.durations).slowest == [(0.1, (1, 1), None)]
 
 
-def test_nothing_more_coming_reports_at_once(pipe: tuple[Reporter, Connection]) -> None:
+def test_jobs_finishing_together_on_many_threads_share_one_report(
+    pipe: tuple[Reporter, Connection],
+) -> None:
+    """However dry each thread's queue: one report per job cost twice the CPU at -c 100."""
     reporter, pool = pipe
-    buffer = OutcomeBuffer(reporter, want_results=False)
-    buffer.add_done(1, 0, "ignored", 0.25, more_coming=False)
-    assert received(pool) == [Done(1, [0], None, 0.25)]
+    # Far longer than 50 threads take to finish together: they share the flush they start.
+    buffer = OutcomeBuffer(reporter, want_results=False, flush_delay=0.5)
+    barrier = threading.Barrier(50)
+
+    def finish(index: int) -> None:
+        barrier.wait(timeout=10)
+        buffer.add_done(1, index, None, 0.01)
+
+    threads = [threading.Thread(target=finish, args=(index,)) for index in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert pool.poll(10)
+    buffer.close()
+    (done,) = received(pool)
+    assert sorted(done.indices) == list(range(50))
 
 
 def test_the_flushing_thread_reports_without_being_asked(
@@ -90,7 +109,7 @@ def test_the_flushing_thread_reports_without_being_asked(
 ) -> None:
     reporter, pool = pipe
     buffer = OutcomeBuffer(reporter, want_results=False, flush_delay=0.001)
-    buffer.add_done(3, 0, None, 0.1, more_coming=True)
+    buffer.add_done(3, 0, None, 0.1)
     assert pool.poll(5)
     assert received(pool) == [Done(3, [0], None, 0.1)]
     buffer.close()
@@ -99,7 +118,7 @@ def test_the_flushing_thread_reports_without_being_asked(
 def test_a_failure_follows_what_finished_before_it(pipe: tuple[Reporter, Connection]) -> None:
     reporter, pool = pipe
     buffer = OutcomeBuffer(reporter, want_results=False)
-    buffer.add_done(1, 0, None, 0.1, more_coming=True)
+    buffer.add_done(1, 0, None, 0.1)
     buffer.report_failed(1, 1, ValueError("no"), 0.05)
     done, failed = received(pool)
     assert done == Done(1, [0], None, 0.1)
