@@ -118,7 +118,7 @@ class Strategy:
         self.buffer.report_failed(batch_id, index, error, time.monotonic() - started)
         self.slots[base] = IDLE
 
-    def _run_item(self, base: int, item: WorkItem, work: queue.SimpleQueue[Any]) -> None:
+    def _run_item(self, base: int, item: WorkItem) -> None:
         """Run one queued job on this thread (threads, and batches that lost jobs)."""
         batch_id, index, job, start_at = item
         if start_at:
@@ -140,7 +140,7 @@ class Strategy:
     def _thread_loop(self, base: int, work: queue.SimpleQueue[Any]) -> None:
         try:
             while (item := work.get()) is not None:
-                self._run_item(base, item, work)
+                self._run_item(base, item)
         finally:
             _close_loop_here()
 
@@ -401,7 +401,7 @@ class Sequential(Strategy):
             queued.put(item)
         queued.put(None)
         while (item := queued.get()) is not None:
-            self._run_item(0, item, queued)
+            self._run_item(0, item)
         self.buffer.flush()
 
 
