@@ -1,0 +1,184 @@
+"""The threads strategy in-process: threads start as jobs arrive, and a Stop returns only once
+every job queued has run and is in the buffer, without joining the threads.
+
+The commands come from a scripted inbox; the buffer records what it is given, and when it
+is closed (what a real buffer then flushes is all the pool will ever hear).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import threading
+from typing import Any
+
+import pytest
+
+from taskrunner.inbox import Work
+from taskrunner.protocol import SLOT_FIELDS, GaveBack, GiveBack, Retire, Retired, Returned, Stop
+from taskrunner.strategies import Threads
+
+
+class ScriptedInbox:
+    """Hands out the commands the test puts, in order; says when it has handed out a Stop."""
+
+    def __init__(self) -> None:
+        self.commands: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.stop_read = threading.Event()
+
+    def read(self) -> Any:
+        command = self.commands.get()
+        if isinstance(command, Stop):
+            self.stop_read.set()
+        return command
+
+
+class RecordingReporter:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def send(self, message: Any) -> None:
+        self.sent.append(message)
+
+
+class RecordingBuffer:
+    want_results = False
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.reporter = RecordingReporter()
+        self.done: list[tuple[int, int]] = []
+        self.done_at_close: int | None = None
+        self.fail_on = fail_on
+        self._changed = threading.Condition()
+
+    def add_done(self, batch_id: int, index: int, result: Any, duration: float) -> None:
+        if index == self.fail_on:
+            raise RuntimeError("the report could not be made")  # kills the job's thread
+        with self._changed:
+            self.done.append((batch_id, index))
+            self._changed.notify_all()
+
+    def wait_done(self, count: int) -> None:
+        with self._changed:
+            assert self._changed.wait_for(lambda: len(self.done) >= count, timeout=15)
+
+    def report_failed(self, batch_id: int, index: int, error: Any, duration: float) -> None:
+        raise AssertionError(f"job {batch_id}/{index} failed: {error!r}")
+
+    def close(self) -> None:
+        self.done_at_close = len(self.done)
+
+
+def _threads(callback: Any, concurrency: int, buffer: RecordingBuffer | None = None) -> Any:
+    slots = multiprocessing.get_context("spawn").RawArray("d", SLOT_FIELDS * concurrency)
+    inbox, buffer = ScriptedInbox(), buffer or RecordingBuffer()
+    strategy = Threads(callback, slots, inbox, buffer, concurrency=concurrency, timeout=None)  # type: ignore[arg-type]
+    runner = threading.Thread(target=strategy.run, daemon=True)
+    return strategy, inbox, buffer, runner
+
+
+def _work(batch_id: int, count: int) -> Work:
+    return Work(batch_id, list(range(count)), 0.0, 0.0, None)
+
+
+@pytest.mark.timeout(30)
+def test_a_stop_read_while_jobs_run_returns_only_when_every_job_is_in_the_buffer() -> None:
+    """30 jobs, 10 threads: each job waits until the Stop has been read. The buffer is closed
+    only after all 30 are in it, each once."""
+    inbox: ScriptedInbox
+
+    def callback(job: int) -> int:
+        inbox.stop_read.wait()
+        return job
+
+    _strategy, inbox, buffer, runner = _threads(callback, 10)
+    runner.start()
+    inbox.commands.put(_work(1, 30))
+    inbox.commands.put(Stop())
+    runner.join(20)
+
+    assert not runner.is_alive(), "run() did not return after its jobs ended"
+    assert buffer.done_at_close == 30, buffer.done
+    assert sorted(buffer.done) == [(1, i) for i in range(30)]
+
+
+@pytest.mark.timeout(30)
+def test_threads_start_as_jobs_arrive_up_to_the_concurrency() -> None:
+    """-c 50: three jobs start three threads; then 50 more, in two batches, reach all 50 at
+    once (a barrier of 50 passes only when 50 jobs wait on it together)."""
+    barrier = threading.Barrier(50, timeout=15)
+    seen: set[int] = set()
+
+    def callback(job: int) -> int:
+        seen.add(threading.get_ident())
+        if job >= 1000:
+            barrier.wait()
+        return job
+
+    _strategy, inbox, buffer, runner = _threads(callback, 50)
+    before = threading.active_count()
+    runner.start()
+    inbox.commands.put(Work(1, [0, 1, 2], 0.0, 0.0, None))
+    inbox.commands.put(_work(2, 0))  # an empty batch starts none
+    buffer.wait_done(3)
+    started_for_three = threading.active_count() - before - 1  # less the runner
+    assert started_for_three <= 3, f"{started_for_three} threads started for 3 jobs"
+    inbox.commands.put(Work(3, list(range(1000, 1025)), 0.0, 0.0, None))
+    inbox.commands.put(Work(4, list(range(1025, 1050)), 0.0, 0.0, None))
+    inbox.commands.put(Stop())
+    runner.join(25)
+
+    assert not runner.is_alive()
+    assert buffer.done_at_close == 53, buffer.done_at_close
+    assert len(seen) == 50, f"{len(seen)} threads ran jobs"
+
+
+@pytest.mark.timeout(30)
+def test_jobs_taken_back_are_not_waited_for_at_stop() -> None:
+    """-c 2, 20 jobs held until a Retire is read: 18 go back unstarted, and the Stop after it
+    waits only for the 2 that ran (counting the 18 would wait for ever)."""
+    retire_read = threading.Event()
+    inbox: ScriptedInbox
+
+    def callback(job: int) -> int:
+        retire_read.wait()
+        return job
+
+    _strategy, inbox, buffer, runner = _threads(callback, 2)
+    original_read = inbox.read
+
+    def read() -> Any:
+        command = original_read()
+        if isinstance(command, (Stop, GiveBack)):
+            retire_read.set()  # the Retire before it has been handled
+        return command
+
+    inbox.read = read  # type: ignore[method-assign]
+    runner.start()
+    inbox.commands.put(_work(1, 20))
+    inbox.commands.put(Retire())
+    inbox.commands.put(GiveBack(5))
+    inbox.commands.put(Stop())
+    runner.join(20)
+
+    assert not runner.is_alive(), "the Stop waited for jobs handed back"
+    returned = [i for m in buffer.reporter.sent if isinstance(m, Returned) for i in m.indices]
+    assert len(returned) == 18 and buffer.done_at_close == 2, (returned, buffer.done)
+    assert sorted(returned + [i for _, i in buffer.done]) == list(range(20))
+    answers = [m for m in buffer.reporter.sent if isinstance(m, (Retired, GaveBack))]
+    assert [type(m) for m in answers] == [Retired, GaveBack]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_thread_that_died_outside_its_job_does_not_hang_the_stop() -> None:
+    """Job 4's report raises, killing its thread before it counts the job: the Stop notices
+    the dead thread and stops the others as before, instead of waiting for ever."""
+    _strategy, inbox, buffer, runner = _threads(lambda job: job, 4, RecordingBuffer(fail_on=4))
+    runner.start()
+    inbox.commands.put(_work(1, 10))
+    inbox.commands.put(Stop())
+    runner.join(20)
+
+    assert not runner.is_alive(), "the Stop waited for a dead thread's job"
+    assert sorted(i for _, i in buffer.done) == [i for i in range(10) if i != 4]
