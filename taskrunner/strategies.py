@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import inspect
+import logging
 import os
 import queue
 import threading
@@ -44,6 +45,8 @@ from .reporting import FLUSH_DELAY, OutcomeBuffer, pickle_result
 
 if TYPE_CHECKING:
     import asyncio
+
+log = logging.getLogger(__name__)
 
 # What a callback returns is looked at for an awaitable (a plain callback may return a
 # coroutine, at any job): these types never are, and cost one set lookup to rule out.
@@ -449,7 +452,20 @@ class Threads(Strategy):
                 target=self._thread_loop, args=(len(threads), self._work), daemon=True
             )
             threads.append(thread)
-            thread.start()
+            try:
+                thread.start()
+            except RuntimeError:  # "can't start new thread": a limit on threads or memory
+                threads.pop()
+                if not threads:
+                    raise  # the worker cannot run a job: it fails as it starts
+                # The jobs queued still run, fewer at once: none is lost to the limit.
+                log.warning(
+                    "this worker could start only %d of its %d threads (a limit on threads "
+                    "or memory): it runs %d jobs at once",
+                    len(threads), self.concurrency, len(threads),
+                )  # fmt: skip
+                self.concurrency = len(threads)
+                return
 
     def _take_back(self, most: float = float("inf")) -> list[WorkItem]:
         items = _take_unstarted(self._work, most)

@@ -182,3 +182,59 @@ def test_a_thread_that_died_outside_its_job_does_not_hang_the_stop() -> None:
 
     assert not runner.is_alive(), "the Stop waited for a dead thread's job"
     assert sorted(i for _, i in buffer.done) == [i for i in range(10) if i != 4]
+
+
+@pytest.mark.timeout(30)
+def test_threads_that_cannot_start_leave_the_jobs_to_those_that_did(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """-c 8 where only 3 threads may start (as under a limit on threads): the 40 jobs all
+    run, on those 3, each once, and a warning says so. None is lost or blamed."""
+    started = 0
+    real_start = threading.Thread.start
+
+    def limited_start(thread: threading.Thread) -> None:
+        nonlocal started
+        if thread.name != "runner" and started >= 3:
+            raise RuntimeError("can't start new thread")
+        if thread.name != "runner":
+            started += 1
+        real_start(thread)
+
+    ran_on: set[int] = set()
+
+    def callback(job: int) -> int:
+        ran_on.add(threading.get_ident())
+        return job
+
+    _strategy, inbox, buffer, runner = _threads(callback, 8)
+    runner.name = "runner"
+    monkeypatch.setattr(threading.Thread, "start", limited_start)
+    runner.start()
+    inbox.commands.put(_work(1, 20))
+    inbox.commands.put(_work(2, 20))
+    inbox.commands.put(Stop())
+    runner.join(20)
+
+    assert not runner.is_alive()
+    assert sorted(buffer.done) == [(b, i) for b in (1, 2) for i in range(20)]
+    assert buffer.done_at_close == 40
+    assert len(ran_on) <= 3
+    assert "could start only 3 of its 8 threads" in caplog.text
+
+
+@pytest.mark.timeout(30)
+def test_a_worker_that_can_start_no_thread_fails_as_it_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not one thread may start: run() raises, and the worker dies with no job started (its
+    jobs go back to the pool unblamed), rather than holding jobs that nothing will run."""
+    strategy, inbox, _buffer, _runner = _threads(lambda job: job, 4)
+
+    def no_start(thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_start)
+    inbox.commands.put(_work(1, 5))
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        strategy.run()
