@@ -41,6 +41,20 @@ def test_first_batches_fill_a_workers_concurrency_and_no_more() -> None:
     assert BatchSizer(concurrency=1000, cap=500).size() == 500
 
 
+def test_measured_slow_jobs_still_fill_a_workers_concurrency() -> None:
+    """50 ms jobs at -c 100: 10 ms of work would be 20 jobs, a fifth of the worker's slots;
+    a batch holds at least -c jobs, and the cap still wins over that."""
+    sizer = BatchSizer(concurrency=100, cap=500)
+    sizer.observe(jobs=100, busy_seconds=5.0)
+    assert sizer.size() == 100
+    capped = BatchSizer(concurrency=100, cap=30)
+    capped.observe(jobs=100, busy_seconds=5.0)
+    assert capped.size() == 30
+    serial = BatchSizer(concurrency=1, cap=500)
+    serial.observe(jobs=1, busy_seconds=2.0)
+    assert serial.size() == 1
+
+
 def test_batches_grow_to_about_ten_milliseconds_of_work() -> None:
     sizer = BatchSizer(concurrency=1, cap=1000)
     sizer.observe(jobs=100, busy_seconds=0.01)  # 100 us a job
