@@ -12,7 +12,6 @@ peer is one function here, one entry in PEERS, and its name in a benchmark's lis
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import multiprocessing
 import sys
@@ -79,6 +78,7 @@ def thread_pool(n: int, width: int) -> None:
 
 def gather(n: int, width: int) -> None:
     """Every job a task of one event loop, at most `width` running at once."""
+    import asyncio  # here, as in benchmarks.jobs: the other peers' processes do not need it
 
     async def main() -> None:
         semaphore = asyncio.Semaphore(width)
