@@ -59,6 +59,9 @@ REPORT_AFTER = 0.1
 # A threads worker told to stop looks this often whether one of its threads died while it
 # waits for their jobs to end (they say so at once when they end as they should).
 _STOP_LOOK_SECONDS = 0.5
+# Threads each new thread starts before its first job (the main thread starts as many):
+# the hundredth starts after about ten waits in turn for a new thread to run, not 100.
+STARTS_EACH = 2
 
 
 class Strategy:
@@ -408,20 +411,31 @@ class Threads(Strategy):
     """`concurrency` threads take jobs from one local queue; the main thread reads commands.
 
     Threads start as jobs arrive, one per job up to `concurrency`: a run of a few jobs starts
-    a few, and a worker is ready without first starting a hundred. At Stop the main thread
-    waits until every job it queued has been run, not for each thread to wake and exit:
-    they are daemons, blocked on the empty queue, and end with the process (joining a
-    hundred of them cost some 6 ms a worker at every run's end)."""
+    a few, and a worker is ready without first starting a hundred. They start as a tree: the
+    main thread starts STARTS_EACH, and each new thread starts as many more before its first
+    job. A start waits for the new thread to run, which on a busy machine is about a
+    millisecond (16 workers of -c 100 on 2 cores): one after another, the hundredth thread of
+    a worker began some 100-150 ms after the first; as a tree, the waits overlap.
+
+    At Stop the main thread waits until every job it queued has been run, not for each thread
+    to wake and exit: they are daemons, blocked on the empty queue, and end with the process
+    (joining a hundred of them cost some 6 ms a worker at every run's end)."""
 
     flush_delay = FLUSH_DELAY
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._work: queue.SimpleQueue[WorkItem | None] = queue.SimpleQueue()
+        # Under _start_lock: the threads started or being started (in slot order), how many
+        # are wanted now, and whether starting has ended (a start failed, or a thread died).
+        self._start_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._threads_wanted = 0
+        self._starts_closed = False
         # Jobs each thread has run to the end, by slot: written by that thread alone, so no
         # lock; their sum against `_queued` (the main thread's) tells when all are run.
         self._finished: list[int] = [0] * self.concurrency
+        self._left: list[int] = []  # slots of the threads that left their loop (appends are atomic)
         self._queued = 0  # jobs put on the queue, less those taken back from it
         self._stopping = False
         self._drained = threading.Event()
@@ -445,27 +459,45 @@ class Threads(Strategy):
         self.buffer.close()
 
     def _start_threads(self, wanted: int) -> None:
-        """Threads up to `wanted` (the jobs queued so far), at most `concurrency`."""
-        threads = self._threads
-        while len(threads) < min(wanted, self.concurrency):
-            thread = threading.Thread(
-                target=self._thread_loop, args=(len(threads), self._work), daemon=True
-            )
-            threads.append(thread)
+        """Threads up to `wanted` (the jobs queued so far), at most `concurrency`: the main
+        thread starts the first of them, and those start the rest."""
+        with self._start_lock:
+            self._threads_wanted = max(self._threads_wanted, min(wanted, self.concurrency))
+        self._start_more()
+
+    def _start_more(self) -> None:
+        """Start up to STARTS_EACH threads of those wanted and not yet started."""
+        for _ in range(STARTS_EACH):
+            with self._start_lock:
+                slot = len(self._threads)
+                if self._starts_closed or slot >= self._threads_wanted:
+                    return
+                thread = threading.Thread(
+                    target=self._thread_loop, args=(slot, self._work), daemon=True
+                )
+                self._threads.append(thread)
             try:
                 thread.start()
             except RuntimeError:  # "can't start new thread": a limit on threads or memory
-                threads.pop()
-                if not threads:
-                    raise  # the worker cannot run a job: it fails as it starts
-                # The jobs queued still run, fewer at once: none is lost to the limit.
-                log.warning(
-                    "this worker could start only %d of its %d threads (a limit on threads "
-                    "or memory): it runs %d jobs at once",
-                    len(threads), self.concurrency, len(threads),
-                )  # fmt: skip
-                self.concurrency = len(threads)
+                if not self._not_started(thread):
+                    raise  # no thread at all: the worker fails as it starts
                 return
+
+    def _not_started(self, thread: threading.Thread) -> int:
+        """`thread` could not start: the jobs run on the threads there are, fewer at once,
+        and none is lost to the limit. Returns how many there are."""
+        with self._start_lock:
+            self._threads.remove(thread)
+            first = not self._starts_closed
+            self._starts_closed = True
+            count = len(self._threads)
+        if first and count:
+            log.warning(
+                "this worker could not start all %d of its threads (a limit on threads or "
+                "memory): it runs its jobs on the %d it could start",
+                self.concurrency, count,
+            )  # fmt: skip
+        return count
 
     def _take_back(self, most: float = float("inf")) -> list[WorkItem]:
         items = _take_unstarted(self._work, most)
@@ -475,6 +507,7 @@ class Threads(Strategy):
     def _thread_loop(self, slot: int, work: queue.SimpleQueue[Any]) -> None:
         base, finished = slot * SLOT_FIELDS, self._finished
         try:
+            self._start_more()
             while (item := work.get()) is not None:
                 self._run_item(base, item)
                 finished[slot] += 1
@@ -483,19 +516,24 @@ class Threads(Strategy):
                 if self._stopping and sum(finished) >= self._queued:
                     self._drained.set()
         finally:
+            self._left.append(slot)
             _close_loop_here()
 
     def _wait_until_run(self) -> None:
         """Return once every queued job has been run (and so is in the buffer)."""
         self._stopping = True
         while sum(self._finished) < self._queued and not self._drained.wait(_STOP_LOOK_SECONDS):
-            if not all(thread.is_alive() for thread in self._threads):
+            if self._left:
                 # A thread died outside its job's handling (its report failed): it will
                 # not count its job. Stop the others as before, and wait for them.
-                for _ in self._threads:
+                with self._start_lock:
+                    self._starts_closed = True
+                    threads = list(self._threads)
+                for _ in threads:
                     self._work.put(None)
-                for thread in self._threads:
-                    thread.join()
+                for thread in threads:
+                    if thread.is_alive():  # one still being started takes a None and ends
+                        thread.join()
                 return
 
 

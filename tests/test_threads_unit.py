@@ -16,7 +16,7 @@ import pytest
 
 from taskrunner.inbox import Work
 from taskrunner.protocol import SLOT_FIELDS, GaveBack, GiveBack, Retire, Retired, Returned, Stop
-from taskrunner.strategies import Threads
+from taskrunner.strategies import STARTS_EACH, Threads
 
 
 class ScriptedInbox:
@@ -115,13 +115,13 @@ def test_threads_start_as_jobs_arrive_up_to_the_concurrency() -> None:
             barrier.wait()
         return job
 
-    _strategy, inbox, buffer, runner = _threads(callback, 50)
-    before = threading.active_count()
+    strategy, inbox, buffer, runner = _threads(callback, 50)
     runner.start()
     inbox.commands.put(Work(1, [0, 1, 2], 0.0, 0.0, None))
     inbox.commands.put(_work(2, 0))  # an empty batch starts none
     buffer.wait_done(3)
-    started_for_three = threading.active_count() - before - 1  # less the runner
+    # The strategy's own count: threads of earlier tests may still be starting their last.
+    started_for_three = len(strategy._threads)
     assert started_for_three <= 3, f"{started_for_three} threads started for 3 jobs"
     inbox.commands.put(Work(3, list(range(1000, 1025)), 0.0, 0.0, None))
     inbox.commands.put(Work(4, list(range(1025, 1050)), 0.0, 0.0, None))
@@ -134,13 +134,49 @@ def test_threads_start_as_jobs_arrive_up_to_the_concurrency() -> None:
 
 
 @pytest.mark.timeout(30)
+def test_threads_start_one_another_so_the_main_thread_waits_for_few_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """-c 40, one batch of 40: the main thread starts at most STARTS_EACH threads itself (a
+    start waits for the new thread to run), the threads start the rest, and all 40 run a
+    job at once (a barrier of 40), each job once."""
+    barrier = threading.Barrier(40, timeout=15)
+    starters: list[str] = []
+    real_start = threading.Thread.start
+
+    def recording_start(thread: threading.Thread) -> None:
+        starters.append(threading.current_thread().name)
+        real_start(thread)
+
+    def callback(job: int) -> int:
+        barrier.wait()
+        return job
+
+    _strategy, inbox, buffer, runner = _threads(callback, 40)
+    runner.name = "runner"
+    runner.start()
+    monkeypatch.setattr(threading.Thread, "start", recording_start)
+    inbox.commands.put(_work(1, 40))
+    inbox.commands.put(Stop())
+    runner.join(25)
+
+    assert not runner.is_alive()
+    assert sorted(buffer.done) == [(1, i) for i in range(40)]
+    assert len(starters) == 40, starters
+    assert 1 <= starters.count("runner") <= STARTS_EACH, starters
+
+
+@pytest.mark.timeout(30)
 def test_jobs_taken_back_are_not_waited_for_at_stop() -> None:
-    """-c 2, 20 jobs held until a Retire is read: 18 go back unstarted, and the Stop after it
-    waits only for the 2 that ran (counting the 18 would wait for ever)."""
+    """-c 2, 20 jobs, the Retire sent once 2 run, and those held until it is read: 18 go
+    back unstarted, and the Stop after it waits only for the 2 that ran (counting the 18
+    would wait for ever)."""
     retire_read = threading.Event()
+    running = threading.Semaphore(0)
     inbox: ScriptedInbox
 
     def callback(job: int) -> int:
+        running.release()
         retire_read.wait()
         return job
 
@@ -156,6 +192,8 @@ def test_jobs_taken_back_are_not_waited_for_at_stop() -> None:
     inbox.read = read  # type: ignore[method-assign]
     runner.start()
     inbox.commands.put(_work(1, 20))
+    for _ in range(2):
+        assert running.acquire(timeout=10), "two threads did not start their jobs"
     inbox.commands.put(Retire())
     inbox.commands.put(GiveBack(5))
     inbox.commands.put(Stop())
@@ -191,14 +229,16 @@ def test_threads_that_cannot_start_leave_the_jobs_to_those_that_did(
     """-c 8 where only 3 threads may start (as under a limit on threads): the 40 jobs all
     run, on those 3, each once, and a warning says so. None is lost or blamed."""
     started = 0
+    counting = threading.Lock()  # threads start threads: the count is shared
     real_start = threading.Thread.start
 
     def limited_start(thread: threading.Thread) -> None:
         nonlocal started
-        if thread.name != "runner" and started >= 3:
-            raise RuntimeError("can't start new thread")
         if thread.name != "runner":
-            started += 1
+            with counting:
+                if started >= 3:
+                    raise RuntimeError("can't start new thread")
+                started += 1
         real_start(thread)
 
     ran_on: set[int] = set()
@@ -220,7 +260,7 @@ def test_threads_that_cannot_start_leave_the_jobs_to_those_that_did(
     assert sorted(buffer.done) == [(b, i) for b in (1, 2) for i in range(20)]
     assert buffer.done_at_close == 40
     assert len(ran_on) <= 3
-    assert "could start only 3 of its 8 threads" in caplog.text
+    assert "could not start all 8 of its threads" in caplog.text
 
 
 @pytest.mark.timeout(30)
