@@ -13,4 +13,9 @@ import signal
 
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 
-from . import worker  # noqa: E402, F401  - imported once here, not in each worker
+from . import collector, worker  # noqa: E402, F401  - imported once here, not in each worker
+
+# Forked from the command (forkedhelpers.fork_fork_server), the server inherits its paused
+# collector: what the imports made is frozen, as each worker's start-up freezes its own, and
+# it collects again. Started as a new interpreter, it never paused, and this does nothing.
+collector.resume()

@@ -7,12 +7,13 @@ imported; the pool starts its own the same way (supervision.start_worker). The p
 (worker.py, strategies.py...) only to name their entry point to pickle.
 
 Workers start from a fork server where the system has one (Python's "forkserver" method,
-the default on Linux from 3.14): one fresh interpreter, started with the first worker,
+the default on Linux from 3.14): one clean process (forkedhelpers.py), started early,
 imports the worker's modules once, and each worker is a fork of it. A worker then costs a
 fork (a millisecond or two) instead of an interpreter and its imports (some 50 ms of CPU
-each: at -w 16 on 2 cores, most of a second). The server is no fork of the controller, so
-nothing of the controller's (its threads, its locks, the user's GEN module) reaches a
-worker; like a spawned one, each worker is given sys.path and the current directory, and
+each: at -w 16 on 2 cores, most of a second). The server is a fork of the command's first
+instant at most, before any thread, lock or module of the user's exists, so nothing of the
+controller's (its threads, its locks, the user's GEN module) reaches a worker; like a
+spawned one, each worker is given sys.path and the current directory, and
 here the environment too (it would otherwise have the server's, as it was when it
 started) and standard output and error (Surroundings). TASKRUNNER_START_METHOD=spawn
 starts each worker from a fresh interpreter instead.
@@ -30,7 +31,7 @@ from multiprocessing import resource_tracker
 from typing import Any
 
 from .frozen import Frozen, frozen_dataclass
-from .startmethod import from_fork_server, start_fork_server
+from .startmethod import from_fork_server, name_this_process, start_fork_server
 
 # Besides the pipe, a worker shares an array of 8-byte fields with the pool (`_shared_slots`):
 # SLOT_FIELDS per thread or task, (batch id, index in batch, start time) of the job it runs.
@@ -254,6 +255,7 @@ def worker_entry(
 ) -> None:
     """Entry point of a worker process. `surroundings`: the controller's, for a worker the
     fork server forked (a spawned one inherits them)."""
+    name_this_process(f"taskrunner-w{config.worker_id}")
     if surroundings is not None:
         surroundings.take()
         _leave_fork_server()

@@ -1,12 +1,13 @@
 """How the local pool's workers start: from a fork server where the system has one, by spawn
 elsewhere; and starting that server before anything else needs it.
 
-A fork server is one fresh interpreter that imports the worker's modules once
-(forkserver_preload.py); each worker is then a fork of it (launching.py says why). It takes
-some 60-100 ms to be ready, and the first worker waits for it: it is the longest step of a
-short run's start-up. So the `taskrunner` command starts it in its first instant
-(`start_fork_server_early`), when the command is one that may start local workers, while the
-command line, the API and GEN's module are still being imported in the command's own process.
+A fork server is one clean process that imports the worker's modules once
+(forkserver_preload.py); each worker is then a fork of it (launching.py says why). The first
+worker waits for it to be ready: it is the longest step of a short run's start-up. So the
+`taskrunner` command starts it in its first instant (`start_fork_server_early`), when the
+command is one that may start local workers, as a fork of that instant where it can
+(forkedhelpers.py: no interpreter to boot), while the command line, the API and GEN's module
+are still being imported in the command's own process.
 
 Nothing here imports more than multiprocessing: it runs before the CLI is imported.
 """
@@ -54,6 +55,17 @@ def start_fork_server(context: Any) -> None:
         forkserver.ensure_running()
 
 
+def name_this_process(name: str) -> None:
+    """Give this process the name `ps -e`, `top` and `pgrep` show (Linux's, 15 characters at
+    most), where the system allows it: a worker and a helper forked from the command would
+    otherwise all show the command's."""
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(name)
+    except OSError:
+        pass
+
+
 def package_hidden_from_workers() -> str | None:
     """The file a worker would import as `taskrunner` instead of this package, or None.
 
@@ -91,6 +103,10 @@ def start_fork_server_early(argv: Sequence[str]) -> None:
         if from_fork_server(context):
             from multiprocessing import resource_tracker
 
+            from .forkedhelpers import fork_fork_server, fork_resource_tracker
+
+            if fork_fork_server() and fork_resource_tracker():
+                return
             # Its start unblocks SIGINT and SIGTERM after (CPython 3.11's does): block again.
             resource_tracker.ensure_running()
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})

@@ -84,6 +84,24 @@ class ProcInfo:
     pgrp: int
     session: int
     cmdline: str
+    name: str  # the command name of /proc/PID/stat (what `ps -e` shows)
+
+    @property
+    def fork_server(self) -> bool:
+        """Is this multiprocessing's fork server, started by it or forked by the command?"""
+        return is_fork_server(self.name, self.cmdline)
+
+    @property
+    def resource_tracker(self) -> bool:
+        return is_resource_tracker(self.name, self.cmdline)
+
+
+def is_fork_server(name: str, cmdline: str) -> bool:
+    return name == "taskrunner-fork" or "multiprocessing.forkserver" in cmdline
+
+
+def is_resource_tracker(name: str, cmdline: str) -> bool:
+    return name == "taskrunner-rtrk" or "multiprocessing.resource_tracker" in cmdline
 
 
 def proc_info(pid: int) -> ProcInfo | None:
@@ -95,7 +113,8 @@ def proc_info(pid: int) -> ProcInfo | None:
         return None
     # The command name (field 2) is in parentheses and may contain spaces: split after it.
     fields = stat[stat.rindex(")") + 2 :].split()
-    return ProcInfo(pid, fields[0], int(fields[2]), int(fields[3]), cmdline.strip())
+    name = stat[stat.index("(") + 1 : stat.rindex(")")]
+    return ProcInfo(pid, fields[0], int(fields[2]), int(fields[3]), cmdline.strip(), name)
 
 
 def session_members(session: int) -> list[ProcInfo]:

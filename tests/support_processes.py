@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from helpers import CLI, Background, Project, session_members
+from helpers import CLI, Background, Project, proc_info, session_members
 
 
 def stat_fields(pid: int) -> list[str] | None:
@@ -42,9 +42,10 @@ def cmdline(pid: int) -> bytes:
 
 def fork_server_of(controller: int) -> int | None:
     """The run's fork server: the controller's live child running multiprocessing.forkserver
-    (its workers have the same command line, but the server as parent)."""
+    (its workers may have the same command line, but the server as parent)."""
     for pid, state in children(controller):
-        if state not in ("Z", "X") and b"multiprocessing.forkserver" in cmdline(pid):
+        info = proc_info(pid)
+        if state not in ("Z", "X") and info is not None and info.fork_server:
             return pid
     return None
 

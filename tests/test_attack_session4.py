@@ -24,8 +24,17 @@ import threading
 import time
 
 import pytest
-from helpers import CLI, FAST, Background, Project, assert_ran_once_each, session_members, wait_for
-from support_processes import children, cmdline, continue_stopped, fork_server_of
+from helpers import (
+    CLI,
+    FAST,
+    Background,
+    Project,
+    assert_ran_once_each,
+    proc_info,
+    session_members,
+    wait_for,
+)
+from support_processes import children, continue_stopped, fork_server_of
 
 NAME = "jobs.gen"
 
@@ -42,7 +51,11 @@ def _workers(controller: int) -> list[int]:
     server = fork_server_of(controller)
     if server is not None:
         return _live_children(server)
-    return [p for p in _live_children(controller) if b"resource_tracker" not in cmdline(p)]
+    return [
+        p
+        for p in _live_children(controller)
+        if (info := proc_info(p)) is not None and not info.resource_tracker
+    ]
 
 
 def _done_seqs(project: Project, total: int) -> set[int]:

@@ -126,7 +126,7 @@ def test_nothing_outlives_a_killed_controller(project: Project, method: str) -> 
 def _fork_server_of(run_pid: int) -> int | None:
     """The pid of the run's fork server, once it is up."""
     for info in session_members(run_pid):
-        if "multiprocessing.forkserver" in info.cmdline:
+        if info.fork_server:
             return info.pid
     return None
 
@@ -189,7 +189,7 @@ def _server_of(run_pid: int) -> int | None:
                 parent = int(stat.read().rsplit(")", 1)[1].split()[1])
         except OSError:
             continue
-        if parent == run_pid and "multiprocessing.forkserver" in info.cmdline:
+        if parent == run_pid and info.fork_server:
             return info.pid
     return None
 

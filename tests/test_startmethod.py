@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,44 @@ def test_workers_do_not_run_the_command_s_launcher_again(tmp_path: Path) -> None
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     # The launcher run again would be the worker's __main__, with the script as its file.
     assert len(lines) == 3 and all('"result": null' in line for line in lines), lines
+
+
+_HELPER_JOBS = """
+import os
+
+
+def gen():
+    yield from range(2)
+
+
+def cb(job):
+    server = os.getppid()
+    with open(f"/proc/{server}/comm") as comm:
+        name = comm.read().strip()
+    held = [os.readlink(f"/proc/{server}/fd/{fd}") for fd in os.listdir(f"/proc/{server}/fd")]
+    return [name, held]
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc")
+def test_the_fork_server_is_forked_from_the_command_and_keeps_none_of_its_files(
+    tmp_path: Path,
+) -> None:
+    """The server comes from a fork of the command's first instant, not a new interpreter
+    (forkedhelpers.py), and like a new interpreter it holds no descriptor of the command's:
+    here a file the command was started with open, which a forgotten copy would keep open
+    as long as the run's workers live."""
+    (tmp_path / "jobs.py").write_text(_HELPER_JOBS)
+    inherited = tmp_path / "inherited.txt"
+    with inherited.open("w") as held_by_command:
+        done = subprocess.run(
+            [COMMAND, "spawn", "jobs:gen", "jobs:cb", "-w", "1", "--no-progress",
+             "--results", "out.jsonl"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+            pass_fds=(held_by_command.fileno(),),
+        )  # fmt: skip
+    assert done.returncode == 0, done
+    for line in (tmp_path / "out.jsonl").read_text().splitlines():
+        name, held = json.loads(line)["result"]
+        assert name == "taskrunner-fork", line
+        assert str(inherited) not in held, held
