@@ -49,8 +49,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # What a callback returns is looked at for an awaitable (a plain callback may return a
-# coroutine, at any job): these types never are, and cost one set lookup to rule out.
-PLAIN_RESULTS = frozenset({int, float, str, bytes, bool, tuple, list, dict, set})
+# coroutine, at any job): these types never are, and cost one set lookup to rule out (the
+# sequential loop remembers the last one it saw, and rules it out again with an `is`).
+PLAIN_RESULTS = frozenset({type(None), int, float, str, bytes, bool, tuple, list, dict, set})
 # A batch of jobs run one after another reports what it finished after this many seconds,
 # and so on, not only at its end: jobs that turned slow in a batch sized for fast ones are
 # then saved with the next checkpoint (a hard crash re-runs about a second of work, not
@@ -239,6 +240,9 @@ class Sequential(Strategy):
         batch_id, jobs = work.batch_id, work.jobs
         end = len(jobs)
         plain_results, type_of = PLAIN_RESULTS, type  # locals: looked up once a job
+        # The type of the last result ruled out as an awaitable: a callback nearly always
+        # returns one type, and `is not` costs less than the set lookup.
+        plain_type: type = type(None)
         monotonic = time.monotonic
         reported = 0  # jobs[:reported] are reported
         index = 0
@@ -252,12 +256,11 @@ class Sequential(Strategy):
                 for index in range(index, end):  # noqa: B020 - resumes after a failed job
                     indices[1] = index
                     result = callback(jobs[index])
-                    if (
-                        result is not None
-                        and type_of(result) not in plain_results
-                        and inspect.isawaitable(result)
-                    ):
-                        _await_here(result)
+                    if type_of(result) is not plain_type:
+                        if type_of(result) in plain_results:
+                            plain_type = type_of(result)
+                        elif inspect.isawaitable(result):
+                            _await_here(result)
                     if (finished := monotonic()) - started >= SMALLEST:
                         seconds = finished - started
                         bucket = bucket_of(seconds)

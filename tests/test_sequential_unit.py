@@ -94,36 +94,92 @@ def test_each_job_runs_once_in_order_and_is_reported_once(failing: set[int]) -> 
     assert buffer.jobs_timed == 3 * (20 - len(failing))
 
 
+def _timed_batches(
+    loop: Sequential, buffer: RecordingBuffer, batches: list[list[int]]
+) -> list[Any]:
+    """Run `batches` (after one that teaches the loop the callback does not await) and return
+    what each report took from the worker's durations."""
+    loop._run_batch(Work(0, [0], 0.0, 0.0, None))
+    taken: list[Any] = []
+    original = buffer.timings.take
+    buffer.timings.take = lambda *a: taken.append(original(*a)) or taken[-1]  # type: ignore[method-assign]
+    for batch_id, jobs in enumerate(batches, start=1):
+        loop._run_batch(Work(batch_id, jobs, 0.0, 0.0, None))
+    return taken
+
+
 @pytest.mark.timeout(30)
-def test_a_slow_job_among_trivial_ones_is_timed_and_named() -> None:
+@pytest.mark.parametrize("slow_job", [0, 100, 501, 1001])
+def test_a_slow_job_among_trivial_ones_is_timed_and_named(slow_job: int) -> None:
     import time
 
     def callback(job: int) -> int:
-        if job == 500:
+        if job == slow_job:
             time.sleep(0.02)
         return job
 
     loop, buffer, _ = _sequential(callback)
-    loop._run_batch(Work(1, [0], 0.0, 0.0, None))  # learns the callback does not await
-    taken: list[Any] = []
-    original = buffer.timings.take
-    buffer.timings.take = lambda *a: taken.append(original(*a)) or taken[-1]  # type: ignore[method-assign]
-    loop._run_batch(Work(2, list(range(1000)), 0.0, 0.0, None))
+    taken = _timed_batches(loop, buffer, [list(range(1002))])
     _, counted, total, longest, slowest = taken[-1]
-    assert counted == 1000
+    assert counted == 1002
     assert 0.02 <= longest < 1.0 and total >= longest
-    assert [key for _, key, _ in slowest][:1] == [(2, 500)]
+    assert slowest[0][1] == (1, slow_job)
 
 
 @pytest.mark.timeout(30)
-def test_a_callback_returning_an_awaitable_after_plain_values_has_it_awaited() -> None:
+@pytest.mark.parametrize("failing", [{600}, {600, 601}, {603}, {996, 997, 998}])
+def test_a_job_failing_among_trivial_ones_is_reported_once_and_the_rest_counted(
+    failing: set[int],
+) -> None:
+    """And the job after the last failure, made slow, is the one named: the time before a
+    failure is never a later job's."""
+    import time
+
+    slow = max(failing) + 1
+
+    def callback(job: int) -> int:
+        if job in failing:
+            raise ValueError(f"job {job}")
+        if job == slow:
+            time.sleep(0.02)
+        return job
+
+    loop, buffer, _ = _sequential(callback)
+    taken = _timed_batches(loop, buffer, [list(range(1000)), list(range(1000))])
+    failed = [what for kind, b, what in buffer.reports if kind == "failed" and b > 0]
+    done = [i for kind, b, what in buffer.reports if kind == "done" and b > 0 for i in what]
+    assert failed == sorted(failing) * 2
+    assert sorted(done) == sorted([i for i in range(1000) if i not in failing] * 2)
+    assert sum(report[1] for report in taken) == 2 * (1000 - len(failing))
+    slowest = {key: seconds for report in taken for seconds, key, _ in report[4]}
+    named = max(slowest, key=slowest.__getitem__)
+    assert named[1] == slow and slowest[named] >= 0.02
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("plain", ["int", "None", "alternating"])
+def test_a_callback_returning_an_awaitable_after_plain_values_has_it_awaited(plain: str) -> None:
+    """The loop remembers the last plain type it saw: whatever came before, a result of
+    another type is looked at again, an int that is also awaitable included."""
     awaited: list[int] = []
 
     async def later(job: int) -> None:
         awaited.append(job)
 
+    class AwaitableInt(int):
+        def __await__(self) -> Any:
+            awaited.append(int(self))
+            return iter(())
+
+    def before(job: int) -> Any:
+        if plain == "alternating":
+            return None if job % 2 else job
+        return job if plain == "int" else None
+
     def callback(job: int) -> Any:
-        return later(job) if job >= 300 else job
+        if job >= 600:
+            return AwaitableInt(job)
+        return later(job) if job >= 300 else before(job)
 
     loop, buffer, _ = _sequential(callback)
     loop._run_batch(Work(1, list(range(1000)), 0.0, 0.0, None))
