@@ -286,6 +286,7 @@ class LocalPool(Executor):
             self._by_fd[fd] = worker
 
     def _send(self, worker: WorkerHandle, batch: PendingBatch) -> None:
+        worker.given_work = True
         worker.outstanding[batch.batch_id] = batch.size
         worker.outstanding_jobs += batch.size
         self._write(worker, batch.payload)
@@ -311,6 +312,7 @@ class LocalPool(Executor):
     def _handle(self, worker: WorkerHandle, message: FromWorker, events: list[Event]) -> None:
         match message:
             case Done(batch_id, indices, blobs, busy, durations):
+                self._startup_deaths.job_ended()
                 count = len(indices)
                 if worker.written_off:
                     late = [i for i in indices if (batch_id, i) in worker.written_off]
@@ -328,6 +330,7 @@ class LocalPool(Executor):
                         error = JobError("UnpicklingError", message, "", 0.0)
                         events.append(JobFailed(batch_id, index, error))
             case Failed(batch_id, index, error):
+                self._startup_deaths.job_ended()
                 if (batch_id, index) in worker.written_off:
                     return  # already failed as a timeout
                 self._account(worker, batch_id, 1)
@@ -357,7 +360,7 @@ class LocalPool(Executor):
             case Ready():
                 if worker.phase is Phase.STARTING:
                     worker.phase = Phase.READY
-                self._startup_deaths.reset()
+                self._startup_deaths.ready()
             case Fatal(text):
                 raise SpecError(f"a worker could not load CALLBACK: {text.strip()}")
 

@@ -92,6 +92,9 @@ class WorkerHandle:
     reserved: PendingBatch | None = None
     alone: int | None = None
     giving_back: bool = False  # asked to hand back unstarted jobs, and has not answered yet
+    # Sent a batch at least once: a ready worker that dies before is counted by
+    # StartupDeaths, as one that died while starting is.
+    given_work: bool = False
     retired_at: float = 0.0
     written_off: set[tuple[int, int]] = field(default_factory=set)  # timed out, still running
     killed_reason: str = ""
@@ -192,14 +195,21 @@ class WorkerHandle:
 
 
 class StartupDeaths:
-    """Counts workers that die before they are ready, and says when to give up."""
+    """Counts workers that die before they are ready, or ready and before they are sent a
+    job, and says when to give up."""
 
     def __init__(self) -> None:
         self._failed = 0  # in a row, whose own code failed (an exit code, a crash signal)
         self._lost = 0  # in a row, dead of anything, a kill from outside included
+        # Ready, and dead of their own code before they were sent a job (a thread of the
+        # callback's module that ends the process, say), in a row: Ready does not reset
+        # this, or such workers would be replaced forever; a job's end does.
+        self._failed_idle = 0
         self._reason = ""
 
     def record(self, worker: WorkerHandle) -> None:
+        if worker.phase is Phase.READY and not worker.given_work:
+            self._record_idle(worker)
         if worker.phase is not Phase.STARTING:
             return
         exitcode = worker.process.exitcode
@@ -209,12 +219,24 @@ class StartupDeaths:
         self._lost += 1
         if exitcode is None or with_server:
             return  # nothing says its own code failed
-        if exitcode > 0 or -exitcode in _CRASH_SIGNALS:
+        if _own_failure(exitcode):
             self._failed += 1
 
-    def reset(self) -> None:
+    def _record_idle(self, worker: WorkerHandle) -> None:
+        exitcode = worker.process.exitcode
+        if worker.ended_with_server() or exitcode is None or not _own_failure(exitcode):
+            return  # killed from outside, or with its fork server: replaced, not counted
+        self._reason = death_reason(exitcode)
+        log.warning("worker w%d died before it was sent a job: %s", worker.worker_id, self._reason)
+        self._failed_idle += 1
+
+    def ready(self) -> None:
         """A worker became ready: the callback loads."""
         self._failed = self._lost = 0
+
+    def job_ended(self) -> None:
+        """A job ended in a worker: workers live to run jobs."""
+        self._failed_idle = 0
 
     def check(self) -> None:
         """Raise if workers keep dying as they start."""
@@ -231,6 +253,12 @@ class StartupDeaths:
                 f"workers die while starting ({self._reason}), {self._failed} in a row; "
                 f"their error is above.{guard}"
             )
+        if self._failed_idle >= MAX_FAILED_STARTS:
+            raise SpecError(
+                f"workers die soon after they start ({self._reason}), {self._failed_idle} in "
+                "a row before any was sent a job: does the callback's module start something "
+                "that ends the process? Their error, if any, is above"
+            )
         if self._lost >= MAX_LOST_STARTS:
             # Killed from outside: nothing says the code is at fault. The OOM killer is the
             # usual culprit; the run stays, to be resumed.
@@ -238,6 +266,11 @@ class StartupDeaths:
                 f"workers die while starting ({self._reason}), {self._lost} in a row, killed "
                 "from outside: is the machine out of memory? Try fewer --workers, then resume"
             )
+
+
+def _own_failure(exitcode: int) -> bool:
+    """Did a process of this exit code fail of its own code (an exit code, a crash signal)?"""
+    return exitcode > 0 or -exitcode in _CRASH_SIGNALS
 
 
 def start_worker(context: Any, config: WorkerConfig) -> WorkerHandle:
