@@ -160,6 +160,7 @@ class LocalPool(Executor):
         # Batches not sent yet come back at once.
         if self._closing:
             return []
+        self._startup_deaths.run_stopping()
         events: list[Event] = []
         for pending in self._placement.take_back_waiting():
             self._spans.pop(pending.batch_id, None)

@@ -205,10 +205,13 @@ class StartupDeaths:
         # callback's module that ends the process, say), in a row: Ready does not reset
         # this, or such workers would be replaced forever; a job's end does.
         self._failed_idle = 0
+        # Off once the run stops: a callback module's own SIGINT handler that raises ends
+        # idle workers at Ctrl-C, which says nothing of how they start.
+        self._counting_idle = True
         self._reason = ""
 
     def record(self, worker: WorkerHandle) -> None:
-        if worker.phase is Phase.READY and not worker.given_work:
+        if worker.phase is Phase.READY and not worker.given_work and self._counting_idle:
             self._record_idle(worker)
         if worker.phase is not Phase.STARTING:
             return
@@ -233,6 +236,11 @@ class StartupDeaths:
     def ready(self) -> None:
         """A worker became ready: the callback loads."""
         self._failed = self._lost = 0
+
+    def run_stopping(self) -> None:
+        """The run stops: ready workers that die idle from now on are not counted."""
+        self._counting_idle = False
+        self._failed_idle = 0
 
     def job_ended(self) -> None:
         """A job ended in a worker: workers live to run jobs."""
