@@ -36,6 +36,9 @@ from helpers import (
 )
 from support_processes import children, continue_stopped, fork_server_of
 
+# What a pipe holds before a write blocks: Linux's default (pipe(7)).
+PIPE_CAPACITY = 65536
+
 NAME = "jobs.gen"
 
 
@@ -181,8 +184,14 @@ def test_results_reader_that_leaves_at_random_with_a_worker_killed_then_resume(
     ]
     done = _done_seqs(project, PIPE_TOTAL)
     lines = set(seen) | set(in_file)
-    assert not done - lines, (
-        f"counted done without a line: {sorted(done - lines)[:20]} ({len(done - lines)}); "
+    # Lines written into the pipe between the reader's last read and its close are lost with
+    # the pipe, as with any reader that leaves (`head`): the write succeeded, and nothing
+    # tells the writer they were never read. At most a pipe's capacity of them (make test
+    # saw 27 once); a job counted done without a line beyond that is a lost line.
+    lost = sorted(done - lines)
+    line_bytes = len(run.data) / max(1, len(seen))
+    assert len(lost) * line_bytes <= PIPE_CAPACITY, (
+        f"counted done without a line: {lost[:20]} ({len(lost)}); "
         f"reader took {len(seen)} lines, file {len(in_file)}"
     )
     # A line without a job counted done: none (nothing failed for good with 3 retries).
