@@ -16,7 +16,8 @@
 local GROUP = 500  -- elements per command: well under Lua's stack limit for unpack
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
-local expiry = now + tonumber(ARGV[1])
+-- As text, once: a number passed to redis.call is turned into text (sprintf) at every use.
+local expiry = string.format('%d', now + tonumber(ARGV[1]))
 local prefix = ARGV[2] .. ':'
 
 -- The ids of `ids` leased to this worker, and those leased to another (or to none).
@@ -49,9 +50,11 @@ local held, gone = sort_out(redis.call('SMEMBERS', KEYS[3]))
 for first = 1, #held, GROUP do
     local last = math.min(first + GROUP - 1, #held)
     local scored = {}
+    local n = 0
     for i = first, last do
-        scored[#scored + 1] = expiry
-        scored[#scored + 1] = held[i]
+        scored[n + 1] = expiry
+        scored[n + 2] = held[i]
+        n = n + 2
     end
     redis.call('ZADD', KEYS[1], 'XX', unpack(scored))
 end

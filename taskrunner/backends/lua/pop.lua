@@ -101,15 +101,24 @@ local reply = {redis.call('HGET', KEYS[8], 'state'), 0, redis.call('LLEN', KEYS[
 
 -- The jobs of `ids` that have a payload, as the reply's three strings.
 -- (Counters, not #t + 1: Lua 5.1's length of a table is a search, in every loop turn.)
+-- Each length is written as text once per call (`length_text`): a number that table.concat
+-- turns into text goes through sprintf each time, and a batch's payloads share few lengths.
 local function add_jobs(ids, payloads)
     local kept, lengths, bodies = {}, {}, {}
+    local length_text = {}
     local n = 0
     for i = 1, #ids do
         local payload = payloads[i]
         if payload then
             n = n + 1
             kept[n] = ids[i]
-            lengths[n] = #payload
+            local length = #payload
+            local text = length_text[length]
+            if not text then
+                text = string.format('%d', length)
+                length_text[length] = text
+            end
+            lengths[n] = text
             bodies[n] = payload
         end
     end
@@ -171,7 +180,8 @@ end
 local leased = add_jobs(ids, payloads_of(ids))
 redis.call('HSETNX', KEYS[4], GUARD, GUARD)
 redis.call('ZADD', KEYS[3], 'NX', '+inf', GUARD)  -- never expires: it is no lease
-local expiry = now + tonumber(ARGV[2])
+-- As text, once: a number passed to redis.call is turned into text (sprintf) at every use.
+local expiry = string.format('%d', now + tonumber(ARGV[2]))
 for first = 1, #leased, GROUP do
     local last = math.min(first + GROUP - 1, #leased)
     local scored, owned = {}, {}
