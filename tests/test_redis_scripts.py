@@ -33,11 +33,11 @@ def _keys(*parts: str) -> list[str]:
 
 POP_KEYS = _keys(
     "waiting", "payloads", "leases", "tokens", "leased", "outcomes", f"held:{WID}", "meta",
-    "pace", f"popped:{WID}", "started", "suspects", "missed", "alone",
+    "pace", f"popped:{WID}", "started", "suspects", "missed", "alone", "lease_jobs", "lease_left",
 )  # fmt: skip
 REPORT_KEYS = _keys(
     "leases", "tokens", "payloads", "leased", "outcomes", f"held:{WID}", "started", "suspects",
-    "missed", f"reported:{WID}", "wake",
+    "missed", f"reported:{WID}", "wake", "lease_jobs", "lease_left",
 )  # fmt: skip
 PUSH_KEYS = _keys("waiting", "payloads", "fed")
 
@@ -103,25 +103,90 @@ def test_a_retried_report_gives_the_first_answer_of_refusals(
     assert connection.client.llen(run_key(NAME, "outcomes")) == 0
 
 
-def test_a_report_of_a_lease_partly_lost_settles_only_the_jobs_still_held(
+def _expire(connection: RedisConnection, token: str) -> None:
+    """The lease `token` expires now (as if its worker stalled past it)."""
+    assert connection.client.zadd(run_key(NAME, "leases"), {token: 0}, xx=True) == 0
+    assert connection.client.zscore(run_key(NAME, "leases"), token) == 0
+
+
+def _pop_as(connection: RedisConnection, worker: str, token: str, wanted: int) -> list[bytes]:
+    """The ids leased by one pop of another worker, holding nothing."""
+    other = _keys(f"held:{worker}", f"popped:{worker}")
+    keys = [*POP_KEYS[:6], other[0], POP_KEYS[7], POP_KEYS[8], other[1], *POP_KEYS[10:]]
+    reply = connection.run("pop", keys, [wanted, 30000, token, 1, 0, 1])
+    return reply[4].split() if len(reply) > 4 else []
+
+
+def test_a_lease_lost_after_part_of_it_was_reported_gives_back_only_the_rest(
     connection: RedisConnection,
 ) -> None:
     _push(connection, {"3:0": b"0", "3:1": b"1", "3:2": b"2"})
     assert _pop(connection, f"{WID}:1", 3) == [b"3:0", b"3:1", b"3:2"]
-    # Job 3:1's lease expires (as if WID stalled past it) and another worker takes it.
-    connection.client.zadd(run_key(NAME, "leases"), {"3:1": 0})
-    other = _keys("held:w2", "popped:w2")
-    keys = [*POP_KEYS[:6], other[0], POP_KEYS[7], POP_KEYS[8], other[1], *POP_KEYS[10:]]
-    reply = connection.run("pop", keys, [3, 30000, "w2:1", 1, 0, 1])
-    assert reply[4] == b"3:1", "the job of the lost lease did not go back without an attempt"
-    refused = connection.run("report", REPORT_KEYS, ["r1", f"{WID}:1", "3:0 3:1 3:2", "{}"])
-    assert refused == [b"3:1"]
+    assert connection.run("report", REPORT_KEYS, ["r1", f"{WID}:1", "3:0", "{}"]) == []
+    _expire(connection, f"{WID}:1")
+    taken = _pop_as(connection, "w2", "w2:1", 3)
+    assert sorted(taken) == [b"3:1", b"3:2"], "the lost lease did not give back exactly the rest"
+    # WID comes back and reports them: refused, they are w2's now.
+    refused = connection.run("report", REPORT_KEYS, ["r2", f"{WID}:1", "3:1 3:2", "{}"])
+    assert sorted(refused) == [b"3:1", b"3:2"]
     entries = connection.client.lrange(run_key(NAME, "outcomes"), 0, -1)
-    assert entries == [b"3:0 3:1 3:2\n3:1\n{}"], "the controller is not told which were refused"
-    # Still leased to w2: its payload and lease are there for it to report.
+    assert entries == [b"3:0\n\n{}"], "a refused part reached the controller"
     assert connection.client.hget(run_key(NAME, "tokens"), "3:1") == b"w2:1"
     assert connection.client.hget(run_key(NAME, "payloads"), "3:1") == b"1"
     assert connection.client.hget(run_key(NAME, "payloads"), "3:0") is None
+
+
+def test_a_lease_whose_jobs_are_all_reported_ends(connection: RedisConnection) -> None:
+    _push(connection, {"5:0": b"0", "5:1": b"1"})
+    assert _pop(connection, f"{WID}:1", 2) == [b"5:0", b"5:1"]
+    client = connection.client
+    assert client.smembers(run_key(NAME, f"held:{WID}")) == {f"{WID}:1".encode()}
+    connection.run("report", REPORT_KEYS, ["r1", f"{WID}:1", "5:1", "{}"])
+    assert client.zscore(run_key(NAME, "leases"), f"{WID}:1") is not None, "ended half reported"
+    connection.run("report", REPORT_KEYS, ["r2", f"{WID}:1", "5:0", "{}"])
+    assert client.zscore(run_key(NAME, "leases"), f"{WID}:1") is None
+    assert client.hlen(run_key(NAME, "lease_jobs")) == 0
+    assert client.hlen(run_key(NAME, "lease_left")) == 0
+    assert client.scard(run_key(NAME, f"held:{WID}")) == 0
+
+
+def test_a_report_naming_a_job_twice_settles_it_once_and_keeps_the_lease(
+    connection: RedisConnection,
+) -> None:
+    """The lease's count of jobs left goes by jobs settled, not ids named: else it would end
+    with a job still out, and that job, never reclaimed, would be lost with its worker."""
+    _push(connection, {"4:0": b"0", "4:1": b"1"})
+    assert _pop(connection, f"{WID}:1", 2) == [b"4:0", b"4:1"]
+    assert connection.run("report", REPORT_KEYS, ["r1", f"{WID}:1", "4:0 4:0", "{}"]) == []
+    assert connection.client.hget(run_key(NAME, "lease_left"), f"{WID}:1") == b"1"
+    _expire(connection, f"{WID}:1")
+    assert _pop_as(connection, "w2", "w2:1", 2) == [b"4:1"]
+
+
+def test_a_heartbeat_renews_the_leases_held_and_drops_those_ended(
+    connection: RedisConnection,
+) -> None:
+    _push(connection, {"6:0": b"0"})
+    _pop(connection, f"{WID}:1", 1)
+    _push(connection, {"7:0": b"0"})
+    _pop(connection, f"{WID}:2", 1)
+    connection.run("report", REPORT_KEYS, ["r1", f"{WID}:1", "6:0", "{}"])
+    _expire(connection, f"{WID}:2")
+    beat_keys = _keys("leases", "tokens", f"held:{WID}", "started", "lease_left")
+    renewed = connection.run("heartbeat", beat_keys, [30000, WID, "7:0"])
+    assert renewed == 1
+    assert connection.client.zscore(run_key(NAME, "leases"), f"{WID}:2") > 0, "not renewed"
+    assert connection.client.smembers(run_key(NAME, f"held:{WID}")) == {f"{WID}:2".encode()}
+    assert connection.client.smembers(run_key(NAME, "started")) == {b"7:0"}
+
+
+def test_a_retried_pop_gives_back_only_the_jobs_not_reported_since(
+    connection: RedisConnection,
+) -> None:
+    _push(connection, {"8:0": b"0", "8:1": b"1"})
+    assert _pop(connection, f"{WID}:1", 2) == [b"8:0", b"8:1"]
+    connection.run("report", REPORT_KEYS, ["r1", f"{WID}:1", "8:0", "{}"])
+    assert _pop(connection, f"{WID}:1", 2) == [b"8:1"]
 
 
 def test_a_report_leaves_one_token_for_a_waiting_controller(connection: RedisConnection) -> None:

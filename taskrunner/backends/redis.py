@@ -8,10 +8,13 @@ passed in KEYS. What is in Redis:
     taskrunner:{NAME}:meta        hash   the run's settings for workers, and its state
     taskrunner:{NAME}:waiting     list   job ids waiting for a worker
     taskrunner:{NAME}:payloads    hash   job id -> serialized job
-    taskrunner:{NAME}:leases      zset   job id -> lease expiry (ms, by Redis's clock)
+    taskrunner:{NAME}:leases      zset   lease token -> expiry (ms, by Redis's clock): a lease
+                                         is one pop's jobs, renewed together
+    taskrunner:{NAME}:lease_jobs  hash   lease token -> the ids of the jobs it leased
+    taskrunner:{NAME}:lease_left  hash   lease token -> how many of them are not reported yet
     taskrunner:{NAME}:tokens      hash   job id -> token of the lease holding it
     taskrunner:{NAME}:leased      hash   job id -> leases counted as attempts
-    taskrunner:{NAME}:held:WID    set    the job ids worker WID holds (for its heartbeat)
+    taskrunner:{NAME}:held:WID    set    the lease tokens worker WID holds (for its heartbeat)
     taskrunner:{NAME}:started     set    leased job ids their worker said it started
     taskrunner:{NAME}:suspects    hash   job id -> leases lost while it had started
     taskrunner:{NAME}:missed      hash   job id -> leases lost before it was seen starting
@@ -61,7 +64,8 @@ KEY_PREFIX = "taskrunner"
 # The parts of a run's state that stay from one session to the next (with run and meta).
 FAILURE_KEY_PARTS = ("failures", "tracebacks", "traceback_refs")
 RUN_KEY_PARTS = (
-    "meta", "waiting", "payloads", "leases", "tokens", "leased", "outcomes", "pace",
+    "meta", "waiting", "payloads", "leases", "lease_jobs", "lease_left", "tokens", "leased",
+    "outcomes", "pace",
     "collected", "collected_by", "recalled", "recalled_by",
     "started", "suspects", "missed", "alone", "wake", "fed",
 )  # fmt: skip

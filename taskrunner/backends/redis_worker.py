@@ -157,6 +157,7 @@ class RedisWorker(SettlesOutcomes):
             run_key(name, "pace"),
             run_key(name, f"popped:{self._worker_id}"),
             *(run_key(name, part) for part in ("started", "suspects", "missed", "alone")),
+            *(run_key(name, part) for part in ("lease_jobs", "lease_left")),
         ]
         self._report_keys = [
             run_key(name, part) for part in ("leases", "tokens", "payloads", "leased", "outcomes")
@@ -165,10 +166,12 @@ class RedisWorker(SettlesOutcomes):
             *(run_key(name, part) for part in ("started", "suspects", "missed")),
             run_key(name, f"reported:{self._worker_id}"),
             run_key(name, "wake"),
+            *(run_key(name, part) for part in ("lease_jobs", "lease_left")),
         ]
         self._fed_key = run_key(name, "fed")
         self._heartbeat_keys = [
-            run_key(name, "leases"), run_key(name, "tokens"), held, run_key(name, "started")
+            run_key(name, "leases"), run_key(name, "tokens"), held, run_key(name, "started"),
+            run_key(name, "lease_left"),
         ]  # fmt: skip
 
     def run(self) -> int:

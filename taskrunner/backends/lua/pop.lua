@@ -2,11 +2,11 @@
 --
 -- KEYS[1]  taskrunner:{NAME}:waiting    list of job ids waiting to be leased
 -- KEYS[2]  taskrunner:{NAME}:payloads   hash: job id -> serialized job
--- KEYS[3]  taskrunner:{NAME}:leases     sorted set: job id -> lease expiry (ms, Redis clock)
+-- KEYS[3]  taskrunner:{NAME}:leases     sorted set: lease token -> expiry (ms, Redis clock)
 -- KEYS[4]  taskrunner:{NAME}:tokens     hash: job id -> token of the lease that holds it
 -- KEYS[5]  taskrunner:{NAME}:leased     hash: job id -> lost leases counted as attempts
 -- KEYS[6]  taskrunner:{NAME}:outcomes   list of outcomes for the controller (JSON)
--- KEYS[7]  taskrunner:{NAME}:held:WID   set of job ids the calling worker holds
+-- KEYS[7]  taskrunner:{NAME}:held:WID   set of the lease tokens the calling worker holds
 -- KEYS[8]  taskrunner:{NAME}:meta       hash: the run's settings and its state
 -- KEYS[9]  taskrunner:{NAME}:pace       string: earliest start (ms) of the next job, for --rate
 -- KEYS[10] taskrunner:{NAME}:popped:WID string: the token of the worker's last pop
@@ -14,6 +14,8 @@
 -- KEYS[12] taskrunner:{NAME}:suspects   hash: job id -> leases lost while it had started
 -- KEYS[13] taskrunner:{NAME}:missed     hash: job id -> leases lost before it was seen starting
 -- KEYS[14] taskrunner:{NAME}:alone      list of suspects waiting, each for an idle worker
+-- KEYS[15] taskrunner:{NAME}:lease_jobs hash: lease token -> the ids it leased (spaces between)
+-- KEYS[16] taskrunner:{NAME}:lease_left hash: lease token -> how many of them are not reported
 -- ARGV[1]  N, the most jobs to lease
 -- ARGV[2]  lease length in ms
 -- ARGV[3]  the fresh lease token, "WID:counter"
@@ -21,8 +23,14 @@
 -- ARGV[5]  ms between job starts across all workers (--rate), or 0 for no limit
 -- ARGV[6]  1 when the caller holds no job (it may take a suspect, alone), else 0
 --
+-- A lease is one pop's jobs under one token, with one expiry that the worker's heartbeat
+-- renews: a job's own entries are its payload and its token (so that a stale worker's report
+-- of it is refused), not an expiry too. The cost of a job in Redis is then an element of a
+-- few commands, and a lease's a handful.
+--
 -- Expiry is judged by Redis's own clock (TIME), so workers with skewed clocks agree. An
--- expired lease is the local rule for a dead worker (triage.py), in lease terms:
+-- expired lease is the local rule for a dead worker (triage.py), in lease terms, for each of
+-- its jobs not reported yet:
 -- - a job its worker had not started goes back to the head of the queue, no attempt counted
 --   (one lost MAX_MISSED times without being seen starting is taken as started: it may be
 --   killing its worker before the heartbeat tells);
@@ -43,25 +51,21 @@
 -- exist; alone is 1 when the one job leased is a suspect, to run by itself. The jobs leased
 -- travel as three strings (none when nothing was leased): their ids separated by spaces, the
 -- length of each payload separated by spaces, and the payloads one after the other, each
--- followed by a comma (so that JSON payloads read at once as one array). The lease itself
--- is written with one command per kind for the whole batch, not one per job: the cost of a
--- job in Redis is then an element of a few commands.
+-- followed by a comma (so that JSON payloads read at once as one array).
 
 local MAX_MISSED = 3
 local GROUP = 500  -- elements per command: well under Lua's stack limit for unpack
--- GUARD (as in push.lua): a field (member) longer than the compact encodings allow, kept in the hashes and
--- sorted set that hold a batch of jobs: a hash or zset of a few hundred entries is otherwise
--- a ziplist/listpack, searched from one end for every field (a pop of 500 jobs then costs
--- milliseconds), and Redis never turns a hashtable back into one. It names no job.
+-- GUARD (as in push.lua): a field longer than the compact encodings allow, kept in the hash
+-- of tokens: a hash of a few hundred entries is otherwise a ziplist/listpack, searched from
+-- one end for every field (a pop of 500 jobs then costs milliseconds), and Redis never turns
+-- a hashtable back into one. It names no job.
 local GUARD = 'guard:' .. string.rep('-', 70)
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 local max_leases = tonumber(ARGV[4])
 
 -- The lost leases of other workers (the loss path: one job at a time is fine here).
-local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
-for _, id in ipairs(expired) do
-    redis.call('ZREM', KEYS[3], id)
+local function reclaim(id)
     redis.call('HDEL', KEYS[4], id)
     local started = redis.call('SREM', KEYS[11], id) == 1
     if not started and redis.call('HINCRBY', KEYS[13], id, 1) > MAX_MISSED then
@@ -93,6 +97,21 @@ for _, id in ipairs(expired) do
             redis.call('RPUSH', KEYS[14], id)
         else
             redis.call('LPUSH', KEYS[1], id)
+        end
+    end
+end
+
+-- A few leases a call, so that one call stays short however many expired at once; the rest
+-- go with the next pops.
+for _, token in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 20)) do
+    local ids = redis.call('HGET', KEYS[15], token)
+    redis.call('ZREM', KEYS[3], token)
+    redis.call('HDEL', KEYS[15], token)
+    redis.call('HDEL', KEYS[16], token)
+    -- Only the jobs still under this lease: not those reported since.
+    for id in string.gmatch(ids or '', '%S+') do
+        if redis.call('HGET', KEYS[4], id) == token then
+            reclaim(id)
         end
     end
 end
@@ -145,17 +164,19 @@ local function payloads_of(ids)
 end
 
 if redis.call('GET', KEYS[10]) == ARGV[3] then
-    -- A retry: the jobs the first call leased with this token, again.
+    -- A retry: the jobs the first call leased with this token (and not reported since), again.
     local ids = {}
-    for _, id in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+    local n = 0
+    for id in string.gmatch(redis.call('HGET', KEYS[15], ARGV[3]) or '', '%S+') do
         if redis.call('HGET', KEYS[4], id) == ARGV[3] then
             if redis.call('HEXISTS', KEYS[12], id) == 1 then
                 reply[4] = 1
             end
-            ids[#ids + 1] = id
+            n = n + 1
+            ids[n] = id
         end
     end
-    if #ids > 0 then
+    if n > 0 then
         add_jobs(ids, payloads_of(ids))
     end
     return reply
@@ -178,26 +199,25 @@ else
     redis.call('LTRIM', KEYS[1], #ids, -1)
 end
 local leased = add_jobs(ids, payloads_of(ids))
-redis.call('HSETNX', KEYS[4], GUARD, GUARD)
-redis.call('ZADD', KEYS[3], 'NX', '+inf', GUARD)  -- never expires: it is no lease
--- As text, once: a number passed to redis.call is turned into text (sprintf) at every use.
-local expiry = string.format('%d', now + tonumber(ARGV[2]))
-for first = 1, #leased, GROUP do
-    local last = math.min(first + GROUP - 1, #leased)
-    local scored, owned = {}, {}
+if #leased > 0 then
     local token = ARGV[3]
-    local n = 0
-    for i = first, last do
-        local id = leased[i]
-        scored[n + 1] = expiry
-        scored[n + 2] = id
-        owned[n + 1] = id
-        owned[n + 2] = token
-        n = n + 2
+    redis.call('HSETNX', KEYS[4], GUARD, GUARD)
+    for first = 1, #leased, GROUP do
+        local last = math.min(first + GROUP - 1, #leased)
+        local owned = {}
+        local n = 0
+        for i = first, last do
+            owned[n + 1] = leased[i]
+            owned[n + 2] = token
+            n = n + 2
+        end
+        redis.call('HSET', KEYS[4], unpack(owned))
     end
-    redis.call('ZADD', KEYS[3], unpack(scored))
-    redis.call('HSET', KEYS[4], unpack(owned))
-    redis.call('SADD', KEYS[7], unpack(leased, first, last))
+    -- As text: a number passed to redis.call is turned into text with sprintf.
+    redis.call('ZADD', KEYS[3], string.format('%d', now + tonumber(ARGV[2])), token)
+    redis.call('HSET', KEYS[15], token, reply[5])
+    redis.call('HSET', KEYS[16], token, #leased)
+    redis.call('SADD', KEYS[7], token)
 end
 local interval = tonumber(ARGV[5])
 if interval > 0 then

@@ -14,10 +14,10 @@
 -- take the queue past its size: the caller waits for workers to lease some and tries again.
 
 local GROUP = 500  -- elements per command: well under Lua's stack limit for unpack
--- GUARD: a field (member) longer than the compact encodings allow, kept in the hashes and
--- sorted set that hold a batch of jobs: a hash or zset of a few hundred entries is otherwise
--- a ziplist/listpack, searched from one end for every field (a pop of 500 jobs then costs
--- milliseconds), and Redis never turns a hashtable back into one. It names no job.
+-- GUARD: a field longer than the compact encodings allow, kept in the hashes that hold a
+-- batch of jobs (payloads here, tokens in pop.lua): a hash of a few hundred entries is
+-- otherwise a ziplist/listpack, searched from one end for every field (a pop of 500 jobs
+-- then costs milliseconds), and Redis never turns a hashtable back into one. It names no job.
 local GUARD = 'guard:' .. string.rep('-', 70)
 -- (Counters, not #t + 1: Lua 5.1's length of a table is a search, in every loop turn.)
 local ids = {}

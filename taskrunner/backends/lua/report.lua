@@ -1,11 +1,11 @@
 -- report: a worker hands in the outcomes (finished or failed) of jobs it leased.
 --
--- KEYS[1]  taskrunner:{NAME}:leases       sorted set: job id -> lease expiry
+-- KEYS[1]  taskrunner:{NAME}:leases       sorted set: lease token -> expiry
 -- KEYS[2]  taskrunner:{NAME}:tokens       hash: job id -> token of the lease that holds it
 -- KEYS[3]  taskrunner:{NAME}:payloads     hash: job id -> serialized job
 -- KEYS[4]  taskrunner:{NAME}:leased       hash: job id -> lost leases counted as attempts
 -- KEYS[5]  taskrunner:{NAME}:outcomes     list of outcomes for the controller
--- KEYS[6]  taskrunner:{NAME}:held:WID     set of job ids the calling worker holds
+-- KEYS[6]  taskrunner:{NAME}:held:WID     set of the lease tokens the calling worker holds
 -- KEYS[7]  taskrunner:{NAME}:started      set: job ids their worker said it started
 -- KEYS[8]  taskrunner:{NAME}:suspects     hash: job id -> leases lost while it had started
 -- KEYS[9]  taskrunner:{NAME}:missed       hash: job id -> leases lost before it started
@@ -13,6 +13,8 @@
 --                                         ("by") and the ids it refused ("refused", JSON)
 -- KEYS[11] taskrunner:{NAME}:wake         list: at most one token, for a controller that
 --                                         waits (BLPOP) for outcomes
+-- KEYS[12] taskrunner:{NAME}:lease_jobs   hash: lease token -> the ids it leased
+-- KEYS[13] taskrunner:{NAME}:lease_left   hash: lease token -> how many are not reported
 -- ARGV[1]  a request id, new for each call
 -- ARGV[3k+2], ARGV[3k+3], ARGV[3k+4]  (k >= 0) one lease's part of the report: its token,
 --          the ids of its jobs reported (separated by spaces), and what became of them
@@ -20,7 +22,8 @@
 --
 -- An outcome is accepted only with the token of the job's current lease: a worker that
 -- lost its lease (it stalled past the expiry and the job went to another) is refused, so
--- no job is counted twice. Each part accepted becomes one entry of the outcomes list:
+-- no job is counted twice. A lease whose jobs are all reported ends (pop.lua's expiry has
+-- nothing left to reclaim of it). Each part accepted becomes one entry of the outcomes list:
 -- "ids\nrefused ids\ndocument", the controller skipping the refused ones. Returns the ids
 -- refused. A call repeated with the same request id (the client retried after a lost
 -- connection, not knowing whether the first ran) gets the same answer, and applies nothing
@@ -32,8 +35,10 @@ if redis.call('HGET', KEYS[10], 'by') == ARGV[1] then
 end
 
 -- One command for each group of `ids`, for each key that may hold them (the loss path's
--- keys only when they exist: most runs never lose a lease).
+-- keys only when they exist: most runs never lose a lease). Returns how many tokens it
+-- removed: the jobs settled now, each once, whatever the report repeated.
 local function settle(ids)
+    local settled = 0
     local tidy = {}
     for _, index in ipairs({4, 7, 8, 9}) do
         if redis.call('EXISTS', KEYS[index]) == 1 then
@@ -42,14 +47,14 @@ local function settle(ids)
     end
     for first = 1, #ids, GROUP do
         local last = math.min(first + GROUP - 1, #ids)
-        redis.call('ZREM', KEYS[1], unpack(ids, first, last))
-        redis.call('HDEL', KEYS[2], unpack(ids, first, last))
+        settled = settled + redis.call('HDEL', KEYS[2], unpack(ids, first, last))
         redis.call('HDEL', KEYS[3], unpack(ids, first, last))
         for _, index in ipairs(tidy) do
             local command = index == 7 and 'SREM' or 'HDEL'
             redis.call(command, KEYS[index], unpack(ids, first, last))
         end
     end
+    return settled
 end
 
 local refused = {}
@@ -77,10 +82,15 @@ for k = 2, #ARGV, 3 do
                 refused[#refused + 1] = ids[i]
             end
         end
-        redis.call('SREM', KEYS[6], unpack(ids, first, last))
     end
-    if #accepted > 0 then
-        settle(accepted)
+    if taken > 0 then
+        -- (Accepted jobs were under the lease, so it had not expired: lease_left is there.)
+        if redis.call('HINCRBY', KEYS[13], token, -settle(accepted)) <= 0 then
+            redis.call('ZREM', KEYS[1], token)
+            redis.call('HDEL', KEYS[12], token)
+            redis.call('HDEL', KEYS[13], token)
+            redis.call('SREM', KEYS[6], token)
+        end
         redis.call('RPUSH', KEYS[5], ARGV[k + 1] .. '\n' .. table.concat(refused_here, ' ')
             .. '\n' .. ARGV[k + 2])
         applied = applied + 1
