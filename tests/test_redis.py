@@ -199,6 +199,31 @@ def test_pickle_payload_in_json_run_is_refused_not_executed(
     assert_ran_once_each(project, range(60))
 
 
+def test_a_worker_refuses_a_run_kept_in_another_layout(
+    project: Project, redis_url: str, redis_server: RedisServer
+):
+    """A worker of another taskrunner version would read the run's leases otherwise and could
+    lose jobs: it says so, exit 2, and takes nothing; a worker of ours then does the run."""
+    project.write("jobs.py", SLOW_JOBS.replace("0.05", "0.001"))
+    controller = project.start(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "0", "--no-progress", *backend(redis_url)
+    )
+    client = redis_server.client()
+    meta = "taskrunner:{jobs.gen}:meta"
+    wait_for(lambda: client.hget(meta, "layout"), 20, what="the run's layout in Redis")
+    ours = client.hget(meta, "layout")
+    client.hset(meta, "layout", "1")
+    refused = project.run("work", "jobs:cb", "-w", "1", *backend(redis_url))
+    assert_usage_error(refused)
+    assert "another layout (1)" in refused.stderr, refused
+    assert client.llen("taskrunner:{jobs.gen}:waiting") > 0, "the refused worker took jobs"
+    client.hset(meta, "layout", ours)
+    worker = project.start("work", "jobs:cb", "-w", "1", *backend(redis_url))
+    assert controller.wait(60).returncode == 0
+    assert worker.wait(30).returncode == 0
+    assert_ran_once_each(project, range(60))
+
+
 class _Evil:
     def __init__(self, path: str) -> None:
         self.path = path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -51,9 +52,39 @@ def test_a_repeated_outcome_is_counted_once():
     assert executor.submit(Batch(1, range(2), ["a", "b"])) == []
     assert executor.outstanding() == 2 and executor.room(1) == 8
     events = executor._events([_ok("1:0"), _ok("1:0")])
-    assert events == [JobsDone(1, [0], None, 0.001)]
+    assert _listed(events) == [JobsDone(1, [0], None, 0.001)]
     assert executor.outstanding() == 1 and executor.room(1) == 9
-    assert executor._events([_ok("1:1")]) == [JobsDone(1, [1], None, 0.001)]
+    assert _listed(executor._events([_ok("1:1")])) == [JobsDone(1, [1], None, 0.001)]
+    assert executor.outstanding() == 0
+
+
+def _listed(events: list[Any]) -> list[Any]:
+    """The events, with the indices of each JobsDone as a list (a range is as good)."""
+    return [
+        dataclasses.replace(event, indices=list(event.indices))
+        if isinstance(event, JobsDone)
+        else event
+        for event in events
+    ]
+
+
+def test_runs_of_one_batch_from_two_workers_settle_each_job_once():
+    """Two workers' parts of one batch interleave in a collect; each run settles as a
+    range, and a run overlapping one settled already counts only its new jobs."""
+    executor = _executor()
+    executor.submit(Batch(5, range(8), list("abcdefgh")))
+    events = executor._events(
+        [_ok("5:0", "5:1"), _ok("5:4", "5:5"), _ok("5:2", "5:3"), _ok("5:3", "5:4", "5:5", "5:6")]
+    )
+    assert [(event.batch_id, list(event.indices)) for event in events] == [
+        (5, [0, 1]),
+        (5, [4, 5]),
+        (5, [2, 3]),
+        (5, [6]),
+    ]
+    assert all(isinstance(event.indices, range) for event in events[:3])
+    assert executor.outstanding() == 1, "a job counted twice, or one not counted"
+    assert [list(e.indices) for e in executor._events([_ok("5:7")])] == [[7]]
     assert executor.outstanding() == 0
 
 

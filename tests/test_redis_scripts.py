@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 
 import pytest
 from redis_support import RedisServer, serve
 
-from taskrunner.backends.redis import RedisConnection, run_key
+from taskrunner.backends.redis import RedisConnection, Serializer, run_key
+from taskrunner.backends.redis_executor import RedisExecutor
+from taskrunner.records import Batch
 
 NAME = "scripts"
 WID = "w1"
@@ -39,14 +42,21 @@ REPORT_KEYS = _keys(
     "leases", "tokens", "payloads", "leased", "outcomes", f"held:{WID}", "started", "suspects",
     "missed", f"reported:{WID}", "wake", "lease_jobs", "lease_left",
 )  # fmt: skip
-PUSH_KEYS = _keys("waiting", "payloads", "fed")
+PUSH_KEYS = _keys("waiting", "payloads", "fed", "pushed_by")
+RECALL_KEYS = _keys("waiting", "payloads", "recalled", "recalled_by", "alone")
 
 
-def _push(connection: RedisConnection, jobs: dict[str, bytes]) -> None:
+def _push(connection: RedisConnection, jobs: dict[str, bytes], request: str = "") -> int:
     """A batch as the executor pushes it: ids, payload lengths, payloads each with a comma."""
     lengths = " ".join(str(len(payload)) for payload in jobs.values())
     body = b"".join(payload + b"," for payload in jobs.values())
-    assert connection.run("push", PUSH_KEYS, [10, " ".join(jobs), lengths, body]) > 0
+    request = request or f"p{next(_requests)}"
+    waiting = connection.run("push", PUSH_KEYS, [10, " ".join(jobs), lengths, body, request])
+    assert waiting > 0
+    return waiting
+
+
+_requests = itertools.count()
 
 
 def _pop(connection: RedisConnection, token: str, wanted: int) -> list[bytes]:
@@ -196,3 +206,109 @@ def test_a_report_leaves_one_token_for_a_waiting_controller(connection: RedisCon
     assert connection.client.llen(wake) == 1
     connection.wait_for_token(wake, 30.0)  # returns at once: the token is there
     assert connection.client.llen(wake) == 0, "the wait did not take the token"
+
+
+def test_a_push_retried_with_its_request_id_queues_its_jobs_once(
+    connection: RedisConnection,
+) -> None:
+    assert _push(connection, {"9:0": b"0", "9:1": b"1"}, request="s:1") == 2
+    assert _push(connection, {"9:0": b"0", "9:1": b"1"}, request="s:1") == 2
+    assert connection.client.lrange(run_key(NAME, "waiting"), 0, -1) == [b"9:0", b"9:1"]
+    assert _push(connection, {"9:2": b"2"}, request="s:2") == 3
+
+
+def test_a_pop_retried_after_its_token_was_forgotten_leases_nothing_more(
+    connection: RedisConnection,
+) -> None:
+    """redis-py may retry a pop later than `popped` remembers it (a reply held up past the
+    lease): the retry must not lease more jobs under the token, which would overwrite the
+    lease's ids and leave the first ones in no lease, never reclaimed."""
+    _push(connection, {"1:0": b"0", "1:1": b"1", "1:2": b"2", "1:3": b"3"})
+    assert _pop(connection, f"{WID}:1", 2) == [b"1:0", b"1:1"]
+    connection.client.delete(run_key(NAME, f"popped:{WID}"))
+    assert _pop(connection, f"{WID}:1", 2) == [b"1:0", b"1:1"], "the retry leased more"
+    _expire(connection, f"{WID}:1")
+    assert sorted(_pop_as(connection, "w2", "w2:1", 4)) == [b"1:0", b"1:1", b"1:2", b"1:3"]
+
+
+def test_leases_that_expired_together_come_back_a_thousand_jobs_a_pop(
+    connection: RedisConnection,
+) -> None:
+    """A lease may hold thousands of jobs: one pop reclaims at most a thousand, so that a
+    mass expiry does not hold Redis in one long script; the next pops take the rest."""
+    client = connection.client
+    for batch in range(3):
+        _push_many(connection, batch, 700)
+        assert len(_pop(connection, f"{WID}:{batch + 1}", 700)) == 700
+    for batch in range(3):
+        _expire(connection, f"{WID}:{batch + 1}")
+    # Each pop of w2 leases nothing (wanted 0) but reclaims; count what comes back each time.
+    back = []
+    for _ in range(4):
+        before = client.llen(run_key(NAME, "waiting"))
+        _pop_as(connection, "w2", f"w2:{len(back) + 1}", 0)
+        back.append(client.llen(run_key(NAME, "waiting")) - before)
+    assert back == [1000, 1000, 100, 0]
+    assert client.zcard(run_key(NAME, "leases")) == 0
+    assert client.hlen(run_key(NAME, "lease_jobs")) == client.hlen(run_key(NAME, "lease_left")) == 0
+    waiting = client.lrange(run_key(NAME, "waiting"), 0, -1)
+    assert sorted(waiting) == sorted(f"{b}:{i}".encode() for b in range(3) for i in range(700))
+
+
+def _push_many(connection: RedisConnection, batch: int, count: int) -> None:
+    _push(connection, {f"{batch}:{index}": b"0" for index in range(count)})
+
+
+def test_a_lease_reclaimed_in_part_and_renewed_keeps_the_rest(
+    connection: RedisConnection,
+) -> None:
+    """Its worker was only slow: its heartbeat renews what is left of the lease; its reports
+    of the jobs reclaimed are refused, of the rest accepted, and the lease then ends."""
+    client = connection.client
+    _push_many(connection, 1, 1500)
+    assert len(_pop(connection, f"{WID}:1", 1500)) == 1500
+    _expire(connection, f"{WID}:1")
+    _pop_as(connection, "w2", "w2:1", 0)  # reclaims the first 1000
+    beat_keys = _keys("leases", "tokens", f"held:{WID}", "started", "lease_left")
+    assert connection.run("heartbeat", beat_keys, [30000, WID, ""]) == 1
+    ids = " ".join(f"1:{index}" for index in range(1500))
+    refused = connection.run("report", REPORT_KEYS, ["r1", f"{WID}:1", ids, "{}"])
+    assert len(refused) == 1000 and b"1:999" in refused and b"1:1000" not in refused
+    assert client.zscore(run_key(NAME, "leases"), f"{WID}:1") is None, "the lease did not end"
+    assert client.llen(run_key(NAME, "waiting")) == 1000
+
+
+def test_recall_takes_back_the_jobs_waiting_and_the_suspects_waiting_alone(
+    connection: RedisConnection,
+) -> None:
+    _push(connection, {"2:0": b"0", "2:1": b"1"})
+    connection.client.rpush(run_key(NAME, "alone"), "1:7")
+    taken = connection.run("recall", RECALL_KEYS, ["q1"])
+    assert sorted(taken) == [b"1:7", b"2:0", b"2:1"]
+    assert connection.run("recall", RECALL_KEYS, ["q1"]) == taken, "a retry got other ids"
+    assert connection.client.llen(run_key(NAME, "alone")) == 0
+
+
+def test_the_controllers_recall_takes_back_suspects_waiting_alone(
+    connection: RedisConnection,
+) -> None:
+    """Through RedisExecutor.recall (the keys it passes): a suspect waiting for a worker that
+    holds nothing is taken back with the jobs waiting, for resume, not left behind."""
+    executor = RedisExecutor(
+        connection,
+        NAME,
+        serializer=Serializer("json"),
+        queue_size=10,
+        local_workers=0,
+        concurrency=1,
+        callback="unused:unused",
+        verbosity=0,
+    )
+    assert executor.submit(Batch(1, range(3), ["a", "b", "c"])) == []
+    client = connection.client
+    assert client.lrem(run_key(NAME, "waiting"), 1, "1:2") == 1
+    client.rpush(run_key(NAME, "alone"), "1:2")
+    events = executor.recall()
+    assert [(event.batch_id, sorted(event.indices)) for event in events] == [(1, [0, 1, 2])]
+    assert executor.outstanding() == 0
+    assert client.llen(run_key(NAME, "alone")) == 0

@@ -66,9 +66,14 @@ FAILURE_KEY_PARTS = ("failures", "tracebacks", "traceback_refs")
 RUN_KEY_PARTS = (
     "meta", "waiting", "payloads", "leases", "lease_jobs", "lease_left", "tokens", "leased",
     "outcomes", "pace",
-    "collected", "collected_by", "recalled", "recalled_by",
+    "collected", "collected_by", "recalled", "recalled_by", "pushed_by",
     "started", "suspects", "missed", "alone", "wake", "fed",
 )  # fmt: skip
+# The shape of a run's queue and leases in Redis (the scripts' keys and what they hold),
+# written into meta by the controller: a worker of another taskrunner, whose scripts read
+# them otherwise, refuses the run rather than lose its jobs. Change it with the scripts.
+# (2: a lease is one pop's jobs under one token.)
+LAYOUT = "2"
 SCRIPTS = (
     "push", "pop", "pace", "heartbeat", "report", "collect", "recall", "save",
     "lock_take", "lock_extend", "lock_release",
@@ -250,7 +255,8 @@ class RedisRunStore:
         self._write_worker_settings(name, worker_settings)
 
     def _write_worker_settings(self, name: str, settings: WorkerSettings) -> None:
-        self.connection.client.hset(run_key(name, "meta"), mapping=settings.as_fields())
+        fields = {**settings.as_fields(), "layout": LAYOUT}
+        self.connection.client.hset(run_key(name, "meta"), mapping=fields)
 
     def _reset_queue(self, name: str) -> None:
         client = self.connection.client

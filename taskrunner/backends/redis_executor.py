@@ -65,7 +65,11 @@ class RedisExecutor(Executor):
         # counts what Redis holds for it (bounds.py).
         self.batch_bytes: int | None = 0
         self._local: subprocess.Popen[bytes] | None = None
-        self._push_keys = [run_key(name, part) for part in ("waiting", "payloads", "fed")]
+        self._push_keys = [
+            run_key(name, part) for part in ("waiting", "payloads", "fed", "pushed_by")
+        ]
+        self._session = uuid.uuid4().hex[:12]  # push request ids: this session's, counted
+        self._pushes = 0
         self._wake_key = run_key(name, "wake")
         self._collect_keys = [
             run_key(name, part) for part in ("outcomes", "collected", "collected_by")
@@ -97,20 +101,26 @@ class RedisExecutor(Executor):
 
     def submit(self, batch: Batch) -> list[Event]:
         events: list[Event] = []
-        self._pushed.add(batch.batch_id, batch.seqs, batch.jobs)
+        flight = self._pushed.add(batch.batch_id, batch.seqs, batch.jobs)
         payloads = self._serializer.dumps_all(batch.jobs)
         if payloads is not None:
             ids = job_ids(batch.batch_id, range(len(payloads)))
+            flight.extras = ids  # for _span: reports compare with them, not with new ones
         else:
             ids, payloads = self._dump_one_by_one(batch, events)
         self._pushed.pop_settled(batch.batch_id)
         self.batch_bytes = sum(map(len, payloads))
         if ids:
             # The whole batch in three arguments (redis_wire.py), not two per job.
-            args = [self._queue_size, *batch_arguments(ids, payloads)]
+            args = [self._queue_size, *batch_arguments(ids, payloads), self._push_request()]
             while self._connection.run("push", self._push_keys, args) < 0:
                 time.sleep(IDLE_POLL_SECONDS)  # the queue is full: workers will lease some
         return events
+
+    def _push_request(self) -> str:
+        """A new request id for push.lua (a retry of the call keeps it)."""
+        self._pushes += 1
+        return f"{self._session}:{self._pushes}"
 
     def _dump_one_by_one(self, batch: Batch, events: list[Event]) -> tuple[list[str], list[bytes]]:
         """The ids and payloads of the jobs of `batch` the serializer can carry; each other
@@ -160,10 +170,8 @@ class RedisExecutor(Executor):
 
     def recall(self) -> list[Event]:
         keys = [
-            *self._push_keys,
-            run_key(self._name, "recalled"),
-            run_key(self._name, "recalled_by"),
-            run_key(self._name, "alone"),
+            run_key(self._name, part)
+            for part in ("waiting", "payloads", "recalled", "recalled_by", "alone")
         ]
         ids = self._connection.run("recall", keys, [uuid.uuid4().hex])
         by_batch: dict[int, list[int]] = {}
@@ -207,6 +215,9 @@ class RedisExecutor(Executor):
         # Finished jobs by batch, and by whether a result came: a job settled as finished
         # after its worker died has none, and must not get a `"result": null` line.
         done: dict[tuple[int, bool], _Finished] = {}
+        # Runs of one batch's jobs all finished, kept apart (each settles as a range, in bulk):
+        # two workers' parts of one batch interleave, and merged they would settle job by job.
+        spans: list[tuple[int, range, float]] = []
         events: list[Event] = []
         # The workers' durations (inside some outcomes), all given with the first JobsDone.
         durations: Durations | None = None
@@ -220,15 +231,16 @@ class RedisExecutor(Executor):
             if "d" in report:
                 durations = durations or Durations()
                 durations.merge(_worker_durations(report["d"]))
-            span = None if refused or failed or lost or results else _span(ids)
+            span = None if refused or failed or lost or results else self._span(ids)
             if span is not None:
                 # The common report: a run of one batch's jobs, all finished, no results.
                 batch_id, indices = span
-                finished = done.get((batch_id, False))
-                if finished is None:
-                    finished = done[(batch_id, False)] = _Finished()
-                finished.indices.extend(indices)
-                finished.busy += busy * len(indices)
+                if spans and spans[-1][0] == batch_id and spans[-1][1].stop == indices.start:
+                    _, before, before_busy = spans[-1]
+                    indices = range(before.start, indices.stop)
+                    spans[-1] = (batch_id, indices, before_busy + busy * len(ids))
+                else:
+                    spans.append((batch_id, indices, busy * len(ids)))
                 continue
             for job_id in ids:
                 if job_id in refused:
@@ -260,6 +272,12 @@ class RedisExecutor(Executor):
                     lease_lost = JobError("LeaseLost", message, "", 0.0)
                     events.append(JobFailed(batch_id, index, lease_lost))
         jobs_done: list[JobsDone] = []
+        for batch_id, indices, busy in spans:
+            fresh, _ = self._pushed.mark_done(batch_id, indices, None)
+            self._pushed.pop_settled(batch_id)
+            if fresh:
+                share = busy * len(fresh) / len(indices)
+                jobs_done.append(JobsDone(batch_id, fresh, None, share))
         for (batch_id, with_results), finished in done.items():
             # Once per batch in the ledger: only jobs still open count (one reported twice,
             # or from a batch this controller did not push, does not).
@@ -283,6 +301,23 @@ class RedisExecutor(Executor):
         events[:0] = jobs_done
         return events
 
+    def _span(self, ids: list[str]) -> tuple[int, range] | None:
+        """(batch id, indices) when `ids` are the jobs first..last of one batch, in order."""
+        first_batch, _, first = ids[0].partition(":")
+        last_batch, _, last = ids[-1].partition(":")
+        if first_batch != last_batch:
+            return None
+        batch_id = int(first_batch)
+        indices = range(int(first), int(last) + 1)
+        if len(indices) != len(ids):
+            return None
+        flight = self._pushed.get(batch_id)
+        # The ids pushed, when kept: comparing strings costs less than making them again.
+        pushed = flight.extras if flight is not None else None
+        if ids != (pushed[indices.start : indices.stop] if pushed else job_ids(batch_id, indices)):
+            return None
+        return batch_id, indices
+
     def _settle(self, batch_id: int, index: int, job_state: int) -> bool:
         """Count a pushed job as reported; False if it was not ours to wait for."""
         if self._pushed.mark(batch_id, index, job_state) is None:
@@ -300,18 +335,6 @@ class _Finished:
         self.indices: list[int] = []
         self.results: list[Any] = []
         self.busy = 0.0
-
-
-def _span(ids: list[str]) -> tuple[int, range] | None:
-    """(batch id, indices) when `ids` are the jobs first..last of one batch, in order."""
-    first_batch, _, first = ids[0].partition(":")
-    last_batch, _, last = ids[-1].partition(":")
-    if first_batch != last_batch:
-        return None
-    indices = range(int(first), int(last) + 1)
-    if len(indices) != len(ids) or ids != job_ids(int(first_batch), indices):
-        return None
-    return int(first_batch), indices
 
 
 def _worker_durations(document: dict[str, Any]) -> Durations:

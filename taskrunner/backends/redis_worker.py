@@ -31,7 +31,7 @@ from ..pool import LocalPool
 from ..records import Batch, Ending, JobError, JobsDone
 from ..requeue import Requeue
 from ..stopping import StopSignals
-from .redis import RedisConnection, run_key
+from .redis import LAYOUT, RedisConnection, run_key
 from .redis_joining import run_callback, wait_for_run
 from .redis_wire import LeaseReport, Serializer, read_jobs
 
@@ -63,7 +63,14 @@ def work(
     connection = RedisConnection(url)
     try:
         name = wait_for_run(connection, name, wait_seconds)
-        settings = WorkerSettings.from_fields(connection.client.hgetall(run_key(name, "meta")))
+        meta = connection.client.hgetall(run_key(name, "meta"))
+        layout = meta.get(b"layout", b"1").decode()
+        if layout != LAYOUT:
+            raise BackendError(
+                f"run {name!r} keeps its jobs in Redis in another layout ({layout}) than this "
+                f"taskrunner's ({LAYOUT}): run the same taskrunner version on every machine"
+            )
+        settings = WorkerSettings.from_fields(meta)
         if settings.serializer != serializer:
             raise BackendError(
                 f"run {name!r} uses --serializer {settings.serializer}; give the same to 'work'"

@@ -101,18 +101,44 @@ local function reclaim(id)
     end
 end
 
--- A few leases a call, so that one call stays short however many expired at once; the rest
--- go with the next pops.
-for _, token in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 20)) do
-    local ids = redis.call('HGET', KEYS[15], token)
-    redis.call('ZREM', KEYS[3], token)
-    redis.call('HDEL', KEYS[15], token)
-    redis.call('HDEL', KEYS[16], token)
-    -- Only the jobs still under this lease: not those reported since.
-    for id in string.gmatch(ids or '', '%S+') do
+-- At most RECLAIM_AT_ONCE jobs a call, so that one call stays short however many leases
+-- expired at once (a lease may hold thousands): a lease looked at in part keeps the rest of
+-- its ids, and the next pops go on with them.
+local RECLAIM_AT_ONCE = 1000
+local budget = RECLAIM_AT_ONCE
+for _, token in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 100)) do
+    if budget <= 0 then
+        break
+    end
+    local text = redis.call('HGET', KEYS[15], token) or ''
+    local given = 0
+    local at = 1
+    while budget > 0 do
+        local first, last = string.find(text, '%S+', at)
+        if not first then
+            at = #text + 1
+            break
+        end
+        at = last + 1
+        budget = budget - 1
+        local id = string.sub(text, first, last)
+        -- Only the jobs still under this lease: not those reported since.
         if redis.call('HGET', KEYS[4], id) == token then
             reclaim(id)
+            given = given + 1
         end
+    end
+    local rest = string.sub(text, at)
+    if string.find(rest, '%S') then
+        redis.call('HSET', KEYS[15], token, rest)
+        if redis.call('HINCRBY', KEYS[16], token, -given) <= 0 then
+            rest = ''
+        end
+    end
+    if not string.find(rest, '%S') then
+        redis.call('ZREM', KEYS[3], token)
+        redis.call('HDEL', KEYS[15], token)
+        redis.call('HDEL', KEYS[16], token)
     end
 end
 
@@ -163,8 +189,10 @@ local function payloads_of(ids)
     return payloads
 end
 
-if redis.call('GET', KEYS[10]) == ARGV[3] then
-    -- A retry: the jobs the first call leased with this token (and not reported since), again.
+-- A retry: the token was this worker's last pop, or it already has a lease (a retry that
+-- came after `popped` expired must not lease more under it, overwriting its list of ids).
+if redis.call('GET', KEYS[10]) == ARGV[3] or redis.call('HEXISTS', KEYS[15], ARGV[3]) == 1 then
+    -- The jobs the first call leased with this token (and not reported since), again.
     local ids = {}
     local n = 0
     for id in string.gmatch(redis.call('HGET', KEYS[15], ARGV[3]) or '', '%S+') do

@@ -4,14 +4,19 @@
 -- KEYS[2]  taskrunner:{NAME}:payloads   hash: job id -> serialized job
 -- KEYS[3]  taskrunner:{NAME}:fed        list: at most a few tokens, one pushed per batch,
 --                                       that an idle worker waits on (BLPOP) for jobs
+-- KEYS[4]  taskrunner:{NAME}:pushed_by  string: the request id of the last batch added
 -- ARGV[1]  queue size: the most jobs that may wait
 -- ARGV[2]  the job ids, separated by spaces
 -- ARGV[3]  the length in bytes of each payload, separated by spaces
 -- ARGV[4]  the payloads, one after the other, each followed by one separator byte
+-- ARGV[5]  a request id, new for each batch
 --
 -- The batch travels as three arguments, not two per job: redis-py's cost is per argument.
 -- Returns the number of jobs now waiting, or -1 (and adds nothing) when the batch would
 -- take the queue past its size: the caller waits for workers to lease some and tries again.
+-- A call repeated with the request id of the batch added last (the client retried after a
+-- lost connection, not knowing whether the first ran) adds nothing: its jobs would be queued
+-- twice, and run twice.
 
 local GROUP = 500  -- elements per command: well under Lua's stack limit for unpack
 -- GUARD: a field longer than the compact encodings allow, kept in the hashes that hold a
@@ -20,6 +25,9 @@ local GROUP = 500  -- elements per command: well under Lua's stack limit for unp
 -- then costs milliseconds), and Redis never turns a hashtable back into one. It names no job.
 local GUARD = 'guard:' .. string.rep('-', 70)
 -- (Counters, not #t + 1: Lua 5.1's length of a table is a search, in every loop turn.)
+if redis.call('GET', KEYS[4]) == ARGV[5] then
+    return redis.call('LLEN', KEYS[1])
+end
 local ids = {}
 local count = 0
 for id in string.gmatch(ARGV[2], '%S+') do
@@ -54,6 +62,7 @@ for first = 1, #ids, GROUP do
     redis.call('HSET', KEYS[2], unpack(fields))
     redis.call('RPUSH', KEYS[1], unpack(ids, first, last))
 end
+redis.call('SET', KEYS[4], ARGV[5])
 if #ids > 0 then
     redis.call('LPUSH', KEYS[3], '1')
     redis.call('LTRIM', KEYS[3], 0, 3)
