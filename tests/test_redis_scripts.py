@@ -255,6 +255,30 @@ def test_leases_that_expired_together_come_back_a_thousand_jobs_a_pop(
     assert sorted(waiting) == sorted(f"{b}:{i}".encode() for b in range(3) for i in range(700))
 
 
+def test_a_lease_looked_at_in_part_whose_jobs_there_were_reported_is_reclaimed_on(
+    connection: RedisConnection,
+) -> None:
+    """The budget ends inside a lease, and every id looked at there was reported already:
+    nothing given back from it this call (which once made the script fail on "-0")."""
+    client = connection.client
+    _push_many(connection, 1, 998)
+    assert len(_pop(connection, f"{WID}:1", 998)) == 998
+    _push_many(connection, 2, 10)
+    assert len(_pop(connection, f"{WID}:2", 10)) == 10
+    connection.run("report", REPORT_KEYS, ["r1", f"{WID}:2", "2:0 2:1", "{}"])
+    _expire(connection, f"{WID}:1")
+    _expire(connection, f"{WID}:2")
+    _pop_as(connection, "w2", "w2:1", 0)
+    assert client.llen(run_key(NAME, "waiting")) == 998
+    _pop_as(connection, "w2", "w2:2", 0)
+    waiting = client.lrange(run_key(NAME, "waiting"), 0, -1)
+    assert sorted(waiting) == sorted(
+        [f"1:{index}".encode() for index in range(998)]
+        + [f"2:{index}".encode() for index in range(2, 10)]
+    )
+    assert client.zcard(run_key(NAME, "leases")) == 0
+
+
 def _push_many(connection: RedisConnection, batch: int, count: int) -> None:
     _push(connection, {f"{batch}:{index}": b"0" for index in range(count)})
 

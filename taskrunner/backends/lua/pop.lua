@@ -131,7 +131,8 @@ for _, token in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT'
     local rest = string.sub(text, at)
     if string.find(rest, '%S') then
         redis.call('HSET', KEYS[15], token, rest)
-        if redis.call('HINCRBY', KEYS[16], token, -given) <= 0 then
+        -- As text: -given is -0 when nothing was given back, which Redis writes "-0", no integer.
+        if redis.call('HINCRBY', KEYS[16], token, string.format('%d', -given)) <= 0 then
             rest = ''
         end
     end
