@@ -35,12 +35,12 @@ def _keys(*parts: str) -> list[str]:
 
 
 POP_KEYS = _keys(
-    "waiting", "payloads", "leases", "tokens", "leased", "outcomes", f"held:{WID}", "meta",
+    "waiting", "payloads", "lease_expiry", "tokens", "leased", "outcomes", f"holds:{WID}", "meta",
     "pace", f"popped:{WID}", "started", "suspects", "missed", "alone", "lease_jobs", "lease_left",
 )  # fmt: skip
 REPORT_KEYS = _keys(
-    "leases", "tokens", "payloads", "leased", "outcomes", f"held:{WID}", "started", "suspects",
-    "missed", f"reported:{WID}", "wake", "lease_jobs", "lease_left",
+    "lease_expiry", "tokens", "payloads", "leased", "outcomes", f"holds:{WID}", "started",
+    "suspects", "missed", f"reported:{WID}", "wake", "lease_jobs", "lease_left",
 )  # fmt: skip
 PUSH_KEYS = _keys("waiting", "payloads", "fed", "pushed_by")
 RECALL_KEYS = _keys("waiting", "payloads", "recalled", "recalled_by", "alone")
@@ -115,13 +115,13 @@ def test_a_retried_report_gives_the_first_answer_of_refusals(
 
 def _expire(connection: RedisConnection, token: str) -> None:
     """The lease `token` expires now (as if its worker stalled past it)."""
-    assert connection.client.zadd(run_key(NAME, "leases"), {token: 0}, xx=True) == 0
-    assert connection.client.zscore(run_key(NAME, "leases"), token) == 0
+    assert connection.client.zadd(run_key(NAME, "lease_expiry"), {token: 0}, xx=True) == 0
+    assert connection.client.zscore(run_key(NAME, "lease_expiry"), token) == 0
 
 
 def _pop_as(connection: RedisConnection, worker: str, token: str, wanted: int) -> list[bytes]:
     """The ids leased by one pop of another worker, holding nothing."""
-    other = _keys(f"held:{worker}", f"popped:{worker}")
+    other = _keys(f"holds:{worker}", f"popped:{worker}")
     keys = [*POP_KEYS[:6], other[0], POP_KEYS[7], POP_KEYS[8], other[1], *POP_KEYS[10:]]
     reply = connection.run("pop", keys, [wanted, 30000, token, 1, 0, 1])
     return reply[4].split() if len(reply) > 4 else []
@@ -150,14 +150,16 @@ def test_a_lease_whose_jobs_are_all_reported_ends(connection: RedisConnection) -
     _push(connection, {"5:0": b"0", "5:1": b"1"})
     assert _pop(connection, f"{WID}:1", 2) == [b"5:0", b"5:1"]
     client = connection.client
-    assert client.smembers(run_key(NAME, f"held:{WID}")) == {f"{WID}:1".encode()}
+    assert client.smembers(run_key(NAME, f"holds:{WID}")) == {f"{WID}:1".encode()}
     connection.run("report", REPORT_KEYS, ["r1", f"{WID}:1", "5:1", "{}"])
-    assert client.zscore(run_key(NAME, "leases"), f"{WID}:1") is not None, "ended half reported"
+    assert client.zscore(run_key(NAME, "lease_expiry"), f"{WID}:1") is not None, (
+        "ended half reported"
+    )
     connection.run("report", REPORT_KEYS, ["r2", f"{WID}:1", "5:0", "{}"])
-    assert client.zscore(run_key(NAME, "leases"), f"{WID}:1") is None
+    assert client.zscore(run_key(NAME, "lease_expiry"), f"{WID}:1") is None
     assert client.hlen(run_key(NAME, "lease_jobs")) == 0
     assert client.hlen(run_key(NAME, "lease_left")) == 0
-    assert client.scard(run_key(NAME, f"held:{WID}")) == 0
+    assert client.scard(run_key(NAME, f"holds:{WID}")) == 0
 
 
 def test_a_report_naming_a_job_twice_settles_it_once_and_keeps_the_lease(
@@ -182,11 +184,11 @@ def test_a_heartbeat_renews_the_leases_held_and_drops_those_ended(
     _pop(connection, f"{WID}:2", 1)
     connection.run("report", REPORT_KEYS, ["r1", f"{WID}:1", "6:0", "{}"])
     _expire(connection, f"{WID}:2")
-    beat_keys = _keys("leases", "tokens", f"held:{WID}", "started", "lease_left")
+    beat_keys = _keys("lease_expiry", "tokens", f"holds:{WID}", "started", "lease_left")
     renewed = connection.run("heartbeat", beat_keys, [30000, WID, "7:0"])
     assert renewed == 1
-    assert connection.client.zscore(run_key(NAME, "leases"), f"{WID}:2") > 0, "not renewed"
-    assert connection.client.smembers(run_key(NAME, f"held:{WID}")) == {f"{WID}:2".encode()}
+    assert connection.client.zscore(run_key(NAME, "lease_expiry"), f"{WID}:2") > 0, "not renewed"
+    assert connection.client.smembers(run_key(NAME, f"holds:{WID}")) == {f"{WID}:2".encode()}
     assert connection.client.smembers(run_key(NAME, "started")) == {b"7:0"}
 
 
@@ -249,7 +251,7 @@ def test_leases_that_expired_together_come_back_a_thousand_jobs_a_pop(
         _pop_as(connection, "w2", f"w2:{len(back) + 1}", 0)
         back.append(client.llen(run_key(NAME, "waiting")) - before)
     assert back == [1000, 1000, 100, 0]
-    assert client.zcard(run_key(NAME, "leases")) == 0
+    assert client.zcard(run_key(NAME, "lease_expiry")) == 0
     assert client.hlen(run_key(NAME, "lease_jobs")) == client.hlen(run_key(NAME, "lease_left")) == 0
     waiting = client.lrange(run_key(NAME, "waiting"), 0, -1)
     assert sorted(waiting) == sorted(f"{b}:{i}".encode() for b in range(3) for i in range(700))
@@ -276,7 +278,7 @@ def test_a_lease_looked_at_in_part_whose_jobs_there_were_reported_is_reclaimed_o
         [f"1:{index}".encode() for index in range(998)]
         + [f"2:{index}".encode() for index in range(2, 10)]
     )
-    assert client.zcard(run_key(NAME, "leases")) == 0
+    assert client.zcard(run_key(NAME, "lease_expiry")) == 0
 
 
 def _push_many(connection: RedisConnection, batch: int, count: int) -> None:
@@ -293,12 +295,12 @@ def test_a_lease_reclaimed_in_part_and_renewed_keeps_the_rest(
     assert len(_pop(connection, f"{WID}:1", 1500)) == 1500
     _expire(connection, f"{WID}:1")
     _pop_as(connection, "w2", "w2:1", 0)  # reclaims the first 1000
-    beat_keys = _keys("leases", "tokens", f"held:{WID}", "started", "lease_left")
+    beat_keys = _keys("lease_expiry", "tokens", f"holds:{WID}", "started", "lease_left")
     assert connection.run("heartbeat", beat_keys, [30000, WID, ""]) == 1
     ids = " ".join(f"1:{index}" for index in range(1500))
     refused = connection.run("report", REPORT_KEYS, ["r1", f"{WID}:1", ids, "{}"])
     assert len(refused) == 1000 and b"1:999" in refused and b"1:1000" not in refused
-    assert client.zscore(run_key(NAME, "leases"), f"{WID}:1") is None, "the lease did not end"
+    assert client.zscore(run_key(NAME, "lease_expiry"), f"{WID}:1") is None, "the lease did not end"
     assert client.llen(run_key(NAME, "waiting")) == 1000
 
 

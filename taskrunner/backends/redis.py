@@ -8,13 +8,13 @@ passed in KEYS. What is in Redis:
     taskrunner:{NAME}:meta        hash   the run's settings for workers, and its state
     taskrunner:{NAME}:waiting     list   job ids waiting for a worker
     taskrunner:{NAME}:payloads    hash   job id -> serialized job
-    taskrunner:{NAME}:leases      zset   lease token -> expiry (ms, by Redis's clock): a lease
+    taskrunner:{NAME}:lease_expiry zset  lease token -> expiry (ms, by Redis's clock): a lease
                                          is one pop's jobs, renewed together
     taskrunner:{NAME}:lease_jobs  hash   lease token -> the ids of the jobs it leased
     taskrunner:{NAME}:lease_left  hash   lease token -> how many of them are not reported yet
     taskrunner:{NAME}:tokens      hash   job id -> token of the lease holding it
     taskrunner:{NAME}:leased      hash   job id -> leases counted as attempts
-    taskrunner:{NAME}:held:WID    set    the lease tokens worker WID holds (for its heartbeat)
+    taskrunner:{NAME}:holds:WID   set    the lease tokens worker WID holds (for its heartbeat)
     taskrunner:{NAME}:started     set    leased job ids their worker said it started
     taskrunner:{NAME}:suspects    hash   job id -> leases lost while it had started
     taskrunner:{NAME}:missed      hash   job id -> leases lost before it was seen starting
@@ -64,15 +64,17 @@ KEY_PREFIX = "taskrunner"
 # The parts of a run's state that stay from one session to the next (with run and meta).
 FAILURE_KEY_PARTS = ("failures", "tracebacks", "traceback_refs")
 RUN_KEY_PARTS = (
-    "meta", "waiting", "payloads", "leases", "lease_jobs", "lease_left", "tokens", "leased",
-    "outcomes", "pace",
+    "meta", "waiting", "payloads", "lease_expiry", "lease_jobs", "lease_left", "tokens", "leased",
+    "outcomes", "pace", "leases",  # (layout 1's per-job leases: cleared with the rest)
     "collected", "collected_by", "recalled", "recalled_by", "pushed_by",
     "started", "suspects", "missed", "alone", "wake", "fed",
 )  # fmt: skip
 # The shape of a run's queue and leases in Redis (the scripts' keys and what they hold),
 # written into meta by the controller: a worker of another taskrunner, whose scripts read
 # them otherwise, refuses the run rather than lose its jobs. Change it with the scripts.
-# (2: a lease is one pop's jobs under one token.)
+# (2: a lease is one pop's jobs under one token. Its keys have new names too, lease_expiry and
+# holds:WID, so that workers from before the marker, which do not read it, cannot take them
+# for layout 1's `leases` and `held:WID`.)
 LAYOUT = "2"
 SCRIPTS = (
     "push", "pop", "pace", "heartbeat", "report", "collect", "recall", "save",
@@ -262,7 +264,7 @@ class RedisRunStore:
         client = self.connection.client
         held = [
             key
-            for pattern in ("held:*", "popped:*", "reported:*")
+            for pattern in ("holds:*", "held:*", "popped:*", "reported:*")
             for key in client.scan_iter(match=f"{KEY_PREFIX}:{{{name}}}:{pattern}", count=1000)
         ]
         parts = [p for p in RUN_KEY_PARTS if p != "meta"]

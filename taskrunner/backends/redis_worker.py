@@ -154,10 +154,10 @@ class RedisWorker(SettlesOutcomes):
         self._draining = False  # suspects wait: lease nothing until holding nothing
         self._report_count = 0
         self._last_state: str | None = "running"  # the run's state, as the last pop saw it
-        held = run_key(name, f"held:{self._worker_id}")
+        held = run_key(name, f"holds:{self._worker_id}")
         self._pace_key = run_key(name, "pace")
         self._pop_keys = [
-            *(run_key(name, part) for part in ("waiting", "payloads", "leases", "tokens")),
+            *(run_key(name, part) for part in ("waiting", "payloads", "lease_expiry", "tokens")),
             *(run_key(name, part) for part in ("leased", "outcomes")),
             held,
             run_key(name, "meta"),
@@ -167,8 +167,8 @@ class RedisWorker(SettlesOutcomes):
             *(run_key(name, part) for part in ("lease_jobs", "lease_left")),
         ]
         self._report_keys = [
-            run_key(name, part) for part in ("leases", "tokens", "payloads", "leased", "outcomes")
-        ] + [
+            *(run_key(name, part) for part in ("lease_expiry", "tokens", "payloads", "leased")),
+            run_key(name, "outcomes"),
             held,
             *(run_key(name, part) for part in ("started", "suspects", "missed")),
             run_key(name, f"reported:{self._worker_id}"),
@@ -177,7 +177,7 @@ class RedisWorker(SettlesOutcomes):
         ]
         self._fed_key = run_key(name, "fed")
         self._heartbeat_keys = [
-            run_key(name, "leases"), run_key(name, "tokens"), held, run_key(name, "started"),
+            run_key(name, "lease_expiry"), run_key(name, "tokens"), held, run_key(name, "started"),
             run_key(name, "lease_left"),
         ]  # fmt: skip
 

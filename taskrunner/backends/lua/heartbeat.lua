@@ -1,8 +1,8 @@
 -- heartbeat: renew every lease one worker holds, in one call, and say which jobs it started.
 --
--- KEYS[1]  taskrunner:{NAME}:leases     sorted set: lease token -> expiry (ms, Redis clock)
+-- KEYS[1]  taskrunner:{NAME}:lease_expiry sorted set: lease token -> expiry (ms, Redis clock)
 -- KEYS[2]  taskrunner:{NAME}:tokens     hash: job id -> token of the lease that holds it
--- KEYS[3]  taskrunner:{NAME}:held:WID   set of the lease tokens the worker holds
+-- KEYS[3]  taskrunner:{NAME}:holds:WID  set of the lease tokens the worker holds
 -- KEYS[4]  taskrunner:{NAME}:started    set: job ids their worker said it started
 -- KEYS[5]  taskrunner:{NAME}:lease_left hash: lease token -> how many of its jobs are not reported
 -- ARGV[1]  lease length in ms

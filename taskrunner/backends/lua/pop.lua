@@ -2,11 +2,11 @@
 --
 -- KEYS[1]  taskrunner:{NAME}:waiting    list of job ids waiting to be leased
 -- KEYS[2]  taskrunner:{NAME}:payloads   hash: job id -> serialized job
--- KEYS[3]  taskrunner:{NAME}:leases     sorted set: lease token -> expiry (ms, Redis clock)
+-- KEYS[3]  taskrunner:{NAME}:lease_expiry sorted set: lease token -> expiry (ms, Redis clock)
 -- KEYS[4]  taskrunner:{NAME}:tokens     hash: job id -> token of the lease that holds it
 -- KEYS[5]  taskrunner:{NAME}:leased     hash: job id -> lost leases counted as attempts
 -- KEYS[6]  taskrunner:{NAME}:outcomes   list of outcomes for the controller (JSON)
--- KEYS[7]  taskrunner:{NAME}:held:WID   set of the lease tokens the calling worker holds
+-- KEYS[7]  taskrunner:{NAME}:holds:WID  set of the lease tokens the calling worker holds
 -- KEYS[8]  taskrunner:{NAME}:meta       hash: the run's settings and its state
 -- KEYS[9]  taskrunner:{NAME}:pace       string: earliest start (ms) of the next job, for --rate
 -- KEYS[10] taskrunner:{NAME}:popped:WID string: the token of the worker's last pop

@@ -24,10 +24,10 @@ local GROUP = 500  -- elements per command: well under Lua's stack limit for unp
 -- otherwise a ziplist/listpack, searched from one end for every field (a pop of 500 jobs
 -- then costs milliseconds), and Redis never turns a hashtable back into one. It names no job.
 local GUARD = 'guard:' .. string.rep('-', 70)
--- (Counters, not #t + 1: Lua 5.1's length of a table is a search, in every loop turn.)
 if redis.call('GET', KEYS[4]) == ARGV[5] then
     return redis.call('LLEN', KEYS[1])
 end
+-- (Counters, not #t + 1: Lua 5.1's length of a table is a search, in every loop turn.)
 local ids = {}
 local count = 0
 for id in string.gmatch(ARGV[2], '%S+') do

@@ -1,11 +1,11 @@
 -- report: a worker hands in the outcomes (finished or failed) of jobs it leased.
 --
--- KEYS[1]  taskrunner:{NAME}:leases       sorted set: lease token -> expiry
+-- KEYS[1]  taskrunner:{NAME}:lease_expiry sorted set: lease token -> expiry
 -- KEYS[2]  taskrunner:{NAME}:tokens       hash: job id -> token of the lease that holds it
 -- KEYS[3]  taskrunner:{NAME}:payloads     hash: job id -> serialized job
 -- KEYS[4]  taskrunner:{NAME}:leased       hash: job id -> lost leases counted as attempts
 -- KEYS[5]  taskrunner:{NAME}:outcomes     list of outcomes for the controller
--- KEYS[6]  taskrunner:{NAME}:held:WID     set of the lease tokens the calling worker holds
+-- KEYS[6]  taskrunner:{NAME}:holds:WID    set of the lease tokens the calling worker holds
 -- KEYS[7]  taskrunner:{NAME}:started      set: job ids their worker said it started
 -- KEYS[8]  taskrunner:{NAME}:suspects     hash: job id -> leases lost while it had started
 -- KEYS[9]  taskrunner:{NAME}:missed       hash: job id -> leases lost before it started
