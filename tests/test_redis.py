@@ -224,6 +224,32 @@ def test_a_worker_refuses_a_run_kept_in_another_layout(
     assert_ran_once_each(project, range(60))
 
 
+def test_a_controller_whose_run_another_took_stops_and_leaves_the_run_alone(
+    project: Project, redis_url: str, redis_server: RedisServer
+):
+    """Its lock was taken by another controller (it stalled past it): it stops at once with
+    one line, exit 2, without taking the outcomes or telling the workers the run stopped."""
+    project.write("jobs.py", SLOW_JOBS.replace("n=60", "n=400").replace("0.05", "0.02"))
+    controller = project.start(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "0", "--no-progress", *backend(redis_url)
+    )
+    client = redis_server.client()
+    lock = "taskrunner:{jobs.gen}:lock"
+    wait_for(lambda: client.exists(lock), 20, what="the controller's lock")
+    worker = project.start("work", "jobs:cb", "-w", "1", "-c", "4", *backend(redis_url))
+    outcomes = "taskrunner:{jobs.gen}:outcomes"
+    wait_for(lambda: client.llen(outcomes) or client.exists("taskrunner:{jobs.gen}:collected"),
+             20, what="the first report")  # fmt: skip
+    client.set(lock, "other-host:1:token")
+    result = controller.wait(30)
+    assert result.returncode == 2, result
+    assert "taken over by another controller" in result.stderr, result
+    assert "Traceback" not in result.stderr
+    assert client.hget("taskrunner:{jobs.gen}:meta", "state") == b"running"
+    os.kill(worker.pid, signal.SIGTERM)  # the run is not over: it would wait for a resume
+    assert worker.wait(30).returncode == 130
+
+
 class _Evil:
     def __init__(self, path: str) -> None:
         self.path = path

@@ -11,9 +11,11 @@ from collections.abc import Iterator
 import pytest
 from redis_support import RedisServer, serve
 
-from taskrunner.backends.redis import RedisRunStore, run_key
+from taskrunner.backends.redis import RedisRunStore, Serializer, run_key
+from taskrunner.backends.redis_executor import RedisExecutor
 from taskrunner.backends.redis_lock import LOCK_SECONDS, ControllerLock
 from taskrunner.errors import StateError
+from taskrunner.records import Batch, Ending
 from taskrunner.store import RunRecord
 
 NAME = "r"
@@ -150,3 +152,59 @@ def test_a_dead_controller_on_this_host_is_replaced_at_once(redis_server, stores
     store.lock(NAME)
 
     assert client.get(KEY).decode().split(":")[1] != str(gone.pid)
+
+
+def _executor_of(store: RedisRunStore) -> RedisExecutor:
+    return RedisExecutor(
+        store.connection,
+        NAME,
+        serializer=Serializer("json"),
+        queue_size=100,
+        local_workers=0,
+        concurrency=1,
+        callback="jobs:cb",
+        verbosity=0,
+        lock_token=store.lock_token(NAME),
+    )
+
+
+def test_a_controller_whose_run_another_took_neither_feeds_it_nor_takes_its_outcomes(
+    redis_server, stores
+):
+    """The first controller stalled past its lock and a second took the run: when the first
+    wakes, its push, collect and recall are refused (it stops, exit 2), and its end of session
+    does not tell the second's workers that the run stopped."""
+    first = open_store(redis_server, stores)
+    first.lock(NAME)
+    stale = _executor_of(first)
+    assert stale.submit(Batch(1, range(2), ["a", "b"])) == []  # while it holds the run
+    client = redis_server.client()
+    client.set(KEY, "other-host:1:token")  # its lock lapsed, and another controller took it
+    client.hset(run_key(NAME, "meta"), "state", "running")
+    client.rpush(run_key(NAME, "outcomes"), b"7:0\n\n{}")  # a report for the new controller
+    waiting = client.llen(run_key(NAME, "waiting"))
+
+    with pytest.raises(StateError, match="taken over by another controller"):
+        stale.submit(Batch(2, range(1), ["c"]))
+    with pytest.raises(StateError, match="taken over by another controller"):
+        stale.poll(0.0)
+    with pytest.raises(StateError, match="taken over by another controller"):
+        stale.recall()
+    stale.close(Ending.STOPPED)
+
+    assert client.llen(run_key(NAME, "waiting")) == waiting, "the stale controller fed the run"
+    assert client.lrange(run_key(NAME, "outcomes"), 0, -1) == [b"7:0\n\n{}"], "it took outcomes"
+    assert client.hget(run_key(NAME, "meta"), "state") == b"running", "it stopped the run"
+
+
+def test_a_controller_whose_lock_lapsed_with_nobody_taking_it_goes_on(redis_server, stores):
+    """An outage longer than the lock: nobody took the run, so the controller is not refused
+    (it takes the lock back at its next renewal or save)."""
+    first = open_store(redis_server, stores)
+    first.lock(NAME)
+    executor = _executor_of(first)
+    redis_server.client().delete(KEY)
+    assert executor.submit(Batch(1, range(1), ["a"])) == []
+    assert executor.poll(0.0) == []
+    executor.close(Ending.STOPPED)
+    assert redis_server.client().hget(run_key(NAME, "meta"), "state") == b"stopped"

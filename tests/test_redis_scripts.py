@@ -42,8 +42,8 @@ REPORT_KEYS = _keys(
     "lease_expiry", "tokens", "payloads", "leased", "outcomes", f"holds:{WID}", "started",
     "suspects", "missed", f"reported:{WID}", "wake", "lease_jobs", "lease_left",
 )  # fmt: skip
-PUSH_KEYS = _keys("waiting", "payloads", "fed", "pushed_by")
-RECALL_KEYS = _keys("waiting", "payloads", "recalled", "recalled_by", "alone")
+PUSH_KEYS = _keys("waiting", "payloads", "fed", "pushed_by", "lock")
+RECALL_KEYS = _keys("waiting", "payloads", "recalled", "recalled_by", "alone", "lock")
 
 
 def _push(connection: RedisConnection, jobs: dict[str, bytes], request: str = "") -> int:
@@ -51,7 +51,7 @@ def _push(connection: RedisConnection, jobs: dict[str, bytes], request: str = ""
     lengths = " ".join(str(len(payload)) for payload in jobs.values())
     body = b"".join(payload + b"," for payload in jobs.values())
     request = request or f"p{next(_requests)}"
-    waiting = connection.run("push", PUSH_KEYS, [10, " ".join(jobs), lengths, body, request])
+    waiting = connection.run("push", PUSH_KEYS, [10, " ".join(jobs), lengths, body, request, ""])
     assert waiting > 0
     return waiting
 
@@ -309,9 +309,9 @@ def test_recall_takes_back_the_jobs_waiting_and_the_suspects_waiting_alone(
 ) -> None:
     _push(connection, {"2:0": b"0", "2:1": b"1"})
     connection.client.rpush(run_key(NAME, "alone"), "1:7")
-    taken = connection.run("recall", RECALL_KEYS, ["q1"])
+    taken = connection.run("recall", RECALL_KEYS, ["q1", ""])
     assert sorted(taken) == [b"1:7", b"2:0", b"2:1"]
-    assert connection.run("recall", RECALL_KEYS, ["q1"]) == taken, "a retry got other ids"
+    assert connection.run("recall", RECALL_KEYS, ["q1", ""]) == taken, "a retry got other ids"
     assert connection.client.llen(run_key(NAME, "alone")) == 0
 
 

@@ -77,7 +77,7 @@ RUN_KEY_PARTS = (
 # for layout 1's `leases` and `held:WID`.)
 LAYOUT = "2"
 SCRIPTS = (
-    "push", "pop", "pace", "heartbeat", "report", "collect", "recall", "save",
+    "push", "pop", "pace", "heartbeat", "report", "collect", "recall", "session_end", "save",
     "lock_take", "lock_extend", "lock_release",
 )  # fmt: skip
 
@@ -222,6 +222,11 @@ class RedisRunStore:
         lock.take(name)
         self._locks[name] = lock
         self._renewer.add(lock)
+
+    def lock_token(self, name: str) -> str:
+        """The token this controller holds the run's lock with ("" if it does not)."""
+        lock = self._locks.get(name)
+        return lock.token if lock is not None else ""
 
     def serializer(self, name: str) -> Serializer:
         raw = self.connection.client.hget(run_key(name, "meta"), "serializer")
@@ -451,6 +456,7 @@ class RedisBackend:
             concurrency=options.concurrency,
             callback=record.callback,
             verbosity=options.verbosity,
+            lock_token=store.lock_token(record.name),
         )
 
     def work(self, callback: str | None, url: str, **options: Any) -> int:

@@ -16,8 +16,10 @@ import time
 import uuid
 from typing import Any
 
+import redis
+
 from ..durations import Durations
-from ..errors import BackendError
+from ..errors import BackendError, StateError
 from ..executor import Executor
 from ..ledger import FAILED, HANDED_BACK, Ledger
 from ..records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned
@@ -50,8 +52,12 @@ class RedisExecutor(Executor):
         concurrency: int,
         callback: str,
         verbosity: int,
+        lock_token: str = "",
     ) -> None:
         self._connection = connection
+        # The scripts that feed the run, take its outcomes or end the session refuse a
+        # controller whose lock another took (it stalled past it): TAKEN_OVER.
+        self._lock_token = lock_token
         self._name = name
         self._serializer = serializer
         self._queue_size = queue_size
@@ -66,13 +72,13 @@ class RedisExecutor(Executor):
         self.batch_bytes: int | None = 0
         self._local: subprocess.Popen[bytes] | None = None
         self._push_keys = [
-            run_key(name, part) for part in ("waiting", "payloads", "fed", "pushed_by")
+            run_key(name, part) for part in ("waiting", "payloads", "fed", "pushed_by", "lock")
         ]
         self._session = uuid.uuid4().hex[:12]  # push request ids: this session's, counted
         self._pushes = 0
         self._wake_key = run_key(name, "wake")
         self._collect_keys = [
-            run_key(name, part) for part in ("outcomes", "collected", "collected_by")
+            run_key(name, part) for part in ("outcomes", "collected", "collected_by", "lock")
         ]
 
     def start(self) -> None:
@@ -112,10 +118,24 @@ class RedisExecutor(Executor):
         self.batch_bytes = sum(map(len, payloads))
         if ids:
             # The whole batch in three arguments (redis_wire.py), not two per job.
-            args = [self._queue_size, *batch_arguments(ids, payloads), self._push_request()]
-            while self._connection.run("push", self._push_keys, args) < 0:
+            args = [
+                self._queue_size, *batch_arguments(ids, payloads), self._push_request(),
+                self._lock_token,
+            ]  # fmt: skip
+            while self._held_run("push", self._push_keys, args) < 0:
                 time.sleep(IDLE_POLL_SECONDS)  # the queue is full: workers will lease some
         return events
+
+    def _held_run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """A script that refuses a controller whose run another took (TAKEN_OVER)."""
+        try:
+            return self._connection.run(script, keys, args)
+        except redis.ResponseError as error:
+            if str(error).startswith("TAKEN_OVER"):
+                raise StateError(
+                    f"run {self._name!r} was taken over by another controller"
+                ) from None
+            raise
 
     def _push_request(self) -> str:
         """A new request id for push.lua (a retry of the call keeps it)."""
@@ -145,8 +165,8 @@ class RedisExecutor(Executor):
     def poll(self, timeout: float) -> list[Event]:
         deadline = time.monotonic() + timeout
         while True:
-            raw = self._connection.run(
-                "collect", self._collect_keys, [COLLECT_AT_ONCE, uuid.uuid4().hex]
+            raw = self._held_run(
+                "collect", self._collect_keys, [COLLECT_AT_ONCE, uuid.uuid4().hex, self._lock_token]
             )
             remaining = deadline - time.monotonic()
             if raw or remaining <= 0:
@@ -171,9 +191,9 @@ class RedisExecutor(Executor):
     def recall(self) -> list[Event]:
         keys = [
             run_key(self._name, part)
-            for part in ("waiting", "payloads", "recalled", "recalled_by", "alone")
+            for part in ("waiting", "payloads", "recalled", "recalled_by", "alone", "lock")
         ]
-        ids = self._connection.run("recall", keys, [uuid.uuid4().hex])
+        ids = self._held_run("recall", keys, [uuid.uuid4().hex, self._lock_token])
         by_batch: dict[int, list[int]] = {}
         for raw_id in ids:
             batch_id, index = _parse_id(raw_id)
@@ -190,14 +210,11 @@ class RedisExecutor(Executor):
         # Workers leave a finished run after the jobs they hold; a stopped one they wait on,
         # for `resume`, but for ours on this machine: they stop with the controller.
         state = "finished" if finished else "stopped"
-        self._connection.client.hset(run_key(self._name, "meta"), "state", state)
         # Idle workers wait on `fed` (up to 0.2 s each): wake them to see the new state now,
         # so that they leave with the run rather than after it; a token left over costs a
-        # worker one look.
-        fed = run_key(self._name, "fed")
-        pipeline = self._connection.client.pipeline(transaction=False)
-        pipeline.lpush(fed, *["1"] * WAKE_TOKENS_AT_END).ltrim(fed, 0, WAKE_TOKENS_AT_END - 1)
-        pipeline.execute()
+        # worker one look. (Not when another controller holds the run: its workers go on.)
+        keys = [run_key(self._name, part) for part in ("meta", "fed", "lock")]
+        self._connection.run("session_end", keys, [state, WAKE_TOKENS_AT_END, self._lock_token])
         if self._local is None:
             return
         if not finished:

@@ -3,13 +3,22 @@
 -- KEYS[1]  taskrunner:{NAME}:outcomes        list of outcomes (JSON)
 -- KEYS[2]  taskrunner:{NAME}:collected       list: the outcomes the last call took
 -- KEYS[3]  taskrunner:{NAME}:collected_by    string: the request id of the last call
+-- KEYS[4]  taskrunner:{NAME}:lock            string: the token of the controller running it
 -- ARGV[1]  the most outcomes to take
 -- ARGV[2]  a request id, new for each call
+-- ARGV[3]  the caller's lock token
 --
 -- Returns the outcomes taken; they are removed from the list in the same step. A call
 -- repeated with the same request id (the client retried after a lost connection, not
 -- knowing whether the first ran) gets the same outcomes again instead of losing them.
+-- Refused, with the error TAKEN_OVER, when another controller holds the run's lock (this one
+-- stalled past it): a controller that lost its run neither feeds it nor takes its outcomes.
+-- A lock that lapsed and that nobody took is no refusal: the controller takes it back.
 
+local holder = redis.call('GET', KEYS[4])
+if holder and holder ~= ARGV[3] then
+    return redis.error_reply('TAKEN_OVER by another controller')
+end
 if redis.call('GET', KEYS[3]) == ARGV[2] then
     return redis.call('LRANGE', KEYS[2], 0, -1)
 end

@@ -5,11 +5,13 @@
 -- KEYS[3]  taskrunner:{NAME}:fed        list: at most a few tokens, one pushed per batch,
 --                                       that an idle worker waits on (BLPOP) for jobs
 -- KEYS[4]  taskrunner:{NAME}:pushed_by  string: the request id of the last batch added
+-- KEYS[5]  taskrunner:{NAME}:lock       string: the token of the controller running the run
 -- ARGV[1]  queue size: the most jobs that may wait
 -- ARGV[2]  the job ids, separated by spaces
 -- ARGV[3]  the length in bytes of each payload, separated by spaces
 -- ARGV[4]  the payloads, one after the other, each followed by one separator byte
 -- ARGV[5]  a request id, new for each batch
+-- ARGV[6]  the caller's lock token
 --
 -- The batch travels as three arguments, not two per job: redis-py's cost is per argument.
 -- Returns the number of jobs now waiting, or -1 (and adds nothing) when the batch would
@@ -17,6 +19,9 @@
 -- A call repeated with the request id of the batch added last (the client retried after a
 -- lost connection, not knowing whether the first ran) adds nothing: its jobs would be queued
 -- twice, and run twice.
+-- Refused, with the error TAKEN_OVER, when another controller holds the run's lock (this one
+-- stalled past it): a controller that lost its run neither feeds it nor takes its outcomes.
+-- A lock that lapsed and that nobody took is no refusal: the controller takes it back.
 
 local GROUP = 500  -- elements per command: well under Lua's stack limit for unpack
 -- GUARD: a field longer than the compact encodings allow, kept in the hashes that hold a
@@ -24,6 +29,10 @@ local GROUP = 500  -- elements per command: well under Lua's stack limit for unp
 -- otherwise a ziplist/listpack, searched from one end for every field (a pop of 500 jobs
 -- then costs milliseconds), and Redis never turns a hashtable back into one. It names no job.
 local GUARD = 'guard:' .. string.rep('-', 70)
+local holder = redis.call('GET', KEYS[5])
+if holder and holder ~= ARGV[6] then
+    return redis.error_reply('TAKEN_OVER by another controller')
+end
 if redis.call('GET', KEYS[4]) == ARGV[5] then
     return redis.call('LLEN', KEYS[1])
 end

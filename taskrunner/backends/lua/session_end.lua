@@ -1,0 +1,23 @@
+-- session_end: the controller's session ends: the run's state for its workers, and tokens
+-- that wake the idle ones to see it now.
+--
+-- KEYS[1]  taskrunner:{NAME}:meta   hash: the run's settings and its state
+-- KEYS[2]  taskrunner:{NAME}:fed    list: tokens idle workers wait on (BLPOP)
+-- KEYS[3]  taskrunner:{NAME}:lock   string: the token of the controller running the run
+-- ARGV[1]  the state: "finished" or "stopped"
+-- ARGV[2]  how many wake tokens to leave
+-- ARGV[3]  the caller's lock token
+--
+-- Does nothing, and returns 0, when another controller holds the run's lock: a controller
+-- that stalled past its lock must not tell that one's workers the run stopped. Returns 1.
+
+local holder = redis.call('GET', KEYS[3])
+if holder and holder ~= ARGV[3] then
+    return 0
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[1])
+for _ = 1, tonumber(ARGV[2]) do
+    redis.call('LPUSH', KEYS[2], '1')
+end
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+return 1
