@@ -499,7 +499,7 @@ def _kind(backend: Backend) -> BackendKind:
     """The kind of backend `backend` names, once its options are checked."""
     kind = backend_for(backend.url)
     kind.check(backend)
-    if backend.lease <= 0 or backend.keep <= 0:
+    if (backend.lease is not None and backend.lease <= 0) or backend.keep <= 0:
         raise OptionError("--lease and --keep must be above 0")
     return kind
 

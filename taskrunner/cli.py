@@ -294,7 +294,7 @@ def _backend(ns: argparse.Namespace) -> Any:
     return Backend(
         ns.backend,
         serializer=getattr(ns, "serializer", "json"),
-        lease=getattr(ns, "lease", None) or 30.0,
+        lease=getattr(ns, "lease", None),
         keep=(getattr(ns, "keep", None) or 7.0) * 86400,
     )
 

@@ -12,6 +12,7 @@ from .errors import OptionError
 
 DEFAULT_STATE_DIR = ".taskrunner"
 DEFAULT_QUEUE_SIZE = 1000
+DEFAULT_LEASE = 30.0  # seconds (Redis)
 DEFAULT_QUEUE_BYTES = 256 * 1024**2
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 # --max-failures P% is judged once this many jobs have ended (as GNU parallel's --halt).
@@ -112,7 +113,9 @@ class Backend:
 
     url: str = "local"
     serializer: str = "json"  # Redis only: "pickle" lets any Redis writer run code on workers
-    lease: float = 30.0  # Redis only: seconds a worker holds a job without a heartbeat
+    # Redis only: seconds a worker holds a job without a heartbeat; None: DEFAULT_LEASE for a
+    # new run, the run's own (its last session's) for a resumed one.
+    lease: float | None = None
     keep: float = 7 * 86400.0  # Redis only: seconds a finished run's keys are kept
 
     @property
@@ -132,7 +135,9 @@ class WorkerSettings:
 
     callback: str
     serializer: str = "json"
-    lease: float = 30.0  # seconds a worker holds a job without a heartbeat
+    # Seconds a worker holds a job without a heartbeat; None (not given to resume): the
+    # store keeps the run's own.
+    lease: float | None = DEFAULT_LEASE
     retries: int = 0  # a job is leased at most 1 + retries times
     timeout: float | None = None
     rate: float | None = None  # jobs per second across all workers
@@ -154,7 +159,7 @@ class WorkerSettings:
         return {
             "callback": self.callback,
             "serializer": self.serializer,
-            "lease": str(self.lease),
+            "lease": "" if self.lease is None else str(self.lease),
             "retries": str(self.retries),
             "timeout": "" if self.timeout is None else str(self.timeout),
             "rate": "" if self.rate is None else str(self.rate),
@@ -169,7 +174,7 @@ class WorkerSettings:
         return cls(
             callback=text.get("callback", ""),
             serializer=text.get("serializer") or "json",
-            lease=float(text.get("lease") or 30.0),
+            lease=float(text.get("lease") or DEFAULT_LEASE),
             retries=int(text.get("retries") or 0),
             timeout=float(text["timeout"]) if text.get("timeout") else None,
             rate=float(text["rate"]) if text.get("rate") else None,

@@ -15,6 +15,7 @@ from taskrunner.backends.redis import RedisRunStore, Serializer, run_key
 from taskrunner.backends.redis_executor import RedisExecutor
 from taskrunner.backends.redis_lock import LOCK_SECONDS, ControllerLock
 from taskrunner.errors import StateError
+from taskrunner.options import Backend, RunOptions, WorkerSettings
 from taskrunner.records import Batch, Ending
 from taskrunner.store import RunRecord
 
@@ -208,3 +209,22 @@ def test_a_controller_whose_lock_lapsed_with_nobody_taking_it_goes_on(redis_serv
     assert executor.poll(0.0) == []
     executor.close(Ending.STOPPED)
     assert redis_server.client().hget(run_key(NAME, "meta"), "state") == b"stopped"
+
+
+def test_a_session_without_lease_keeps_the_runs_own(redis_server, stores):
+    """`resume` without --lease: the workers keep the lease the run was given (it was reset
+    to 30 s); one given replaces it; a new run without one gets the default."""
+    store = open_store(redis_server, stores)
+    store.lock(NAME)
+    meta = run_key(NAME, "meta")
+    client = redis_server.client()
+    store.create(a_record(), WorkerSettings("jobs:cb", lease=2.0))
+    assert client.hget(meta, "lease") == b"2.0"
+    store.reopen(NAME, WorkerSettings("jobs:cb", lease=None))
+    assert client.hget(meta, "lease") == b"2.0", "a resume without --lease reset the lease"
+    store.reopen(NAME, WorkerSettings("jobs:cb", lease=5.0))
+    assert client.hget(meta, "lease") == b"5.0"
+    store.create(a_record(), WorkerSettings("jobs:cb", lease=None))
+    assert client.hget(meta, "lease") == b"30.0"
+    backend = Backend("redis://unused")
+    assert WorkerSettings.for_run("jobs:cb", RunOptions(), backend).lease is None

@@ -51,7 +51,7 @@ from ..bounds import ADAPTIVE_MOST
 from ..errors import BackendError, SpecError, StateError
 from ..executor import Executor
 from ..interactive import ByValue
-from ..options import Backend, RunOptions, WorkerSettings
+from ..options import DEFAULT_LEASE, Backend, RunOptions, WorkerSettings
 from ..records import Failure, UnkeptJob
 from ..store import FailureGroup, RunRecord, RunStore, group_failures, job_text
 from .redis_failures import failure_arguments, load_failures
@@ -263,6 +263,10 @@ class RedisRunStore:
 
     def _write_worker_settings(self, name: str, settings: WorkerSettings) -> None:
         fields = {**settings.as_fields(), "layout": LAYOUT}
+        if settings.lease is None:  # not given: the run's own, or the default for a new one
+            meta = run_key(name, "meta")
+            fields["lease"] = (self.connection.client.hget(meta, "lease") or b"").decode()
+            fields["lease"] = fields["lease"] or str(DEFAULT_LEASE)
         self.connection.client.hset(run_key(name, "meta"), mapping=fields)
 
     def _reset_queue(self, name: str) -> None:
