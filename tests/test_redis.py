@@ -240,7 +240,8 @@ def test_a_controller_whose_run_another_took_stops_and_leaves_the_run_alone(
     outcomes = "taskrunner:{jobs.gen}:outcomes"
     wait_for(lambda: client.llen(outcomes) or client.exists("taskrunner:{jobs.gen}:collected"),
              20, what="the first report")  # fmt: skip
-    client.set(lock, "other-host:1:token")
+    client.set(lock, "other-host:1:token")  # as another controller's lock_take would
+    client.set("taskrunner:{jobs.gen}:owner", "other-host:1:token")
     result = controller.wait(30)
     assert result.returncode == 2, result
     assert "taken over by another controller" in result.stderr, result

@@ -169,18 +169,24 @@ def _executor_of(store: RedisRunStore) -> RedisExecutor:
     )
 
 
+@pytest.mark.parametrize("let_go", [False, True], ids=["held", "released"])
 def test_a_controller_whose_run_another_took_neither_feeds_it_nor_takes_its_outcomes(
-    redis_server, stores
+    redis_server, stores, let_go
 ):
-    """The first controller stalled past its lock and a second took the run: when the first
-    wakes, its push, collect and recall are refused (it stops, exit 2), and its end of session
-    does not tell the second's workers that the run stopped."""
+    """The first controller stalled past its lock and a second took the run (and perhaps let
+    go of it since: its resume ended): when the first wakes, its push, collect and recall are
+    refused (it stops, exit 2), its end of session does not tell the second's workers that the
+    run stopped, and it does not take the lock back."""
     first = open_store(redis_server, stores)
     first.lock(NAME)
     stale = _executor_of(first)
     assert stale.submit(Batch(1, range(2), ["a", "b"])) == []  # while it holds the run
     client = redis_server.client()
-    client.set(KEY, "other-host:1:token")  # its lock lapsed, and another controller took it
+    # Its lock lapsed, another controller took the run (lock_take: lock and owner), and let go.
+    client.set(KEY, "other-host:1:token")
+    client.set(run_key(NAME, "owner"), "other-host:1:token")
+    if let_go:
+        client.delete(KEY)
     client.hset(run_key(NAME, "meta"), "state", "running")
     client.rpush(run_key(NAME, "outcomes"), b"7:0\n\n{}")  # a report for the new controller
     waiting = client.llen(run_key(NAME, "waiting"))
@@ -196,6 +202,8 @@ def test_a_controller_whose_run_another_took_neither_feeds_it_nor_takes_its_outc
     assert client.llen(run_key(NAME, "waiting")) == waiting, "the stale controller fed the run"
     assert client.lrange(run_key(NAME, "outcomes"), 0, -1) == [b"7:0\n\n{}"], "it took outcomes"
     assert client.hget(run_key(NAME, "meta"), "state") == b"running", "it stopped the run"
+    stale_lock = ControllerLock(first.connection, KEY, first.lock_token(NAME))
+    assert not stale_lock.extend(), "it took back a lock another had taken since"
 
 
 def test_a_controller_whose_lock_lapsed_with_nobody_taking_it_goes_on(redis_server, stores):
@@ -206,6 +214,8 @@ def test_a_controller_whose_lock_lapsed_with_nobody_taking_it_goes_on(redis_serv
     executor = _executor_of(first)
     redis_server.client().delete(KEY)
     assert executor.submit(Batch(1, range(1), ["a"])) == []
+    assert ControllerLock(first.connection, KEY, first.lock_token(NAME)).extend()
+    assert redis_server.client().get(KEY).decode() == first.lock_token(NAME), "not taken back"
     assert executor.poll(0.0) == []
     executor.close(Ending.STOPPED)
     assert redis_server.client().hget(run_key(NAME, "meta"), "state") == b"stopped"

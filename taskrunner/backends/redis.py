@@ -32,6 +32,8 @@ passed in KEYS. What is in Redis:
     taskrunner:{NAME}:traceback_refs hash traceback hash -> how many failures point at it
     taskrunner:{NAME}:lock        string token of the controller running the run
                                          (taken, extended, released by script: redis_lock.py)
+    taskrunner:{NAME}:owner       string token of the controller that took the lock last: the
+                                         one that may feed the run (kept after a release)
 
 How batches and reports travel to and from the scripts: redis_wire.py.
 `BACKEND` at the end is what backends.backend_for serves redis:// URLs with.
@@ -317,7 +319,15 @@ class RedisRunStore:
         ]
         keys = [
             run_key(record.name, part)
-            for part in ("run", "failures", "lock", "tracebacks", "traceback_refs", *RUN_KEY_PARTS)
+            for part in (
+                "run",
+                "failures",
+                "lock",
+                "tracebacks",
+                "traceback_refs",
+                "owner",
+                *RUN_KEY_PARTS,
+            )
         ]
         saved = self.connection.run("save", keys, args)
         if not saved and lock is not None and lock.extend():
@@ -331,7 +341,7 @@ class RedisRunStore:
     def delete(self, name: str) -> None:
         client = self.connection.client
         client.delete(
-            *[run_key(name, part) for part in (*RUN_KEY_PARTS, "run", *FAILURE_KEY_PARTS)]
+            *[run_key(name, part) for part in (*RUN_KEY_PARTS, "run", "owner", *FAILURE_KEY_PARTS)]
         )
 
     def failures(self, name: str) -> list[Failure]:

@@ -56,7 +56,7 @@ class RedisExecutor(Executor):
     ) -> None:
         self._connection = connection
         # The scripts that feed the run, take its outcomes or end the session refuse a
-        # controller whose lock another took (it stalled past it): TAKEN_OVER.
+        # controller whose lock another took since (it stalled past it): TAKEN_OVER.
         self._lock_token = lock_token
         self._name = name
         self._serializer = serializer
@@ -72,13 +72,13 @@ class RedisExecutor(Executor):
         self.batch_bytes: int | None = 0
         self._local: subprocess.Popen[bytes] | None = None
         self._push_keys = [
-            run_key(name, part) for part in ("waiting", "payloads", "fed", "pushed_by", "lock")
+            run_key(name, part) for part in ("waiting", "payloads", "fed", "pushed_by", "owner")
         ]
         self._session = uuid.uuid4().hex[:12]  # push request ids: this session's, counted
         self._pushes = 0
         self._wake_key = run_key(name, "wake")
         self._collect_keys = [
-            run_key(name, part) for part in ("outcomes", "collected", "collected_by", "lock")
+            run_key(name, part) for part in ("outcomes", "collected", "collected_by", "owner")
         ]
 
     def start(self) -> None:
@@ -191,7 +191,7 @@ class RedisExecutor(Executor):
     def recall(self) -> list[Event]:
         keys = [
             run_key(self._name, part)
-            for part in ("waiting", "payloads", "recalled", "recalled_by", "alone", "lock")
+            for part in ("waiting", "payloads", "recalled", "recalled_by", "alone", "owner")
         ]
         ids = self._held_run("recall", keys, [uuid.uuid4().hex, self._lock_token])
         by_batch: dict[int, list[int]] = {}
@@ -213,7 +213,7 @@ class RedisExecutor(Executor):
         # Idle workers wait on `fed` (up to 0.2 s each): wake them to see the new state now,
         # so that they leave with the run rather than after it; a token left over costs a
         # worker one look. (Not when another controller holds the run: its workers go on.)
-        keys = [run_key(self._name, part) for part in ("meta", "fed", "lock")]
+        keys = [run_key(self._name, part) for part in ("meta", "fed", "owner")]
         self._connection.run("session_end", keys, [state, WAKE_TOKENS_AT_END, self._lock_token])
         if self._local is None:
             return

@@ -31,6 +31,8 @@ class ControllerLock:
     def __init__(self, connection: RedisConnection, key: str, token: str | None = None) -> None:
         self._connection = connection
         self.key = key
+        # Who took the lock last ("...:owner" beside "...:lock"): lock_take.lua.
+        self.owner_key = key.rsplit(":", 1)[0] + ":owner"
         # The host and pid, so that on the same machine a controller that was killed is
         # recognised at once, without waiting for its lock to lapse.
         self.token = token or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
@@ -38,7 +40,9 @@ class ControllerLock:
     def take(self, run_name: str) -> None:
         """Hold the run, or raise StateError naming the controller that does."""
         while True:
-            reply = self._connection.run("lock_take", [self.key], [self.token, _ms(LOCK_SECONDS)])
+            reply = self._connection.run(
+                "lock_take", [self.key, self.owner_key], [self.token, _ms(LOCK_SECONDS)]
+            )
             if int(reply[0]) == 1:
                 return
             holder = (reply[1] or b"").decode()
@@ -56,7 +60,9 @@ class ControllerLock:
     def extend(self) -> bool:
         """Renew the lock for LOCK_SECONDS from now, taking it back if it lapsed and nobody
         took it (an outage longer than the lock); False when another token holds it."""
-        extended = self._connection.run("lock_extend", [self.key], [self.token, _ms(LOCK_SECONDS)])
+        extended = self._connection.run(
+            "lock_extend", [self.key, self.owner_key], [self.token, _ms(LOCK_SECONDS)]
+        )
         if int(extended) == 2:
             log.info("took the lock %s back: it had lapsed and no one else held it", self.key)
         return bool(extended)

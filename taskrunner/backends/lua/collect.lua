@@ -3,7 +3,7 @@
 -- KEYS[1]  taskrunner:{NAME}:outcomes        list of outcomes (JSON)
 -- KEYS[2]  taskrunner:{NAME}:collected       list: the outcomes the last call took
 -- KEYS[3]  taskrunner:{NAME}:collected_by    string: the request id of the last call
--- KEYS[4]  taskrunner:{NAME}:lock            string: the token of the controller running it
+-- KEYS[4]  taskrunner:{NAME}:owner  string: who took the run's lock last (lock_take.lua)
 -- ARGV[1]  the most outcomes to take
 -- ARGV[2]  a request id, new for each call
 -- ARGV[3]  the caller's lock token
@@ -11,9 +11,10 @@
 -- Returns the outcomes taken; they are removed from the list in the same step. A call
 -- repeated with the same request id (the client retried after a lost connection, not
 -- knowing whether the first ran) gets the same outcomes again instead of losing them.
--- Refused, with the error TAKEN_OVER, when another controller holds the run's lock (this one
--- stalled past it): a controller that lost its run neither feeds it nor takes its outcomes.
--- A lock that lapsed and that nobody took is no refusal: the controller takes it back.
+-- Refused, with the error TAKEN_OVER, when another controller took the run's lock since this
+-- one did (it stalled past it), even if that one has let go: a controller that lost its run
+-- neither feeds it nor takes its outcomes. A lock that lapsed and that nobody took is no
+-- refusal: the controller takes it back.
 
 local holder = redis.call('GET', KEYS[4])
 if holder and holder ~= ARGV[3] then

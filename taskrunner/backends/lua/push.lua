@@ -5,7 +5,7 @@
 -- KEYS[3]  taskrunner:{NAME}:fed        list: at most a few tokens, one pushed per batch,
 --                                       that an idle worker waits on (BLPOP) for jobs
 -- KEYS[4]  taskrunner:{NAME}:pushed_by  string: the request id of the last batch added
--- KEYS[5]  taskrunner:{NAME}:lock       string: the token of the controller running the run
+-- KEYS[5]  taskrunner:{NAME}:owner  string: who took the run's lock last (lock_take.lua)
 -- ARGV[1]  queue size: the most jobs that may wait
 -- ARGV[2]  the job ids, separated by spaces
 -- ARGV[3]  the length in bytes of each payload, separated by spaces
@@ -19,9 +19,10 @@
 -- A call repeated with the request id of the batch added last (the client retried after a
 -- lost connection, not knowing whether the first ran) adds nothing: its jobs would be queued
 -- twice, and run twice.
--- Refused, with the error TAKEN_OVER, when another controller holds the run's lock (this one
--- stalled past it): a controller that lost its run neither feeds it nor takes its outcomes.
--- A lock that lapsed and that nobody took is no refusal: the controller takes it back.
+-- Refused, with the error TAKEN_OVER, when another controller took the run's lock since this
+-- one did (it stalled past it), even if that one has let go: a controller that lost its run
+-- neither feeds it nor takes its outcomes. A lock that lapsed and that nobody took is no
+-- refusal: the controller takes it back.
 
 local GROUP = 500  -- elements per command: well under Lua's stack limit for unpack
 -- GUARD: a field longer than the compact encodings allow, kept in the hashes that hold a

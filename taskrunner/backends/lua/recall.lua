@@ -5,15 +5,16 @@
 -- KEYS[3]  taskrunner:{NAME}:recalled       list: the ids the last call took back
 -- KEYS[4]  taskrunner:{NAME}:recalled_by    string: the request id of the last call
 -- KEYS[5]  taskrunner:{NAME}:alone          list of crash suspects waiting to be leased
--- KEYS[6]  taskrunner:{NAME}:lock           string: the token of the controller running it
+-- KEYS[6]  taskrunner:{NAME}:owner  string: who took the run's lock last (lock_take.lua)
 -- ARGV[1]  a request id, new for each call
 -- ARGV[2]  the caller's lock token
 --
 -- Returns the ids taken back; their jobs stay unfinished in the checkpoint, for `resume`.
 -- A call repeated with the same request id gets the same ids again.
--- Refused, with the error TAKEN_OVER, when another controller holds the run's lock (this one
--- stalled past it): a controller that lost its run neither feeds it nor takes its outcomes.
--- A lock that lapsed and that nobody took is no refusal: the controller takes it back.
+-- Refused, with the error TAKEN_OVER, when another controller took the run's lock since this
+-- one did (it stalled past it), even if that one has let go: a controller that lost its run
+-- neither feeds it nor takes its outcomes. A lock that lapsed and that nobody took is no
+-- refusal: the controller takes it back.
 
 local holder = redis.call('GET', KEYS[6])
 if holder and holder ~= ARGV[2] then

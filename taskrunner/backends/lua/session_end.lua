@@ -3,13 +3,14 @@
 --
 -- KEYS[1]  taskrunner:{NAME}:meta   hash: the run's settings and its state
 -- KEYS[2]  taskrunner:{NAME}:fed    list: tokens idle workers wait on (BLPOP)
--- KEYS[3]  taskrunner:{NAME}:lock   string: the token of the controller running the run
+-- KEYS[3]  taskrunner:{NAME}:owner  string: the token of the controller that took the lock last
 -- ARGV[1]  the state: "finished" or "stopped"
 -- ARGV[2]  how many wake tokens to leave
 -- ARGV[3]  the caller's lock token
 --
--- Does nothing, and returns 0, when another controller holds the run's lock: a controller
--- that stalled past its lock must not tell that one's workers the run stopped. Returns 1.
+-- Does nothing, and returns 0, when another controller took the run's lock since the caller
+-- did: a controller that stalled past its lock must not tell that one's workers the run
+-- stopped. Returns 1.
 
 local holder = redis.call('GET', KEYS[3])
 if holder and holder ~= ARGV[3] then
