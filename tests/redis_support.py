@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,3 +183,24 @@ def _cluster_ready(client, masters: int) -> bool:  # type: ignore[no-untyped-def
         info = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
     fields = {str(key): str(value).strip() for key, value in info.items()}
     return fields.get("cluster_state") == "ok" and fields.get("cluster_known_nodes") == str(masters)
+
+
+def feeding_executor(  # type: ignore[no-untyped-def]
+    connection: Any, name: str, *, queue_size: int = 10, lock_token: str = ""
+):
+    """A RedisExecutor that only feeds (no local workers), JSON payloads, as a controller of
+    run `name` holding `lock_token` would make it: the tests drive its calls one by one."""
+    from taskrunner.backends.redis import Serializer
+    from taskrunner.backends.redis_executor import RedisExecutor
+
+    return RedisExecutor(
+        connection,
+        name,
+        serializer=Serializer("json"),
+        queue_size=queue_size,
+        local_workers=0,
+        concurrency=1,
+        callback="unused:unused",
+        verbosity=0,
+        lock_token=lock_token,
+    )

@@ -6,7 +6,9 @@ import dataclasses
 import json
 from typing import Any
 
-from taskrunner.backends.redis import Serializer, queue_cap
+from redis_support import feeding_executor
+
+from taskrunner.backends.redis import queue_cap
 from taskrunner.backends.redis_executor import RedisExecutor
 from taskrunner.bounds import ADAPTIVE_MOST
 from taskrunner.options import RunOptions
@@ -27,16 +29,8 @@ class _Connection:
 
 
 def _executor() -> RedisExecutor:
-    return RedisExecutor(
-        _Connection(),  # type: ignore[arg-type]
-        "unit",
-        serializer=Serializer("json"),
-        queue_size=10,
-        local_workers=0,
-        concurrency=1,
-        callback="unused:unused",
-        verbosity=0,
-    )
+    executor: RedisExecutor = feeding_executor(_Connection(), "unit")
+    return executor
 
 
 def _ok(*job_ids: str, refused: str = "") -> bytes:

@@ -9,9 +9,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from redis_support import RedisServer, serve
+from redis_support import RedisServer, feeding_executor, serve
 
-from taskrunner.backends.redis import RedisRunStore, Serializer, run_key
+from taskrunner.backends.redis import RedisRunStore, run_key
 from taskrunner.backends.redis_executor import RedisExecutor
 from taskrunner.backends.redis_lock import LOCK_SECONDS, ControllerLock
 from taskrunner.errors import StateError
@@ -156,16 +156,8 @@ def test_a_dead_controller_on_this_host_is_replaced_at_once(redis_server, stores
 
 
 def _executor_of(store: RedisRunStore) -> RedisExecutor:
-    return RedisExecutor(
-        store.connection,
-        NAME,
-        serializer=Serializer("json"),
-        queue_size=100,
-        local_workers=0,
-        concurrency=1,
-        callback="jobs:cb",
-        verbosity=0,
-        lock_token=store.lock_token(NAME),
+    return feeding_executor(
+        store.connection, NAME, queue_size=100, lock_token=store.lock_token(NAME)
     )
 
 

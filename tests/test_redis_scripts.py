@@ -7,10 +7,9 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from redis_support import RedisServer, serve
+from redis_support import RedisServer, feeding_executor, serve
 
-from taskrunner.backends.redis import RedisConnection, Serializer, run_key
-from taskrunner.backends.redis_executor import RedisExecutor
+from taskrunner.backends.redis import RedisConnection, run_key
 from taskrunner.records import Batch
 
 NAME = "scripts"
@@ -320,16 +319,7 @@ def test_the_controllers_recall_takes_back_suspects_waiting_alone(
 ) -> None:
     """Through RedisExecutor.recall (the keys it passes): a suspect waiting for a worker that
     holds nothing is taken back with the jobs waiting, for resume, not left behind."""
-    executor = RedisExecutor(
-        connection,
-        NAME,
-        serializer=Serializer("json"),
-        queue_size=10,
-        local_workers=0,
-        concurrency=1,
-        callback="unused:unused",
-        verbosity=0,
-    )
+    executor = feeding_executor(connection, NAME)
     assert executor.submit(Batch(1, range(3), ["a", "b", "c"])) == []
     client = connection.client
     assert client.lrem(run_key(NAME, "waiting"), 1, "1:2") == 1
