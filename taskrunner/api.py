@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import shlex
 import sys
@@ -499,8 +500,11 @@ def _kind(backend: Backend) -> BackendKind:
     """The kind of backend `backend` names, once its options are checked."""
     kind = backend_for(backend.url)
     kind.check(backend)
-    if (backend.lease is not None and backend.lease <= 0) or backend.keep <= 0:
-        raise OptionError("--lease and --keep must be above 0")
+    # `0 < x < inf` refuses nan too (every comparison with nan is false).
+    if (backend.lease is not None and not 0 < backend.lease < math.inf) or not (
+        0 < backend.keep < math.inf
+    ):
+        raise OptionError("--lease and --keep must be finite numbers above 0")
     return kind
 
 

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import collector, logs
-from .errors import TaskRunnerError
-from .options import DEFAULT_STATE_DIR
+from .errors import OptionError, TaskRunnerError
+from .options import DEFAULT_STATE_DIR, check_worker_count
 from .stopping import release_held_signals
 
 if TYPE_CHECKING:
@@ -153,6 +153,10 @@ def _start_workers_early(ns: argparse.Namespace, verbosity: int) -> bool:
     concurrency = ns.concurrency if ns.concurrency is not None else 1
     if workers < 1 or concurrency < 1 or (ns.timeout is not None and ns.timeout <= 0):
         return False
+    try:
+        check_worker_count(workers)
+    except OptionError:
+        return False  # refused by the API in a moment, with this message
     from . import prestart
     from .loader import ensure_cwd_on_path, pinned_spec, put_folder_on_path
 

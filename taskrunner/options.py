@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +19,12 @@ DEFAULT_QUEUE_BYTES = 256 * 1024**2
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 # --max-failures P% is judged once this many jobs have ended (as GNU parallel's --halt).
 FAILURE_RATE_MIN_JOBS = 100
+# More worker processes than one machine runs well: more jobs at once is --concurrency's job.
+MAX_WORKERS = 4096
+# A local worker costs the process that starts it about six descriptors (its pipe, a socket
+# on that pipe, its pidfd...), beside some dozens of the process's own.
+_DESCRIPTORS_PER_WORKER = 6
+_DESCRIPTORS_BESIDE = 64
 
 # Options `resume` may change; the others are fixed when the run starts.
 RESUMABLE = frozenset(
@@ -49,6 +57,7 @@ class RunOptions:
 
     def __post_init__(self) -> None:
         _at_least("--workers", self.workers, 0)  # 0: a Redis run fed by this controller alone
+        check_worker_count(self.workers)
         _at_least("--concurrency", self.concurrency, 1)
         if self.queue_size is not None:
             _at_least("--queue-size", self.queue_size, 1)
@@ -182,6 +191,56 @@ class WorkerSettings:
         )
 
 
+def check_worker_count(workers: int) -> None:
+    """Refuse more local workers than a machine can start: more than MAX_WORKERS, or more
+    than the descriptors this process may ever open (its hard limit; `make_room_for_workers`
+    raises the soft one that far)."""
+    if workers > MAX_WORKERS:
+        raise OptionError(
+            f"--workers {workers} is more worker processes than one machine runs well (at "
+            f"most {MAX_WORKERS}); for more jobs at once, raise --concurrency"
+        )
+    needed = _descriptors_for(workers)
+    hard = _descriptor_limits()[1]
+    if hard is not None and needed > hard:
+        raise OptionError(
+            f"--workers {workers} needs about {needed} open files, and this process may have "
+            f"at most {hard} (ulimit -Hn): use fewer workers, with more --concurrency"
+        )
+
+
+def make_room_for_workers(workers: int) -> None:
+    """Raise the soft limit on this process's open descriptors as far as `workers` local
+    workers need, up to the hard limit: a soft limit of 1024, a common default, would
+    otherwise end a run of some 160 workers with "Too many open files"."""
+    soft, hard = _descriptor_limits()
+    needed = _descriptors_for(workers)
+    if soft is None or needed <= soft:
+        return
+    import resource
+
+    with contextlib.suppress(OSError, ValueError):
+        wanted = needed if hard is None else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard or resource.RLIM_INFINITY))
+
+
+def _descriptors_for(workers: int) -> int:
+    return workers * _DESCRIPTORS_PER_WORKER + _DESCRIPTORS_BESIDE
+
+
+def _descriptor_limits() -> tuple[int | None, int | None]:
+    """(soft, hard) limits on this process's open descriptors; None where there is none or
+    the system does not say."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return None, None
+    unlimited = resource.RLIM_INFINITY
+    return (None if soft == unlimited else soft), (None if hard == unlimited else hard)
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -238,5 +297,6 @@ def _max_failures(value: Any) -> int | str:
 def _positive(flag: str, value: Any) -> None:
     if value is None:
         return
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise OptionError(f"{flag} must be a number above 0, not {value!r}")
+    # `0 < value < inf` refuses nan too (every comparison with nan is false).
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+        raise OptionError(f"{flag} must be a finite number above 0, not {value!r}")

@@ -24,6 +24,7 @@ from .errors import SpecError
 from .executor import Executor
 from .launching import WorkerConfig
 from .logs import show_worker_record
+from .options import make_room_for_workers
 from .placement import PendingBatch, Placement
 from .protocol import (
     RETIRE_FRAME,
@@ -88,6 +89,7 @@ class LocalPool(Executor):
                 f"{hidden} hides the taskrunner package from the workers (they would import it "
                 "instead, and die); rename it, or run from another directory"
             )
+        make_room_for_workers(workers)
         self._context = worker_context()
         self._callback = callback
         self._workers_wanted = workers

@@ -25,6 +25,7 @@ import threading
 from typing import Any
 
 from .launching import Launched, WorkerConfig, launch
+from .options import make_room_for_workers
 from .startmethod import package_hidden_from_workers, start_fork_server, worker_context
 
 # Started and not yet taken by the pool, by worker id: (the config each was given, the worker).
@@ -37,6 +38,9 @@ _hooked = False
 # The thread starting them: the first start from a fork server waits for the server to be up,
 # and the command goes on loading the run meanwhile. take() and discard() wait for it.
 _starter: threading.Thread | None = None
+# Set by discard(): the starter starts no more (a refused run of -w 3000 need not wait for
+# 3000 workers to start only to kill them).
+_stop_starting = threading.Event()
 
 
 def start(
@@ -58,6 +62,8 @@ def start(
         _hooked = True
     if package_hidden_from_workers() is not None:
         return  # they would die at start: the pool says why
+    make_room_for_workers(count)
+    _stop_starting.clear()
     context = worker_context()
     # Started here, not on the thread: that thread would wait for our GIL to do it.
     start_fork_server(context)
@@ -70,6 +76,8 @@ def start(
     def start_all() -> None:
         try:
             for config in configs:
+                if _stop_starting.is_set():
+                    break
                 launch(context, config, lambda launched, c=config: _waiting.append((c, launched)))  # type: ignore[misc]
         except Exception:  # the pool starts its own, and says what is wrong
             pass
@@ -102,6 +110,7 @@ def take(config: WorkerConfig) -> Launched | None:
 
 def discard() -> None:
     """Kill and reap every worker started early that the pool has not taken."""
+    _stop_starting.set()
     _started()
     if not _waiting:
         return

@@ -198,10 +198,19 @@ class SqliteRunStore:
         """The runs of a SELECT *: schema 1's columns by position, added ones by name."""
         cursor = self._db.execute(query, parameters)
         names = [column[0] for column in cursor.description]
-        return [
-            read_added(self._record(row[:BASE_RUN_COLUMNS]), names, row)
-            for row in cursor.fetchall()
-        ]
+        records = []
+        for row in cursor.fetchall():
+            try:
+                record = read_added(self._record(row[:BASE_RUN_COLUMNS]), names, row)
+                record.check_shape()
+            except (AttributeError, KeyError, TypeError, ValueError) as error:
+                raise StateError(
+                    f"run state {self.path!r} is corrupt: run {row[0]!r} cannot be read "
+                    f"({error}); move the file away (runs recorded in it are lost) or use "
+                    "another --state-dir"
+                ) from None
+            records.append(record)
+        return records
 
     def create(self, record: RunRecord, worker_settings: WorkerSettings | None = None) -> None:
         """Record a new run, replacing one of the same name. `worker_settings` are for

@@ -59,6 +59,38 @@ class RunRecord:
     # resume goes on counting its runs instead of giving it all its retries again.
     runs_so_far: dict[str, int] | None = None
 
+    def check_shape(self) -> None:
+        """Raise ValueError naming the first field whose value is not of its kind: a state
+        edited or damaged by hand, which would otherwise fail far from here, with a
+        traceback. The durations, which are only shown, are dropped when they do not read."""
+        for name in ("name", "gen", "callback", "state"):
+            _expect(name, getattr(self, name), str)
+        for name in ("args", "options"):
+            _expect(name, getattr(self, name), dict)
+        for name in ("started_at", "updated_at"):
+            _expect(name, getattr(self, name), (int, float))
+        for name in ("low_water_mark", "taken", "done", "failed"):
+            _expect_count(name, getattr(self, name))
+        for name in ("total", "source_offset"):
+            if getattr(self, name) is not None:
+                _expect_count(name, getattr(self, name))
+        _expect("intervals", self.intervals, list)
+        for interval in self.intervals:
+            if not (isinstance(interval, (tuple, list)) and len(interval) == 3):
+                raise ValueError(f"intervals holds {interval!r}, no (start, stop, job)")
+            _expect_count("an interval's start", interval[0])
+            _expect_count("an interval's stop", interval[1])
+        if self.runs_so_far is not None:
+            _expect("runs_so_far", self.runs_so_far, dict)
+            for runs in self.runs_so_far.values():
+                _expect_count("runs_so_far", runs)
+        try:
+            Durations.from_json(self.durations)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            self.durations = None
+        if self.live is not None and not isinstance(self.live, dict):
+            self.live = None
+
     @property
     def pending(self) -> int:
         known = self.total if self.total is not None else self.taken
@@ -83,6 +115,17 @@ class RunRecord:
             "durations": Durations.from_json(self.durations).summary(),
             "live": self.live,
         }
+
+
+def _expect(name: str, value: Any, kind: type | tuple[type, ...]) -> None:
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"{name} is {value!r}")
+
+
+def _expect_count(name: str, value: Any) -> None:
+    _expect(name, value, int)
+    if value < 0:
+        raise ValueError(f"{name} is {value!r}")
 
 
 class RunStore(Protocol):

@@ -98,6 +98,9 @@ class WorkerHandle:
     retired_at: float = 0.0
     written_off: set[tuple[int, int]] = field(default_factory=set)  # timed out, still running
     killed_reason: str = ""
+    # Killed with jobs whose part in it is not known (an event loop that stayed blocked):
+    # those it was running are suspects, not innocents.
+    killed_with_suspects: bool = False
     # Readable once the process exits (os.pidfd_open), None where the system has none.
     pidfd: int | None = None
     # The fork server that forked it, which reaps it: its exit status comes on its sentinel.
@@ -171,9 +174,10 @@ class WorkerHandle:
         """Takes no new batches: a job of its overran its timeout."""
         return self.phase in (Phase.RETIRING, Phase.RETIRED, Phase.KILLED)
 
-    def kill(self, reason: str) -> None:
+    def kill(self, reason: str, *, suspects: bool = False) -> None:
         self.phase = Phase.KILLED
         self.killed_reason = reason
+        self.killed_with_suspects = suspects
         kill(self)
 
     def running(self) -> list[tuple[int, int, float]]:
@@ -303,19 +307,35 @@ def check_timeouts(
     send_retire: Callable[[WorkerHandle], None],
 ) -> list[tuple[WorkerHandle, JobFailed]]:
     """Jobs running longer than `limit`: each fails as Timeout and retires its worker (killed
-    now when `kill_now`: nothing else can run in it until the job returns)."""
+    now when `kill_now`: nothing else can run in it until the job returns).
+
+    An asyncio worker (`kill_now`) running several jobs when one of them overruns is killed
+    with no job blamed: its loop is blocked (or a job ignores its cancellation), and any job
+    it runs may be the one blocking it, the oldest no more than the others (a job awaiting
+    on a blocked loop overruns too). Each of them runs again alone, as a crash suspect does,
+    where the one that does it again overruns alone and fails as Timeout."""
     failed: list[tuple[WorkerHandle, JobFailed]] = []
     now = time.monotonic()
     for worker in workers:
         if worker.phase is Phase.KILLED:
             continue  # killed for an overrun job already: the others it ran go back
-        for batch_id, index, started in sorted(worker.running(), key=lambda job: job[2]):
-            if worker.phase is Phase.KILLED:
+        running = [
+            job
+            for job in sorted(worker.running(), key=lambda job: job[2])
+            if job[0] in worker.outstanding and (job[0], job[1]) not in worker.written_off
+        ]
+        for batch_id, index, started in running:
+            if now - started <= limit:
+                continue
+            if kill_now and len(running) > 1:
+                worker.retired_at = now
+                worker.kill(
+                    f"killed: {len(running)} of its jobs were running when one passed "
+                    f"--timeout {timeout:g}s and its event loop did not stop it (blocked by "
+                    "one of them?); each runs again alone",
+                    suspects=True,
+                )
                 break
-            if now - started <= limit or batch_id not in worker.outstanding:
-                continue
-            if (batch_id, index) in worker.written_off:
-                continue
             seconds = now - started
             error = JobError(
                 "Timeout",
@@ -328,6 +348,7 @@ def check_timeouts(
             if kill_now:
                 worker.retired_at = now
                 worker.kill("killed after a job timed out")
+                break
             elif worker.phase is Phase.READY:
                 # A thread cannot be killed: the worker hands back what it has not started,
                 # finishes what runs, and is stopped once it holds nothing.
@@ -375,7 +396,7 @@ def bury(worker: WorkerHandle, in_order: bool, spans: dict[int, int]) -> WorkerL
         if b in worker.outstanding and (b, i) not in worker.written_off
     ]
     loading = worker.loading()
-    if worker.killed_reason:
+    if worker.killed_reason and not worker.killed_with_suspects:
         # We killed it for a job that overran and has failed as a Timeout already: the
         # others it was running are not suspects, they run again.
         running = []

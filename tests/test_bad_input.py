@@ -73,6 +73,11 @@ SPAWN = ("spawn", "jobs:gen", "jobs:cb", "--no-progress")
         pytest.param((*SPAWN, "--state-dir", "regular_file/state"), "regular_file",
                      id="state-dir-under-a-file"),
         pytest.param(("frobnicate",), "frobnicate", id="unknown-command"),
+        pytest.param((*SPAWN, "--rate", "nan"), "--rate", id="rate-nan"),
+        pytest.param((*SPAWN, "--rate", "inf"), "--rate", id="rate-inf"),
+        pytest.param((*SPAWN, "--timeout", "nan"), "--timeout", id="timeout-nan"),
+        pytest.param((*SPAWN, "-w", "100000"), "--concurrency", id="workers-more-than-a-machine"),
+        pytest.param((*SPAWN, "-w", "99999999999999999999"), "--workers", id="workers-huge"),
     ],
 )  # fmt: skip
 def test_usage_error(modules: Project, args: tuple[str, ...], mentions: str) -> None:

@@ -109,6 +109,38 @@ def test_async_job_blocking_the_loop_fails_alone(project: Project):
     assert set(project.executions()) == set(range(6))
 
 
+def test_async_job_blocking_the_loop_is_blamed_not_the_older_job_awaiting_beside_it(
+    project: Project,
+):
+    """Job 0 starts first and awaits; job 1 then blocks the loop, so both overrun. Which one
+    blocks is not known when the worker is killed: both run again alone, where job 1 blocks
+    again and fails as Timeout, and job 0 finishes (it was blamed, as the oldest, before)."""
+    project.write(
+        "jobs.py",
+        """
+        async def cb(job):
+            record(job)
+            await asyncio.sleep(0)  # job 0 awaits: the loop starts job 1 next
+            if job == 1:
+                time.sleep(30)  # blocks the event loop: cannot be cancelled
+            await asyncio.sleep(0.3)
+
+        def gen():
+            return range(2)
+        """,
+    )
+    result = project.run(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "1", "-c", "2", "--timeout", "1", "--no-progress",
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1, result
+    failures = project.query("failures", "jobs.gen")
+    assert [(f["seq"], f["error_type"]) for f in failures] == [(1, "Timeout")]
+    assert project.executions() == {0: 2, 1: 2}, "each did not run again, alone, once"
+    status = project.status("jobs.gen")
+    assert (status["done"], status["failed"]) == (1, 1)
+
+
 def test_retry_failed_then_stop_loses_no_failed_job(project: Project):
     project.write(
         "jobs.py",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections import Counter
 
+import pytest
 from helpers import FAST, Project, assert_ran_once_each, assert_usage_error
 
 NAME = "jobs.gen"
@@ -155,3 +158,39 @@ def test_corrupt_state_is_refused_and_left_alone(project: Project) -> None:
     rewritten = [path for path in files if path.read_bytes().startswith(b"SQLite format 3")]
     assert not rewritten, f"corrupt state was overwritten: {rewritten}"
     assert_ran_once_each(project, range(100))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "UPDATE runs SET options = '{not json'",
+        "UPDATE runs SET args = '[1, 2]'",
+        "UPDATE runs SET low_water_mark = 'abc'",
+        "UPDATE runs SET done = -5",
+    ],
+)
+def test_a_state_with_a_damaged_value_is_refused_with_one_line(project: Project, damage: str):
+    """A state file that is a database of ours but holds a value of the wrong kind (edited by
+    hand, damaged): exit 2 with one line naming the file, not a traceback far from here."""
+    project.write("jobs.py", MODULE)
+    assert project.run("spawn", "jobs:gen", "jobs:cb", *FAST).returncode == 0
+    path = project.root / ".taskrunner" / "taskrunner.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(damage)
+        db.commit()
+    for args in (("status", NAME), ("runs",), ("resume", NAME)):
+        result = project.run(*args)
+        assert_usage_error(result)
+        assert "corrupt" in result.stderr and "taskrunner.sqlite3" in result.stderr, result
+
+
+def test_durations_that_do_not_read_are_dropped_not_fatal(project: Project) -> None:
+    """The durations are only shown: a damaged document reads as none."""
+    project.write("jobs.py", MODULE)
+    assert project.run("spawn", "jobs:gen", "jobs:cb", *FAST).returncode == 0
+    path = project.root / ".taskrunner" / "taskrunner.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("""UPDATE runs SET durations = '{"counts": 5}'""")
+        db.commit()
+    status = project.status(NAME)
+    assert (status["state"], status["done"]) == ("finished", 100)
