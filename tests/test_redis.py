@@ -271,6 +271,23 @@ def test_unreachable_redis_is_one_line_exit_2(project: Project):
     assert not project.log.exists()
 
 
+@pytest.mark.parametrize("database", ["1x", "abc"])
+def test_a_database_that_is_no_number_is_refused_not_taken_as_0(
+    project: Project, redis_url: str, database: str
+):
+    """redis-py reads /abc as database 0: a typo of /1 would act on database 0's runs."""
+    project.write("jobs.py", SLOW_JOBS)
+    assert (
+        project.run("spawn", "jobs:gen", "jobs:cb", *FAST, "--backend", redis_url).returncode == 0
+    )
+    url = redis_url.rsplit("/", 1)[0] + "/" + database
+    for args in (("spawn", "jobs:gen", "jobs:cb", *FAST, "--restart"), ("runs",), ("status",)):
+        result = project.run(*args, "--backend", url)
+        assert_usage_error(result)
+        assert "must be a number" in result.stderr, result
+    assert project.query("status", "--backend", redis_url)["state"] == "finished"
+
+
 def test_wrong_password_is_one_line_exit_2(project: Project, tmp_path: Path):
     server = RedisServer(tmp_path, password="secret")
     server.start()

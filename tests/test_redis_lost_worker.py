@@ -111,6 +111,36 @@ def test_a_lost_worker_costs_no_job(
     _assert_finished(project, redis_url, total)
 
 
+def test_one_sigterm_stops_a_controller_whose_only_worker_was_lost(
+    project: Project, redis_url: str, redis_server: RedisServer
+) -> None:
+    """-w 0, its one `work` lost holding a lease: nobody is left to pop, so the controller
+    settles the expired lease itself, and one SIGTERM ends the run (it waited for ever for
+    jobs no one ran). What the lease held comes back for resume, which runs every job."""
+    total = 40
+    project.write("jobs.py", JOBS.replace("__N__", str(total)).replace("__SLEEP__", "0.3"))
+    controller = _spawn(project, redis_url)
+    doomed = _work(project, redis_url, 4)
+    client = redis_server.client()
+    wait_for(lambda: client.scard(STARTED) >= 4, 30, what="jobs reported started")
+    os.killpg(doomed.pid, signal.SIGKILL)
+    in_flight = set(project.executions())
+    os.kill(controller.pid, signal.SIGTERM)
+    result = controller.wait(30)  # the lease (3 s) and a reclaim (1 s) later, not never
+    assert result.returncode == 130, result
+    stopped = project.query("status", NAME, "--backend", redis_url)
+    assert stopped["done"] + stopped["failed"] + stopped["pending"] == stopped["taken"], stopped
+    assert stopped["pending"] > 0 and stopped["live"]["in_flight"] == 0, stopped
+    survivor = _work(project, redis_url, 4)
+    resumed = project.run("resume", NAME, "-w", "0", "--no-progress", "--backend", redis_url)
+    assert resumed.returncode == 0, resumed
+    survivor.wait(30)
+    runs = project.executions()
+    assert set(runs) == set(range(total)), "a job was lost"
+    assert {seq for seq, count in runs.items() if count > 1} <= in_flight
+    _assert_finished(project, redis_url, total)
+
+
 def test_a_job_that_kills_its_worker_in_two_leases_fails_as_lease_lost(
     project: Project, redis_url: str
 ) -> None:

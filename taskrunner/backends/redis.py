@@ -94,7 +94,42 @@ def run_key(name: str, part: str) -> str:
     return f"{KEY_PREFIX}:{{{name}}}:{part}"
 
 
+def pop_keys(name: str, worker_id: str) -> list[str]:
+    """The keys of pop.lua, in its order, for the worker `worker_id`: its workers' pops and
+    the controller's (which leases nothing, and reclaims: RedisExecutor.poll)."""
+    return [
+        *(run_key(name, part) for part in ("waiting", "payloads", "lease_expiry", "tokens")),
+        *(run_key(name, part) for part in ("leased", "outcomes")),
+        run_key(name, f"holds:{worker_id}"),
+        run_key(name, "meta"),
+        run_key(name, "pace"),
+        run_key(name, f"popped:{worker_id}"),
+        *(run_key(name, part) for part in ("started", "suspects", "missed", "alone")),
+        *(run_key(name, part) for part in ("lease_jobs", "lease_left")),
+    ]
+
+
 # -- connection ----------------------------------------------------------------------------------
+
+
+def _check_database(url: str) -> None:
+    """Refuse a database in the URL's path that is no number: redis-py takes one it cannot
+    read as database 0 without a word, and a typo of /1 would then act on another
+    database's runs (`spawn --restart`, `resume`)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return  # redis-py says what is wrong with it
+    if parts.scheme not in ("redis", "rediss"):
+        return  # unix://: the path is the socket's; the database goes in ?db=
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        raise BackendError(
+            f"--backend {_safe_url(url)}: the database in the URL's path must be a number "
+            f"(redis://host:port/0), not {database!r}"
+        )
 
 
 class RedisConnection:
@@ -109,6 +144,7 @@ class RedisConnection:
             raise BackendError(
                 "the Redis backend needs redis-py: pip install 'taskrunner[redis]'"
             ) from None
+        _check_database(url)
         self.url = url
         self._errors = redis.exceptions
         self._fractional_waits = True

@@ -22,8 +22,9 @@ from ..durations import Durations
 from ..errors import BackendError, StateError
 from ..executor import Executor
 from ..ledger import FAILED, HANDED_BACK, Ledger
+from ..options import DEFAULT_LEASE, WorkerSettings
 from ..records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned
-from .redis import RedisConnection, run_key
+from .redis import RedisConnection, pop_keys, run_key
 from .redis_wire import Serializer, batch_arguments, job_ids, split_outcome
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ IDLE_POLL_SECONDS = 0.01
 WAKE_WAIT_SECONDS = 0.1
 # Tokens left in `fed` as the run ends: one for each of that many idle workers.
 WAKE_TOKENS_AT_END = 16
+# While stopping, how often the controller settles the leases that expired: nobody else may
+# be left to (RedisExecutor.poll).
+RECLAIM_SECONDS = 1.0
 
 
 class RedisExecutor(Executor):
@@ -80,9 +84,19 @@ class RedisExecutor(Executor):
         self._collect_keys = [
             run_key(name, part) for part in ("outcomes", "collected", "collected_by", "owner")
         ]
+        # The controller's own pops, which lease nothing and reclaim expired leases.
+        self._reclaimer = f"controller-{self._session}"
+        self._reclaim_keys = pop_keys(name, self._reclaimer)
+        self._reclaims = 0
+        self._lease_ms = int(DEFAULT_LEASE * 1000)  # the run's own, read at start
+        self._max_leases = 1
+        self._reclaim_at: float | None = None  # set once stopping: see poll
 
     def start(self) -> None:
-        self._connection.client.hset(run_key(self._name, "meta"), "state", "running")
+        meta = run_key(self._name, "meta")
+        self._connection.client.hset(meta, "state", "running")
+        settings = WorkerSettings.from_fields(self._connection.client.hgetall(meta))
+        self._lease_ms, self._max_leases = int(settings.lease * 1000), 1 + settings.retries
         self._start_local()
 
     def _start_local(self) -> None:
@@ -163,6 +177,7 @@ class RedisExecutor(Executor):
         return ids, payloads
 
     def poll(self, timeout: float) -> list[Event]:
+        returned = self._reclaim() if self._reclaim_at is not None else []
         deadline = time.monotonic() + timeout
         while True:
             raw = self._held_run(
@@ -175,7 +190,25 @@ class RedisExecutor(Executor):
             # Wait for a report (report.lua leaves a token in `wake`) instead of asking again
             # and again; a token left by a report collected already costs one more look.
             self._connection.wait_for_token(self._wake_key, min(remaining, WAKE_WAIT_SECONDS))
-        return self._events(raw)
+        return returned + self._events(raw)
+
+    def _reclaim(self) -> list[Event]:
+        """Once stopping, every RECLAIM_SECONDS: settle the leases that expired, as any
+        worker's pop does, and take back what that put in the queue. The jobs a stop waits
+        for may be in the lease of a worker that died, and no worker may be left to pop (a
+        controller of -w 0 whose one machine was lost): one SIGTERM would otherwise wait for
+        ever. The jobs it had not started, and its suspects, come back for `resume`; a
+        suspect lost again fails as LeaseLost (collected with the other outcomes)."""
+        now = time.monotonic()
+        assert self._reclaim_at is not None
+        if now < self._reclaim_at:
+            return []
+        self._reclaim_at = now + RECLAIM_SECONDS
+        self._reclaims += 1
+        token = f"{self._reclaimer}:{self._reclaims}"
+        args = [0, self._lease_ms, token, self._max_leases, 0, 0]
+        self._connection.run("pop", self._reclaim_keys, args)
+        return self._recall()
 
     def _check_local(self) -> None:
         if self._local is not None and self._local.poll() is not None:
@@ -189,6 +222,10 @@ class RedisExecutor(Executor):
             self._start_local()
 
     def recall(self) -> list[Event]:
+        self._reclaim_at = time.monotonic() + RECLAIM_SECONDS
+        return self._recall()
+
+    def _recall(self) -> list[Event]:
         keys = [
             run_key(self._name, part)
             for part in ("waiting", "payloads", "recalled", "recalled_by", "alone", "owner")

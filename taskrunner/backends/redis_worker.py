@@ -14,6 +14,7 @@ counted twice.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -25,13 +26,13 @@ from ..errors import BackendError
 from ..ledger import FAILED, Ledger
 from ..loader import ensure_cwd_on_path, is_async_callback
 from ..logs import level_for
-from ..options import WorkerSettings
+from ..options import WorkerSettings, check_worker_count
 from ..outcomes import SettlesOutcomes
 from ..pool import LocalPool
 from ..records import Batch, Ending, JobError, JobsDone
 from ..requeue import Requeue
 from ..stopping import StopSignals
-from .redis import LAYOUT, RedisConnection, run_key
+from .redis import LAYOUT, RedisConnection, pop_keys, run_key
 from .redis_joining import run_callback, wait_for_run
 from .redis_wire import LeaseReport, Serializer, read_jobs
 
@@ -60,6 +61,9 @@ def work(
     """
     if workers < 1 or concurrency < 1:
         raise BackendError("taskrunner work needs -w and -c of at least 1")
+    check_worker_count(workers)
+    if not 0 <= wait_seconds < math.inf:  # refuses nan too
+        raise BackendError(f"--wait must be a finite number of seconds, not {wait_seconds!r}")
     connection = RedisConnection(url)
     try:
         name = wait_for_run(connection, name, wait_seconds)
@@ -156,16 +160,7 @@ class RedisWorker(SettlesOutcomes):
         self._last_state: str | None = "running"  # the run's state, as the last pop saw it
         held = run_key(name, f"holds:{self._worker_id}")
         self._pace_key = run_key(name, "pace")
-        self._pop_keys = [
-            *(run_key(name, part) for part in ("waiting", "payloads", "lease_expiry", "tokens")),
-            *(run_key(name, part) for part in ("leased", "outcomes")),
-            held,
-            run_key(name, "meta"),
-            run_key(name, "pace"),
-            run_key(name, f"popped:{self._worker_id}"),
-            *(run_key(name, part) for part in ("started", "suspects", "missed", "alone")),
-            *(run_key(name, part) for part in ("lease_jobs", "lease_left")),
-        ]
+        self._pop_keys = pop_keys(name, self._worker_id)
         self._report_keys = [
             *(run_key(name, part) for part in ("lease_expiry", "tokens", "payloads", "leased")),
             run_key(name, "outcomes"),

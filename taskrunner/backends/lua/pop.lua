@@ -36,8 +36,9 @@
 --   killing its worker before the heartbeat tells);
 -- - a job that had started is a suspect: it goes back, no attempt counted the first time,
 --   to be leased alone to a worker that holds nothing else;
--- - a suspect whose lease is lost while it had started again is the culprit: once it has
---   had all its leases it is reported to the controller as lost (LeaseLost).
+-- - a suspect whose lease is lost again is the culprit, whether or not it was seen starting
+--   (it ran alone): once it has had all its leases it is reported to the controller as lost
+--   (LeaseLost).
 --
 -- With --rate, the jobs leased are given start times one interval apart, after those given
 -- to every earlier pop: the caller waits `delay` ms before the first, then one interval
@@ -68,15 +69,19 @@ local max_leases = tonumber(ARGV[4])
 local function reclaim(id)
     redis.call('HDEL', KEYS[4], id)
     local started = redis.call('SREM', KEYS[11], id) == 1
-    if not started and redis.call('HINCRBY', KEYS[13], id, 1) > MAX_MISSED then
+    local suspect = redis.call('HEXISTS', KEYS[12], id) == 1
+    if suspect then
+        -- A suspect is leased alone: its lease lost, it is what was running, seen starting
+        -- or not (one that kills its worker at once dies before the heartbeat can tell).
+        started = true
+    elseif not started and redis.call('HINCRBY', KEYS[13], id, 1) > MAX_MISSED then
         redis.call('HDEL', KEYS[13], id)
         started = true
     end
-    local suspect = redis.call('HEXISTS', KEYS[12], id) == 1
     -- The lease lost now was an attempt too when `counted`.
     local leased = 1 + tonumber(redis.call('HGET', KEYS[5], id) or '0')
-    -- A suspect that had started again: this lease was an attempt. Every other lost lease
-    -- was not one (the job had not started, or it is a suspect for the first time).
+    -- A suspect lost again: this lease was an attempt. Every other lost lease was not one
+    -- (the job had not started, or it is a suspect for the first time).
     local counted = started and suspect
     if started then
         redis.call('HINCRBY', KEYS[12], id, 1)
