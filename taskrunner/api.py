@@ -149,7 +149,7 @@ def resume(
     store = kind.open_store(backend, state_dir, create=True)
     try:
         record = _find_run(store, name, unfinished=True)
-        run_options = RunOptions.from_mapping(record.options).with_overrides(overrides)
+        run_options = RunOptions.resumed(record.options, overrides)
         limit = continued_limit(record, more)
         limit_moved = limit != run_options.limit
         run_options = dataclasses.replace(run_options, limit=limit)

@@ -105,12 +105,15 @@ class RunOptions:
         return dataclasses.asdict(self)
 
     def with_overrides(self, overrides: dict[str, Any]) -> RunOptions:
-        fixed = sorted(
-            key for key, value in overrides.items() if value is not None and key not in RESUMABLE
-        )
-        if fixed:
-            raise OptionError(f"resume cannot change {', '.join(fixed)}; start over with --restart")
-        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        return dataclasses.replace(self, **_resumable(overrides))
+
+    @classmethod
+    def resumed(cls, saved: dict[str, Any], overrides: dict[str, Any]) -> RunOptions:
+        """A resumed run's options: those it saved, with `overrides`, checked together once.
+        The saved ones alone are not checked: `resume -w 2` must be able to resume a run saved
+        with a -w this machine can no longer start (a lower ulimit), or with a value an
+        earlier version let through (--rate inf)."""
+        return cls.from_mapping({**saved, **_resumable(overrides)})
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,16 @@ class WorkerSettings:
             rate=float(text["rate"]) if text.get("rate") else None,
             want_results=text.get("want_results") == "1",
         )
+
+
+def _resumable(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The options given to resume; one it cannot change is refused."""
+    fixed = sorted(
+        key for key, value in overrides.items() if value is not None and key not in RESUMABLE
+    )
+    if fixed:
+        raise OptionError(f"resume cannot change {', '.join(fixed)}; start over with --restart")
+    return {key: value for key, value in overrides.items() if value is not None}
 
 
 def check_worker_count(workers: int) -> None:

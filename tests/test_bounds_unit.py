@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from taskrunner.bounds import ADAPTIVE_MOST, AHEAD_SECONDS, BATCH_BYTES, QueueBound
 from taskrunner.errors import OptionError
-from taskrunner.options import DEFAULT_QUEUE_BYTES, RunOptions
+from taskrunner.options import DEFAULT_QUEUE_BYTES, MAX_WORKERS, RunOptions
 from taskrunner.store import SHOWN_JOB_CHARS, shown_job
 
 
@@ -122,3 +124,16 @@ def test_the_first_rate_is_measured_sooner_than_the_next_ones() -> None:
     # The next windows are the longer ones: a shorter one changes nothing.
     bound.note_ended(10_000, FIRST_WINDOW_SECONDS + RATE_WINDOW_SECONDS / 2)
     assert bound.jobs == ADAPTIVE_MOST
+
+
+def test_resume_checks_the_saved_options_with_its_own_not_the_saved_alone() -> None:
+    """A run saved with a -w this machine can no longer start (a lower ulimit, or more than
+    MAX_WORKERS from an older version), or with --rate inf (let through before), resumes
+    with the value given to resume; given nothing, it is refused, with one line."""
+    saved = {**RunOptions().saved(), "workers": MAX_WORKERS + 1, "rate": math.inf}
+    resumed = RunOptions.resumed(saved, {"workers": 2, "rate": 100.0})
+    assert (resumed.workers, resumed.rate) == (2, 100.0)
+    with pytest.raises(OptionError, match="--workers"):
+        RunOptions.resumed(saved, {"rate": 100.0})
+    with pytest.raises(OptionError, match="resume cannot change"):
+        RunOptions.resumed(saved, {"workers": 2, "rate": 100.0, "total": 3})

@@ -116,16 +116,16 @@ def _check_database(url: str) -> None:
     """Refuse a database in the URL's path that is no number: redis-py takes one it cannot
     read as database 0 without a word, and a typo of /1 would then act on another
     database's runs (`spawn --restart`, `resume`)."""
-    from urllib.parse import urlsplit
+    from urllib.parse import parse_qs, unquote, urlsplit
 
     try:
         parts = urlsplit(url)
     except ValueError:
         return  # redis-py says what is wrong with it
-    if parts.scheme not in ("redis", "rediss"):
-        return  # unix://: the path is the socket's; the database goes in ?db=
-    database = parts.path.strip("/")
-    if database and not database.isdigit():
+    if parts.scheme not in ("redis", "rediss") or "db" in parse_qs(parts.query):
+        return  # unix://: the path is the socket's; a ?db= is checked by redis-py, and wins
+    database = unquote(parts.path).strip("/")
+    if database and not (database.isascii() and database.isdigit()):
         raise BackendError(
             f"--backend {_safe_url(url)}: the database in the URL's path must be a number "
             f"(redis://host:port/0), not {database!r}"

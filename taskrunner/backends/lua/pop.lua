@@ -33,11 +33,12 @@
 -- its jobs not reported yet:
 -- - a job its worker had not started goes back to the head of the queue, no attempt counted
 --   (one lost MAX_MISSED times without being seen starting is taken as started: it may be
---   killing its worker before the heartbeat tells);
+--   killing its worker before the heartbeat tells; a suspect, which runs alone, lost more
+--   than MAX_MISSED_ALONE times so);
 -- - a job that had started is a suspect: it goes back, no attempt counted the first time,
 --   to be leased alone to a worker that holds nothing else;
--- - a suspect whose lease is lost again is the culprit, whether or not it was seen starting
---   (it ran alone): once it has had all its leases it is reported to the controller as lost
+-- - a suspect whose lease is lost again while it had started (or taken as started) is the
+--   culprit: once it has had all its leases it is reported to the controller as lost
 --   (LeaseLost).
 --
 -- With --rate, the jobs leased are given start times one interval apart, after those given
@@ -55,6 +56,7 @@
 -- followed by a comma (so that JSON payloads read at once as one array).
 
 local MAX_MISSED = 3
+local MAX_MISSED_ALONE = 1
 local GROUP = 500  -- elements per command: well under Lua's stack limit for unpack
 -- GUARD (as in push.lua): a field longer than the compact encodings allow, kept in the hash
 -- of tokens: a hash of a few hundred entries is otherwise a ziplist/listpack, searched from
@@ -70,18 +72,21 @@ local function reclaim(id)
     redis.call('HDEL', KEYS[4], id)
     local started = redis.call('SREM', KEYS[11], id) == 1
     local suspect = redis.call('HEXISTS', KEYS[12], id) == 1
-    if suspect then
-        -- A suspect is leased alone: its lease lost, it is what was running, seen starting
-        -- or not (one that kills its worker at once dies before the heartbeat can tell).
+    -- Lost before it was seen starting: as started once that has happened often enough.
+    -- A suspect runs alone, so twice is enough (one that kills its worker at once dies
+    -- before the heartbeat can tell), and not once: a suspect may wait unstarted in a lost
+    -- worker (for its --rate slot, say), which is no fault of its own.
+    local most_missed = suspect and MAX_MISSED_ALONE or MAX_MISSED
+    if not started and redis.call('HINCRBY', KEYS[13], id, 1) > most_missed then
         started = true
-    elseif not started and redis.call('HINCRBY', KEYS[13], id, 1) > MAX_MISSED then
-        redis.call('HDEL', KEYS[13], id)
-        started = true
+    end
+    if started then
+        redis.call('HDEL', KEYS[13], id)  -- a suspect from now on: its alone leases count anew
     end
     -- The lease lost now was an attempt too when `counted`.
     local leased = 1 + tonumber(redis.call('HGET', KEYS[5], id) or '0')
-    -- A suspect lost again: this lease was an attempt. Every other lost lease was not one
-    -- (the job had not started, or it is a suspect for the first time).
+    -- A suspect that had started again: this lease was an attempt. Every other lost lease
+    -- was not one (the job had not started, or it is a suspect for the first time).
     local counted = started and suspect
     if started then
         redis.call('HINCRBY', KEYS[12], id, 1)
