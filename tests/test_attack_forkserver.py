@@ -133,7 +133,12 @@ def test_a_fork_server_stopped_for_good_does_not_hang_the_run(project: Project) 
     project.last = result
     assert result.returncode in (1, 2, 3), result  # it ended, by itself
     status = project.status(NAME)
-    assert status["done"] + status["failed"] + status["pending"] == STOP_TOTAL, status
+    # Exact counts of the jobs taken: all of them when the run went on to the end; fewer when
+    # it stopped naming the cause (a loaded machine, where the new server did not answer
+    # either), with the rest still in the generator for resume.
+    assert status["done"] + status["failed"] + status["pending"] == status["taken"], status
+    if status["state"] == "finished":
+        assert status["taken"] == STOP_TOTAL, status
     executions = project.executions()
     # Every job ran but those still pending (resume runs them); the culprit failed.
     assert status["done"] + status["failed"] <= len(executions), (status, executions)
