@@ -225,12 +225,11 @@ def test_one_ctrl_c_on_a_slow_terminal_leaves_no_cut_line_and_the_tty_blocking(
     code = run.wait(25)
     assert code == 130, (code, run.stderr()[-3000:])
     flags = fcntl.fcntl(keep, fcntl.F_GETFL)
-    # Let the reader take what is left (our `keep` holds the slave open: no EIO; stop on idle).
-    size = -1
-    while size != len(data):
-        size = len(data)
-        time.sleep(0.3)
+    # The run has exited: once our `keep` is closed too, the reader takes what the terminal
+    # still holds, then EIO (the slave side closed) ends it.
     os.close(keep)
+    wait_for(ended.is_set, 25, what="the reader to reach the terminal's end (EIO)")
+    os.close(master)
     assert not flags & os.O_NONBLOCK, "the terminal was left O_NONBLOCK"
     seen = [rec["seq"] for rec in _lines(bytes(data))]
     status = project.status(NAME)
