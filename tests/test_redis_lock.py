@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
+from helpers import wait_for
 from redis_support import RedisServer, feeding_executor, serve
 
 from taskrunner.backends.redis import RedisRunStore, run_key
@@ -87,9 +87,7 @@ def test_a_lapsed_lock_taken_by_another_is_not_taken_back(redis_server, stores):
     first.create(a_record())
     client = redis_server.client()
     client.pexpire(KEY, 1)
-    deadline = time.monotonic() + 5
-    while client.exists(KEY) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: not client.exists(KEY), 5, interval=0.01, what="the lapsed lock to expire")
     second = open_store(redis_server, stores)
     second.lock(NAME)
     taken = client.get(KEY)
