@@ -4,6 +4,7 @@ and a CLI run whose standard output is a descriptor the test chose."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import time
@@ -48,6 +49,18 @@ def fork_server_of(controller: int) -> int | None:
         if state not in ("Z", "X") and info is not None and info.fork_server:
             return pid
     return None
+
+
+def pipe_full(read_fd: int) -> bool:
+    """Has the pipe whose read end is `read_fd` no room left, so that its writer waits? Asked
+    of a write end of our own, opened on the same pipe through /proc and closed at once."""
+    writer = os.open(f"/proc/self/fd/{read_fd}", os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        room = select.poll()
+        room.register(writer, select.POLLOUT)
+        return not room.poll(0)
+    finally:
+        os.close(writer)
 
 
 def continue_stopped(session: int) -> None:

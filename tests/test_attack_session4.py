@@ -34,7 +34,7 @@ from helpers import (
     session_members,
     wait_for,
 )
-from support_processes import children, continue_stopped, fork_server_of
+from support_processes import children, continue_stopped, fork_server_of, pipe_full
 
 # What a pipe holds before a write blocks: Linux's default (pipe(7)).
 PIPE_CAPACITY = 65536
@@ -702,15 +702,8 @@ def test_bug_ctrl_c_is_ignored_while_the_reader_of_results_stalls(project: Proje
     project.write("jobs.py", STALL_JOBS)
     run = _PipedRun(project, "spawn", "jobs:gen", "jobs:cb", *FAST, "--results", "-")
     run.read_until(100)
-    # The reader stops reading: wait until the run stops making progress (pipe full).
-    last = [-1]
-
-    def stalled() -> bool:
-        now = sum(project.executions().values())
-        still, last[0] = now == last[0], now
-        return still
-
-    wait_for(stalled, 30, interval=0.5, what="the run to stall on the full pipe")
+    # The reader stops reading: wait until the pipe is full (the run's writes wait for room).
+    wait_for(lambda: pipe_full(run.fd), 30, what="the results pipe to fill")
     os.killpg(run.proc.pid, signal.SIGINT)
     try:
         code = run.proc.wait(10)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from helpers import CLI, FAST, Background, Project, assert_ran_once_each, wait_for
-from support_processes import OwnStdoutRun
+from support_processes import OwnStdoutRun, pipe_full
 
 NAME = "jobs.gen"
 
@@ -153,7 +153,9 @@ def test_a_second_ctrl_c_while_the_writer_waits_for_a_paused_reader(project: Pro
     )
     first = os.read(r, 4096)
     assert first, run.stderr()
-    wait_for(lambda: "poll" in _wchan(run.pid), 20, what="the writer to wait for room")
+    wait_for(
+        lambda: pipe_full(r) and "poll" in _wchan(run.pid), 20, what="the writer to wait for room"
+    )
     os.killpg(run.pid, signal.SIGINT)
     time.sleep(0.3)  # the attack: a second Ctrl-C a moment later
     os.killpg(run.pid, signal.SIGINT)
