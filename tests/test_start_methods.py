@@ -215,6 +215,8 @@ def test_a_fork_server_slow_to_tell_a_killed_worker_s_status_blames_no_job(
             if job < 2000:
                 return job  # batches are sized for trivial jobs, then they turn slow
             if job == {slow}:
+                with open(os.path.join(HERE, "slow-started"), "w") as out:
+                    out.write(repr(time.monotonic()))  # the clock every process shares
                 time.sleep(30)
             time.sleep(0.03)
             return job
@@ -222,10 +224,16 @@ def test_a_fork_server_slow_to_tell_a_killed_worker_s_status_blames_no_job(
     )
     run = project.start("spawn", "jobs:gen", "jobs:cb", *FAST, "--timeout", "1", "--rate", "400")
     server = wait_for(lambda: _server_of(run.pid), 30, what="the fork server")
-    wait_for(lambda: project.executions()[slow] >= 1, 45, 0.005, what=f"job {slow} to start")
-    time.sleep(0.5)  # the pool kills its worker 1 s after it started: the server is stopped then
+    started_file = project.root / "slow-started"
+    wait_for(lambda: started_file.stat().st_size > 0 if started_file.exists() else False,
+             45, 0.005, what=f"job {slow} to start")  # fmt: skip
+    # The pool kills the worker 1 s after the job started: the server must be stopped
+    # by then, or this test would pass without testing what it says.
+    time.sleep(0.2)
     os.kill(server, signal.SIGSTOP)
     try:
+        late = time.monotonic() - float(started_file.read_text())
+        assert late < 0.9, f"the fork server was stopped {late:.2f} s after the job started"
         time.sleep(4)
     finally:
         os.kill(server, signal.SIGCONT)
