@@ -22,6 +22,7 @@ import uuid
 from typing import Any
 
 from ..batching import BatchSizer
+from ..bounds import BATCH_BYTES
 from ..errors import BackendError
 from ..ledger import FAILED, Ledger
 from ..loader import ensure_cwd_on_path, is_async_callback
@@ -148,6 +149,10 @@ class RedisWorker(SettlesOutcomes):
         self._reports: dict[str, LeaseReport] = {}  # by lease token, not yet sent
         self._interval_ms = 1000.0 / rate if rate else 0.0
         self._sizer = BatchSizer(concurrency=concurrency, cap=500, rate=rate)
+        # Bytes per job of the payloads leased so far (None until a pop brought any): a batch
+        # holds at most BATCH_BYTES of them, as in a local run (bounds.QueueBound.batch_jobs),
+        # so that large jobs are leased a few at a time, not the run's whole --queue-bytes.
+        self._bytes_per_job: float | None = None
         self._signals = StopSignals()
         self._heartbeat_stop = threading.Event()
         self._beat_now = threading.Event()
@@ -231,8 +236,32 @@ class RedisWorker(SettlesOutcomes):
 
     # -- leasing -------------------------------------------------------------------------------
 
-    def _lease(self) -> tuple[str | None, bool]:
+    def _batch_size(self) -> int:
+        """Jobs per batch: the sizer's (about 10 ms of work), but at most BATCH_BYTES of
+        payloads (one job at least; one before any job was measured). The pool takes
+        batches while a process holds fewer than -c + this many jobs, and a pop leases
+        what the pool takes: without the bound in bytes, 5 MB jobs of a quick callback were
+        leased 500 at a time, every job the controller had pushed held here (and again
+        pickled for the process) however many other workers could run them."""
         size = self._sizer.size()
+        if self._bytes_per_job is None:
+            return 1
+        return max(1, min(size, int(BATCH_BYTES // max(1.0, self._bytes_per_job))))
+
+    def _note_bytes(self, jobs: int, size: int) -> None:
+        """A pop leased `jobs` whose payloads came to `size` bytes."""
+        if jobs <= 0:
+            return
+        per_job = size / jobs
+        previous = self._bytes_per_job
+        # Larger jobs count at once; smaller ones bring the estimate down gradually.
+        if previous is None:
+            self._bytes_per_job = per_job
+        else:
+            self._bytes_per_job = max(per_job, 0.5 * (previous + per_job))
+
+    def _lease(self) -> tuple[str | None, bool]:
+        size = self._batch_size()
         # While a suspect runs, nothing else: if this machine is lost, the suspect alone is
         # to blame. While suspects wait, take nothing new until holding nothing.
         holding = self._holds_jobs()
@@ -256,6 +285,7 @@ class RedisWorker(SettlesOutcomes):
         if len(reply) < 7:
             return state, False
         ids, jobs, refused = read_jobs(self._serializer, reply[4:7])
+        self._note_bytes(len(ids) + len(refused), len(reply[6]))
         for job_id, error in refused:
             log.warning("job %s refused: %s", job_id, error)
             refusal = JobError("PayloadRefused", f"the job's payload was refused: {error}", "", 0.0)
