@@ -31,7 +31,7 @@ from .logs import above_bar
 from .options import DEFAULT_STATE_DIR, Backend, RunOptions, WorkerSettings
 from .progress import Progress, Summary
 from .records import Ending, Failure, UnkeptJob
-from .results import cut_partial_line
+from .results import cut_partial_line, end_partial_line
 from .store import FailureGroup, RunRecord, RunStore
 from .totals import continued_limit, job_count, stopped_at_limit
 from .usercode import (
@@ -88,7 +88,7 @@ def run(
     # A function a spawned worker cannot import by name goes by value; one that cannot be
     # sent at all is refused here, before anything is written or started.
     callback = for_workers("CALLBACK", pinned_spec(callback, here), callback_spec, callback_fn)
-    name = name or _default_name(gen_spec)
+    name = _checked_name(name or _default_name(gen_spec))
     early = _start_early(kind, run_options, callback, callback_fn)
     with _closed_on_error(early):
         store = kind.open_store(backend, state_path, create=True)
@@ -115,7 +115,12 @@ def run(
             try:
                 executor = early or kind.executor(store, record, run_options, callback, callback_fn)
                 context = _context(backend, state_dir)
-                return _drive(record, run_options, source, Checkpoint(), store, executor, context)
+                # A file the run it replaces wrote may end in a line cut short: its own.
+                own = existing is not None and _results_of(existing) == run_options.results
+                return _drive(
+                    record, run_options, source, Checkpoint(), store, executor, context,
+                    own_results=own,
+                )  # fmt: skip
             except (SpecError, OptionError):
                 # Refused before any job ran (a worker could not load CALLBACK): no run remains.
                 if record.done + record.failed == 0:
@@ -235,9 +240,13 @@ def _resume_loaded(
     record.error = None
     # What an earlier controller queued or leased is taken again from the generator.
     store.reopen(record.name, WorkerSettings.for_run(record.callback, run_options, backend))
+    own_results = _results_of(record) == run_options.results  # as its last session wrote it
     executor = early or kind.executor(store, record, run_options, callback, callback_fn)
     context = _context(backend, state_dir)
-    return _drive(record, run_options, source, checkpoint, store, executor, context, retry)
+    return _drive(
+        record, run_options, source, checkpoint, store, executor, context, retry,
+        own_results=own_results,
+    )  # fmt: skip
 
 
 def status(
@@ -364,7 +373,11 @@ def _drive(
     executor: Executor,
     context: tuple[str, ...],
     retry_first: list[tuple[int, Any, int]] | None = None,
+    *,
+    own_results: bool,
 ) -> Summary:
+    """Run `record` to its end. `own_results`: the --results file is the one this run wrote
+    in its last session, so a line cut short at its end is the run's own to cut."""
     record.state = "running"
     if options.workers == 0:
         # Only the Redis backend allows it: nothing runs until a worker joins.
@@ -374,7 +387,7 @@ def _drive(
     progress = Progress(
         total=record.total, done=record.done, failed=record.failed, show=options.progress
     )
-    with _results_file(options.results) as results, above_bar(progress.bar):
+    with _results_file(options.results, own_results) as results, above_bar(progress.bar):
         controller = Controller(
             record=record,
             options=options,
@@ -390,8 +403,13 @@ def _drive(
         return dataclasses.replace(summary, context=context, limit_reached=stopped_at_limit(record))
 
 
+def _results_of(record: RunRecord) -> str | None:
+    results = record.options.get("results")
+    return results if isinstance(results, str) else None
+
+
 @contextlib.contextmanager
-def _results_file(path: str | None) -> Iterator[TextIO | None]:
+def _results_file(path: str | None, own: bool) -> Iterator[TextIO | None]:
     if path is None:
         yield None
     elif path == "-":
@@ -403,7 +421,9 @@ def _results_file(path: str | None) -> Iterator[TextIO | None]:
         with contextlib.suppress(BrokenPipeError):  # the reader went away: nothing to flush to
             results.flush()
     else:
-        cut_partial_line(path)  # a run stopped in the middle of a line: not glued to the next
+        # A line cut short at the end (a run stopped in the middle of it) is cut back when it
+        # is this run's own; a file of someone else's keeps it whole, ended, our lines after.
+        (cut_partial_line if own else end_partial_line)(path)
         try:
             file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
         except OSError as error:
@@ -481,6 +501,21 @@ def _context(backend: Backend, state_dir: str) -> tuple[str, ...]:
     if state_dir != DEFAULT_STATE_DIR:
         return ("--state-dir", state_dir)
     return ()
+
+
+def _checked_name(name: str) -> str:
+    """A run's name is shown in tables and commands and kept in the store: text that UTF-8
+    can carry (a name made from bytes with surrogateescape crashed the store) and no
+    control characters (a newline or an escape broke the `runs` table and the terminal)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise OptionError(
+            f"run name {name!r} is not valid UTF-8 text; give another with --name"
+        ) from None
+    if any(ord(char) < 32 or 127 <= ord(char) < 160 for char in name):
+        raise OptionError(f"run name {name!r} holds a control character; give another with --name")
+    return name
 
 
 def _default_name(gen_spec: str) -> str:

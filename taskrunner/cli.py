@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from . import collector, logs
 from .errors import OptionError, TaskRunnerError
 from .options import DEFAULT_STATE_DIR, check_worker_count
+from .plaintext import shown
 from .stopping import release_held_signals
 
 if TYPE_CHECKING:
@@ -234,10 +235,11 @@ def _failures(ns: argparse.Namespace, verbosity: int) -> int:
         print(json.dumps([failure_as_json(f) for f in failures], indent=2))
         return 0
     for failure in failures:
-        print(f"seq {failure.seq}: {failure.error_type}: {failure.message}  (job {failure.job!r}, "
-              f"{failure.attempts} attempt{'s' if failure.attempts != 1 else ''})")  # fmt: skip
+        print(f"seq {failure.seq}: {shown(failure.error_type)}: {shown(failure.message)}  "
+              f"(job {failure.job!r}, {failure.attempts} attempt"
+              f"{'s' if failure.attempts != 1 else ''})")  # fmt: skip
         if verbosity > 0 and failure.traceback:
-            print("    " + failure.traceback.rstrip().replace("\n", "\n    "))
+            print("    " + shown(failure.traceback.rstrip(), lines=True).replace("\n", "\n    "))
     if not failures:
         print("no failed jobs")
     return 0

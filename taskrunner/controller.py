@@ -332,6 +332,7 @@ class Controller(SettlesOutcomes):
         flight = self._ledger.get(batch_id)
         if flight is None or flight.state[index] != OPEN:
             return
+        error = error.encodable()  # shown, logged, saved and grouped from here on
         runs = flight.extra(index, 0) + 1
         if error.duration > 0:  # it ran (and each attempt counts): not one refused unrun
             self._durations.add(error.duration, flight.keys[index], shown_job(flight.jobs[index]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from .plaintext import shown
 from .records import Failure
 from .store import FailureGroup
 
@@ -22,7 +23,8 @@ def print_groups(groups: list[FailureGroup], as_json: bool) -> None:
         first, last = group.as_json()["first_seen"], group.as_json()["last_seen"]
         seqs = ", ".join(str(seq) for seq in group.first_seqs)
         more = ", ..." if group.count > len(group.first_seqs) else ""
-        print(f"{group.group_id:<10}  {group.count:>7}  {group.error_type}: {group.message}")
+        cause = f"{shown(group.error_type)}: {shown(group.message)}"
+        print(f"{group.group_id:<10}  {group.count:>7}  {cause}")
         print(f"{'':<21}at {group.where or '(no frame of user code)'}")
         print(f"{'':<21}seqs {seqs}{more}; first {first}, last {last}")
 

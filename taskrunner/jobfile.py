@@ -13,6 +13,7 @@ import collections
 import functools
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from .loader import JOB_FILE_SUFFIXES
 from .store import RunRecord
 
 COUNT_CHUNK = 1 << 20
+UTF8_BOM = b"\xef\xbb\xbf"
 _CHANGED = (
     "the file of jobs {path!r} has changed since the run started (line {line} is not the job "
     "the checkpoint ends at); start over with --restart"
@@ -95,6 +97,8 @@ class JobsFile:
         if self._text:
             line = raw[:-1] if raw.endswith(b"\n") else raw
             line = line[:-1] if line.endswith(b"\r") else line
+            if line_number == 1 and line.startswith(UTF8_BOM):
+                line = line[len(UTF8_BOM) :]  # an editor's mark, not the first job's text
             try:
                 return line.decode("utf-8")
             except UnicodeDecodeError as error:
@@ -120,12 +124,23 @@ class JobsFile:
 
 
 def open_jobs(path: str) -> JobsFile:
-    """The jobs of the file at `path`; SpecError when it cannot be read."""
+    """The jobs of the file at `path`; SpecError when it cannot be read, or is no regular
+    file: a FIFO (or /dev/stdin) is read to its end once to count its lines, and then
+    opening it again waited for ever for another writer, the jobs it held gone; nor could
+    it be read again to resume."""
     try:
-        with open(path, "rb"):
-            pass
+        mode = os.stat(path).st_mode
+        if stat.S_ISREG(mode):
+            with open(path, "rb"):
+                pass
     except OSError as error:
         raise SpecError(f"GEN {path!r}: cannot read the file of jobs: {error.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a pipe, device or socket"
+        raise SpecError(
+            f"GEN {path!r} is {kind}, not a file of jobs: a run must be able to read its "
+            "jobs again to resume; write them to a file and give its path"
+        )
     return JobsFile(path)
 
 

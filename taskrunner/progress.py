@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from .durations import Durations
+from .plaintext import shown
 from .records import RunState
 
 log = logging.getLogger("taskrunner")
@@ -151,7 +152,7 @@ class Summary:
             lines += self._group_lines()
         else:
             for error_type, count, first_seq in self.failures_by_type:
-                lines.append(f"  failed: {count} x {error_type} (e.g. seq {first_seq})")
+                lines.append(f"  failed: {count} x {shown(error_type)} (e.g. seq {first_seq})")
         if self.durations is not None:
             lines += [f"  {line}" for line in self.durations.render()]
         lines.append(f"  next: {self.next_command()}")
@@ -163,9 +164,9 @@ class Summary:
         lines = []
         for group in self.failure_groups[:SUMMARY_GROUPS]:
             where = f"at {group.where}; " if group.where else ""
-            message = f": {group.message}" if group.message else ""
+            message = f": {shown(group.message)}" if group.message else ""
             lines.append(
-                f"  failed: {group.count} x {group.error_type}{message}"
+                f"  failed: {group.count} x {shown(group.error_type)}{message}"
                 f"  ({where}group {group.group_id}, e.g. seq {group.first_seqs[0]})"
             )
         hidden = self.failure_groups[SUMMARY_GROUPS:]

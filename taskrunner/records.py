@@ -62,6 +62,26 @@ class JobError(Frozen):
     traceback: str
     duration: float
 
+    def encodable(self) -> JobError:
+        """The same failure with its texts as UTF-8 can carry them (`encodable`)."""
+        texts = (self.error_type, self.message, self.traceback)
+        fixed = tuple(encodable(text) for text in texts)
+        if fixed == texts:
+            return self
+        return JobError(*fixed, self.duration)
+
+
+def encodable(text: str) -> str:
+    """`text`, with each lone surrogate as its escape (`\\udce9`). A str made from bytes with
+    surrogateescape (a file name from os.listdir, argv, the environment) holds them, and
+    sqlite, strict JSON and a UTF-8 terminal all refuse them: one such exception message
+    made every save of the run fail."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
 
 class UnkeptJob(str):
     """Stands, in a saved checkpoint, for a job that could not be stored (it cannot be

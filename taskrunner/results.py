@@ -12,8 +12,9 @@ a buffer of ours): `write` says which lines did not get out, and their jobs stay
   in; after an abandon (the second) it leaves even that one. Lines not out are given up
   (`gave_up`); the reader has whole lines unless the run was abandoned in the middle of one.
 - A write that fails otherwise (a full disk) stops the run with one line (`error`); a file
-  cut in the middle of a line is cut back to its last whole line when a run opens it again
-  (cut_partial_line).
+  cut in the middle of a line is cut back to its last whole line when the run that wrote it
+  opens it again (cut_partial_line); a file of the user's keeps its last line, ended
+  (end_partial_line).
 
 Waiting writes go to the descriptor without blocking (O_NONBLOCK set around each write
 alone, since the open file may be a terminal shared with the shell), after poll says there
@@ -242,6 +243,21 @@ def _write_all(fd: int, data: bytes) -> int:
         except OSError as error:
             raise _CutShort(sent, error) from None
     return sent
+
+
+def end_partial_line(path: str) -> None:
+    """A --results file the run did not write, that ends in the middle of a line, gets a
+    newline: its text is the user's to keep, and our lines must not be glued to it."""
+    try:
+        with open(path, "r+b") as file:
+            size = file.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            file.seek(size - 1)
+            if file.read(1) != b"\n":
+                file.write(b"\n")
+    except OSError:
+        pass  # none yet, or unreadable: opening it for the run says what is wrong
 
 
 def cut_partial_line(path: str) -> None:

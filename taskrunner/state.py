@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import pickle
@@ -24,6 +25,7 @@ from .state_columns import BASE_RUN_COLUMNS, add_run_columns, read_added, write_
 from .state_failures import read_failures, read_groups, write_failures
 from .state_schema import SCHEMA_VERSION, prepare
 from .store import (
+    KEPT_JOB_BYTES,
     FailureGroup,
     RunRecord,
     failure_as_json,
@@ -167,7 +169,7 @@ class SqliteRunStore:
 
     def lock(self, name: str) -> None:
         """Hold the run for this process; a second controller on the same run is refused."""
-        path = os.path.join(self.state_dir, f"{_safe_filename(name)}.lock")
+        path = os.path.join(self.state_dir, _lock_filename(name))
         lock_file = open(path, "a+")  # noqa: SIM115 - held open for the run's lifetime
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -416,11 +418,15 @@ def _loaded_job(payload: bytes) -> Any:
 
 def _pickled(job: Any) -> bytes:
     """The job pickled to keep (once: a checkpoint's job may be megabytes, saved each
-    second); one that cannot be pickled, as an UnkeptJob of its text."""
+    second); one that cannot be pickled, or is larger than KEPT_JOB_BYTES, as an UnkeptJob
+    of its text."""
     try:
-        return pickle.dumps(job, protocol=4)
+        payload = pickle.dumps(job, protocol=4)
     except BaseException:  # a __reduce__ may raise anything
         return pickle.dumps(UnkeptJob(job_text(job)), protocol=4)
+    if len(payload) > KEPT_JOB_BYTES:
+        return pickle.dumps(UnkeptJob(job_text(job)), protocol=4)
+    return payload
 
 
 def _unpickle(payload: bytes, fallback: Any) -> Any:
@@ -433,6 +439,18 @@ def _unpickle(payload: bytes, fallback: Any) -> Any:
 
 def _safe_filename(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
+def _lock_filename(name: str) -> str:
+    """The run's lock file: its name where that is a safe, short file name; else a safe
+    prefix and a digest of the name, so that two names never share a lock ("a b" and "a_b"
+    did) and a long one does not fail as a file name too long for the system."""
+    safe = _safe_filename(name)
+    if safe == name and len(name.encode()) <= 200:
+        return f"{name}.lock"
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    prefix = safe.encode("utf-8", "ignore")[:100].decode("utf-8", "ignore")
+    return f"{prefix}-{digest}.lock"
 
 
 # The name of this class before store.RunStore became the protocol it implements.

@@ -11,7 +11,7 @@ from typing import Any
 
 from .records import Failure
 from .signature import join_traceback, signature, split_traceback, traceback_hash
-from .store import FIRST_SEQS, FailureGroup, RunRecord, job_text
+from .store import FIRST_SEQS, KEPT_JOB_BYTES, FailureGroup, RunRecord, job_text
 
 
 def write_failures(
@@ -119,9 +119,10 @@ def read_groups(db: sqlite3.Connection, name: str) -> list[FailureGroup]:
 
 def pickle_job(job: Any) -> bytes:
     try:
-        return pickle.dumps(job, protocol=4)
+        payload = pickle.dumps(job, protocol=4)
     except BaseException:  # a __reduce__ may raise anything
         return b""  # cannot be kept: its repr (in job_repr) is all that is left of it
+    return payload if len(payload) <= KEPT_JOB_BYTES else b""  # too large: as above
 
 
 def stored_job(payload: bytes, job_repr: str) -> tuple[Any, bool]:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from .durations import Durations
 from .options import WorkerSettings
-from .records import Failure
+from .records import Failure, encodable
 from .signature import signature
 
 
@@ -268,10 +268,16 @@ def group_failures(failures: Iterable[Failure]) -> list[FailureGroup]:
     return sorted(groups, key=lambda group: (-group.count, group.first_seqs))
 
 
+# A job larger than this, pickled, is kept as its text (`job_text`) in the checkpoint and in
+# its failure: sqlite refuses a value over 1 GB (a 1 GB job made every save fail, the run
+# stuck "running" for good), and the checkpoint's job is written again at each save.
+KEPT_JOB_BYTES = 16 * 1024**2
+
+
 def job_text(job: Any) -> str:
     """What stands for a job that cannot be stored as itself: its repr, cut short."""
     try:
-        return repr(job)[:1000]
+        return encodable(repr(job)[:1000])
     except BaseException:  # a __repr__ may raise anything
         return "<unrepresentable job>"
 

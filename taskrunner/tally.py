@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from .ledger import DONE, FAILED
+from .plaintext import shown
 from .progress import Progress
 from .records import Failure
 from .store import RunRecord
@@ -71,11 +72,12 @@ class Tally:
         self._held_failures[failure.seq] = failure
         self.session_failed += 1
         self._progress.update(failed=1)
-        shown = self._record.failed + len(self._held_failures)
-        if self.session_failed <= LOGGED_FAILURES and shown <= LOGGED_FAILURES:
+        listed = self._record.failed + len(self._held_failures)
+        if self.session_failed <= LOGGED_FAILURES and listed <= LOGGED_FAILURES:
             first_line = failure.message.splitlines()[0] if failure.message else ""
-            log.warning("seq %d failed: %s: %s", failure.seq, failure.error_type, first_line)
-            if shown == LOGGED_FAILURES:
+            cause = f"{shown(failure.error_type)}: {shown(first_line)}"
+            log.warning("seq %d failed: %s", failure.seq, cause)
+            if listed == LOGGED_FAILURES:
                 log.warning("further failures are not logged: 'taskrunner failures' lists them")
 
     # -- saved: as jobs enter the checkpoint --------------------------------------------------

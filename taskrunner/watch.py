@@ -20,6 +20,7 @@ import time
 from typing import TextIO
 
 from .durations import format_seconds
+from .plaintext import shown
 from .records import RunState
 from .store import RunRecord, RunStore
 
@@ -62,7 +63,7 @@ def frame(record: RunRecord, failure_groups: list[tuple[str, int, int]], now: fl
                 f" {unsaved.get('failed', 0)} failed"
             )
     for error_type, count, first_seq in failure_groups[:FAILURE_GROUPS_SHOWN]:
-        lines.append(f"failed: {count} x {error_type} (e.g. seq {first_seq})")
+        lines.append(f"failed: {count} x {shown(error_type)} (e.g. seq {first_seq})")
     return lines
 
 

@@ -107,8 +107,10 @@ def is_resource_tracker(name: str, cmdline: str) -> bool:
 def proc_info(pid: int) -> ProcInfo | None:
     """Read /proc/PID/stat (None when the process is gone)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        stat = Path(f"/proc/{pid}/stat").read_bytes().decode(errors="replace")
+        cmdline = (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
     except OSError:
         return None
     # The command name (field 2) is in parentheses and may contain spaces: split after it.

@@ -185,6 +185,36 @@ def test_stdin_is_refused_as_gen(project: Project):
     assert "cannot be resumed" in result.stderr
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["fifo", "stdin", "directory"])
+def test_a_gen_that_is_no_regular_file_is_refused(project: Project, kind: str):
+    """A FIFO named jobs.txt was read to its end to count its lines, then opening it again
+    waited for ever for a new writer (SIGTERM did not end the wait), and the jobs it held
+    were gone. Anything but a regular file is refused at once, as `-` is."""
+    project.write("slow.py", FILE_JOBS)
+    path = project.root / "jobs.txt"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "stdin":
+        path.symlink_to("/dev/stdin")
+    else:
+        path.mkdir()
+    result = project.run("spawn", "jobs.txt", "slow:cb", *FAST)
+    assert_usage_error(result)
+    assert "resume" in result.stderr, result.stderr
+    assert not project.executions()
+
+
+def test_a_byte_order_mark_is_no_part_of_the_first_job_of_a_text_file(project: Project):
+    project.write("echo.py", "def cb(job):\n    return job\n")
+    (project.root / "jobs.txt").write_bytes(b"\xef\xbb\xbfalpha\nbeta\n")
+    results = project.root / "out.jsonl"
+    result = project.run("spawn", "jobs.txt", "echo:cb", *FAST, "--results", str(results))
+    assert result.returncode == 0, result
+    jobs = sorted(json.loads(line)["job"] for line in results.read_text().splitlines())
+    assert jobs == ["alpha", "beta"], jobs
+
+
 ALL_FAIL = """
 def gen(n=5000):
     return range(n)

@@ -253,8 +253,9 @@ def cb(job):
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("tail", [b'{"seq": 99, "job": 9', b"no newline at all", b"x" * 70000])
 def test_a_results_file_ending_in_a_cut_line_before_spawn(project: Project, tail: bytes) -> None:
-    """The --results file exists and ends without a newline. Spawn cuts it back: every
-    earlier whole line is kept, each of the run's lines is whole and alone on its line."""
+    """The --results file exists and ends without a newline, and this run did not write
+    it. Spawn keeps all of it (the cut line is the user's), ends it with a newline, and each
+    of the run's lines is whole and alone on its line after it."""
     project.write("jobs.py", SMALL_JOBS)
     earlier = b"".join(b'{"earlier": %d}\n' % i for i in range(5)) if tail[:1] != b"n" else b""
     (project.root / "out.jsonl").write_bytes(earlier + tail)
@@ -262,8 +263,9 @@ def test_a_results_file_ending_in_a_cut_line_before_spawn(project: Project, tail
                          "--results", "out.jsonl")  # fmt: skip
     assert result.returncode == 0, result
     content = (project.root / "out.jsonl").read_bytes()
-    assert content.startswith(earlier), content[:200]
-    records = _lines(content)
+    assert content.startswith(earlier + tail + b"\n"), content[:200]
+    records = _lines(content[len(earlier + tail + b"\n") :])
+    records += _lines(earlier)
     assert [r for r in records if "earlier" in r] == [
         {"earlier": i} for i in range(len(earlier and range(5)))
     ]

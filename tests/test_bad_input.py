@@ -155,3 +155,33 @@ def test_callback_that_crashes_workers_as_they_start_stops_the_run(project: Proj
     assert "workers die while starting" in result.stderr.strip().splitlines()[-1], result
     assert "SIGSEGV" in result.stderr, result
     assert project.executions() == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        (b"caf\xe9".decode("utf-8", "surrogateescape"), "not valid UTF-8"),  # from argv bytes
+        ("two\nlines", "control character"),
+        ("x\x1b[2Jy", "control character"),
+    ],
+)
+def test_a_run_name_that_is_no_plain_text_is_refused(project: Project, name: str, why: str):
+    """A name from bytes that are not UTF-8 crashed the store with a traceback; a newline or
+    an escape in one broke the `runs` table and the terminal."""
+    project.write("jobs.py", MODULE)
+    result = project.run("spawn", "jobs:gen", "jobs:cb", "--name", name)
+    assert_usage_error(result)
+    assert why in result.stderr, result.stderr
+    assert not project.executions()
+
+
+def test_a_long_run_name_runs_and_names_that_once_shared_a_lock_do_not(project: Project):
+    """A 300-character --name failed as a lock file name too long for the system (a
+    traceback, exit 1); "a b" and "a_b" shared one lock file."""
+    project.write("jobs.py", MODULE)
+    for name in ("n" * 300, "a b", "a_b"):
+        result = project.run("spawn", "jobs:gen", "jobs:cb", "--name", name, "-w", "1")
+        assert result.returncode == 0, result
+        assert project.status(name)["done"] == 20
+    locks = sorted(path.name for path in (project.root / ".taskrunner").glob("*.lock"))
+    assert len(locks) == 3 and all(len(lock.encode()) < 255 for lock in locks), locks

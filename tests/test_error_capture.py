@@ -183,3 +183,55 @@ def test_async_timeout_cancels_the_job(project: Project) -> None:
     assert_ran_once_each(project, range(N))
     record = the_only_failure(project)
     assert record["error_type"] == "Timeout", record
+
+
+@pytest.mark.timeout(90)
+def test_a_message_with_a_lone_surrogate_fails_its_job_and_the_run_goes_on(
+    project: Project,
+) -> None:
+    """A file name read with surrogateescape (os.listdir of a name that is not UTF-8) in an
+    exception's message: sqlite, JSON and the terminal
+    refuse such a str, and every save of the run failed with UnicodeEncodeError (the run
+    stayed "running" with nothing counted, and each resume crashed again). Now the texts
+    are kept with the surrogate escaped."""
+    bad = b"caf\xe9".decode("utf-8", "surrogateescape")
+    project.write(
+        "jobs.py",
+        module_with(
+            f"""
+            raise FileNotFoundError("/data/" + {bad!r} + ".csv")
+            """
+        ),
+    )
+    result = project.run("spawn", "jobs:gen", "jobs:cb", *FAST)
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "caf\\udce9" in result.stderr, result.stderr  # the summary's failed: line
+    failure = the_only_failure(project)
+    assert failure["error_type"] == "FileNotFoundError", failure
+    assert failure["message"] == "/data/caf\\udce9.csv", failure
+    status = project.status(NAME)
+    assert (status["state"], status["done"], status["failed"], status["pending"]) == (
+        "finished", N - 1, 1, 0,
+    ), status  # fmt: skip
+    assert_ran_once_each(project, range(N))
+    shown = project.run("failures", NAME)
+    assert shown.returncode == 0 and "caf\\udce9.csv" in shown.stdout, shown
+
+
+def test_control_characters_of_a_message_are_shown_escaped(project: Project) -> None:
+    """An escape sequence in an exception's message reached the terminal as it was (one
+    cleared the screen), in the warning, the summary, `failures` and `failures --groups`;
+    a carriage return or a newline hid or broke their lines. They are shown escaped, and
+    kept as they came in the JSON view."""
+    project.write("jobs.py", module_with('raise ValueError("\\x1b[2Jgone\\r\\nnext\\x9b")'))
+    outputs = [project.run("spawn", "jobs:gen", "jobs:cb", *FAST)]
+    assert outputs[0].returncode == 1, outputs[0]
+    outputs += [project.run("failures", NAME), project.run("failures", NAME, "--groups")]
+    for result in outputs:
+        text = result.stdout + result.stderr
+        assert not any(char in text for char in "\x1b\r\x9b"), repr(text)
+        assert "\\x1b[" in text, text
+    # The summary and the groups show a message's first line; `failures` all of it.
+    assert "gone\\r\\nnext\\x9b" in outputs[1].stdout, outputs[1]
+    assert the_only_failure(project)["message"] == "\x1b[2Jgone\r\nnext\x9b"

@@ -60,3 +60,25 @@ def test_results_to_stdout(project: Project) -> None:
     assert sorted(lines, key=lambda line: line["seq"]) == [expected_line(s) for s in range(N)]
     assert not (project.root / "-").exists()
     assert '"result"' not in result.stderr, "results go to stdout only"
+
+
+def test_a_results_file_of_the_user_s_keeps_its_last_line_whole(project: Project) -> None:
+    """A --results file the run did not write, that ends without a newline: its last line
+    was cut away (at spawn, and at a resume given another path than its run's). It is the
+    user's: kept, ended with a newline, the run's lines after it."""
+    project.write("jobs.py", MODULE)
+    mine = project.root / "mine.jsonl"
+    mine.write_text('{"mine": 1}\n{"mine": 2, "unfinished')
+    result = project.run("spawn", "jobs:gen", "jobs:cb", *FAST, "--results", "mine.jsonl")
+    assert result.returncode == 0, result
+    lines = mine.read_text().split("\n")
+    assert lines[:2] == ['{"mine": 1}', '{"mine": 2, "unfinished'], lines[:3]
+    assert sorted(json.loads(line)["seq"] for line in lines[2:] if line) == list(range(N))
+
+    other = project.root / "other.jsonl"
+    other.write_text("theirs")
+    again = project.run("spawn", "jobs:gen", "jobs:cb", *FAST, "--restart", "--limit", "5")
+    assert again.returncode == 0, again
+    resumed = project.run("resume", "jobs.gen", *FAST, "--results", "other.jsonl")
+    assert resumed.returncode == 0, resumed
+    assert other.read_text().startswith("theirs\n"), other.read_text()[:100]

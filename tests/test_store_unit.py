@@ -3,6 +3,7 @@ themselves (they fail as such): those come back as UnkeptJob, never as a look-al
 
 from __future__ import annotations
 
+import pickle
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +14,9 @@ from redis_support import RedisServer, serve
 
 from taskrunner.backends.redis import RedisRunStore
 from taskrunner.records import Failure, UnkeptJob
-from taskrunner.state import SqliteRunStore
-from taskrunner.store import RunRecord, RunStore
+from taskrunner.state import SqliteRunStore, _pickled
+from taskrunner.state_failures import pickle_job
+from taskrunner.store import KEPT_JOB_BYTES, RunRecord, RunStore
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +108,14 @@ def test_failure_of_an_unstorable_job_is_kept_without_its_job(store: Any) -> Non
     by_seq = {failure.seq: failure for failure in store.failures("r")}
     assert not by_seq[5].job_kept and "lock" in by_seq[5].job
     assert by_seq[6].job_kept and by_seq[6].job == 6
+
+
+def test_a_job_too_large_to_keep_is_kept_as_its_text() -> None:
+    """sqlite refuses a value over 1 GB: a job of 1 GB at the checkpoint (or failed) made
+    every save of its run fail. Above KEPT_JOB_BYTES a job is kept as its text."""
+    small, large = b"x" * 1000, b"x" * (KEPT_JOB_BYTES + 1)
+    assert pickle.loads(_pickled(small)) == small
+    kept = pickle.loads(_pickled(large))
+    assert isinstance(kept, UnkeptJob) and len(kept) <= 1000, type(kept)
+    assert pickle.loads(pickle_job(small)) == small
+    assert pickle_job(large) == b""
