@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .jobfile import JobsFile
 from .options import RunOptions
 from .store import RunRecord
 
@@ -35,13 +36,24 @@ def job_count(
     if total is None:
         total = counted_by_gen(gen, args)
     if total is None:
-        try:
-            total = first_seq + len(iterable)
-        except TypeError:
-            total = None
+        total = counted_by_len(iterable, first_seq=first_seq)
     if options.limit is not None:
         total = options.limit if total is None else min(total, options.limit)
     return total
+
+
+def counted_by_len(iterable: Any, *, first_seq: int) -> int | None:
+    """The jobs from seq 0 that `len()` of what GEN returned tells; None without a `len()`.
+
+    A GEN that seeks returns the jobs from `first_seq` on, so those before are added. A file
+    of jobs counts its lines from the file's start wherever it starts reading
+    (`JobsFile.__len__`): adding `first_seq` to that counted the finished jobs twice, and a
+    resumed file showed that many phantom pending jobs."""
+    try:
+        count = len(iterable)
+    except TypeError:
+        return None
+    return count if isinstance(iterable, JobsFile) else first_seq + count
 
 
 def counted_by_gen(gen: Any, args: dict[str, Any]) -> int | None:

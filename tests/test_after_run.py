@@ -165,6 +165,29 @@ def test_jsonl_run_killed_resumes_by_seeking_and_loses_nothing(project: Project)
     assert (status["done"], status["failed"], status["total"]) == (600, 0, 600), status
 
 
+def test_a_file_of_jobs_continued_by_limits_counts_each_line_once(project: Project):
+    """Resume seeks into the file; its total is still the file's line count, not that plus
+    the jobs taken before (which showed 30 phantom pending jobs after 40 of 40 done)."""
+    project.write("slow.py", FILE_JOBS)
+    (project.root / "jobs.txt").write_text("".join(f"{n}\n" for n in range(40)))
+    assert project.run("spawn", "jobs.txt", "slow:cb", *FAST, "--limit", "20").returncode == 0
+    assert project.run("resume", "jobs.txt", *FAST, "--limit", "10").returncode == 0
+    status = project.status("jobs.txt")
+    assert (status["done"], status["pending"], status["total"]) == (30, 0, 30), status
+
+    result = project.run("resume", "jobs.txt", *FAST)
+
+    assert result.returncode == 0, result
+    assert_ran_once_each(project, range(40))
+    status = project.status("jobs.txt")
+    counts = {key: status[key] for key in ("state", "done", "failed", "pending", "taken", "total")}
+    assert counts == {
+        "state": "finished", "done": 40, "failed": 0, "pending": 0, "taken": 40, "total": 40,
+    }, status  # fmt: skip
+    (run,) = project.runs()
+    assert (run["done"], run["pending"]) == (40, 0), run
+
+
 def test_a_changed_file_of_jobs_is_refused_on_resume(project: Project):
     project.write("slow.py", FILE_JOBS)
     jobs = project.root / "jobs.txt"
