@@ -106,7 +106,10 @@ class RunSaver:
             exit_code = 1 if record.failed else 0
         else:
             state, exit_code = stopped, EXIT_CODES[stopped]
-        if record.total is None and state is RunState.FINISHED:
+        if state is RunState.FINISHED:
+            # GEN ran out (or the limit was reached): the count is now known exactly, and
+            # replaces a --total or GEN `total` that said more, which would leave pending
+            # jobs in a finished run.
             record.total = record.taken
         self.save(state)
         return Summary(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from helpers import FAST, Project, assert_ran_once_each, assert_usage_error
 from terminal import run_on_terminal
 
@@ -111,9 +112,39 @@ def test_gen_total_gives_the_bar_a_percentage_and_an_eta(project: Project):
 
 def test_total_option_overrides_gen_total(project: Project):
     project.write("jobs.py", COUNTED)
-    result = project.run("spawn", "jobs:gen", "jobs:cb", *FAST, "--total", "100")
+    screen = run_on_terminal(project, "spawn", "jobs:gen", "jobs:cb", "-w", "2", "--total", "100")
+    assert screen.returncode == 0, screen.raw
+    assert_ran_once_each(project, range(40))
+    assert re.search(r"\| 40/100 \[", screen.raw), screen.lines
+    # Once GEN ran out the count is known: the 40 jobs it yielded.
+    assert project.status("jobs.gen")["total"] == 40
+
+
+@pytest.mark.parametrize("total", ["100", "4"], ids=["above", "below"])
+def test_a_finished_run_counts_the_jobs_it_took_whatever_total_said(project: Project, total: str):
+    """--total is the bar's guess; a finished run's counts are exact: done + failed + pending
+    is the jobs taken, pending 0 (a --total of 100 over 10 jobs left 90 pending)."""
+    project.write(
+        "jobs.py",
+        """
+        def gen():
+            yield from range(10)
+
+        def cb(job):
+            record(job)
+        """,
+    )
+    result = project.run("spawn", "jobs:gen", "jobs:cb", *FAST, "--total", total)
+
     assert result.returncode == 0, result
-    assert project.status("jobs.gen")["total"] == 100
+    assert_ran_once_each(project, range(10))
+    status = project.status("jobs.gen")
+    counts = {key: status[key] for key in ("state", "done", "failed", "pending", "taken", "total")}
+    assert counts == {
+        "state": "finished", "done": 10, "failed": 0, "pending": 0, "taken": 10, "total": 10,
+    }, status  # fmt: skip
+    (run,) = project.runs()
+    assert (run["done"], run["pending"], run["total"]) == (10, 0, 10), run
 
 
 def test_a_gen_total_that_fails_is_a_warning_and_the_run_goes_on(project: Project):
