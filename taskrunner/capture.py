@@ -16,6 +16,15 @@ MAX_LINE_BYTES, or until `drain()`, which the worker calls before each message i
 (CapturingReporter): so a job's output comes before its outcome, and a run never ends
 before the lines of its last jobs arrive. What a process killed outright had written but
 not yet sent is lost with it.
+
+A thread's partial line in sys.stdout or sys.stderr (`print(x, end="")`, not flushed) is in
+the worker, not yet in the pipe: it is ended as a line of its own when its job ends, never
+left for a newline that may not come, nor glued to a later job's output. "When its job
+ends" is `end_lines()` on the job's thread, which the threads and asyncio strategies call
+after each job (asyncio's tasks share their thread's partial line). The plain loop, too
+quick for a call per job, calls it after a job of a microsecond or more when `held` says
+a line was left (a print takes longer than that), and drain() ends the sending thread's
+line at each report. Every thread's partial line is ended at close().
 """
 
 from __future__ import annotations
@@ -78,6 +87,12 @@ class OutputCapture:
             sys.stdout = ThreadLines(sys.stdout)
         if sys.stderr is not None:
             sys.stderr = ThreadLines(sys.stderr)
+        # Ours, not whatever sys.stdout is by then: a callback may have replaced it.
+        self._lines = tuple(
+            stream for stream in (sys.stdout, sys.stderr) if isinstance(stream, ThreadLines)
+        )
+        global _captured
+        _captured = self._lines
         self._reader = threading.Thread(target=self._read, name="capture", daemon=True)
         self._reader.start()
 
@@ -86,10 +101,13 @@ class OutputCapture:
 
         Called before the worker reports an outcome: what a job printed is shown before
         the run loop hears that the job ended (and so before the run can end without it).
+        The calling thread's partial line in sys.stdout/sys.stderr is ended too: the plain
+        loop reports from the thread its jobs ran on, after them. Other threads' partial
+        lines wait for their job's end (end_lines): one may be in the middle of a print.
         """
-        for stream in (sys.stdout, sys.stderr):
-            if isinstance(stream, ThreadLines):
-                stream.flush_all()
+        for lines in self._lines:
+            lines.end_line()
+            lines.flush_all()
         with self._lock:
             for read_fd in list(self._pipes):
                 self._read_available(read_fd)
@@ -99,9 +117,10 @@ class OutputCapture:
 
     def close(self) -> None:
         """Put fds 1 and 2 back and send what is left, partial lines included."""
-        for stream in (sys.stdout, sys.stderr):
-            if isinstance(stream, ThreadLines):
-                stream.flush_all()
+        global _captured
+        for lines in self._lines:
+            lines.end_all()  # no job is left to end them, nor newline to come
+        _captured = self._lines = ()
         sys.stdout, sys.stderr = self._wrapped
         for fd, original in self._saved:
             _flush(fd)
@@ -156,28 +175,55 @@ class OutputCapture:
 class ThreadLines(io.TextIOBase):
     """A text stream that passes on each thread's text in whole lines, one write each.
 
-    A thread's partial line waits for its newline (or for flush()); the underlying stream
-    is flushed after each line, so it leaves when printed, as on a terminal.
+    A thread's partial line waits for its newline, for flush(), or for end_line() at its
+    job's end; the underlying stream is flushed after each line, so it leaves when printed,
+    as on a terminal.
     """
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__()
         self._stream = stream
         self._lock = threading.Lock()
-        self._local = threading.local()
+        # Each thread's partial line, by thread id: in one dict, not a threading.local, so
+        # that close() can end them all.
+        self._pending: dict[int, str] = {}
 
     def write(self, text: str) -> int:
-        pending: str = getattr(self._local, "pending", "") + text
+        thread = threading.get_ident()
+        pending = self._pending.pop(thread, "") + text
         head, newline, tail = pending.rpartition("\n")
-        self._local.pending = tail
+        if tail:
+            self._pending[thread] = tail
+            held[0] = True
         if newline:
             self._put(head + newline)
         return len(text)
 
     def flush(self) -> None:
-        pending = getattr(self._local, "pending", "")
-        self._local.pending = ""
-        self._put(pending)
+        self._put(self._pending.pop(threading.get_ident(), ""))
+
+    def end_line(self) -> None:
+        """Pass on this thread's partial line as a line of its own: its job ended."""
+        if self._pending:  # nearly always empty: a look, not a lookup, per job
+            pending = self._pending.pop(threading.get_ident(), "")
+            if pending:
+                self._put_ended(pending)
+
+    def end_all(self) -> None:
+        """Pass on every thread's partial line, each as a line of its own, and flush."""
+        for thread in list(self._pending):
+            pending = self._pending.pop(thread, "")  # its thread may have ended it meanwhile
+            if pending:
+                self._put_ended(pending)
+        self.flush_all()
+
+    def _put_ended(self, pending: str) -> None:
+        # Never raises: the job's outcome must still be reported. A partial line its own
+        # print could not have written either (a lone surrogate: UnicodeEncodeError) is lost.
+        try:
+            self._put(pending + "\n")
+        except (OSError, ValueError):
+            pass
 
     def flush_all(self) -> None:
         """Flush the stream below; partial lines of other threads wait for their newline."""
@@ -205,6 +251,21 @@ class ThreadLines(io.TextIOBase):
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+# The ThreadLines of the capture in place, for end_lines().
+_captured: tuple[ThreadLines, ...] = ()
+# Set when a thread leaves a partial line: the plain loop looks at it after each job that
+# took a microsecond or more (a print takes longer), not calling end_lines() per job. A
+# hint, not a count: whoever clears it ends its own thread's lines only.
+held = [False]
+
+
+def end_lines() -> None:
+    """A job ended on this thread: its partial lines leave now, each as a line of its own."""
+    held[0] = False
+    for lines in _captured:
+        lines.end_line()
 
 
 def _flush(fd: int) -> None:

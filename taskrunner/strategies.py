@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .capture import end_lines, held
 from .durations import SMALLEST, bucket_of
 from .inbox import Command, Inbox, Work, WorkItem
 from .protocol import (
@@ -108,6 +109,7 @@ class Strategy:
 
     def _succeeded(self, base: int, batch_id: int, index: int, result: Any, started: float) -> None:
         leave_if_forked()
+        end_lines()  # what the job printed without a newline: shown now, as its own line
         if self.buffer.want_results:
             # Pickled while the slot still names the job: a result whose pickling kills the
             # worker makes this job the culprit, not the report that would have carried it.
@@ -124,6 +126,7 @@ class Strategy:
         self, base: int, batch_id: int, index: int, error: BaseException | JobError, started: float
     ) -> None:
         leave_if_forked(error)
+        end_lines()
         self.slots[base + 2] = 0.0
         self.buffer.report_failed(batch_id, index, error, time.monotonic() - started)
         self.slots[base] = IDLE
@@ -244,6 +247,7 @@ class Sequential(Strategy):
         # returns one type, and `is not` costs less than the set lookup.
         plain_type: type = type(None)
         monotonic = time.monotonic
+        partial_line = held  # a job left a partial line (capture.py)
         reported = 0  # jobs[:reported] are reported
         index = 0
         started = batch_started = monotonic()
@@ -262,6 +266,8 @@ class Sequential(Strategy):
                         elif inspect.isawaitable(result):
                             _await_here(result)
                     if (finished := monotonic()) - started >= SMALLEST:
+                        if partial_line[0]:
+                            end_lines()  # before the next job prints
                         seconds = finished - started
                         bucket = bucket_of(seconds)
                         counts[bucket] = counts.get(bucket, 0) + 1
@@ -365,6 +371,8 @@ class Sequential(Strategy):
                 waited = 0.0
                 continue
             if (seconds := (finished := time.monotonic()) - started) >= SMALLEST:
+                if held[0]:
+                    end_lines()  # what the job left without a newline: its own line
                 bucket = bucket_of(seconds)
                 counts[bucket] = counts.get(bucket, 0) + 1
                 if seconds > timings.floor:

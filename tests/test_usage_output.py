@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 
+import pytest
 from helpers import CLI, FAST, Project, assert_ran_once_each
 from terminal import run_on_terminal
 
@@ -84,6 +85,45 @@ def test_a_partial_line_is_shown_once_its_job_ended(project: Project):
     assert result.returncode == 0, result
     shown = [line for line in result.stderr_lines if line.startswith("[w1] ")]
     assert "".join(line[5:] for line in shown) == "part0part1part2", result
+
+
+PARTIAL = """
+def gen():
+    return range(6)
+
+def cb(job):
+    time.sleep(0.02 * (job % 3))
+    print(f"out{job}", end="")  # neither a newline nor a flush
+    sys.stderr.write(f"err{job}")
+    if job == 4:
+        print(" and more")  # a line of the job's own comes whole
+
+async def acb(job):
+    await asyncio.sleep(0.02 * (job % 3))
+    cb(job)
+"""
+
+
+@pytest.mark.parametrize(
+    "callback, concurrency",
+    [("cb", "1"), ("cb", "3"), ("acb", "3")],
+    ids=["plain", "threads", "asyncio"],
+)
+def test_a_partial_line_left_unflushed_is_its_own_line_once_its_job_ended(
+    project: Project, callback: str, concurrency: str
+):
+    project.write("jobs.py", PARTIAL)
+    result = project.run(
+        "spawn", "jobs:gen", f"jobs:{callback}", "-w", "1", "-c", concurrency, "--no-progress"
+    )
+    assert result.returncode == 0, result
+    shown = [line[5:] for line in result.stderr_lines if line.startswith("[w1] ")]
+    # Not lost in the worker's sys.stdout, nor glued to another job's line.
+    expected = [f"out{job}" for job in range(6) if job != 4] + ["out4 and more"]
+    assert sorted(line for line in shown if line.startswith("out")) == sorted(expected), result
+    assert sorted(line for line in shown if line.startswith("err")) == [
+        f"err{job}" for job in range(6)
+    ], result
 
 
 def test_next_command_repeats_the_state_dir_and_works(project: Project):
