@@ -31,7 +31,7 @@ from .logs import above_bar
 from .options import DEFAULT_STATE_DIR, Backend, RunOptions, WorkerSettings
 from .progress import Progress, Summary
 from .records import Ending, Failure, UnkeptJob
-from .results import cut_partial_line, end_partial_line
+from .results import cut_back, cut_partial_line, end_partial_line
 from .store import FailureGroup, RunRecord, RunStore
 from .totals import continued_limit, job_count, stopped_at_limit
 from .usercode import (
@@ -245,7 +245,7 @@ def _resume_loaded(
     context = _context(backend, state_dir)
     return _drive(
         record, run_options, source, checkpoint, store, executor, context, retry,
-        own_results=own_results,
+        own_results=own_results, results_end=_checkpointed_end(record, run_options.results),
     )  # fmt: skip
 
 
@@ -375,9 +375,12 @@ def _drive(
     retry_first: list[tuple[int, Any, int]] | None = None,
     *,
     own_results: bool,
+    results_end: int | None = None,
 ) -> Summary:
     """Run `record` to its end. `own_results`: the --results file is the one this run wrote
-    in its last session, so a line cut short at its end is the run's own to cut."""
+    in its last session, so a line cut short at its end is the run's own to cut;
+    `results_end`: and where the lines of the jobs its checkpoint has end in it, the lines
+    after which are cut (their jobs run again)."""
     record.state = "running"
     if options.workers == 0:
         # Only the Redis backend allows it: nothing runs until a worker joins.
@@ -387,7 +390,10 @@ def _drive(
     progress = Progress(
         total=record.total, done=record.done, failed=record.failed, show=options.progress
     )
-    with _results_file(options.results, own_results) as results, above_bar(progress.bar):
+    with (
+        _results_file(options.results, own_results, results_end) as results,
+        above_bar(progress.bar),
+    ):
         controller = Controller(
             record=record,
             options=options,
@@ -408,8 +414,19 @@ def _results_of(record: RunRecord) -> str | None:
     return results if isinstance(results, str) else None
 
 
+def _checkpointed_end(record: RunRecord, path: str | None) -> int | None:
+    """Where the lines of the jobs in `record`'s checkpoint end in the --results file at
+    `path`, when the run saved it for that file."""
+    saved = record.results_end
+    if saved is None or path is None or saved["path"] != path:
+        return None
+    return int(saved["end"])
+
+
 @contextlib.contextmanager
-def _results_file(path: str | None, own: bool) -> Iterator[TextIO | None]:
+def _results_file(
+    path: str | None, own: bool, checkpointed_end: int | None = None
+) -> Iterator[TextIO | None]:
     if path is None:
         yield None
     elif path == "-":
@@ -423,7 +440,19 @@ def _results_file(path: str | None, own: bool) -> Iterator[TextIO | None]:
     else:
         # A line cut short at the end (a run stopped in the middle of it) is cut back when it
         # is this run's own; a file of someone else's keeps it whole, ended, our lines after.
-        (cut_partial_line if own else end_partial_line)(path)
+        # The run's own file is cut back to its checkpoint where it is known: the lines of
+        # jobs that finished after the last save (before a hard crash) are written again.
+        if own and checkpointed_end is not None:
+            cut = cut_back(path, checkpointed_end)
+            if cut:
+                log.info(
+                    "cut %d lines off %s: their jobs finished after the last checkpoint, and"
+                    " run again",
+                    cut,
+                    path,
+                )
+        else:
+            (cut_partial_line if own else end_partial_line)(path)
         try:
             file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
         except OSError as error:

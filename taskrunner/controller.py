@@ -99,6 +99,7 @@ class Controller(SettlesOutcomes):
             self._live,
             positions=source.position_of,
             runs_so_far=self._runs_so_far,
+            results_end=self._results_end,
         )
         self._bound = QueueBound(options, measures_bytes=executor.batch_bytes is not None)
         self._batch_bytes: dict[int, int] = {}  # batch id -> its size as sent, while in flight
@@ -120,6 +121,11 @@ class Controller(SettlesOutcomes):
         recalled = False
         try:
             self.executor.start()
+            if self.record.results_end != self._results_end():
+                # Where the file stands before any line of this session: a crash before the
+                # first save must not leave a resume cutting nothing (or, from an earlier
+                # session's file, the wrong bytes).
+                self._saver.save()
             next_save = time.monotonic() + SAVE_SECONDS
             while True:
                 try:
@@ -314,6 +320,14 @@ class Controller(SettlesOutcomes):
                     for index in range(start, stop):
                         self.checkpoint.mark_one(seqs[index], flight.jobs[index])
 
+    def _results_end(self) -> dict[str, Any] | None:
+        """Where the lines of the jobs counted done end in the --results file (saved with
+        the checkpoint: _enter_unsettled has just put every job with a line in it)."""
+        writer = self.results
+        if writer is None or writer.path is None or writer.end is None:
+            return None
+        return {"path": writer.path, "end": writer.end}
+
     def _results_not_written(self, flight: Flight, unwritten: list[int]) -> int:
         """These jobs' lines did not get out (the reader of --results went away, or a stop
         gave up waiting for it to read): they are not counted done, and run again on
@@ -434,6 +448,9 @@ class Controller(SettlesOutcomes):
 
     def _finish(self) -> Summary:
         stopped = RunState.INTERRUPTED if self._signals.abandon else self._stop_reason
+        # Jobs that ended in batches an abandon left in flight have their lines written:
+        # saved as done, they do not run again (and write them twice).
+        self._enter_unsettled()
         return self._saver.save_last(
             stopped,
             jobs_this_session=self._tally.session_jobs,

@@ -59,6 +59,9 @@ class ResultsWriter:
         self.error: OSError | None = None  # a write failed (a full disk): nothing more is sent
         self._fd: int | None = None
         self._waits = False  # a pipe, socket or terminal: room must be waited for
+        # A regular file: its path, and where its last whole line ends (see `end`).
+        self.path: str | None = None
+        self._end = 0
         try:
             fd = stream.fileno()
             stream.flush()  # what the stream holds goes first; we write to its descriptor
@@ -68,7 +71,19 @@ class ResultsWriter:
         except (AttributeError, OSError, ValueError):
             return  # no descriptor (a StringIO): written through the stream itself
         self._fd = fd
-        self._waits = not stat.S_ISREG(os.fstat(fd).st_mode)
+        status = os.fstat(fd)
+        self._waits = not stat.S_ISREG(status.st_mode)
+        name = getattr(stream, "name", None)
+        if not self._waits and isinstance(name, str):
+            self.path, self._end = name, status.st_size
+
+    @property
+    def end(self) -> int | None:
+        """For a regular file, the byte offset just past the last whole line in it: the
+        lines of every job counted done so far end there (saved with each checkpoint, so
+        that a resume after a hard crash cuts off the lines of the jobs that run again:
+        `cut_back`). None for a pipe, a terminal or a stream without a descriptor."""
+        return self._end if self.path is not None else None
 
     @property
     def closed(self) -> bool:
@@ -127,7 +142,9 @@ class ResultsWriter:
                 elif self._waits:
                     written = self._write_waiting(piece)
                 else:
-                    written = _written_lines(piece, _write_all(self._fd, _encoded(piece)))
+                    # All of it, or _CutShort says how much.
+                    self._end += _write_all(self._fd, _encoded(piece))
+                    written = len(piece)
             except BrokenPipeError:  # a stream of ours: what it wrote is not known
                 self.reader_gone = True
                 return out
@@ -138,6 +155,7 @@ class ResultsWriter:
                 return out + _written_lines(piece, gone.sent)
             except _CutShort as cut:
                 written = _written_lines(piece, cut.sent)
+                self._end += _line_bytes(piece, written)
                 self.error = cut.error
             out += written
             if written < len(piece):
@@ -227,6 +245,11 @@ def _line_ends(lines: list[str]) -> list[int]:
     return ends
 
 
+def _line_bytes(lines: list[str], count: int) -> int:
+    """The bytes of the first `count` of `lines`, newlines included."""
+    return sum(len(line) + 1 for line in lines[:count])
+
+
 def _written_lines(lines: list[str], sent: int) -> int:
     return sum(1 for end in _line_ends(lines) if end <= sent)
 
@@ -286,3 +309,31 @@ def cut_partial_line(path: str) -> None:
             file.truncate(keep)
     except OSError:
         pass  # none yet, or unreadable: opening it for the run says what is wrong
+
+
+def cut_back(path: str, end: int) -> int:
+    """Cut the run's own --results file back to `end`, where its last whole line ended when
+    the checkpoint was last saved; returns how many lines it cut.
+
+    The lines after `end` are of jobs that finished after that save: the checkpoint does not
+    have them, so they run again (the controller was killed) and write their lines again.
+    A file that is shorter, or has no line ending at `end`, was changed by someone else
+    since: only a partial last line is cut from it (cut_partial_line)."""
+    try:
+        with open(path, "r+b") as file:
+            size = file.seek(0, os.SEEK_END)
+            ends_a_line = end == 0
+            if 0 < end <= size:
+                file.seek(end - 1)
+                ends_a_line = file.read(1) == b"\n"
+            if ends_a_line:
+                file.seek(end)
+                cut = 0
+                while chunk := file.read(1 << 20):
+                    cut += chunk.count(b"\n")
+                file.truncate(end)
+                return cut
+    except OSError:
+        return 0  # none yet, or unreadable: opening it for the run says what is wrong
+    cut_partial_line(path)
+    return 0

@@ -40,10 +40,14 @@ class RunSaver:
         *,
         positions: Callable[[int], int | None] | None = None,
         runs_so_far: Callable[[], dict[str, int]] | None = None,
+        results_end: Callable[[], dict[str, Any] | None] | None = None,
     ) -> None:
         """`positions`: where a job starts in the source (JobSource.position_of), saved
         with the checkpoint so that a run over a file of jobs resumes by seeking.
-        `runs_so_far`: the runs of the open jobs that have failed before (RunRecord's)."""
+        `runs_so_far`: the runs of the open jobs that have failed before (RunRecord's).
+        `results_end`: where the lines of the jobs counted done end in the --results file
+        (RunRecord's)."""
+        self._results_end = results_end
         self._durations = durations
         self._live = live
         self._runs_so_far = runs_so_far
@@ -73,6 +77,8 @@ class RunSaver:
             record.live = self._live()
         if self._runs_so_far is not None:
             record.runs_so_far = self._runs_so_far() or None
+        if self._results_end is not None:
+            record.results_end = self._results_end()
         # Counts and failure rows in the same call as the checkpoint that covers their jobs.
         self._store.save(record, *self._tally.unsaved())
         self._tally.saved()

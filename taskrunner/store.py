@@ -58,6 +58,10 @@ class RunRecord:
     # that has already failed at least once (waiting out its --retries backoff, say): a
     # resume goes on counting its runs instead of giving it all its retries again.
     runs_so_far: dict[str, int] | None = None
+    # The --results file, when a regular one: {"path": its path, "end": the byte offset
+    # just past the line of the last job the checkpoint has}. A resume writing to the same
+    # file cuts it back there (results.cut_back): the jobs after it run again.
+    results_end: dict[str, Any] | None = None
 
     def check_shape(self) -> None:
         """Raise ValueError naming the first field whose value is not of its kind: a state
@@ -90,6 +94,15 @@ class RunRecord:
             self.durations = None
         if self.live is not None and not isinstance(self.live, dict):
             self.live = None
+        # One that does not read is dropped too: a resume then only cuts a partial last line.
+        end = self.results_end
+        if end is not None and not (
+            isinstance(end, dict)
+            and isinstance(end.get("path"), str)
+            and type(end.get("end")) is int
+            and end["end"] >= 0
+        ):
+            self.results_end = None
 
     @property
     def pending(self) -> int:

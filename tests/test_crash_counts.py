@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -145,6 +146,10 @@ def _crash_and_resume(project: Project, backend: tuple[str, ...], saved: Callabl
     results = (project.root / "results.jsonl").read_text().splitlines()
     lines = [json.loads(line)["seq"] for line in results]
     assert set(lines) == done, "a job counted done has no line in --results, or one failed has"
+    # Each resume cut the lines of the jobs that finished after the last save, and that ran
+    # again: one line a job, though many ran twice.
+    twice = sorted(seq for seq, count in Counter(lines).items() if count > 1)
+    assert not twice, f"{len(twice)} jobs have two lines in --results: {twice[:10]}"
 
 
 def _failures(project: Project, backend: tuple[str, ...]) -> dict[int, dict[str, object]]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from typing import Any
 
-from helpers import FAST, Project, assert_ran_once_each
+from helpers import FAST, Project, assert_ran_once_each, wait_for
+from support_resume import wait_session_empty
 
 N = 30
 
@@ -82,3 +85,40 @@ def test_a_results_file_of_the_user_s_keeps_its_last_line_whole(project: Project
     resumed = project.run("resume", "jobs.gen", *FAST, "--results", "other.jsonl")
     assert resumed.returncode == 0, resumed
     assert other.read_text().startswith("theirs\n"), other.read_text()[:100]
+
+
+HELD_UP = """
+def gen():
+    yield from range(30)
+
+
+def cb(job):
+    record(job)
+    while job >= 10 and not flag("go"):  # held until the resume: the crash comes first
+        time.sleep(0.01)
+    return job
+"""
+
+
+def test_a_hard_crash_leaves_one_line_a_job_and_the_user_s_lines(project: Project) -> None:
+    """SIGKILL of the controller after jobs finished and wrote their lines, but before a
+    save counted them: they run again on resume, which cuts their first lines off the file
+    (only those: what was in the file before the run is the user's), so each job has one."""
+    project.write("jobs.py", HELD_UP)
+    out = project.root / "out.jsonl"
+    out.write_text('{"mine": 1}\n')
+    options = (*FAST, "-c", "4", "--results", "out.jsonl")
+    run = project.start("spawn", "jobs:gen", "jobs:cb", *options)
+    wait_for(lambda: len(out.read_text().splitlines()) >= 11, 30, 0.005)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait(30)
+    wait_session_empty(run.pid)
+    project.set_flag("go")
+
+    resumed = project.run("resume", "jobs.gen", *options)
+
+    assert resumed.returncode == 0, resumed
+    lines = out.read_text().splitlines()
+    assert lines[0] == '{"mine": 1}', lines[:3]
+    seqs = [json.loads(line)["seq"] for line in lines[1:]]
+    assert sorted(seqs) == list(range(30)), f"ran {dict(project.executions())}"

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from taskrunner.results import ResultsWriter
+from taskrunner.results import ResultsWriter, cut_back
 
 SEQS = range(100_000)
 
@@ -122,3 +122,54 @@ def test_a_reader_gone_in_the_middle_of_a_write_leaves_unwritten_only_lines_it_d
             stream.close()
         except BrokenPipeError:
             pass
+
+
+# ----------------------------------------------------------------- the checkpointed end
+
+
+def test_a_file_s_end_follows_its_whole_lines_from_the_size_it_had(tmp_path):
+    """`end` is where the last whole line ends, counted from the file's size when it was
+    opened: a resume cuts back there, so one byte off cuts a line in two."""
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"user": "line"}\n')
+    with open(path, "a", encoding="utf-8") as stream:
+        writer = ResultsWriter(stream)
+        assert writer.path == str(path) and writer.end == path.stat().st_size
+        writer.write(SEQS, _jobs(5), [0, 1, 2], ["a", "b", "c"])
+        assert writer.end == path.stat().st_size
+        writer.write(SEQS, _jobs(5), [3], [object()])  # refused: no line, no bytes
+        assert writer.end == path.stat().st_size
+
+
+def test_a_pipe_has_no_end():
+    read_end, write_end = os.pipe()
+    with open(write_end, "w", encoding="utf-8") as stream:
+        assert ResultsWriter(stream).end is None
+    os.close(read_end)
+
+
+def test_cut_back_cuts_the_lines_after_the_checkpointed_end(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(b"user\n0\n1\n2\n3\n4")  # 4: a line cut short by the crash
+    assert cut_back(str(path), len(b"user\n0\n1\n")) == 2  # 2 and 3 whole, 4 partial
+    assert path.read_bytes() == b"user\n0\n1\n"
+    assert cut_back(str(path), len(b"user\n0\n1\n")) == 0  # nothing after it now
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        (b"user\n0\n", b"user\n0\n"),  # shorter than the end: someone cut it; kept
+        (b"user\n0\n1\n2", b"user\n0\n1\n"),  # no line ends at the end: only the partial one
+    ],
+)
+def test_cut_back_leaves_a_file_changed_since_but_its_partial_line(tmp_path, text, kept):
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(text)
+    assert cut_back(str(path), len(b"user\n0\n1")) == 0
+    assert path.read_bytes() == kept
+
+
+def test_cut_back_of_a_missing_file_does_nothing(tmp_path):
+    assert cut_back(str(tmp_path / "none.jsonl"), 10) == 0
+    assert not (tmp_path / "none.jsonl").exists()
