@@ -224,7 +224,9 @@ def _resume_loaded(
             first_seq=first_seq,
             limit=run_options.limit,
             checkpoint=checkpoint,
-            last_fingerprint=record.fingerprint,
+            # A file of jobs starts after the checkpoint's line (jobfile.generator_for_resume):
+            # its first job is a new one even when it equals the checkpoint's.
+            last_fingerprint=None if is_jobs_file(record.gen) else record.fingerprint,
         )
     else:
         iterable = call_gen(record.gen, gen_fn, record.args)

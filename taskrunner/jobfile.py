@@ -153,10 +153,12 @@ def generator_for(path: str) -> Callable[..., JobsFile]:
 def generator_for_resume(record: RunRecord) -> Callable[..., Any]:
     """What `resume` calls as GEN for a run over a file of jobs.
 
-    With an offset saved, a GEN that takes `last` (so resume seeks): it yields the job at
-    the checkpoint first, read at its offset and checked here, before anything runs, against
-    the checkpoint's fingerprint; the run loop recognises that job and skips it. Without one
-    (nothing finished yet), a GEN that reads the file from the start."""
+    With an offset saved, a GEN that takes `last` (so resume seeks): the job at the
+    checkpoint is read at its offset and checked here, before anything runs, against the
+    checkpoint's fingerprint, and the GEN yields the jobs of the lines after it. It does not
+    yield that job again for the run loop to recognise: a next line equal to it would look
+    re-yielded, and be skipped. Without an offset (nothing finished yet), a GEN that reads
+    the file from the start."""
     jobs = open_jobs(record.gen)
     offset, mark = record.source_offset, record.low_water_mark
     if offset is None or mark <= 0:
@@ -172,6 +174,6 @@ def generator_for_resume(record: RunRecord) -> Callable[..., Any]:
         raise StateError(_CHANGED.format(path=record.gen, line=mark))
 
     def seek(last: Any = None) -> JobsFile:
-        return JobsFile(record.gen, offset=offset, first_seq=mark - 1)
+        return JobsFile(record.gen, offset=offset + len(raw), first_seq=mark)
 
     return seek

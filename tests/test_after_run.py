@@ -188,6 +188,24 @@ def test_a_file_of_jobs_continued_by_limits_counts_each_line_once(project: Proje
     assert (run["done"], run["pending"]) == (40, 0), run
 
 
+def test_a_file_of_jobs_resumes_without_the_reyielded_last_message(project: Project):
+    """The file seeks past the checkpoint's line itself: resume logged "GEN yielded `last`
+    ... again first" every time, of a GEN the user never wrote. Its lines come in equal
+    pairs, and the checkpoint stands between the two of a pair: the line after it looks
+    like the checkpoint's job, and must run all the same."""
+    project.write("slow.py", FILE_JOBS)
+    (project.root / "jobs.txt").write_text("".join(f"{n // 2}\n" for n in range(40)))
+    assert project.run("spawn", "jobs.txt", "slow:cb", *FAST, "--limit", "21").returncode == 0
+
+    result = project.run("resume", "jobs.txt", *FAST)
+
+    assert result.returncode == 0, result
+    assert "again first" not in result.stderr, result
+    assert project.executions() == Counter({n: 2 for n in range(20)}), result
+    status = project.status("jobs.txt")
+    assert (status["done"], status["pending"], status["total"]) == (40, 0, 40), status
+
+
 def test_a_changed_file_of_jobs_is_refused_on_resume(project: Project):
     project.write("slow.py", FILE_JOBS)
     jobs = project.root / "jobs.txt"

@@ -79,6 +79,7 @@ def test_a_generator_that_yields_last_again_runs_it_once(project: Project) -> No
     resumed = project.run("resume", "jobs.get_jobs", *FAST)
 
     assert resumed.returncode == 0, resumed
+    assert "again first" in resumed.stderr, "the drop is logged where GEN did re-yield"
     assert_ran_once_each(project, range(N))
     status = project.status("jobs.get_jobs")
     assert (status["done"], status["failed"], status["pending"]) == (N, 0, 0), status
