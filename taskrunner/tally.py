@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from .ledger import DONE, FAILED
-from .plaintext import shown
+from .plaintext import clipped, shown
 from .progress import Progress
 from .records import Failure
 from .store import RunRecord
@@ -75,6 +75,7 @@ class Tally:
         listed = self._record.failed + len(self._held_failures)
         if self.session_failed <= LOGGED_FAILURES and listed <= LOGGED_FAILURES:
             first_line = failure.message.splitlines()[0] if failure.message else ""
+            first_line = clipped(first_line, where="'taskrunner failures'")
             cause = f"{shown(failure.error_type)}: {shown(first_line)}"
             log.warning("seq %d failed: %s", failure.seq, cause)
             if listed == LOGGED_FAILURES:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import textwrap
 from pathlib import Path
@@ -235,3 +236,19 @@ def test_control_characters_of_a_message_are_shown_escaped(project: Project) -> 
     # The summary and the groups show a message's first line; `failures` all of it.
     assert "gone\\r\\nnext\\x9b" in outputs[1].stdout, outputs[1]
     assert the_only_failure(project)["message"] == "\x1b[2Jgone\r\nnext\x9b"
+
+
+def test_a_huge_message_is_shown_cut_and_kept_whole(project: Project) -> None:
+    """A 5 MB message made a 5 MB warning line on stderr. What is shown stops after a few
+    hundred characters and says how many more there are and where; the failure record
+    keeps every character."""
+    size = 5_000_000
+    project.write("jobs.py", module_with(f'raise ValueError("x" * {size})'))
+    result = project.run("spawn", "jobs:gen", "jobs:cb", *FAST)
+    assert result.returncode == 1, result
+    longest = max(len(line) for line in result.stderr.splitlines())
+    assert longest < 2000, f"a line of {longest} characters on stderr"
+    warning = next(line for line in result.stderr.splitlines() if "seq 13 failed" in line)
+    assert re.search(r"x… \(\d+ more characters; 'taskrunner failures' shows all\)$", warning)
+    assert the_only_failure(project)["message"] == "x" * size
+    assert_ran_once_each(project, range(N))
