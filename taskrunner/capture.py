@@ -12,9 +12,10 @@ Threads of one worker (`-c N`) printing at once would still mix within a line, s
 each thread's text leaves in whole lines (ThreadLines).
 
 A partial line (no newline yet) is held until its newline, until it grows past
-MAX_LINE_BYTES, or until `drain()`, which the worker calls before each message it sends
-(CapturingReporter): so a job's output comes before its outcome, and a run never ends
-before the lines of its last jobs arrive. What a process killed outright had written but
+MAX_LINE_BYTES (then it is sent in pieces, cut between UTF-8 characters), or until
+`drain()`, which the worker calls before each message it sends (CapturingReporter): so a
+job's output comes before its outcome, and a run never ends before the lines of its last
+jobs arrive. What a process killed outright had written but
 not yet sent is lost with it.
 
 A thread's partial line in sys.stdout or sys.stderr (`print(x, end="")`, not flushed) is in
@@ -164,12 +165,23 @@ class OutputCapture:
             for line in lines:
                 self._emit(read_fd, line)
             while len(pending) > MAX_LINE_BYTES:
-                self._emit(read_fd, pending[:MAX_LINE_BYTES])
-                pending = pending[MAX_LINE_BYTES:]
+                cut = _character_boundary(pending, MAX_LINE_BYTES)
+                self._emit(read_fd, pending[:cut])
+                pending = pending[cut:]
             self._pending[read_fd] = pending
 
     def _emit(self, read_fd: int, line: bytes) -> None:
         self._send(self._pipes[read_fd], line.rstrip(b"\r").decode(errors="replace"))
+
+
+def _character_boundary(data: bytes, cut: int) -> int:
+    """`cut`, or the start of the UTF-8 character it falls inside: a piece of a long line
+    is decoded alone, and half a character would show as U+FFFD in both pieces. Not UTF-8
+    (no lead byte within a character's length): `cut` itself."""
+    for start in range(cut, max(cut - 4, 0), -1):
+        if data[start] & 0xC0 != 0x80:  # not a continuation byte: a character starts here
+            return start
+    return cut
 
 
 class ThreadLines(io.TextIOBase):

@@ -214,3 +214,25 @@ def test_failures_into_a_closed_pipe_ends_quietly(project: Project):
     stderr = proc.stderr.read().decode()
     proc.stderr.close()
     assert proc.wait(30) == 141 and stderr == "", stderr
+
+
+def test_a_huge_printed_line_is_shown_whole_in_pieces_of_whole_characters(project: Project):
+    """A print is the user's: a 3 MB line comes out whole, in tagged pieces (the worker
+    holds at most 8 KB of a line not ended yet). The pieces were cut at 8192 bytes, in the
+    middle of a character of three, shown as two U+FFFD."""
+    project.write(
+        "jobs.py",
+        """
+        def gen():
+            return range(1)
+
+        def cb(job):
+            print("€" * 1_000_000)
+        """,
+    )
+    result = project.run("spawn", "jobs:gen", "jobs:cb", "-w", "1", "--no-progress")
+    assert result.returncode == 0, result
+    pieces = [line[5:] for line in result.stderr_lines if line.startswith("[w1] ")]
+    assert "\ufffd" not in "".join(pieces), "a character cut in two"
+    assert "".join(pieces) == "€" * 1_000_000
+    assert len(pieces) > 1, "not cut at all: nothing tested"
