@@ -117,15 +117,22 @@ class OutputCapture:
                     self._pending[read_fd] = b""
 
     def close(self) -> None:
-        """Put fds 1 and 2 back and send what is left, partial lines included."""
+        """Put fds 1 and 2 back, both onto the original stderr, and send what is left,
+        partial lines included.
+
+        What is written later (a daemon thread of the callback's, an atexit function) has
+        no controller listening for it any more: it goes to stderr as it is, untagged,
+        never to stdout, which is the results stream of `--results -`."""
         global _captured
         for lines in self._lines:
             lines.end_all()  # no job is left to end them, nor newline to come
         _captured = self._lines = ()
         sys.stdout, sys.stderr = self._wrapped
-        for fd, original in self._saved:
+        stderr = dict(self._saved)[2]
+        for fd, _ in self._saved:
             _flush(fd)
-            os.dup2(original, fd)  # closes our write end of the pipe: its reader sees EOF
+            os.dup2(stderr, fd)  # closes our write end of the pipe: its reader sees EOF
+        for _, original in self._saved:
             os.close(original)
         self._saved.clear()
         self._reader.join(CLOSE_WAIT_SECONDS)

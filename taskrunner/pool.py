@@ -36,6 +36,7 @@ from .protocol import (
     FromWorker,
     GaveBack,
     GiveBack,
+    Leaving,
     Log,
     Ready,
     Retired,
@@ -239,6 +240,7 @@ class LocalPool(Executor):
         abandon = ending is Ending.ABANDONED
         self._closing = True
         deadline = time.monotonic() + _STOP_WAIT_SECONDS
+        stopped = []
         for worker in self._workers.values():
             # One still starting has run nothing and holds nothing: the run's end need not
             # wait for it to finish loading the callback only to stop.
@@ -246,18 +248,8 @@ class LocalPool(Executor):
                 kill(worker)
             else:
                 self._write(worker, STOP_FRAME)
-        # Workers read what is still unsent while they finish; write it as they make room.
-        while time.monotonic() < deadline:
-            writers = [w for w in self._workers.values() if w.channel.has_unsent]
-            if not writers:
-                break
-            # poll, not select: select cannot wait on a descriptor numbered 1024 or more.
-            writable = select.poll()
-            for worker in writers:
-                writable.register(worker.channel.fileno(), select.POLLOUT)
-            writable.poll(50)
-            for worker in writers:
-                worker.channel.write_unsent()
+                stopped.append(worker)
+        self._see_off(stopped, deadline)
         workers = list(self._workers.values())
         self._workers.clear()
         if abandon:
@@ -267,6 +259,53 @@ class LocalPool(Executor):
         # for an interpreter with asyncio loaded). The run's end need not wait for that; the
         # reaper still kills any that outstay the deadline, and the process waits for it.
         threading.Thread(target=reap, args=(workers, deadline), name="taskrunner-reaper").start()
+
+    def _see_off(self, workers: list[WorkerHandle], deadline: float) -> None:
+        """Until `deadline`: write what waits for `workers` (their Stop) as they make room,
+        and show the lines they send on their way out until each says it is Leaving, or is
+        gone. So what a thread of the callback's prints after the last report comes before
+        the summary. One retired for a job that overran is not waited for: the thread
+        running that job may never return."""
+        listening = [worker for worker in workers if not worker.retired]
+        while time.monotonic() < deadline:
+            writers = [worker for worker in workers if worker.channel.has_unsent]
+            if not writers and not listening:
+                return
+            masks: dict[int, int] = {}
+            for worker in writers:
+                masks[worker.channel.fileno()] = select.POLLOUT
+            for worker in listening:
+                fd = worker.channel.fileno()
+                masks[fd] = masks.get(fd, 0) | select.POLLIN
+                masks[worker.death_fd] = select.POLLIN
+            # poll, not select: select cannot wait on a descriptor numbered 1024 or more.
+            poller = select.poll()
+            for fd, mask in masks.items():
+                poller.register(fd, mask)
+            ready = {fd for fd, _ in poller.poll(max(0.0, deadline - time.monotonic()) * 1000)}
+            for worker in writers:
+                worker.channel.write_unsent()
+            for worker in list(listening):
+                if worker.death_fd in ready:
+                    # Exited: all it wrote is there (a process it forked may keep the pipe open).
+                    while not self._heard_all(worker) and worker.channel.readable():
+                        pass
+                    listening.remove(worker)
+                elif worker.channel.fileno() in ready and self._heard_all(worker):
+                    listening.remove(worker)
+
+    def _heard_all(self, worker: WorkerHandle) -> bool:
+        """Show the lines a stopped worker has sent; True once it said Leaving or its pipe
+        closed. Nothing else it may send counts now: every job had its outcome before."""
+        messages, still_open = worker.channel.drain(_DRAIN_AT_ONCE)
+        leaving = not still_open
+        for message in messages:
+            if isinstance(message, Log):
+                message.record.worker = f"w{worker.worker_id}"
+                show_worker_record(message.record)
+            elif isinstance(message, Leaving):
+                leaving = True
+        return leaving
 
     # -- internals -----------------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ pickled whole into one frame of the worker's own pipe (multiprocessing Connectio
 the message's class, never on a position in a tuple.
 
     pool -> worker     RunBatch, GiveBack, Retire, Stop
-    worker -> pool     Ready, Fatal, Log, Done, Failed, Unloadable, Returned, GaveBack, Retired
+    worker -> pool     Ready, Fatal, Log, Done, Failed, Unloadable, Returned, GaveBack, Retired,
+                       Leaving
 
 Messages are per batch, never per job: a batch of thousands of tiny jobs is one RunBatch and
 (when all goes well) one Done.
@@ -149,8 +150,16 @@ class Retired(Frozen):
     """The answer to Retire: everything not started has been handed back."""
 
 
+@frozen_dataclass(slots=True)
+class Leaving(Frozen):
+    """The last message after Stop: everything is sent, the lines its callback (and the
+    threads that callback started) printed included; the worker exits now."""
+
+
 ToWorker = RunBatch | GiveBack | Retire | Stop
-FromWorker = Ready | Fatal | Log | Done | Failed | Unloadable | Returned | GaveBack | Retired
+FromWorker = (
+    Ready | Fatal | Log | Done | Failed | Unloadable | Returned | GaveBack | Retired | Leaving
+)
 
 
 def encode(message: ToWorker | FromWorker) -> bytes:

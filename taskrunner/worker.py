@@ -30,13 +30,15 @@ from .inbox import Inbox
 from .interactive import ByValue
 from .launching import IDLE, SLOT_FIELDS, WorkerConfig
 from .loader import is_async_callback, resolve
-from .protocol import Fatal, Log, Ready, encode
+from .protocol import Fatal, Leaving, Log, Ready, encode
 from .reporting import OutcomeBuffer, Reporter, describe, leave_if_pipe_closed
 from .strategies import Asyncio, Sequential, Strategy, Threads, mark_forked
 
 __all__ = ["IDLE", "SLOT_FIELDS", "WorkerConfig", "is_async_callback", "worker_main"]
 
 _PR_SET_PDEATHSIG = 1
+# How long a stopped worker waits for the threads its callback started and left running.
+CALLBACK_THREADS_WAIT_SECONDS = 1.0
 
 
 def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: int) -> None:
@@ -82,8 +84,11 @@ def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: 
         concurrency=config.concurrency,
         timeout=config.timeout,
     )
+    stopped = False
     try:
         strategy.run()
+        stopped = True
+        _wait_for_callback_threads(CALLBACK_THREADS_WAIT_SECONDS)
     except EOFError:
         pass  # the controller went away: nothing left to report to
     except OSError as error:
@@ -91,6 +96,33 @@ def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: 
     finally:
         output.close()
         logging.shutdown()
+    if stopped:
+        _say_leaving(reporter)
+
+
+def _wait_for_callback_threads(seconds: float) -> None:
+    """Join the threads the callback left running, for `seconds` in all, as Python waits for
+    them at exit: what they print meanwhile is still captured, and shown.
+
+    Those that are not daemons: ours all are, and a daemon is one its starter chose not to
+    wait for. One still running after `seconds` is left to Python's own exit, which waits
+    for it; the pool kills a worker that outstays its stop, so no thread holds the run."""
+    deadline = time.monotonic() + seconds
+    current = threading.current_thread()
+    for thread in threading.enumerate():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        if thread is not current and not thread.daemon:
+            thread.join(left)
+
+
+def _say_leaving(reporter: Reporter) -> None:
+    """The pool waits for this, its lines shown, before the run's summary."""
+    try:
+        reporter.send(Leaving())
+    except (EOFError, OSError):
+        pass  # the controller went away: nobody is waiting
 
 
 def _load_callback(reference: str | Callable[[Any], Any] | ByValue) -> Callable[[Any], Any]:

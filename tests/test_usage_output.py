@@ -236,3 +236,59 @@ def test_a_huge_printed_line_is_shown_whole_in_pieces_of_whole_characters(projec
     assert "\ufffd" not in "".join(pieces), "a character cut in two"
     assert "".join(pieces) == "€" * 1_000_000
     assert len(pieces) > 1, "not cut at all: nothing tested"
+
+
+LATE = """
+def gen():
+    return range(6)
+
+def print_once_the_run_has_every_result():
+    # After the worker's last report: the controller writes a job's line once it is told.
+    results = os.path.join(HERE, "out.jsonl")
+    while not (os.path.exists(results) and open(results).read().count("\\n") == 6):
+        time.sleep(0.01)
+    print("late line")
+
+def cb(job):
+    if job == 0:
+        threading.Thread(target=print_once_the_run_has_every_result, daemon=False).start()
+    return job
+
+async def acb(job):
+    return cb(job)
+
+def stuck(job):
+    threading.Thread(target=threading.Event().wait, daemon=False).start()
+    return job
+"""
+
+
+@pytest.mark.parametrize(
+    "callback, concurrency",
+    [("cb", "1"), ("cb", "3"), ("acb", "3")],
+    ids=["plain", "threads", "asyncio"],
+)
+def test_a_line_a_callback_thread_prints_after_the_last_report_is_shown(
+    project: Project, callback: str, concurrency: str
+):
+    """A thread the callback started printed once the worker had reported its last job:
+    the worker restored its stdout and the line went to the controller's stdout untagged,
+    after the summary (into the results with `--results -`). The worker waits a moment for
+    such threads, and the controller for the worker's last lines."""
+    project.write("jobs.py", LATE)
+    result = project.run(
+        "spawn", "jobs:gen", f"jobs:{callback}", "-w", "1", "-c", concurrency, "--no-progress",
+        "--results", "out.jsonl",
+    )  # fmt: skip
+    assert result.returncode == 0, result
+    assert "[w1] late line" in result.stderr_lines, result
+    assert result.stdout == "", result
+    summary = next(i for i, line in enumerate(result.stderr_lines) if "finished:" in line)
+    assert result.stderr_lines.index("[w1] late line") < summary, "shown before the summary"
+
+
+def test_a_callback_thread_that_never_ends_does_not_hold_the_run(project: Project):
+    project.write("jobs.py", LATE)
+    result = project.run("spawn", "jobs:gen", "jobs:stuck", "-w", "2", "--no-progress")
+    assert result.returncode == 0, result
+    assert "finished: 6 done" in result.stderr, result
