@@ -105,16 +105,30 @@ def _wait_for_callback_threads(seconds: float) -> None:
     them at exit: what they print meanwhile is still captured, and shown.
 
     Those that are not daemons: ours all are, and a daemon is one its starter chose not to
-    wait for. One still running after `seconds` is left to Python's own exit, which waits
-    for it; the pool kills a worker that outstays its stop, so no thread holds the run."""
+    wait for. Nor the idle threads of a ThreadPoolExecutor the module keeps open: they wait
+    for work until the pool is shut down, and would hold every run's end for `seconds`. One
+    still running after `seconds` is left to Python's own exit, which waits for it; the pool
+    kills a worker that outstays its stop, so no thread holds the run."""
     deadline = time.monotonic() + seconds
     current = threading.current_thread()
+    idle = _idle_pool_threads()
     for thread in threading.enumerate():
         left = deadline - time.monotonic()
         if left <= 0:
             return
-        if thread is not current and not thread.daemon:
+        if thread is not current and not thread.daemon and thread not in idle:
             thread.join(left)
+
+
+def _idle_pool_threads() -> set[threading.Thread]:
+    """The threads of the ThreadPoolExecutors of this process that have no work queued (one
+    may be running its last item: its late lines are then not waited for)."""
+    pools = sys.modules.get("concurrent.futures.thread")
+    queues = getattr(pools, "_threads_queues", None)  # CPython's: thread -> its work queue
+    try:
+        return {thread for thread, work in list(queues.items()) if work.empty()}
+    except (AttributeError, TypeError):
+        return set()  # another Python's: each waits its share of the second
 
 
 def _say_leaving(reporter: Reporter) -> None:
