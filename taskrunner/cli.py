@@ -15,6 +15,7 @@ from .errors import OptionError, TaskRunnerError
 from .options import DEFAULT_STATE_DIR, check_worker_count
 from .plaintext import shown
 from .stopping import release_held_signals
+from .userjson import INDENTED, dumps
 
 if TYPE_CHECKING:
     from .progress import Summary
@@ -203,7 +204,7 @@ def _status(ns: argparse.Namespace, verbosity: int) -> int:
         return 0
     status = api.status(ns.name, state_dir=ns.state_dir, backend=_backend(ns))
     if ns.json:
-        print(json.dumps(status, indent=2))
+        print(dumps(status, INDENTED))
     else:
         for key, value in status.items():
             if key not in _STATUS_SHOWN_APART:
@@ -232,7 +233,7 @@ def _failures(ns: argparse.Namespace, verbosity: int) -> int:
         print_jobs(failures)
         return 0
     if ns.json:
-        print(json.dumps([failure_as_json(f) for f in failures], indent=2))
+        print(dumps([failure_as_json(f) for f in failures], INDENTED))
         return 0
     for failure in failures:
         print(f"seq {failure.seq}: {shown(failure.error_type)}: {shown(failure.message)}  "
@@ -261,7 +262,7 @@ def _runs(ns: argparse.Namespace, verbosity: int) -> int:
 
     runs = api.runs(state_dir=ns.state_dir, backend=_backend(ns))
     if ns.json:
-        print(json.dumps(runs, indent=2))
+        print(dumps(runs, INDENTED))
         return 0
     for status in runs:
         print(

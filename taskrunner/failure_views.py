@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from .plaintext import shown
 from .records import Failure
 from .store import FailureGroup
+from .userjson import INDENTED, dumps, exact
 
 
 def print_groups(groups: list[FailureGroup], as_json: bool) -> None:
     """The groups, largest first: a table of three lines each, or a JSON list."""
     if as_json:
-        print(json.dumps([group.as_json() for group in groups], indent=2))
+        print(dumps([group.as_json() for group in groups], INDENTED))
         return
     if not groups:
         print("no failed jobs")
@@ -30,11 +30,13 @@ def print_groups(groups: list[FailureGroup], as_json: bool) -> None:
 
 
 def print_jobs(failures: list[Failure]) -> None:
-    """`failures --jobs`: the failed jobs alone, one JSON line each, for `spawn FILE.jsonl`."""
+    """`failures --jobs`: the failed jobs alone, one JSON line each, for `spawn FILE.jsonl`.
+    Each line must read back as its job: one JSON cannot carry exactly (NaN, an infinity:
+    userjson.py) is left out, as one it cannot carry at all."""
     left_out = 0
     for failure in failures:
         try:
-            line = json.dumps(failure.job, separators=(",", ":")) if failure.job_kept else None
+            line = exact(failure.job) if failure.job_kept else None
         except (TypeError, ValueError):
             line = None
         if line is None:
@@ -43,7 +45,8 @@ def print_jobs(failures: list[Failure]) -> None:
             print(line)
     if left_out:
         print(
-            f"taskrunner: {left_out} failed job(s) left out: they cannot be written as JSON "
-            "(or were not kept); 'taskrunner failures' shows them",
+            f"taskrunner: {left_out} failed job(s) left out: JSON cannot carry them as they "
+            "are (not JSON data, or NaN or an infinity in them), or they were not kept; "
+            "'taskrunner failures' shows them",
             file=sys.stderr,
         )

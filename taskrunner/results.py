@@ -1,4 +1,5 @@
-"""`--results`: one JSON line per finished job, `{"seq", "job", "result"}`.
+"""`--results`: one JSON line per finished job, `{"seq", "job", "result"}`, strict JSON (a
+float that is not finite as its word: userjson.py).
 
 The run loop counts a job done once its line is written out (to the pipe or the file, not
 a buffer of ours): `write` says which lines did not get out, and their jobs stay pending.
@@ -23,7 +24,6 @@ is room; a regular file, at once.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import stat
@@ -33,6 +33,7 @@ from typing import Any, TextIO
 
 from .records import JobError
 from .state import jsonable
+from .userjson import dumps
 
 # How often a writer waiting for room looks at the stop flags.
 _LOOK_SECONDS = 0.1
@@ -104,14 +105,12 @@ class ResultsWriter:
         error each fails with, and those whose line did not get out (the reader went away,
         or a stop gave up waiting for it): the caller must not count these done.
         """
-        lines: list[str] = []  # ASCII (json.dumps escapes the rest): a byte a character
+        lines: list[str] = []  # ASCII (JSON escapes the rest): a byte a character
         written: list[int] = []
         refused: list[tuple[int, JobError]] = []
         for index, result in zip(indices, results):
             try:
-                line = json.dumps(
-                    {"seq": seqs[index], "job": jsonable(jobs[index]), "result": result}
-                )
+                line = dumps({"seq": seqs[index], "job": jsonable(jobs[index]), "result": result})
             except (TypeError, ValueError) as error:
                 message = f"the result cannot be written as JSON: {error}"
                 refused.append((index, JobError("SerializationError", message, "", 0.0)))

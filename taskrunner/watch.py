@@ -13,7 +13,6 @@ end of the screen); elsewhere one line is printed per second.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -23,6 +22,7 @@ from .durations import format_seconds
 from .plaintext import shown
 from .records import RunState
 from .store import RunRecord, RunStore
+from .userjson import dumps
 
 INTERVAL_SECONDS = 1.0
 # A running run whose record was not saved for this long may have lost its controller.
@@ -110,7 +110,7 @@ class Watch:
 
     def _draw(self, record: RunRecord) -> None:
         if self._as_json:
-            self._write([json.dumps(record.as_status())])
+            self._write([dumps(record.as_status())])
             return
         lines = frame(record, self._store.failure_summary(record.name), time.time())
         if self._in_place:
