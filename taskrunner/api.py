@@ -30,7 +30,7 @@ from .loader import complete_specs, ensure_cwd_on_path, pinned_spec
 from .logs import above_bar
 from .options import DEFAULT_STATE_DIR, Backend, RunOptions, WorkerSettings
 from .progress import Progress, Summary
-from .records import Ending, Failure, UnkeptJob
+from .records import Ending, FailedBefore, Failure, UnkeptJob
 from .results import cut_back, cut_partial_line, end_partial_line
 from .store import FailureGroup, RunRecord, RunStore
 from .totals import continued_limit, job_count, stopped_at_limit
@@ -237,8 +237,7 @@ def _resume_loaded(
         record.total = job_count(run_options, gen_fn, record.args, iterable, first_seq=first_seq)
     retry = []
     if retry_failed or group is not None or error is not None:
-        chosen = select_failures(store, record.name, group=group, error_type=error)
-        retry = _jobs_to_retry(chosen)
+        retry = _jobs_to_retry(select_failures(store, record.name, group=group, error_type=error))
     record.error = None
     # What an earlier controller queued or leased is taken again from the generator.
     store.reopen(record.name, WorkerSettings.for_run(record.callback, run_options, backend))
@@ -353,9 +352,9 @@ def _start_early(
     return executor
 
 
-def _jobs_to_retry(failures: list[Failure]) -> list[tuple[int, Any, int]]:
-    """(seq, job, runs) of each failed job that can run again: not those whose job could not
-    be stored, which stay recorded as failed."""
+def _jobs_to_retry(failures: list[Failure]) -> list[tuple[int, Any, FailedBefore]]:
+    """(seq, job, what its failure keeps) of each failed job that can run again: not those
+    whose job could not be stored, which stay recorded as failed."""
     lost = [failure for failure in failures if not failure.job_kept]
     if lost:
         log.warning(
@@ -363,7 +362,11 @@ def _jobs_to_retry(failures: list[Failure]) -> list[tuple[int, Any, int]]:
             "they stay recorded as failed",
             len(lost), lost[0].seq, lost[0].error_type,
         )  # fmt: skip
-    return [(failure.seq, failure.job, 0) for failure in failures if failure.job_kept]
+    return [
+        (failure.seq, failure.job, FailedBefore.of(failure))
+        for failure in failures
+        if failure.job_kept
+    ]
 
 
 def _drive(
@@ -374,7 +377,7 @@ def _drive(
     store: RunStore,
     executor: Executor,
     context: tuple[str, ...],
-    retry_first: list[tuple[int, Any, int]] | None = None,
+    retry_first: list[tuple[int, Any, FailedBefore]] | None = None,
     *,
     own_results: bool,
     results_end: int | None = None,

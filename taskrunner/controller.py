@@ -30,7 +30,7 @@ from .options import RunOptions
 from .outcomes import SettlesOutcomes
 from .pacing import RatePacer, StallReserve
 from .progress import Progress, Summary, counted
-from .records import Batch, Ending, Failure, JobError, JobsDone, RunState
+from .records import Batch, Ending, FailedBefore, Failure, JobError, JobsDone, RunState
 from .requeue import Requeue, Waiting
 from .results import ResultsWriter
 from .saving import RunSaver
@@ -62,7 +62,7 @@ class Controller(SettlesOutcomes):
         store: RunStore,
         progress: Progress,
         results: TextIO | None,
-        retry_first: list[tuple[int, Any, int]] | None = None,
+        retry_first: list[tuple[int, Any, FailedBefore]] | None = None,
     ) -> None:
         self.record = record
         self.options = options
@@ -80,9 +80,12 @@ class Controller(SettlesOutcomes):
         self._want_results = results is not None
         self._ledger = Ledger()
         self._next_batch_id = 1
-        # A waiting job's `extra` is the runs it had before; the generator's new jobs had none.
-        self._requeue = Requeue(Waiting(seq, job, runs) for seq, job, runs in retry_first or [])
+        # A waiting job's `extra` is its runs in this session so far (what --retries counts);
+        # a failed job run again starts anew, and so do the generator's new jobs.
+        self._requeue = Requeue(Waiting(seq, job, 0) for seq, job, _ in retry_first or [])
         self._tally = Tally(record, progress, (seq for seq, _, _ in retry_first or []))
+        # What the failure records of those jobs keep, for the record of one that fails again.
+        self._failed_before = {seq: before for seq, _, before in retry_first or []}
         # Jobs a stopped session left open after failing: they get the rest of their
         # --retries when the generator yields them again, not all of them anew.
         self._prior_runs = {int(seq): runs for seq, runs in (record.runs_so_far or {}).items()}
@@ -359,14 +362,21 @@ class Controller(SettlesOutcomes):
         self._complete_if_settled(batch_id)
 
     def _record_failure(self, flight: Flight, index: int, error: JobError) -> None:
-        runs = flight.extra(index, 0) + 1
+        attempts = flight.extra(index, 0) + 1
         seq, job = flight.keys[index], flight.jobs[index]
         self._requeue.settled(seq)
+        group = group_id(error.error_type, error.message, error.traceback)
+        now = time.time()
+        first_failed_at = now
+        before = self._failed_before.pop(seq, None)
+        if before is not None:  # a failed job run again by --retry-failed: failed again
+            attempts += before.attempts
+            if before.group == group and before.first_failed_at:
+                first_failed_at = before.first_failed_at  # the same cause: seen since then
         self._tally.failed(
             Failure(
-                seq, job, error.error_type, error.message, error.traceback, runs, error.duration,
-                group=group_id(error.error_type, error.message, error.traceback),
-                failed_at=time.time(),
+                seq, job, error.error_type, error.message, error.traceback, attempts,
+                error.duration, group=group, failed_at=now, first_failed_at=first_failed_at,
             )
         )  # fmt: skip
         self._check_failures()

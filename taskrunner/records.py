@@ -107,6 +107,24 @@ class Failure(Frozen):
     # id `taskrunner failures --groups` shows. "" only for a failure of an older version.
     group: str = ""
     failed_at: float = 0.0  # time.time() when it was recorded; 0.0: not known
+    # time.time() when the job first failed of this cause: kept when `resume --retry-failed`
+    # runs it again and it fails of the same one (its group's first_seen). 0.0: failed_at.
+    first_failed_at: float = 0.0
+
+
+@frozen_dataclass()
+class FailedBefore(Frozen):
+    """What a failure record keeps from the sessions before, for a job that `resume
+    --retry-failed` runs again: the failure that replaces it, if it fails again, goes on
+    from there."""
+
+    attempts: int  # its runs in every session so far
+    group: str
+    first_failed_at: float  # when it first failed of that cause; 0.0: not known
+
+    @classmethod
+    def of(cls, failure: Failure) -> FailedBefore:
+        return cls(failure.attempts, failure.group, failure.first_failed_at or failure.failed_at)
 
 
 # Events an executor reports to the run loop -------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any
 from .errors import StateError
 from .options import WorkerSettings
 from .records import Failure, UnkeptJob
-from .state_columns import BASE_RUN_COLUMNS, add_run_columns, read_added, write_added
+from .state_columns import BASE_RUN_COLUMNS, add_columns, read_added, write_added
 from .state_failures import read_failures, read_groups, write_failures
 from .state_schema import SCHEMA_VERSION, prepare
 from .store import (
@@ -93,7 +93,7 @@ class SqliteRunStore:
             _enable_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             prepare(db)  # creates the tables, or migrates a file of an earlier version
-            add_run_columns(db)
+            add_columns(db)
         except sqlite3.Error as error:
             raise StateError(f"cannot open run state {self.path!r}: {error}") from None
         return db
@@ -389,7 +389,7 @@ def _empty_state() -> sqlite3.Connection:
     """A state of no runs, in memory: what a directory without a state file holds."""
     db = sqlite3.connect(":memory:", isolation_level=None)
     prepare(db)
-    add_run_columns(db)
+    add_columns(db)
     return db
 
 

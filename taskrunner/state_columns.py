@@ -1,8 +1,9 @@
-"""The columns of SQLite's `runs` table added after schema 2: each added by ALTER TABLE where
-a state file lacks it, read and written by name.
+"""The columns of SQLite's `runs` and `failures` tables added after schema 2: each added by
+ALTER TABLE where a state file lacks it, read and written by name.
 
-No new user_version for them: a column of JSON that an older taskrunner does not know is one
-it ignores (it reads the first columns by position, and they stay first).
+No new user_version for them: a column that an older taskrunner does not know is one it
+ignores (it reads the first columns of `runs` by position, and they stay first; it names the
+columns of `failures` it reads and writes, and leaves the new ones NULL).
 """
 
 from __future__ import annotations
@@ -27,14 +28,31 @@ ADDED_RUN_COLUMNS = {
 }
 
 
-def add_run_columns(db: sqlite3.Connection) -> None:
-    """Add the run columns a state file written before them lacks."""
-    present = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-    for column in ADDED_RUN_COLUMNS:
+# column -> its declaration
+ADDED_FAILURE_COLUMNS = {
+    # When the job first failed of its cause (Failure.first_failed_at); NULL: failed_at.
+    "first_failed_at": "REAL",
+}
+
+
+def add_columns(db: sqlite3.Connection) -> None:
+    """Add the columns a state file written before them lacks."""
+    _add(db, "runs", dict.fromkeys(ADDED_RUN_COLUMNS, "TEXT"))
+    _add(db, "failures", ADDED_FAILURE_COLUMNS)
+
+
+def has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+    """Whether the table has it: a file opened read-only may predate it."""
+    return any(row[1] == column for row in db.execute(f"PRAGMA table_info({table})"))
+
+
+def _add(db: sqlite3.Connection, table: str, declarations: dict[str, str]) -> None:
+    present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    for column, declaration in declarations.items():
         if column in present:
             continue
         try:
-            db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
         except sqlite3.OperationalError as error:
             if "duplicate column" not in str(error):  # else another opener added it first
                 raise

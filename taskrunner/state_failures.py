@@ -11,6 +11,7 @@ from typing import Any
 
 from .records import Failure
 from .signature import join_traceback, signature, split_traceback, traceback_hash
+from .state_columns import has_column
 from .store import FIRST_SEQS, KEPT_JOB_BYTES, FailureGroup, RunRecord, job_text
 
 
@@ -45,6 +46,7 @@ def write_failures(
                 name, failure.seq, pickle_job(failure.job), job_text(failure.job),
                 failure.error_type, failure.message, "", failure.attempts, failure.duration,
                 failure.failed_at or record.updated_at, failure.group, key, message_at,
+                failure.first_failed_at or None,
             )
         )  # fmt: skip
     db.executemany(
@@ -53,8 +55,8 @@ def write_failures(
     )
     db.executemany(
         "INSERT OR REPLACE INTO failures (name, seq, job, job_repr, error_type, message,"
-        " traceback, attempts, duration, failed_at, grp, traceback_hash, message_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " traceback, attempts, duration, failed_at, grp, traceback_hash, message_at,"
+        " first_failed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
     db.executemany(
@@ -67,7 +69,8 @@ def write_failures(
 def read_failures(db: sqlite3.Connection, name: str) -> list[Failure]:
     rows = db.execute(
         "SELECT f.seq, f.job, f.job_repr, f.error_type, f.message, f.traceback, f.attempts,"
-        " f.duration, f.grp, f.failed_at, f.message_at, t.body FROM failures f"
+        f" f.duration, f.grp, f.failed_at, {_first_failed_at(db)}, f.message_at, t.body"
+        " FROM failures f"
         " LEFT JOIN tracebacks t ON t.name = f.name AND t.hash = f.traceback_hash"
         " WHERE f.name = ? ORDER BY f.seq",
         (name,),
@@ -75,17 +78,23 @@ def read_failures(db: sqlite3.Connection, name: str) -> list[Failure]:
     failures = []
     for row in rows:
         seq, payload, job_repr, error_type, message, tb, attempts, duration = row[:8]
-        group, failed_at, message_at, body = row[8:]
+        group, failed_at, first_failed_at, message_at, body = row[8:]
         job, kept = stored_job(payload, job_repr)
         if body is not None:
             tb = join_traceback(body, message, message_at)
         failures.append(
             Failure(
                 seq, job, error_type, message, tb, attempts, duration, job_kept=kept,
-                group=group, failed_at=failed_at,
+                group=group, failed_at=failed_at, first_failed_at=first_failed_at or 0.0,
             )
         )  # fmt: skip
     return failures
+
+
+def _first_failed_at(db: sqlite3.Connection) -> str:
+    """The SQL for a failure's first_failed_at, NULL for not known (as failed_at): so are the
+    rows of a taskrunner that predates it, and a file it opens read-only has no column."""
+    return "f.first_failed_at" if has_column(db, "failures", "first_failed_at") else "NULL"
 
 
 def read_groups(db: sqlite3.Connection, name: str) -> list[FailureGroup]:
@@ -94,7 +103,8 @@ def read_groups(db: sqlite3.Connection, name: str) -> list[FailureGroup]:
     rows = db.execute(
         "SELECT grp, seq, error_type, message, message_at, body, traceback, n, first, last"
         " FROM (SELECT f.grp, f.seq, f.error_type, f.message, f.message_at, t.body,"
-        " f.traceback, COUNT(*) OVER w AS n, MIN(f.failed_at) OVER w AS first,"
+        " f.traceback, COUNT(*) OVER w AS n,"
+        f" MIN(COALESCE({_first_failed_at(db)}, f.failed_at)) OVER w AS first,"
         " MAX(f.failed_at) OVER w AS last,"
         " ROW_NUMBER() OVER (PARTITION BY f.grp ORDER BY f.seq) AS position"
         " FROM failures f LEFT JOIN tracebacks t ON t.name = f.name"

@@ -266,6 +266,7 @@ def group_failures(failures: Iterable[Failure]) -> list[FailureGroup]:
         sample = found[0]
         cause = signature(sample.error_type, sample.message, sample.traceback)
         seen = [failure.failed_at for failure in found if failure.failed_at]
+        first_seen = [failure.first_failed_at or failure.failed_at for failure in found]
         groups.append(
             FailureGroup(
                 group_id=key,
@@ -274,7 +275,7 @@ def group_failures(failures: Iterable[Failure]) -> list[FailureGroup]:
                 message=cause.message,
                 where=cause.where,
                 first_seqs=tuple(failure.seq for failure in found[:FIRST_SEQS]),
-                first_seen=min(seen, default=0.0),
+                first_seen=min(filter(None, first_seen), default=0.0),
                 last_seen=max(seen, default=0.0),
             )
         )

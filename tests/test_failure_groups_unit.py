@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 import sysconfig
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,40 @@ def test_tracebacks_are_kept_once_per_cause_and_read_back_whole(store: Any):
     assert store.failures("r") == [moved]
     store.save(record, [], cleared_failures=[50])
     assert stored_tracebacks(store, "r") == 0
+
+
+def test_a_group_is_first_seen_when_its_oldest_failure_first_failed(store: Any):
+    """A failure that `resume --retry-failed` ran again and that failed again keeps when it
+    first failed of its cause: the group's first_seen; last_seen is its latest failure."""
+    record = RunRecord("r", "m:gen", "m:cb", {}, {})
+    store.create(record)
+    store.lock("r")
+    retried = replace(failure(0, "account 7 has no crawl"), failed_at=5e9, first_failed_at=2e9)
+    failures = [retried, replace(failure(1, "account 8 has no crawl"), failed_at=3e9)]
+    store.save(record, failures)
+    assert store.failures("r") == failures
+    [group] = store.failure_groups("r")
+    assert (group.first_seen, group.last_seen) == (2e9, 5e9)
+
+
+def test_a_state_that_predates_first_failed_at_is_read_where_it_is(tmp_path: Path):
+    """A file whose failures lack the column, opened read-only (status, failures): read as
+    failures first seen when they failed."""
+    state = tmp_path / "state"
+    store = SqliteRunStore(str(state))
+    record = RunRecord("r", "m:gen", "m:cb", {}, {})
+    store.create(record)
+    store.save(record, [failure(3, "account 7 has no crawl")])
+    store._db.execute("ALTER TABLE failures DROP COLUMN first_failed_at")
+    store.close()
+
+    reader = SqliteRunStore(str(state), read_only=True)
+    try:
+        assert [f.first_failed_at for f in reader.failures("r")] == [0.0]
+        [group] = reader.failure_groups("r")
+        assert (group.first_seen, group.last_seen) == (1e9 + 3, 1e9 + 3)
+    finally:
+        reader.close()
 
 
 def test_a_schema_1_state_is_migrated_in_place(tmp_path: Path):
