@@ -153,7 +153,8 @@ def resume(
         raise OptionError(f"--limit must be at least 0, not {more}")
     store = kind.open_store(backend, state_dir, create=True)
     try:
-        record = _find_run(store, name, unfinished=True)
+        retrying = retry_failed or group is not None or error is not None
+        record = _find_run(store, name, unfinished=True, retrying=retrying)
         run_options = RunOptions.resumed(record.options, overrides)
         limit = continued_limit(record, more)
         limit_moved = limit != run_options.limit
@@ -583,7 +584,12 @@ def _open_existing(backend: str | Backend, state_dir: str) -> RunStore:
     return _kind(options).open_store(options, state_dir, create=False)
 
 
-def _find_run(store: RunStore, name: str | None, *, unfinished: bool = False) -> RunRecord:
+def _find_run(
+    store: RunStore, name: str | None, *, unfinished: bool = False, retrying: bool = False
+) -> RunRecord:
+    """The run `name`; without one, the most recently updated run, or for `resume` the one
+    it can mean: the only unfinished run, else (`retrying`: --retry-failed) the only run
+    with failed jobs. Else a StateError naming the choices."""
     records = store.all()
     if name is not None:
         for record in records:
@@ -599,9 +605,21 @@ def _find_run(store: RunStore, name: str | None, *, unfinished: bool = False) ->
     candidates = [r for r in records if r.state != "finished" or stopped_at_limit(r)]
     if len(candidates) == 1:
         return candidates[0]
+    if retrying:
+        with_failures = [r for r in records if r.failed > 0]
+        if len(with_failures) == 1:
+            return with_failures[0]  # the only failures there are to retry
+        if with_failures:
+            meant = {r.name for r in candidates + with_failures}
+            choices = [r for r in records if r.name in meant]
+            raise StateError(
+                "several runs are unfinished or have failed jobs; name one to resume: "
+                + ", ".join(f"{r.name} ({r.state}, {r.failed} failed)" for r in choices)
+            )
     if not candidates:
         raise StateError(
-            f"every run in {store.state_dir!r} has finished; name one to resume "
+            f"every run in {store.state_dir!r} has finished"
+            f"{', none with failed jobs' if retrying else ''}; name one to resume "
             f"({', '.join(r.name for r in records)})"
         )
     raise StateError("several unfinished runs; name one: " + ", ".join(r.name for r in candidates))

@@ -484,7 +484,11 @@ def _build_parser() -> _Parser:
 
     resume = command("resume", "continue an unfinished (or failed) run", _resume)
     resume.add_argument(
-        "name", metavar="NAME", nargs="?", help="the run (default: the only unfinished one)"
+        "name",
+        metavar="NAME",
+        nargs="?",
+        help="the run (default: the only unfinished one; with --retry-failed, else the only "
+        "one with failed jobs)",
     )
     run_options(resume)
     resume.add_argument("--retry-failed", action="store_true", help="run failed jobs again")

@@ -346,6 +346,57 @@ def test_resume_without_name_refuses_two_unfinished_runs(project: Project) -> No
     assert project.executions() == ran
 
 
+def failing_run(project: Project, name: str) -> None:
+    """A run named `name` that finished with failures (jobs ending in 5 fail until fixed)."""
+    result = project.run("spawn", "jobs:gen", "jobs:cb_fails", *FAST, "--name", name)
+    assert result.returncode == 1, result
+
+
+def test_retry_failed_without_name_picks_the_only_run_with_failures(project: Project) -> None:
+    """Every run finished, one with failures: `resume --retry-failed` with no name retries
+    that one (the only one it can mean), not refuses for want of an unfinished run."""
+    project.write("jobs.py", MODULE)
+    failing_run(project, "failing")
+    clean = project.run("spawn", "jobs:gen", "jobs:cb", *FAST, "--name", "clean")
+    assert clean.returncode == 0, clean
+    project.set_flag("fixed")
+
+    retried = project.run("resume", "--retry-failed", *FAST)
+
+    assert retried.returncode == 0, retried
+    status = project.status("failing")
+    assert (status["state"], status["done"], status["failed"]) == ("finished", N, 0), status
+    assert project.failures("failing") == {}
+
+
+def test_retry_failed_without_name_prefers_the_only_unfinished_run(project: Project) -> None:
+    """An unfinished run and a finished one with failures: the unfinished one is resumed,
+    as `resume` with no name does; the other's failures stay."""
+    project.write("jobs.py", MODULE)
+    failing_run(project, "failing")
+    broken_run(project, "broken")
+    project.set_flag("fixed")
+
+    resumed = project.run("resume", "--retry-failed", *FAST)
+
+    assert resumed.returncode == 0, resumed
+    assert project.status("broken")["state"] == "finished"
+    assert len(project.failures("failing")) == N // 10
+
+
+def test_retry_failed_without_name_refuses_two_runs_with_failures(project: Project) -> None:
+    """Every run finished, two with failures: exit 2, one line naming both; nothing runs."""
+    project.write("jobs.py", MODULE)
+    failing_run(project, "first")
+    failing_run(project, "second")
+    ran = project.executions()
+
+    retried = project.run("resume", "--retry-failed", *FAST)
+
+    assert_one_line_error(retried, "first", "second")
+    assert project.executions() == ran
+
+
 def test_resume_of_unknown_name_lists_the_runs(project: Project) -> None:
     """`resume nosuch` exits 2 and lists the runs that do exist."""
     project.write("jobs.py", MODULE)
