@@ -31,7 +31,7 @@ from .logs import above_bar
 from .options import DEFAULT_STATE_DIR, Backend, RunOptions, WorkerSettings
 from .progress import Progress, Summary
 from .records import Ending, FailedBefore, Failure, UnkeptJob
-from .results import cut_back, cut_partial_line, end_partial_line
+from .results import prepare
 from .store import FailureGroup, RunRecord, RunStore
 from .totals import continued_limit, job_count, stopped_at_limit
 from .usercode import (
@@ -116,7 +116,9 @@ def run(
                 executor = early or kind.executor(store, record, run_options, callback, callback_fn)
                 context = _context(backend, state_dir)
                 # A file the run it replaces wrote may end in a line cut short: its own.
-                own = existing is not None and _results_of(existing) == run_options.results
+                own = existing is not None and _same_file(
+                    _results_of(existing), run_options.results
+                )
                 return _drive(
                     record, run_options, source, Checkpoint(), store, executor, context,
                     own_results=own,
@@ -242,12 +244,12 @@ def _resume_loaded(
     record.error = None
     # What an earlier controller queued or leased is taken again from the generator.
     store.reopen(record.name, WorkerSettings.for_run(record.callback, run_options, backend))
-    own_results = _results_of(record) == run_options.results  # as its last session wrote it
+    own_results = _same_file(_results_of(record), run_options.results)  # as its last session's
     executor = early or kind.executor(store, record, run_options, callback, callback_fn)
     context = _context(backend, state_dir)
     return _drive(
         record, run_options, source, checkpoint, store, executor, context, retry,
-        own_results=own_results, results_end=_checkpointed_end(record, run_options.results),
+        own_results=own_results, written=_written_to(record, run_options.results),
     )  # fmt: skip
 
 
@@ -381,12 +383,11 @@ def _drive(
     retry_first: list[tuple[int, Any, FailedBefore]] | None = None,
     *,
     own_results: bool,
-    results_end: int | None = None,
+    written: dict[str, Any] | None = None,
 ) -> Summary:
     """Run `record` to its end. `own_results`: the --results file is the one this run wrote
     in its last session, so a line cut short at its end is the run's own to cut;
-    `results_end`: and where the lines of the jobs its checkpoint has end in it, the lines
-    after which are cut (their jobs run again)."""
+    `written`: what the run saved of its lines in that file (results.prepare)."""
     record.state = "running"
     if options.workers == 0:
         # Only the Redis backend allows it: nothing runs until a worker joins.
@@ -397,7 +398,7 @@ def _drive(
         total=record.total, done=record.done, failed=record.failed, show=options.progress
     )
     with (
-        _results_file(options.results, own_results, results_end) as results,
+        _results_file(options.results, own_results, written) as results,
         above_bar(progress.bar),
     ):
         controller = Controller(
@@ -420,18 +421,23 @@ def _results_of(record: RunRecord) -> str | None:
     return results if isinstance(results, str) else None
 
 
-def _checkpointed_end(record: RunRecord, path: str | None) -> int | None:
-    """Where the lines of the jobs in `record`'s checkpoint end in the --results file at
-    `path`, when the run saved it for that file."""
-    saved = record.results_end
-    if saved is None or path is None or saved["path"] != path:
+def _same_file(saved: str | None, path: str | None) -> bool:
+    """Do two --results paths name one file (`out` and `./out`, a symlink and its target)?"""
+    if saved is None or path is None or "-" in (saved, path):
+        return saved == path
+    return os.path.realpath(saved) == os.path.realpath(path)
+
+
+def _written_to(record: RunRecord, path: str | None) -> dict[str, Any] | None:
+    """What `record` saved of its lines in the --results file at `path`, if anything."""
+    if path is None or path == "-" or not record.results_files:
         return None
-    return int(saved["end"])
+    return record.results_files.get(os.path.realpath(path))
 
 
 @contextlib.contextmanager
 def _results_file(
-    path: str | None, own: bool, checkpointed_end: int | None = None
+    path: str | None, own: bool, written: dict[str, Any] | None = None
 ) -> Iterator[TextIO | None]:
     if path is None:
         yield None
@@ -444,21 +450,17 @@ def _results_file(
         with contextlib.suppress(BrokenPipeError):  # the reader went away: nothing to flush to
             results.flush()
     else:
-        # A line cut short at the end (a run stopped in the middle of it) is cut back when it
-        # is this run's own; a file of someone else's keeps it whole, ended, our lines after.
-        # The run's own file is cut back to its checkpoint where it is known: the lines of
-        # jobs that finished after the last save (before a hard crash) are written again.
-        if own and checkpointed_end is not None:
-            cut = cut_back(path, checkpointed_end)
-            if cut:
-                log.info(
-                    "cut %d lines off %s: their jobs finished after the last checkpoint, and"
-                    " run again",
-                    cut,
-                    path,
-                )
-        else:
-            (cut_partial_line if own else end_partial_line)(path)
+        # After a hard crash, the lines of the jobs that finished after the last save are
+        # cut (they run again); else a line cut short at the end (a run stopped in the
+        # middle of it) is cut when it is this run's own; a file of someone else's keeps
+        # it whole, ended, our lines after.
+        cut = prepare(path, written, own)
+        if cut:
+            log.info(
+                "cut %d lines off %s: their jobs finished after the last checkpoint, and run again",
+                cut,
+                path,
+            )
         try:
             file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
         except OSError as error:

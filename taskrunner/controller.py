@@ -102,7 +102,7 @@ class Controller(SettlesOutcomes):
             self._live,
             positions=source.position_of,
             runs_so_far=self._runs_so_far,
-            results_end=self._results_end,
+            results_file=self._results_file,
         )
         self._bound = QueueBound(options, measures_bytes=executor.batch_bytes is not None)
         self._batch_bytes: dict[int, int] = {}  # batch id -> its size as sent, while in flight
@@ -124,10 +124,10 @@ class Controller(SettlesOutcomes):
         recalled = False
         try:
             self.executor.start()
-            if self.record.results_end != self._results_end():
-                # Where the file stands before any line of this session: a crash before the
-                # first save must not leave a resume cutting nothing (or, from an earlier
-                # session's file, the wrong bytes).
+            if self._results_file() is not None:
+                # Where the file stands before any line of this session, and that the session
+                # is writing it: a crash before the first save must not leave a resume
+                # cutting nothing, or an earlier session's end.
                 self._saver.save()
             next_save = time.monotonic() + SAVE_SECONDS
             while True:
@@ -154,6 +154,13 @@ class Controller(SettlesOutcomes):
                     next_save = now + SAVE_SECONDS
                 self.progress.tick()
             crashed = False
+        except ResultsError:
+            # A --results write failed (a full disk) after the outcomes were taken in: the
+            # jobs done in batches in flight have their lines, and are saved as done, so
+            # that they neither run again nor have two lines.
+            self._enter_unsettled()
+            self._saver.save_after_crash()
+            raise
         except Exception:
             self._saver.save_after_crash()
             raise
@@ -323,13 +330,14 @@ class Controller(SettlesOutcomes):
                     for index in range(start, stop):
                         self.checkpoint.mark_one(seqs[index], flight.jobs[index])
 
-    def _results_end(self) -> dict[str, Any] | None:
-        """Where the lines of the jobs counted done end in the --results file (saved with
-        the checkpoint: _enter_unsettled has just put every job with a line in it)."""
+    def _results_file(self) -> tuple[str, int, int] | None:
+        """The --results file's real path, where the lines of the jobs counted done end in
+        it (saved with the checkpoint: _enter_unsettled has just put every job with a line
+        in it), and its inode; None when it is not a regular file."""
         writer = self.results
         if writer is None or writer.path is None or writer.end is None:
             return None
-        return {"path": writer.path, "end": writer.end}
+        return writer.path, writer.end, writer.inode
 
     def _results_not_written(self, flight: Flight, unwritten: list[int]) -> int:
         """These jobs' lines did not get out (the reader of --results went away, or a stop

@@ -62,6 +62,7 @@ class ResultsWriter:
         self._waits = False  # a pipe, socket or terminal: room must be waited for
         # A regular file: its path, and where its last whole line ends (see `end`).
         self.path: str | None = None
+        self.inode = 0
         self._end = 0
         try:
             fd = stream.fileno()
@@ -76,14 +77,16 @@ class ResultsWriter:
         self._waits = not stat.S_ISREG(status.st_mode)
         name = getattr(stream, "name", None)
         if not self._waits and isinstance(name, str):
-            self.path, self._end = name, status.st_size
+            # By its real path: the same file however it is named (`./out`, a symlink).
+            self.path, self._end = os.path.realpath(name), status.st_size
+            self.inode = status.st_ino
 
     @property
     def end(self) -> int | None:
         """For a regular file, the byte offset just past the last whole line in it: the
         lines of every job counted done so far end there (saved with each checkpoint, so
         that a resume after a hard crash cuts off the lines of the jobs that run again:
-        `cut_back`). None for a pipe, a terminal or a stream without a descriptor."""
+        `prepare`). None for a pipe, a terminal or a stream without a descriptor."""
         return self._end if self.path is not None else None
 
     @property
@@ -265,6 +268,33 @@ def _write_all(fd: int, data: bytes) -> int:
         except OSError as error:
             raise _CutShort(sent, error) from None
     return sent
+
+
+def prepare(path: str, written: dict[str, Any] | None, own: bool) -> int:
+    """Make the --results file at `path` ready for a session to append to; returns how many
+    lines it cut.
+
+    `written` is what the run saved of its lines in that file (its RunRecord.results_files
+    entry), or None; `own`: the run's last session wrote it (a state saved before the
+    entries were kept has only this to tell). After a hard crash (an entry not saved
+    `clean`) the lines after the entry's end are of jobs that finished after the last save:
+    they run again, and are cut (cut_back). A file of the run's otherwise loses only a line
+    cut short (cut_partial_line): a whole line after the end is someone else's. A file that
+    is not the run's (another one by now, its inode says) keeps all, its last line ended."""
+    if written is None:
+        (cut_partial_line if own else end_partial_line)(path)
+        return 0
+    try:
+        inode = os.stat(path).st_ino
+    except OSError:
+        return 0  # none yet, or unreadable: opening it for the run says what is wrong
+    if inode != written["inode"]:
+        end_partial_line(path)
+    elif written["clean"]:
+        cut_partial_line(path)
+    else:
+        return cut_back(path, written["end"])
+    return 0
 
 
 def end_partial_line(path: str) -> None:

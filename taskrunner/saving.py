@@ -26,6 +26,11 @@ EXIT_CODES = {
 }
 
 
+# The --results files a run keeps its ends in: a run switching between more loses only the
+# cut of the oldest's lines after a crash (they are then written twice).
+KEPT_RESULTS_FILES = 8
+
+
 class RunSaver:
     """Writes a run's record, as the loop has it now, to its store."""
 
@@ -40,14 +45,14 @@ class RunSaver:
         *,
         positions: Callable[[int], int | None] | None = None,
         runs_so_far: Callable[[], dict[str, int]] | None = None,
-        results_end: Callable[[], dict[str, Any] | None] | None = None,
+        results_file: Callable[[], tuple[str, int, int] | None] | None = None,
     ) -> None:
         """`positions`: where a job starts in the source (JobSource.position_of), saved
         with the checkpoint so that a run over a file of jobs resumes by seeking.
         `runs_so_far`: the runs of the open jobs that have failed before (RunRecord's).
-        `results_end`: where the lines of the jobs counted done end in the --results file
-        (RunRecord's)."""
-        self._results_end = results_end
+        `results_file`: the --results file's real path, where the lines of the jobs counted
+        done end in it, and its inode; None when it is no regular file."""
+        self._results_file = results_file
         self._durations = durations
         self._live = live
         self._runs_so_far = runs_so_far
@@ -77,11 +82,22 @@ class RunSaver:
             record.live = self._live()
         if self._runs_so_far is not None:
             record.runs_so_far = self._runs_so_far() or None
-        if self._results_end is not None:
-            record.results_end = self._results_end()
+        self._note_results_file(state)
         # Counts and failure rows in the same call as the checkpoint that covers their jobs.
         self._store.save(record, *self._tally.unsaved())
         self._tally.saved()
+
+    def _note_results_file(self, state: RunState) -> None:
+        """Where this session's lines end in its --results file, and whether it ends here (a
+        `clean` entry: nothing after it is the run's, but a line cut short)."""
+        written = self._results_file() if self._results_file is not None else None
+        if written is None:
+            return
+        path, end, inode = written
+        files = dict(self._record.results_files or {})
+        files.pop(path, None)  # the most recent last: the oldest is the one dropped
+        files[path] = {"end": end, "inode": inode, "clean": state is not RunState.RUNNING}
+        self._record.results_files = dict(list(files.items())[-KEPT_RESULTS_FILES:])
 
     def _note_offset(self) -> None:
         mark = self._record.low_water_mark

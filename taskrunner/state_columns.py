@@ -24,7 +24,7 @@ ADDED_RUN_COLUMNS = {
     "durations": "durations",  # the jobs' durations (durations.Durations.as_json)
     "live": "live",  # in flight now and the recent rate, for `status --watch`
     "runs_so_far": "runs_so_far",  # the runs of jobs retried and still open
-    "results_end": "results_end",  # where the --results file's checkpointed lines end
+    "results_files": "results_files",  # where the checkpointed lines end in --results files
 }
 
 

@@ -58,10 +58,11 @@ class RunRecord:
     # that has already failed at least once (waiting out its --retries backoff, say): a
     # resume goes on counting its runs instead of giving it all its retries again.
     runs_so_far: dict[str, int] | None = None
-    # The --results file, when a regular one: {"path": its path, "end": the byte offset
-    # just past the line of the last job the checkpoint has}. A resume writing to the same
-    # file cuts it back there (results.cut_back): the jobs after it run again.
-    results_end: dict[str, Any] | None = None
+    # The regular --results files the run wrote, by real path (the last few): {"end": the
+    # byte offset just past the line of the last job the checkpoint has, "inode": the
+    # file's, "clean": its session ended saving it}. After a hard crash, a resume writing
+    # to the same file cuts it back there (results.prepare_own): the jobs after it run again.
+    results_files: dict[str, dict[str, Any]] | None = None
 
     def check_shape(self) -> None:
         """Raise ValueError naming the first field whose value is not of its kind: a state
@@ -95,14 +96,8 @@ class RunRecord:
         if self.live is not None and not isinstance(self.live, dict):
             self.live = None
         # One that does not read is dropped too: a resume then only cuts a partial last line.
-        end = self.results_end
-        if end is not None and not (
-            isinstance(end, dict)
-            and isinstance(end.get("path"), str)
-            and type(end.get("end")) is int
-            and end["end"] >= 0
-        ):
-            self.results_end = None
+        if self.results_files is not None and not _are_results_files(self.results_files):
+            self.results_files = None
 
     @property
     def pending(self) -> int:
@@ -133,6 +128,16 @@ class RunRecord:
 def _expect(name: str, value: Any, kind: type | tuple[type, ...]) -> None:
     if not isinstance(value, kind) or isinstance(value, bool):
         raise ValueError(f"{name} is {value!r}")
+
+
+def _are_results_files(files: Any) -> bool:
+    return isinstance(files, dict) and all(
+        isinstance(path, str)
+        and isinstance(entry, dict)
+        and all(type(entry.get(key)) is int and entry[key] >= 0 for key in ("end", "inode"))
+        and isinstance(entry.get("clean"), bool)
+        for path, entry in files.items()
+    )
 
 
 def _expect_count(name: str, value: Any) -> None:
