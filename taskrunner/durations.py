@@ -20,6 +20,7 @@ grouping from any number of workers.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,6 +124,17 @@ class Durations:
             if found is not None:
                 slowest.append((seconds, found[0], found[1]))
         return Durations(dict(self.counts), self.count, self.total, self.longest, _top(slowest))
+
+    def with_trivial(self, jobs: int) -> Durations:
+        """These durations and, up to `jobs` jobs in all, those a worker counted only by
+        their number (each under SMALLEST: see WorkerDurations)."""
+        uncounted = max(0, jobs - self.count)
+        counts = dict(self.counts)
+        if uncounted:
+            counts[0] = counts.get(0, 0) + uncounted
+        total = self.total + uncounted * bucket_value(0)
+        longest = self.longest or (bucket_value(0) if uncounted else 0.0)
+        return Durations(counts, self.count + uncounted, total, longest, list(self.slowest))
 
     @property
     def mean(self) -> float:
@@ -243,13 +255,16 @@ class WorkerDurations:
     """A worker's durations since its last report, and the floor a job must pass to be named
     among the slowest this worker has seen.
 
-    `counts` (bucket -> jobs) is the sequential loop's to increment itself: a method call
-    per job would cost trivial jobs dearly, and those under SMALLEST it only counts, in
-    bulk, at `take`. Thread-safety is the caller's: the outcome buffer adds under its lock.
+    `counts` (bucket -> jobs) is the sequential loop's to increment itself, after
+    it writes the job's index to `last_counted`: a method call per job would cost trivial
+    jobs dearly, and those under SMALLEST it only counts, in bulk, at `take`. (A sequential
+    worker's are in memory the pool reads: unreported.py.) Thread-safety is the caller's:
+    the outcome buffer adds under its lock.
     """
 
     def __init__(self) -> None:
-        self.counts: dict[int, int] = {}
+        self.counts: defaultdict[int, int] | memoryview = defaultdict(int)
+        self.last_counted: list[int] | memoryview = [-1]
         # The worker's SLOWEST_KEPT longest durations over its whole life, fastest first: a
         # job no slower than the first of them cannot be among the run's slowest, and is
         # only counted.
@@ -261,8 +276,7 @@ class WorkerDurations:
 
     def add(self, seconds: float, key: Any) -> None:
         """One job of `key` (batch id, index) took `seconds`."""
-        bucket = bucket_of(seconds)
-        self.counts[bucket] = self.counts.get(bucket, 0) + 1
+        self.counts[bucket_of(seconds)] += 1
         self._total += seconds
         if seconds > self.floor:
             self.name(seconds, key)
@@ -280,8 +294,7 @@ class WorkerDurations:
 
         The sequential loop says how many `jobs` it ran and their `total` seconds: those it
         did not count were each under SMALLEST."""
-        counts = dict(self.counts)
-        self.counts.clear()  # in place: the sequential loop holds it
+        counts = self._take_counts()
         counted = sum(counts.values())
         if jobs is not None and jobs > counted:
             counts[0] = counts.get(0, 0) + jobs - counted
@@ -293,3 +306,13 @@ class WorkerDurations:
             longest = min(SMALLEST, total / counted)  # only trivial jobs: none was named
         self._slowest, self._longest, self._total = [], 0.0, 0.0
         return (counts, counted, total, longest, slowest) if counted else None
+
+    def reported(self) -> None:
+        """The report that carried the last take is sent."""
+
+    def _take_counts(self) -> dict[int, int]:
+        """bucket -> jobs counted since the last take, and start anew."""
+        assert isinstance(self.counts, dict)
+        taken = dict(self.counts)
+        self.counts.clear()  # in place: the sequential loop holds it
+        return taken

@@ -45,6 +45,9 @@ from .startmethod import from_fork_server, name_this_process, start_fork_server
 # job of the batch starts.
 SLOT_FIELDS = 3
 IDLE = -1.0
+# After the slots, the same memory holds the durations a worker that runs its jobs in order
+# has not reported yet (unreported.py lays them out): `shared_parts` tells the two apart.
+UNREPORTED_BYTES = 4096
 
 
 @frozen_dataclass()
@@ -180,27 +183,34 @@ def loading_slot(floats: memoryview) -> int:
     return len(floats) - SLOT_FIELDS
 
 
+def shared_parts(shared: Any, concurrency: int) -> tuple[memoryview, memoryview]:
+    """A worker's shared memory (as `_shared_slots` made it) as its slots (to read through
+    `slot_views`) and its unreported durations (unreported.py)."""
+    raw = memoryview(shared).cast("B")
+    end = SLOT_FIELDS * (concurrency + 1) * 8
+    return raw[:end], raw[end : end + UNREPORTED_BYTES]
+
+
 def _shared_slots(context: Any, concurrency: int) -> tuple[Any, Any]:
-    """The worker's slots: (what the pool reads, through `slot_views`; what the child is
-    given, with the buffer protocol), each holding [IDLE, -1, 0.0], one per thread or task
-    and the loading slot.
+    """The worker's shared memory: (what the pool reads; what the child is given, with the
+    buffer protocol). `shared_parts` cuts it in two: the slots, each holding [IDLE, -1, 0.0],
+    one per thread or task and the loading slot; then the unreported durations, zeroed.
 
     A memfd mapped on both sides where Linux has them: multiprocessing's RawArray would
     do the same, but unpickling one costs each worker multiprocessing.heap and ctypes, and
     the pool a temporary file. Elsewhere (or should memfd_create be refused), a RawArray.
     """
-    fields = SLOT_FIELDS * (concurrency + 1)
-    size = fields * 8
+    size = SLOT_FIELDS * (concurrency + 1) * 8 + UNREPORTED_BYTES
     try:
         fd = os.memfd_create("taskrunner-slots", os.MFD_CLOEXEC)
     except (AttributeError, OSError):
-        array = context.RawArray("d", fields)
-        _clear_slots(array)
+        array = context.RawArray("d", size // 8)
+        _clear_slots(shared_parts(array, concurrency)[0])
         return array, array
     try:
         os.ftruncate(fd, size)
         view = memoryview(mmap.mmap(fd, size))
-        _clear_slots(view)
+        _clear_slots(shared_parts(view, concurrency)[0])
     except BaseException:
         os.close(fd)
         raise

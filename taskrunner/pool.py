@@ -360,7 +360,10 @@ class LocalPool(Executor):
                     late = [i for i in indices if (batch_id, i) in worker.written_off]
                     count -= len(late)
                 self._account(worker, batch_id, count)
-                timed = from_wire(durations) if durations is not None else None
+                timed = None
+                if durations is not None:
+                    worker.timed_reports += 1
+                    timed = from_wire(durations)
                 if blobs is None:
                     events.append(JobsDone(batch_id, indices, None, busy, timed))
                     return

@@ -163,6 +163,11 @@ class WorkerLost(Frozen):
 
     `with_others`: it died of something that ended other workers with it (the fork server it
     came from ended), so a job running alone in it is no more than a suspect.
+
+    `ran_for`: how long each job of `running` had run when the worker was found dead (from
+    the start time in its slot): the duration of the one that fails for it. `unreported`:
+    the durations of the jobs it finished in order and did not report (unreported.py), those
+    under SMALLEST left out (they are known by their number only).
     """
 
     reason: str
@@ -171,6 +176,8 @@ class WorkerLost(Frozen):
     position: tuple[int, int] | None = None
     signal_number: int | None = None  # the signal that killed it, if one did
     with_others: bool = False
+    ran_for: dict[tuple[int, int], float] | None = None
+    unreported: Durations | None = None
 
 
 @frozen_dataclass()

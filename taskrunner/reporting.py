@@ -101,11 +101,17 @@ class OutcomeBuffer:
 
     `add_done` gathers a finished job. With `flush_delay` set, a thread of the buffer's own
     reports what gathered that long after the first of it (so jobs finishing close together
-    share a message); without it, what gathered waits for `flush()`.
+    share a message); without it, what gathered waits for `flush()`, and each job's duration
+    is counted in `timings` as it is added (a sequential worker's are where the pool reads
+    them, should the worker die before the flush: unreported.py).
     """
 
     def __init__(
-        self, reporter: Reporter, want_results: bool, flush_delay: float | None = None
+        self,
+        reporter: Reporter,
+        want_results: bool,
+        flush_delay: float | None = None,
+        timings: WorkerDurations | None = None,
     ) -> None:
         self.reporter = reporter
         self.want_results = want_results
@@ -115,7 +121,7 @@ class OutcomeBuffer:
         # a lock each (that cost more than the rest of a job's bookkeeping).
         self._finished: collections.deque[tuple[int, int, Any, float]] = collections.deque()
         # The durations of the jobs finished since the last report go with the next Done.
-        self.timings = WorkerDurations()
+        self.timings = timings if timings is not None else WorkerDurations()
         self._flush_delay = flush_delay
         self._wanted = threading.Event()
         self._closing = False
@@ -125,6 +131,8 @@ class OutcomeBuffer:
             self._flusher.start()
 
     def add_done(self, batch_id: int, index: int, result: Any, duration: float) -> None:
+        if self._flusher is None:
+            self.timings.add(duration, (batch_id, index))
         self._finished.append((batch_id, index, result, duration))
         if self._flusher is not None and not self._wanted.is_set():
             self._wanted.set()
@@ -132,6 +140,7 @@ class OutcomeBuffer:
     def flush(self) -> None:
         """Report the finished jobs gathered so far, if any."""
         finished, timings = self._finished, self.timings
+        counting = self._flusher is not None  # else add_done counted them
         pending: dict[int, tuple[list[int], list[Any]]] = {}
         busy = 0.0
         with self._lock:
@@ -144,7 +153,8 @@ class OutcomeBuffer:
                 batch[0].append(index)
                 batch[1].append(result)
                 busy += duration
-                timings.add(duration, (batch_id, index))
+                if counting:
+                    timings.add(duration, (batch_id, index))
             if not pending:
                 return
             durations = timings.take()
@@ -176,6 +186,8 @@ class OutcomeBuffer:
         """Report jobs that returned (with `durations`, those gathered since the last
         report); `results` are theirs, pickled by `pickle_result`."""
         self.reporter.send(Done(batch_id, indices, results, busy, durations))
+        if durations is not None:
+            self.timings.reported()
 
     def report_failed(
         self, batch_id: int, index: int, error: BaseException | JobError, duration: float

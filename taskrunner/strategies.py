@@ -239,7 +239,7 @@ class Sequential(Strategy):
         only jobs of a microsecond or more take."""
         callback, slots, indices, buffer = self.callback, self.slots, self.indices, self.buffer
         timings = buffer.timings
-        counts = timings.counts
+        counts, last_counted = timings.counts, timings.last_counted
         batch_id, jobs = work.batch_id, work.jobs
         end = len(jobs)
         plain_results, type_of = PLAIN_RESULTS, type  # locals: looked up once a job
@@ -252,7 +252,8 @@ class Sequential(Strategy):
         index = 0
         started = batch_started = monotonic()
         waited = 0.0  # seconds within the segment that were no job's (naming a slow one)
-        indices[1] = -1  # index before batch: the slot never pairs this batch with a stale one
+        # Before the slot names this batch, which must pair with none of another's indices.
+        last_counted[0] = indices[1] = -1
         slots[0] = batch_id
         slots[2] = started
         while index < end:
@@ -269,8 +270,8 @@ class Sequential(Strategy):
                         if partial_line[0]:
                             end_lines()  # before the next job prints
                         seconds = finished - started
-                        bucket = bucket_of(seconds)
-                        counts[bucket] = counts.get(bucket, 0) + 1
+                        last_counted[0] = index
+                        counts[bucket_of(seconds)] += 1
                         if seconds > timings.floor:
                             timings.name(seconds, (batch_id, index))
                             now = monotonic()  # naming it is neither this job's time nor the next's
@@ -290,6 +291,9 @@ class Sequential(Strategy):
                                 break
                             # Reporting is no job's time: the next one starts now.
                             finished = batch_started = monotonic()
+                        # The next job's start, for the pool to tell how long it ran should
+                        # it die (early by the time of any jobs under SMALLEST between).
+                        slots[2] = finished
                     started = finished
                     if _forked:
                         os._exit(0)  # see leave_if_forked
@@ -306,7 +310,7 @@ class Sequential(Strategy):
                 buffer.report_failed(batch_id, index, error, finished - started)
                 index += 1
                 reported = index
-                started = batch_started = finished
+                started = batch_started = slots[2] = finished
                 waited = 0.0
         slots[2] = 0.0
         slots[0] = IDLE
@@ -320,7 +324,7 @@ class Sequential(Strategy):
         for the hot path)."""
         callback, slots, indices, buffer = self.callback, self.slots, self.indices, self.buffer
         timings = buffer.timings
-        counts = timings.counts
+        counts, last_counted = timings.counts, timings.last_counted
         batch_id, jobs, start_at, interval = work.batch_id, work.jobs, work.start_at, work.interval
         timed = self.timeout is not None
         results: list[Any] | None = [] if buffer.want_results else None
@@ -332,7 +336,7 @@ class Sequential(Strategy):
         started = batch_started = time.monotonic()
         waited = 0.0
         # Index before batch: the slot must never pair this batch with a stale index.
-        indices[1] = -1
+        last_counted[0] = indices[1] = -1
         slots[0] = batch_id
         slots[2] = started
         end = len(jobs)
@@ -344,9 +348,8 @@ class Sequential(Strategy):
                 now = time.monotonic()
                 waited += now - started
                 slots[2] = started = now
-            elif timed:
-                slots[2] = started
-            # Otherwise the slot keeps the batch's start: enough to blame.
+            else:
+                slots[2] = started  # for --timeout, and how long it ran should it die
             try:
                 result = callback(job)
                 if (
@@ -373,8 +376,8 @@ class Sequential(Strategy):
             if (seconds := (finished := time.monotonic()) - started) >= SMALLEST:
                 if held[0]:
                     end_lines()  # what the job left without a newline: its own line
-                bucket = bucket_of(seconds)
-                counts[bucket] = counts.get(bucket, 0) + 1
+                last_counted[0] = index
+                counts[bucket_of(seconds)] += 1
                 if seconds > timings.floor:
                     timings.name(seconds, (batch_id, index))
                     # Naming it is neither this job's time nor the next one's.
@@ -413,6 +416,8 @@ class Sequential(Strategy):
         for item in work.items():
             queued.put(item)
         queued.put(None)
+        # The buffer counts each job as it ends (OutcomeBuffer.add_done), naming it here.
+        self.buffer.timings.last_counted[0] = -1
         while (item := queued.get()) is not None:
             self._run_item(0, item)
         self.buffer.flush()

@@ -31,10 +31,12 @@ from .launching import (
     fork_server_ended,
     launch,
     loading_slot,
+    shared_parts,
     slot_views,
 )
 from .protocol import PIPE_LOST_EXIT
 from .records import JobError, JobFailed, WorkerLost
+from .unreported import last_counted, left_unreported
 
 if TYPE_CHECKING:
     from .placement import PendingBatch
@@ -82,7 +84,7 @@ class WorkerHandle:
     worker_id: int
     process: Any
     channel: Channel
-    slots: Any  # as launching._shared_slots made them; read through the two views below
+    slots: Any  # launching.shared_parts's first; read through the two views below
     phase: Phase = Phase.STARTING
     # batch_id -> jobs of that batch not yet reported, in the order the batches were sent.
     outstanding: dict[int, int] = field(default_factory=dict)
@@ -108,6 +110,10 @@ class WorkerHandle:
     server_pid: int | None = None
     floats: memoryview = field(init=False, repr=False)
     ints: memoryview = field(init=False, repr=False)
+    # The durations a worker running its jobs in order has not reported (unreported.py), and
+    # the reports with durations it has sent: what is left there, should it die, is read so.
+    unreported: Any = None
+    timed_reports: int = 0
 
     def __post_init__(self) -> None:
         self.floats, self.ints = slot_views(self.slots)
@@ -293,7 +299,9 @@ def start_worker(context: Any, config: WorkerConfig) -> WorkerHandle:
         with unreal_main_file_hidden():  # a script read from stdin is no file to run again
             launched = launch(context, config)
     channel = Channel(launched.conn)
-    worker = WorkerHandle(config.worker_id, launched.process, channel, launched.slots)
+    slots, unreported = shared_parts(launched.slots, config.concurrency)
+    worker = WorkerHandle(config.worker_id, launched.process, channel, slots)
+    worker.unreported = unreported
     worker.pidfd = launched.pidfd
     worker.server_pid = launched.server_pid
     return worker
@@ -375,6 +383,7 @@ def stop_retired_when_idle(workers: Iterable[WorkerHandle]) -> None:
 def bury(worker: WorkerHandle, in_order: bool, spans: dict[int, int]) -> WorkerLost:
     """A worker is gone: what it held, as the run loop needs to know it. `spans`: how many
     jobs each batch had when submitted (the indices a batch's jobs can have)."""
+    found_dead = time.monotonic()  # before the waits below: the death is already seen
     pipe_lost = not worker.wait_exit(1.0)
     if pipe_lost:
         # Its pipe closed, and it lives on: a callback closed the worker's descriptors. It
@@ -390,11 +399,12 @@ def bury(worker: WorkerHandle, in_order: bool, spans: dict[int, int]) -> WorkerL
     else:
         reason = worker.killed_reason or death_reason(worker.process.exitcode)
     worker.release()
-    running = [
-        (b, i)
-        for b, i, _ in worker.running()
+    ran_for = {
+        (b, i): max(0.0, found_dead - started)
+        for b, i, started in worker.running()
         if b in worker.outstanding and (b, i) not in worker.written_off
-    ]
+    }
+    running = list(ran_for)
     loading = worker.loading()
     if worker.killed_reason and not worker.killed_with_suspects:
         # We killed it for a job that overran and has failed as a Timeout already: the
@@ -411,6 +421,13 @@ def bury(worker: WorkerHandle, in_order: bool, spans: dict[int, int]) -> WorkerL
         log.warning("worker w%d: %s", worker.worker_id, reason)
     held = list(worker.outstanding)
     position = _position(worker) if in_order else None
+    durations = None
+    if in_order:
+        if position is not None and last_counted(worker.unreported) == position[1]:
+            # Its durations count the job its slot names: that one ended, and the worker
+            # died before it named the next. It is not the culprit.
+            position = (position[0], position[1] + 1)
+        durations = left_unreported(worker.unreported, worker.timed_reports)
     if pipe_lost:
         # Some job it held closed the pipe, and what ran after it could not be reported:
         # each is a suspect (runs again alone), so the one that did it ends as the culprit.
@@ -426,6 +443,8 @@ def bury(worker: WorkerHandle, in_order: bool, spans: dict[int, int]) -> WorkerL
         position=position,
         signal_number=-exitcode if exitcode is not None and exitcode < 0 else None,
         with_others=with_server,
+        ran_for=ran_for,
+        unreported=durations,
     )
 
 

@@ -1,7 +1,8 @@
 """What became of the jobs a dead worker held: the rule is in one place for every executor.
 
 - A worker that ran one job at a time, in order, finished every job before the one it was
-  running (their reports died with it).
+  running (their reports died with it; their durations it kept where the pool reads them,
+  unreported.py).
 - A job running alone when its worker died is the culprit: it fails as WorkerDied.
 - With several running, the culprit is not known: each goes back to the queue once, as a
   suspect; a suspect that is running again when another worker dies is the culprit. So
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 from .records import Event, JobError, JobFailed, JobsDone, JobsReturned, WorkerLost
 
 if TYPE_CHECKING:
+    from .durations import Durations
     from .ledger import Ledger
 
 JobRef = tuple[int, int]  # (batch_id, index)
@@ -106,13 +108,29 @@ def settle(
         outcome = Triage(outcome.finished, [], outcome.culprits + outcome.again)
     if rerun_finished:
         outcome = Triage([], outcome.culprits, outcome.finished + outcome.again)
-    events: list[Event] = [
-        JobsDone(batch_id, indices, None, 0.0) for batch_id, indices in _by_batch(outcome.finished)
-    ]
-    error = JobError("WorkerDied", event.reason, "", 0.0)
-    events += [JobFailed(batch_id, index, error) for batch_id, index in outcome.culprits]
+    events: list[Event] = []
+    durations = _durations_of(event, len(outcome.finished))
+    for batch_id, indices in _by_batch(outcome.finished):
+        events.append(JobsDone(batch_id, indices, None, 0.0, durations))
+        durations = None  # with the first, read while every batch they name is in flight
+    # A culprit ran until the death, or from when its slot says it started: that is its
+    # duration, counted with the run's (a job loaded and dead before it started ran none).
+    ran_for = event.ran_for or {}
+    for batch_id, index in outcome.culprits:
+        seconds = ran_for.get((batch_id, index), 0.0)
+        events.append(JobFailed(batch_id, index, JobError("WorkerDied", event.reason, "", seconds)))
     events += [JobsReturned(batch_id, indices) for batch_id, indices in _by_batch(outcome.again)]
     return events
+
+
+def _durations_of(event: WorkerLost, finished: int) -> Durations | None:
+    """The durations of the `finished` jobs: those the worker left unreported, the jobs it
+    counted only by their number among them. None when there are none, or when the worker
+    counted more than that: those run again, and are counted when they end."""
+    counted = event.unreported
+    if not finished or counted is None or counted.count > finished:
+        return None
+    return counted.with_trivial(finished)
 
 
 def _by_batch(refs: list[JobRef]) -> list[tuple[int, list[int]]]:

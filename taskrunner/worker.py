@@ -4,8 +4,10 @@ A worker talks to the pool over one duplex pipe of its own (never a shared queue
 dying process can take with it): commands come in through its inbox (inbox.py), outcomes go
 out through its outcome buffer (reporting.py), as the messages of protocol.py. Which job it is
 running it writes to a small shared-memory array of slots, so that when it dies or hangs the
-pool still knows the culprit. How it runs jobs (in order, threads or asyncio) is chosen once,
-from the callback and the concurrency (strategies.py).
+pool still knows the culprit; running its jobs in order, it counts their durations in the same
+memory until it reports them (unreported.py), so that they are not lost with it. How it runs
+jobs (in order, threads or asyncio) is chosen once, from the callback and the concurrency
+(strategies.py).
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from . import collector
 from .capture import CapturingReporter
 from .inbox import Inbox
 from .interactive import ByValue
-from .launching import IDLE, SLOT_FIELDS, WorkerConfig
+from .launching import IDLE, SLOT_FIELDS, WorkerConfig, shared_parts
 from .loader import is_async_callback, resolve
 from .protocol import Fatal, Leaving, Log, Ready, encode
 from .reporting import OutcomeBuffer, Reporter, describe, leave_if_pipe_closed
 from .strategies import Asyncio, Sequential, Strategy, Threads, mark_forked
+from .unreported import UnreportedDurations
 
 __all__ = ["IDLE", "SLOT_FIELDS", "WorkerConfig", "is_async_callback", "worker_main"]
 
@@ -41,8 +44,10 @@ _PR_SET_PDEATHSIG = 1
 CALLBACK_THREADS_WAIT_SECONDS = 1.0
 
 
-def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: int) -> None:
-    """Entry point of a spawned worker process."""
+def worker_main(config: WorkerConfig, conn: Connection, shared: Any, parent_pid: int) -> None:
+    """Entry point of a spawned worker process. `shared`: its memory shared with the pool
+    (launching.shared_parts)."""
+    slots, unreported = shared_parts(shared, config.concurrency)
     # Ctrl-C reaches the whole process group, and so does the SIGTERM of `systemctl stop` or
     # `timeout`: the controller decides (in-flight jobs finish), workers let them pass. With
     # a handler that does nothing, not SIG_IGN: an ignored signal stays ignored across exec,
@@ -75,7 +80,8 @@ def worker_main(config: WorkerConfig, conn: Connection, slots: Any, parent_pid: 
         kind = Threads
     else:
         kind = Sequential
-    buffer = OutcomeBuffer(reporter, config.want_results, kind.flush_delay)
+    timings = UnreportedDurations(unreported) if kind is Sequential else None
+    buffer = OutcomeBuffer(reporter, config.want_results, kind.flush_delay, timings)
     strategy = kind(
         callback,
         slots,

@@ -86,3 +86,64 @@ def test_durations_add_up_across_resume(project: Project, backend: tuple[str, ..
     assert durations["count"] == 21, durations
     assert [entry["seq"] for entry in durations["slowest"][:2]] == [5, 3]
     assert "durations of 21 jobs" in again.stderr
+
+
+# Jobs that kill their worker: 12 and 41 once (a marker file, so that they pass when run
+# again), 27 every time (it ends as a WorkerDied failure). Every job sleeps, so that each
+# is counted in its bucket by the worker, not in bulk as one of a microsecond.
+KILLERS = """
+KILL_ONCE = (12, 41)
+KILL_ALWAYS = 27
+
+def gen(n=60):
+    return range(n)
+
+def cb(job):
+    record(job)
+    time.sleep(0.002)
+    if job == KILL_ALWAYS:
+        time.sleep(0.02)
+        os._exit(1)
+    if job in KILL_ONCE and not flag(f"killed-{job}"):
+        open(os.path.join(HERE, f"killed-{job}"), "w").close()
+        time.sleep(0.02)
+        os._exit(1)
+    return job
+"""
+
+
+def durations_count(project: Project, backend: tuple[str, ...]) -> tuple[int, int, int]:
+    status = project.query("status", "jobs.gen", *backend)
+    return status["done"], status["failed"], status["durations"]["count"]
+
+
+@pytest.mark.parametrize("concurrency", ["1", "4"])
+def test_jobs_of_a_dead_worker_each_have_one_duration(
+    project: Project, backend: tuple[str, ...], concurrency: str
+) -> None:
+    """Workers die (os._exit) mid-batch: every job that ended has its duration counted once,
+    the failed ones too (as WorkerDied, with the time they ran before the death); none of
+    the dead worker's jobs, reported before its death or not (those run again), is lost or
+    counted twice. In status --json, in the summary and after a resume."""
+    project.write("jobs.py", KILLERS)
+    first = project.run(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "2", "-c", concurrency, "--no-progress", *backend
+    )  # fmt: skip
+    assert first.returncode == 1, first
+    done, failed, count = durations_count(project, backend)
+    assert done + failed == 60, (done, failed)
+    assert count == done + failed, (done, failed, count)
+    assert f"durations of {count} jobs" in first.stderr, first
+    failures = {f["seq"]: f for f in project.query("failures", "jobs.gen", *backend)}
+    assert 27 in failures, failures
+    for failure in failures.values():
+        assert failure["error_type"] == "WorkerDied", failure
+        assert failure["duration"] >= 0.02, failure  # at least what it slept before dying
+
+    again = project.run("resume", "jobs.gen", "--retry-failed", "--no-progress", *backend)
+    assert again.returncode == 1, again  # 27 dies again
+    done_after, failed_after, count_after = durations_count(project, backend)
+    assert (done_after, failed_after) == (59, 1), (done_after, failed_after)
+    # The first session's runs, and each failed job's run again.
+    assert count_after == count + failed, (count, failed, count_after)
+    assert f"durations of {count_after} jobs" in again.stderr, again

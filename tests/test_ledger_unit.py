@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from taskrunner.durations import Durations
 from taskrunner.ledger import DONE, FAILED, HANDED_BACK, OPEN, Ledger
 from taskrunner.records import JobFailed, JobsDone, JobsReturned, WorkerLost
 from taskrunner.triage import settle
@@ -109,3 +110,37 @@ def test_settle_two_running_makes_suspects_then_names_the_culprit():
     assert [type(e) for e in events] == [JobFailed, JobsReturned]
     assert events[0].index == 0 and events[1] == JobsReturned(2, [1])
     assert suspects == {"j2", "j3"}
+
+
+def test_settle_gives_the_jobs_a_sequential_worker_finished_unreported_their_durations():
+    """Jobs 0-3 of batch 2 finished and were not reported: their durations are what the
+    worker left in its shared memory (two it counted one by one, two under a microsecond,
+    known by their number), and the culprit's is how long it ran before the death."""
+    ledger = Ledger()
+    ledger.add(2, [20, 21, 22, 23, 24, 25], list("abcdef"))
+    left = Durations()
+    left.add(0.5, (2, 1))
+    left.add(0.25, (2, 3))
+    event = WorkerLost(
+        "killed", [2], [(2, 4)], position=(2, 4), ran_for={(2, 4): 1.5}, unreported=left
+    )
+    done, failed, returned = settle(event, ledger, set())
+    assert (done.indices, returned.indices) == ([0, 1, 2, 3], [5])
+    assert done.durations is not None
+    assert (done.durations.count, done.durations.counts[0]) == (4, 2)
+    assert [key for _, key, _ in done.durations.slowest] == [(2, 1), (2, 3)]
+    assert (failed.index, failed.error.error_type, failed.error.duration) == (4, "WorkerDied", 1.5)
+
+
+def test_settle_leaves_out_durations_of_jobs_that_run_again():
+    """With --results the finished jobs run again (their results died): their durations are
+    counted when they end again, not now."""
+    ledger = Ledger()
+    ledger.add(1, [10, 11, 12], list("abc"))
+    left = Durations()
+    left.add(0.5, (1, 0))
+    event = WorkerLost("killed", [1], [(1, 2)], position=(1, 2), unreported=left)
+    events = settle(event, ledger, set(), rerun_finished=True)
+    assert not [e for e in events if isinstance(e, JobsDone)]
+    (failed,) = [e for e in events if isinstance(e, JobFailed)]
+    assert failed.error.duration == 0.0  # its slot said no start time: it is not counted
