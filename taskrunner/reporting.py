@@ -141,7 +141,7 @@ class OutcomeBuffer:
         """Report the finished jobs gathered so far, if any."""
         finished, timings = self._finished, self.timings
         counting = self._flusher is not None  # else add_done counted them
-        pending: dict[int, tuple[list[int], list[Any]]] = {}
+        pending: dict[int, tuple[list[int], list[Any], list[float]]] = {}
         busy = 0.0
         with self._lock:
             # What finished by now; what finishes meanwhile goes with the next flush.
@@ -149,23 +149,26 @@ class OutcomeBuffer:
                 batch_id, index, result, duration = finished.popleft()
                 batch = pending.get(batch_id)
                 if batch is None:
-                    batch = pending[batch_id] = ([], [])
+                    batch = pending[batch_id] = ([], [], [])
                 batch[0].append(index)
                 batch[1].append(result)
+                batch[2].append(duration)
                 busy += duration
-                if counting:
-                    timings.add(duration, (batch_id, index))
             if not pending:
                 return
-            durations = timings.take()
+            # Each Done carries the durations of its own jobs: should the worker die between
+            # two of them, the jobs of the unsent ones run again, and are counted then.
+            reports = []
+            for batch_id, (indices, results, seconds) in pending.items():
+                if counting:
+                    for index, duration in zip(indices, seconds):
+                        timings.add(duration, (batch_id, index))
+                reports.append((batch_id, indices, results, timings.take()))
         share = busy / len(pending)
-        for batch_id, (indices, results) in pending.items():
-            # The durations ride with the first Done: the pool reads it before the others,
-            # while every batch they name is still in flight.
+        for batch_id, indices, results, durations in reports:
             self.report_done(
                 batch_id, indices, results if self.want_results else None, share, durations
             )
-            durations = None
 
     def close(self) -> None:
         """Stop the flushing thread and report what is left."""

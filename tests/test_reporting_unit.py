@@ -59,25 +59,42 @@ def test_finished_jobs_wait_for_a_flush_and_share_one_report_per_batch(
     assert received(pool) == [Done(1, [0, 1], [b"a", b"c"], 1.0), Done(2, [4], [b"b"], 1.0)]
 
 
-def test_the_durations_of_a_flush_ride_with_its_first_report(
+def test_each_report_of_a_flush_carries_the_durations_of_its_own_jobs(
+    pipe: tuple[Reporter, Connection],
+) -> None:
+    """A threads worker that dies between two reports of one flush: the jobs of the second
+    run again, and are counted when they end. The first must not have counted them."""
+    reporter, pool = pipe
+    # Far longer than the three take to be added: they share one flush, the flusher's or
+    # the one of close, which waits for the flusher.
+    buffer = OutcomeBuffer(reporter, want_results=False, flush_delay=0.5)
+    buffer.add_done(1, 0, None, 0.5)
+    buffer.add_done(2, 4, None, 0.25)
+    buffer.add_done(1, 2, None, 0.125)
+    buffer.close()
+    first, second = received_whole(pool)
+    durations = from_wire(first.durations)
+    assert (first.batch_id, durations.count, durations.total) == (1, 2, 0.625)
+    assert [(s, key) for s, key, _ in durations.slowest] == [(0.5, (1, 0)), (0.125, (1, 2))]
+    durations = from_wire(second.durations)
+    assert (second.batch_id, durations.count, durations.total) == (2, 1, 0.25)
+    assert [(s, key) for s, key, _ in durations.slowest] == [(0.25, (2, 4))]
+
+
+def test_the_durations_of_a_report_are_those_since_the_last(
     pipe: tuple[Reporter, Connection],
 ) -> None:
     reporter, pool = pipe
     buffer = OutcomeBuffer(reporter, want_results=False)
     buffer.add_done(1, 0, None, 0.5)
-    buffer.add_done(2, 4, None, 0.25)
     buffer.flush()
-    first, second = received_whole(pool)
-    assert second.durations is None
-    durations = from_wire(first.durations)
-    assert durations.count == 2
-    assert durations.total == 0.75
-    assert [(s, key) for s, key, _ in durations.slowest] == [(0.5, (1, 0)), (0.25, (2, 4))]
+    (first,) = received_whole(pool)
+    assert from_wire(first.durations).count == 1
     buffer.add_done(1, 1, None, 0.1)
     buffer.flush()
-    (third,) = received_whole(pool)
-    assert from_wire(third.durations).count == 1
-    assert from_wire(third.durations).slowest == [(0.1, (1, 1), None)]
+    (second,) = received_whole(pool)
+    assert from_wire(second.durations).count == 1
+    assert from_wire(second.durations).slowest == [(0.1, (1, 1), None)]
 
 
 def test_jobs_finishing_together_on_many_threads_share_one_report(
