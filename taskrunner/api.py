@@ -93,6 +93,9 @@ def run(
     with _closed_on_error(early):
         store = kind.open_store(backend, state_path, create=True)
         try:
+            # The lock first: a run read before it may be one that a racing spawn of the
+            # same name creates, runs and finishes meanwhile, which this one would replace.
+            store.lock(name)
             existing = store.get(name)
             if existing is not None and not restart:
                 raise StateError(
@@ -100,7 +103,6 @@ def run(
                     f"{existing.done} done); continue it with 'taskrunner resume {name}' "
                     "or start over with --restart"
                 )
-            store.lock(name)
             iterable = call_gen(gen_spec, gen_fn, args)
             record = RunRecord(
                 name=name,
