@@ -366,6 +366,8 @@ class RedisRunStore:
             )
         ]
         saved = self.connection.run("save", keys, args)
+        if saved == -1:
+            raise run_lost(record.name)
         if not saved and lock is not None and lock.extend():
             # The lock had lapsed during an outage and nobody took it: ours again, save.
             saved = self.connection.run("save", keys, args)
@@ -417,6 +419,15 @@ class RedisRunStore:
             return RunRecord(**document)
         except (ValueError, TypeError, KeyError) as error:
             raise StateError(f"the state of run {name!r} in Redis is corrupt: {error}") from None
+
+
+def run_lost(name: str) -> StateError:
+    """The error of a controller whose run's state Redis no longer has."""
+    return StateError(
+        f"Redis lost the state of run {name!r} (restarted without persistence, or flushed): "
+        "its checkpoint, failures and queued jobs are gone from it. Start over with "
+        "--restart; with appendonly yes, Redis keeps them across restarts"
+    )
 
 
 def _fields(instance: Any) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from ..executor import Executor
 from ..ledger import FAILED, HANDED_BACK, Ledger
 from ..options import DEFAULT_LEASE, WorkerSettings
 from ..records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned
-from .redis import RedisConnection, pop_keys, run_key
+from .redis import RedisConnection, pop_keys, run_key, run_lost
 from .redis_wire import Serializer, batch_arguments, job_ids, split_outcome
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,8 @@ class RedisExecutor(Executor):
                 raise StateError(
                     f"run {self._name!r} was taken over by another controller"
                 ) from None
+            if str(error).startswith("RUN_LOST"):
+                raise run_lost(self._name) from None
             raise
 
     def _push_request(self) -> str:

@@ -14,11 +14,18 @@
 -- Refused, with the error TAKEN_OVER, when another controller took the run's lock since this
 -- one did (it stalled past it), even if that one has let go: a controller that lost its run
 -- neither feeds it nor takes its outcomes. A lock that lapsed and that nobody took is no
--- refusal: the controller takes it back.
+-- refusal: the controller takes it back. Refused with RUN_LOST when the run's owner is gone
+-- (Redis lost the run's state).
 
 local holder = redis.call('GET', KEYS[4])
 if holder and holder ~= ARGV[3] then
     return redis.error_reply('TAKEN_OVER by another controller')
+end
+if not holder and ARGV[3] ~= '' then
+    -- The owner, set when the lock was taken and kept with the run's state, is gone: Redis
+    -- lost that state (restarted without persistence, or flushed), and the jobs queued and
+    -- leased with it. Waiting for their outcomes would wait for ever.
+    return redis.error_reply('RUN_LOST from Redis')
 end
 if redis.call('GET', KEYS[3]) == ARGV[2] then
     return redis.call('LRANGE', KEYS[2], 0, -1)

@@ -18,10 +18,17 @@
 -- A traceback is kept once, as long as a failure points at it: every new reference is
 -- counted before any old one is let go, so a traceback moving between failures of one
 -- call is never dropped. Refuses (returns 0) when another controller holds the run's lock:
--- two controllers never write one checkpoint. Returns 1 when saved.
+-- two controllers never write one checkpoint; returns -1 when the run's state is gone
+-- from Redis (KEYS[6], its owner, is missing). Returns 1 when saved.
 
 if ARGV[1] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[1] then
     return 0
+end
+if ARGV[1] ~= '' and redis.call('EXISTS', KEYS[6]) == 0 then
+    -- The run's owner (set with its lock, kept with its state) is gone: Redis lost the run's
+    -- state (restarted without persistence, or flushed). A checkpoint written now would
+    -- stand without the failures saved before it.
+    return -1
 end
 redis.call('HSET', KEYS[1], 'record', ARGV[2])
 
