@@ -265,9 +265,14 @@ def _runs(ns: argparse.Namespace, verbosity: int) -> int:
         print(dumps(runs, INDENTED))
         return 0
     for status in runs:
+        # Jobs a total promises but GEN has not yielded are not pending: said apart, last,
+        # so that the columns stay aligned.
+        not_taken = status["remaining"] - status["pending"] if status["remaining"] else 0
+        rest = f"  {not_taken} not taken yet of {status['total']}" if not_taken else ""
         print(
             f"{status['name']:<30} {status['state']:<16} {status['done']:>9} done"
             f" {status['failed']:>7} failed {status['pending']:>9} pending  {status['updated_at']}"
+            f"{rest}"
         )
     if not runs:
         print("no runs")

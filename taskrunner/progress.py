@@ -31,6 +31,18 @@ def counted(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
+def counts_text(
+    done: int, failed: int, pending: int, not_taken: int | None, total: int | None
+) -> str:
+    """ "381 done, 0 failed, 3 pending, 616 not taken yet of 1000". `pending` are taken jobs
+    without an outcome, so the first three add up to the jobs taken; the jobs of a known
+    total that GEN has not yielded yet are a count of their own, not pending ones."""
+    text = f"{done} done, {failed} failed, {pending} pending"
+    if not_taken and total is not None:
+        text += f", {not_taken} not taken yet of {total}"
+    return text
+
+
 class Progress:
     """A tqdm bar on a terminal; elsewhere a status line every 10 s; or nothing."""
 
@@ -128,6 +140,10 @@ class Summary:
     context: tuple[str, ...] = ()
     # It ended at its --limit with jobs left in GEN: `resume --limit M` takes more.
     limit_reached: bool = False
+    # The run's known job count, and how many of them GEN has not yielded yet (None, None
+    # when no count is known): `pending` counts only jobs taken.
+    total: int | None = None
+    not_taken: int | None = None
 
     @property
     def rate(self) -> float:
@@ -144,7 +160,7 @@ class Summary:
         }
         lines = [
             f"taskrunner: run {self.name!r} {words.get(self.state, self.state)}: "
-            f"{self.done} done, {self.failed} failed, {self.pending} pending; "
+            f"{counts_text(self.done, self.failed, self.pending, self.not_taken, self.total)}; "
             f"{counted(self.jobs_this_session, 'job')} in {self.duration:.1f}s "
             f"({self.rate:.1f} jobs/s)"
         ]

@@ -141,6 +141,8 @@ class RunSaver:
             done=record.done,
             failed=record.failed,
             pending=record.pending if state is not RunState.FINISHED else 0,
+            total=record.total,
+            not_taken=record.not_taken,
             duration=duration,
             jobs_this_session=jobs_this_session,
             failures_by_type=self._store.failure_summary(record.name),

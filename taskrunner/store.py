@@ -101,8 +101,23 @@ class RunRecord:
 
     @property
     def pending(self) -> int:
-        known = self.total if self.total is not None else self.taken
-        return max(0, max(known, self.taken) - self.done - self.failed)
+        """Jobs taken from GEN without an outcome in the checkpoint: in flight, ended in a
+        batch not saved yet, or lost with a crash (resume runs them again). With `done` and
+        `failed` it makes the jobs taken (DESIGN.md, Counts); jobs not taken yet are never
+        pending, however many a total promises."""
+        return max(0, self.taken - self.done - self.failed)
+
+    @property
+    def not_taken(self) -> int | None:
+        """Jobs of the known total not taken from GEN yet; None when no total is known."""
+        return None if self.total is None else max(0, self.total - self.taken)
+
+    @property
+    def remaining(self) -> int | None:
+        """Jobs left in all, pending or not taken yet (what an ETA is of); None when no total
+        is known. A total below the jobs taken (a --total that said too few) counts none."""
+        not_taken = self.not_taken
+        return None if not_taken is None else self.pending + not_taken
 
     def as_status(self) -> dict[str, Any]:
         """The JSON shape of `taskrunner status --json` (documented in the README)."""
@@ -112,6 +127,7 @@ class RunRecord:
             "done": self.done,
             "failed": self.failed,
             "pending": self.pending,
+            "remaining": self.remaining,
             "taken": self.taken,
             "total": self.total,
             "checkpoint": self.low_water_mark,

@@ -20,6 +20,7 @@ from typing import TextIO
 
 from .durations import format_seconds
 from .plaintext import shown
+from .progress import counts_text
 from .records import RunState
 from .store import RunRecord, RunStore
 from .userjson import dumps
@@ -32,11 +33,8 @@ FAILURE_GROUPS_SHOWN = 3
 
 def frame(record: RunRecord, failure_groups: list[tuple[str, int, int]], now: float) -> list[str]:
     """The lines of one redraw: counters, rate and ETA, in flight, the top failure groups."""
-    total = f" of {record.total}" if record.total is not None else ""
-    head = (
-        f"run {record.name!r} {record.state}: {record.done} done, {record.failed} failed, "
-        f"{record.pending} pending{total}"
-    )
+    counts = counts_text(record.done, record.failed, record.pending, record.not_taken, record.total)
+    head = f"run {record.name!r} {record.state}: {counts}"
     if record.state == RunState.RUNNING and now - record.updated_at > STALE_SECONDS:
         head += (
             f" (not saved for {format_seconds(now - record.updated_at)}:"
@@ -68,13 +66,15 @@ def frame(record: RunRecord, failure_groups: list[tuple[str, int, int]], now: fl
 
 
 def _eta(record: RunRecord, rate: float) -> str:
-    if record.total is None:
+    # Of every job left, taken or not: pending alone is only what is in hand.
+    remaining = record.remaining
+    if remaining is None:
         return "unknown (no total)"
-    if record.pending == 0:
+    if remaining == 0:
         return "now"
     if rate <= 0:
         return "unknown (no jobs ended lately)"
-    return format_seconds(record.pending / rate)
+    return format_seconds(remaining / rate)
 
 
 class Watch:

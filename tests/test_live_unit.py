@@ -59,7 +59,10 @@ def test_a_running_run_shows_its_rate_eta_and_longest_job() -> None:
     )
     lines = frame(running, [("ValueError", 60, 3), ("KeyError", 30, 8), ("X", 9, 1), ("Y", 1, 2)],
                   now=1001.0)  # fmt: skip
-    assert lines[0] == "run 'sweep' running: 900 done, 100 failed, 2000 pending of 3000"
+    # Pending are the jobs taken without an outcome; those GEN has not yielded are said apart.
+    assert lines[0] == (
+        "run 'sweep' running: 900 done, 100 failed, 200 pending, 1800 not taken yet of 3000"
+    )
     assert lines[1] == "rate: 50.0 jobs/s over the last minute; ETA 40s"
     assert lines[2] == "in flight: 200; longest: seq 7 (job 7), 13s"
     assert lines[3:] == [
@@ -74,7 +77,7 @@ def test_a_run_not_saved_lately_is_flagged_and_a_finished_one_is_short() -> None
     assert "not saved for 30s" in stale[0]
     assert "ETA unknown (no total)" in stale[1]
     finished = frame(record(state="finished", done=5, total=5, taken=5), [], now=0.0)
-    assert finished == ["run 'sweep' finished: 5 done, 0 failed, 0 pending of 5"]
+    assert finished == ["run 'sweep' finished: 5 done, 0 failed, 0 pending"]
 
 
 def test_jobs_ended_but_not_in_the_checkpoint_are_shown_apart() -> None:

@@ -183,7 +183,8 @@ def test_a_closed_results_pipe_stops_the_run_quietly_and_resume_goes_on(project:
     assert "Traceback" not in stderr and "rror" not in stderr, stderr
     status = project.status("jobs.gen")
     assert status["state"] == "results_closed", status
-    assert status["failed"] == 0 and status["done"] + status["pending"] == 200, status
+    assert status["failed"] == 0 and status["done"] + status["pending"] == status["taken"], status
+    assert status["remaining"] == 200 - status["done"], status
     assert status["done"] < 200, status
     resumed = project.run("resume", "jobs.gen", *FAST)
     assert resumed.returncode == 0, resumed
