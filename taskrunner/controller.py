@@ -242,7 +242,9 @@ class Controller(SettlesOutcomes):
             taking = time.monotonic()
             seqs, jobs = self.source.take(size)
             self._stall_reserve.note_take(time.monotonic() - taking)
-            self.record.taken = self.source.next_seq
+            # The most ever taken: a resume that seeks starts again at the checkpoint, below
+            # jobs that finished above it, and catches up with them only as it yields them.
+            self.record.taken = max(self.record.taken, self.source.next_seq)
             if not jobs:
                 self._note_generator_error()
                 return

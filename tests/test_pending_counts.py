@@ -185,3 +185,47 @@ def test_a_total_of_jobs_not_taken_is_said_apart_in_the_text_views(project: Proj
     assert f"run {NAME!r} interrupted: {words} yet of {TOTAL}" in watched.stdout, watched
     listed = project.run("runs").stdout
     assert f"{pending:>9} pending" in listed and f"{TOTAL - status['taken']} not taken" in listed
+
+
+SEEKING = """
+def cb(job):
+    record(job)
+    while job == 5 and not flag("go"):  # holds the checkpoint at 5
+        time.sleep(0.005)
+
+
+def gen(last=None):
+    yield from range(0 if last is None else last + 1, 100)
+"""
+
+
+def _saved_at(project: Project) -> float:
+    db = sqlite3.connect(f"file:{project.root / STATE_FILE}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT updated_at FROM runs WHERE name = ?", (NAME,)).fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_taken_does_not_drop_while_a_seeking_resume_catches_up(project: Project) -> None:
+    """A GEN given `last=` resumes at the checkpoint (5 here), below jobs that finished above
+    it (6-99). Until it has yielded those again (held here by --queue-size 1 while job 5
+    runs), the jobs taken are still the first session's: else done (99) would exceed taken
+    (6), and pending could not make up the sum."""
+    project.write("jobs.py", SEEKING)
+    options = ("-w", "2", "-c", "2", "--no-progress", "--name", NAME)  # 5 holds one thread
+    run = project.start("spawn", "jobs:gen", "jobs:cb", *options)
+    _wait_saved(run, _saved_in_sqlite(project), 99)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait(30)
+    wait_session_empty(run.pid)
+    before = _saved_at(project)
+
+    resumed = project.start("resume", NAME, "--no-progress", "--queue-size", "1")
+    wait_for(lambda: _saved_at(project) > before, 30, 0.01, "a save of the resumed session")
+    status = project.query("status", NAME)
+    done, failed, pending, taken = (status[k] for k in ("done", "failed", "pending", "taken"))
+    assert (done, taken) == (99, 100) and done + failed + pending == taken, status
+    project.set_flag("go")
+    assert resumed.wait(60).returncode == 0
+    assert project.status(NAME)["done"] == 100
