@@ -197,7 +197,13 @@ class Controller(SettlesOutcomes):
             return False
         if self._stop_reason is not None:
             return True
-        return self.source.exhausted and not self._requeue
+        if self.source.exhausted and not self._requeue:
+            # A generator can end, by raising, before dispatch takes from it (resume's seek
+            # over the finished prefix) or while dispatch waits for room: its error must
+            # still stop the run with exit 3, not end it as finished.
+            self._note_generator_error()
+            return True
+        return False
 
     def _poll_timeout(self) -> float:
         timeout = 0.0 if self._more_to_send else POLL_SECONDS

@@ -88,6 +88,9 @@ class JobSource:
     def _drop_reyielded_last(self) -> None:
         expected, self._last_fingerprint = self._last_fingerprint, None
         sentinel = object()
+        # A generator that raises here leaves `first` unset: the guard has ended the source
+        # and holds the error for exit 3, so there is nothing to compare.
+        first: Any = sentinel
         with self._guard():
             first = next(self._iterator, sentinel)
         if first is sentinel:

@@ -290,6 +290,70 @@ def test_generator_error_exit_3_then_resume(project: Project) -> None:
     assert project.status("jobs.gen_breaks")["state"] == "finished"
 
 
+# GENs that raise on their very first next() while the flag "down" exists (a database that
+# cannot be reached): one that seeks with `last`, one that is run again from the start.
+DOWN_MODULE = """
+def gen_seeks(last=None):
+    if flag("down"):
+        raise ConnectionError("db down")
+    yield from range(0 if last is None else last + 1, 10)
+
+
+def gen_reruns():
+    if flag("down"):
+        raise ConnectionError("db down")
+    yield from range(10)
+
+
+def cb(job):
+    record(job)
+    return job
+"""
+
+
+@pytest.mark.parametrize(
+    "gen, first_run",
+    [
+        ("gen_seeks", "resume"),  # its first next() is where a re-yielded `last` is looked for
+        ("gen_reruns", "resume"),  # it raises while resume skips the finished prefix
+        ("gen_reruns", "spawn"),
+    ],
+)
+def test_generator_raising_on_its_first_job_exits_3(
+    project: Project, gen: str, first_run: str
+) -> None:
+    """GEN raising before yielding anything, in a resume (of a run stopped at --limit 4) or a
+    spawn: exit 3 with its traceback, nothing lost, and resume still continues after the fix."""
+    project.write("down.py", DOWN_MODULE)
+    name = f"down.{gen}"
+    done = 0
+    if first_run == "resume":
+        limited = project.run("spawn", f"down:{gen}", "down:cb", *FAST, "--limit", "4")
+        assert limited.returncode == 0, limited
+        done = 4
+    project.set_flag("down")
+
+    for attempt in range(2):  # a second try, still broken, is a generator error again
+        if first_run == "spawn" and attempt == 0:
+            broken = project.run("spawn", f"down:{gen}", "down:cb", *FAST)
+        else:
+            broken = project.run("resume", name, *FAST)
+
+        assert broken.returncode == 3, broken
+        assert "ConnectionError: db down" in broken.stderr, broken
+        assert "internal error" not in broken.stderr, broken
+        status = project.status(name)
+        assert status["state"] == "generator_error", status
+        assert (status["done"], status["failed"], status["pending"]) == (done, 0, 0), status
+
+    project.set_flag("down", on=False)
+    resumed = project.run("resume", name, *FAST)
+
+    assert resumed.returncode == 0, resumed
+    assert_ran_once_each(project, range(10))
+    assert project.status(name)["state"] == "finished"
+
+
 def test_ctrl_c_while_the_generator_hangs_stops_the_run(project: Project) -> None:
     """GEN hangs at its 41st job (a query that never comes back). Ctrl-C stops waiting for it
     and stops the run as usual: the jobs in flight finish, exit 130, checkpoint saved; resume,
