@@ -155,9 +155,13 @@ def resume(
     more = overrides.pop("limit", None)
     if more is not None and more < 0:
         raise OptionError(f"--limit must be at least 0, not {more}")
+    retrying = retry_failed or group is not None or error is not None
+    # The run must exist before anything is made for it: looked up where nothing is created,
+    # a resume refused (exit 2) leaves no state directory or file behind.
+    with contextlib.closing(_open_existing(backend, state_dir)) as view:
+        _find_run(view, name, unfinished=True, retrying=retrying)
     store = kind.open_store(backend, state_dir, create=True)
     try:
-        retrying = retry_failed or group is not None or error is not None
         record = _find_run(store, name, unfinished=True, retrying=retrying)
         run_options = RunOptions.resumed(record.options, overrides)
         limit = continued_limit(record, more)

@@ -94,6 +94,23 @@ def test_a_refused_spawn_leaves_no_results_file(project: Project, results: str, 
     assert not (project.root / ".taskrunner").exists(), "nothing run, no state changed"
 
 
+@pytest.mark.parametrize("state_dir", ["missing/st", "empty"])
+@pytest.mark.parametrize(
+    "args", [("resume",), ("resume", "jobs.gen"), ("resume", "--retry-failed")]
+)
+def test_a_resume_with_no_run_creates_no_state(
+    project: Project, state_dir: str, args: tuple[str, ...]
+) -> None:
+    """Exit 2 changes nothing: a resume where there is no run to resume makes neither the
+    state directory nor the state file, as status, failures and runs do not."""
+    (project.root / "empty").mkdir()
+    result = project.run(*args, "--state-dir", state_dir, *FAST)
+    assert_usage_error(result)
+    assert "no run" in result.stderr, result
+    assert not (project.root / "missing").exists(), "a refused resume made the state directory"
+    assert list((project.root / "empty").iterdir()) == [], "a refused resume made state"
+
+
 def test_module_alone_is_taskmasters_form(project: Project):
     """`taskrunner spawn mymodule` takes mymodule:get_jobs and mymodule:handle_job."""
     project.write("mymodule.py", TASKMASTER)
