@@ -34,6 +34,12 @@ def release_held_signals() -> int | None:
     return _held.pop() if _held else None
 
 
+def stop_held() -> bool:
+    """A stop signal came while the command was starting and is held: a wait of start-up
+    that may be long (`work` waiting for its run to appear) ends on it at once."""
+    return bool(_held)
+
+
 def _hold(signum: int, frame: Any) -> None:
     if _held:
         raise KeyboardInterrupt

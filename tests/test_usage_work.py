@@ -3,6 +3,8 @@ Redis run that waits for its workers (issue 11, items 2 and 6)."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,3 +108,36 @@ def test_spawn_with_no_workers_says_it_waits_and_which_command_to_run(
     # The summary's next command repeats the backend, so it finds the run.
     next_line = [line_ for line_ in result.stderr_lines if "next:" in line_][-1]
     assert f"--backend {redis_url}" in next_line, result
+
+
+def polling_for_a_run(redis_server: RedisServer) -> bool:
+    """A `work` is in its wait for the run: a client of Redis whose last command is its poll."""
+    client = redis_server.client()
+    try:
+        return any(entry.get("cmd") in ("scan", "exists", "hget") for entry in client.client_list())
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("named", [True, False])
+def test_work_waiting_for_its_run_stops_on_a_signal(
+    project: Project, redis_server: RedisServer, redis_url: str, signum: int, named: bool
+):
+    """Ctrl-C or SIGTERM stops a `work` that waits for a run to appear, at once (exit 130),
+    not after its whole --wait."""
+    name = ("--name", "nosuch") if named else ()
+    worker = project.start("work", "--backend", redis_url, *name, "--wait", "600")
+    wait_for(lambda: polling_for_a_run(redis_server), timeout=30, what="work polling Redis")
+
+    os.kill(worker.pid, signum)
+    result = worker.wait(timeout=30)  # far below --wait: the signal, not the wait, ended it
+
+    assert result.returncode == 130, result
+    assert "Traceback" not in result.stderr, result
+
+
+def test_work_without_a_running_run_says_so(project: Project, redis_url: str):
+    result = project.run("work", "--backend", redis_url, "--wait", "0")
+    assert_usage_error(result)
+    assert "no run is running in Redis after 0s (runs there: none)" in result.stderr, result

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..errors import BackendError, SpecError
 from ..loader import resolve
+from ..stopping import stop_held
 from .redis import KEY_PREFIX, RedisConnection, run_key
 
 RUN_POLL_SECONDS = 0.05
@@ -36,7 +37,8 @@ def wait_for_run(connection: RedisConnection, name: str | None, wait_seconds: fl
     """The run to join: the one named, or the only one running; waits for it to appear."""
     deadline = time.monotonic() + wait_seconds
     while True:
-        running = _running_runs(connection)
+        runs = _runs(connection)
+        running = sorted(run for run, state in runs.items() if state == "running")
         if name is not None and connection.client.exists(run_key(name, "meta")):
             return name
         if name is None and len(running) == 1:
@@ -45,21 +47,32 @@ def wait_for_run(connection: RedisConnection, name: str | None, wait_seconds: fl
             raise BackendError(
                 f"several runs are going on; name one with --name: {', '.join(running)}"
             )
+        if stop_held():
+            # Signals are held until the worker's loop starts (stopping.hold_stop_signals);
+            # nothing is joined yet, so there is nothing to finish: stop now, with 130.
+            raise KeyboardInterrupt
         if time.monotonic() >= deadline:
-            wanted = f"run {name!r}" if name else "a running run"
+            if name is None:
+                # None is running: the runs that are there, stopped or finished, say why.
+                seen = ", ".join(f"{run} ({state})" for run, state in sorted(runs.items()))
+                raise BackendError(
+                    f"no run is running in Redis after {wait_seconds:g}s "
+                    f"(runs there: {seen or 'none'}); start or resume one, or wait with --wait"
+                )
             seen = ", ".join(running) or "none"
             raise BackendError(
-                f"no {wanted} in Redis after {wait_seconds:g}s (running runs: {seen})"
+                f"no run {name!r} in Redis after {wait_seconds:g}s (running runs: {seen})"
             )
         # Often: `work` is usually started with the controller, and every poll lost here
         # is time its jobs wait (a SCAN of the run keys is cheap).
         time.sleep(RUN_POLL_SECONDS)
 
 
-def _running_runs(connection: RedisConnection) -> list[str]:
-    names = []
+def _runs(connection: RedisConnection) -> dict[str, str]:
+    """Every run in Redis, by name, with its state."""
+    states = {}
     for key in connection.client.scan_iter(match=f"{KEY_PREFIX}:{{*}}:meta", count=1000):
         state = connection.client.hget(key, "state")
-        if state == b"running":
-            names.append(key.decode()[len(KEY_PREFIX) + 2 : -len("}:meta")])
-    return sorted(names)
+        if state is not None:
+            states[key.decode()[len(KEY_PREFIX) + 2 : -len("}:meta")]] = state.decode()
+    return states
