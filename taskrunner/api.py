@@ -88,7 +88,7 @@ def run(
     # A function a spawned worker cannot import by name goes by value; one that cannot be
     # sent at all is refused here, before anything is written or started.
     callback = for_workers("CALLBACK", pinned_spec(callback, here), callback_spec, callback_fn)
-    name = _checked_name(name or _default_name(gen_spec))
+    name = _checked_name(_default_name(gen_spec) if name is None else name)
     early = _start_early(kind, run_options, callback, callback_fn)
     with _closed_on_error(early):
         store = kind.open_store(backend, state_path, create=True)
@@ -549,7 +549,13 @@ def _context(backend: Backend, state_dir: str) -> tuple[str, ...]:
 def _checked_name(name: str) -> str:
     """A run's name is shown in tables and commands and kept in the store: text that UTF-8
     can carry (a name made from bytes with surrogateescape crashed the store) and no
-    control characters (a newline or an escape broke the `runs` table and the terminal)."""
+    control characters (a newline or an escape broke the `runs` table and the terminal), and
+    not blank: `--name ''` is a mistake (an unset variable), not a wish for the default."""
+    if not name.strip():
+        raise OptionError(
+            f"run name {name!r} is empty; give one with --name, or leave --name out "
+            "for GEN's module.attr"
+        )
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
@@ -579,8 +585,8 @@ def _kind(backend: Backend) -> BackendKind:
     kind = backend_for(backend.url)
     kind.check(backend)
     # `0 < x < inf` refuses nan too (every comparison with nan is false).
-    if (backend.lease is not None and not 0 < backend.lease < math.inf) or not (
-        0 < backend.keep < math.inf
+    if (backend.lease is not None and not 0 < backend.lease < math.inf) or (
+        backend.keep is not None and not 0 < backend.keep < math.inf
     ):
         raise OptionError("--lease and --keep must be finite numbers above 0")
     return kind

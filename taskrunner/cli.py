@@ -307,7 +307,8 @@ def _backend(ns: argparse.Namespace) -> Any:
         ns.backend,
         serializer=getattr(ns, "serializer", "json"),
         lease=getattr(ns, "lease", None),
-        keep=(getattr(ns, "keep", None) or 7.0) * 86400,
+        # Not `or`: --keep 0 is refused as not above 0, not read as the default.
+        keep=None if getattr(ns, "keep", None) is None else ns.keep * 86400,
     )
 
 

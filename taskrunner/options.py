@@ -116,6 +116,9 @@ class RunOptions:
         return cls.from_mapping({**saved, **_resumable(overrides)})
 
 
+DEFAULT_KEEP = 7 * 86400.0  # seconds a finished Redis run's keys are kept
+
+
 @dataclass(frozen=True)
 class Backend:
     """Where a run's state lives and how its jobs reach workers: this machine, or Redis.
@@ -128,7 +131,9 @@ class Backend:
     # Redis only: seconds a worker holds a job without a heartbeat; None: DEFAULT_LEASE for a
     # new run, the run's own (its last session's) for a resumed one.
     lease: float | None = None
-    keep: float = 7 * 86400.0  # Redis only: seconds a finished run's keys are kept
+    # Redis only: seconds a finished run's keys are kept; None: DEFAULT_KEEP. None, not the
+    # number, so that a local run can tell --keep was given (and refuse it).
+    keep: float | None = None
 
     @property
     def is_local(self) -> bool:

@@ -78,6 +78,14 @@ SPAWN = ("spawn", "jobs:gen", "jobs:cb", "--no-progress")
         pytest.param((*SPAWN, "--timeout", "nan"), "--timeout", id="timeout-nan"),
         pytest.param((*SPAWN, "-w", "100000"), "--concurrency", id="workers-more-than-a-machine"),
         pytest.param((*SPAWN, "-w", "99999999999999999999"), "--workers", id="workers-huge"),
+        pytest.param((*SPAWN, "--name", ""), "empty", id="name-empty"),
+        pytest.param((*SPAWN, "--name", "  "), "empty", id="name-blank"),
+        pytest.param((*SPAWN, "--lease", "5"), "--lease applies to the Redis backend",
+                     id="lease-in-a-local-run"),
+        pytest.param((*SPAWN, "--keep", "3"), "--keep applies to the Redis backend",
+                     id="keep-in-a-local-run"),
+        pytest.param((*SPAWN, "--keep", "0", "--lease", "5"),
+                     "--lease and --keep apply to the Redis backend", id="both-in-a-local-run"),
     ],
 )  # fmt: skip
 def test_usage_error(modules: Project, args: tuple[str, ...], mentions: str) -> None:
@@ -185,3 +193,15 @@ def test_a_long_run_name_runs_and_names_that_once_shared_a_lock_do_not(project: 
         assert project.status(name)["done"] == 20
     locks = sorted(path.name for path in (project.root / ".taskrunner").glob("*.lock"))
     assert len(locks) == 3 and all(len(lock.encode()) < 255 for lock in locks), locks
+
+
+def test_lease_given_to_a_local_resume_is_refused(modules: Project) -> None:
+    """resume takes the Redis-only options too: refused for a local run, which stays as it was."""
+    assert modules.run(*SPAWN, "-w", "1", "--limit", "5").returncode == 0
+    before = modules.status("jobs.gen")
+
+    result = modules.run("resume", "jobs.gen", "--lease", "5", "--no-progress")
+
+    assert_usage_error(result)
+    assert "--lease applies to the Redis backend" in result.stderr, result
+    assert modules.status("jobs.gen") == before

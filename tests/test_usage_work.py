@@ -141,3 +141,9 @@ def test_work_without_a_running_run_says_so(project: Project, redis_url: str):
     result = project.run("work", "--backend", redis_url, "--wait", "0")
     assert_usage_error(result)
     assert "no run is running in Redis after 0s (runs there: none)" in result.stderr, result
+
+
+def test_work_with_an_empty_name_is_refused_at_once(project: Project, redis_url: str):
+    result = project.run("work", "--backend", redis_url, "--name", "", "--wait", "600", timeout=30)
+    assert_usage_error(result)
+    assert "--name '' is empty" in result.stderr, result

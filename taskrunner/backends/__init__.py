@@ -33,7 +33,7 @@ class BackendKind(Protocol):
 
     def check(self, backend: Backend) -> None:
         """Refuse (OptionError) backend options this kind cannot use, before anything is
-        opened; warn about risky ones. Options it has no use for are ignored."""
+        opened (a local run's --lease or --keep, meant for Redis); warn about risky ones."""
 
     def check_workers(self, options: RunOptions) -> None:
         """Refuse (OptionError) a run with fewer workers of the controller's own than this

@@ -26,7 +26,19 @@ class LocalBackend:
     name = "local"
 
     def check(self, backend: Backend) -> None:
-        return  # serializer, lease and keep are for workers elsewhere
+        # A local run has no leases and no keys to expire: --lease or --keep given to one is
+        # a command meant for a Redis run (a forgotten --backend), not a setting to ignore.
+        given = [
+            option
+            for option, value in (("--lease", backend.lease), ("--keep", backend.keep))
+            if value is not None
+        ]
+        if given:
+            raise OptionError(
+                f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to the "
+                "Redis backend only (--backend redis://...); a local run has no leases and "
+                "no keys to expire"
+            )
 
     def check_workers(self, options: RunOptions) -> None:
         if options.workers < 1:

@@ -53,7 +53,7 @@ from ..bounds import ADAPTIVE_MOST
 from ..errors import BackendError, SpecError, StateError
 from ..executor import Executor
 from ..interactive import ByValue
-from ..options import DEFAULT_LEASE, Backend, RunOptions, WorkerSettings
+from ..options import DEFAULT_KEEP, DEFAULT_LEASE, Backend, RunOptions, WorkerSettings
 from ..records import Failure, UnkeptJob
 from ..store import FailureGroup, RunRecord, RunStore, group_failures, job_text
 from .redis_failures import failure_arguments, load_failures
@@ -488,7 +488,8 @@ class RedisBackend:
         return  # -w 0 is fine: the run's workers join with `taskrunner work`
 
     def open_store(self, backend: Backend, state_dir: str, *, create: bool) -> RunStore:
-        return RedisRunStore(backend.url, keep_seconds=int(backend.keep))
+        keep = DEFAULT_KEEP if backend.keep is None else backend.keep
+        return RedisRunStore(backend.url, keep_seconds=int(keep))
 
     def executor(
         self,

@@ -63,6 +63,8 @@ def work(
     if workers < 1 or concurrency < 1:
         raise BackendError("taskrunner work needs -w and -c of at least 1")
     check_worker_count(workers)
+    if name is not None and not name.strip():  # an unset variable, not a run to wait for
+        raise BackendError(f"--name {name!r} is empty; give the run's name, or leave --name out")
     if not 0 <= wait_seconds < math.inf:  # refuses nan too
         raise BackendError(f"--wait must be a finite number of seconds, not {wait_seconds!r}")
     connection = RedisConnection(url)
