@@ -623,6 +623,8 @@ class Asyncio(Strategy):
                     text = f"the job ran past --timeout {timeout:g}s and was cancelled"
                     self._failed(base, batch_id, index, JobError("Timeout", text, "", elapsed),
                                  started)  # fmt: skip
+            except _Escaping as escaping:  # what the job raised itself, carried out of its task
+                self._failed(base, batch_id, index, escaping.error, started)
             except BaseException as error:  # never trust the callback
                 self._failed(base, batch_id, index, error, started)
             else:
@@ -730,8 +732,25 @@ async def _as_coroutine(awaitable: Any) -> Any:
     return await awaitable
 
 
+class _Escaping(Exception):
+    """Carries a job's SystemExit or KeyboardInterrupt out of the task wait_for runs it in.
+
+    A task does not keep those two as its result: asyncio raises them out of the event loop,
+    and asyncio.run then cancelled every other job in flight on it (each failed as
+    CancelledError). As an Exception it stays the task's result, which wait_for raises in
+    the job's own task loop, where it fails that job alone."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+
 async def _call_async(callback: Callable[[Any], Any], job: Any) -> Any:
-    result = callback(job)
-    if inspect.isawaitable(result):
-        result = await result
+    """The job under --timeout, in the task of wait_for's making."""
+    try:
+        result = callback(job)
+        if inspect.isawaitable(result):
+            result = await result
+    except (SystemExit, KeyboardInterrupt) as error:
+        raise _Escaping(error) from None
     return result

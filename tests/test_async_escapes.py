@@ -1,0 +1,79 @@
+"""An `async def` callback that does what leaves an event loop (raises SystemExit or
+KeyboardInterrupt) fails its own job alone: the jobs in flight beside it on
+the same loop finish, each once, and are never failed as CancelledError."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import Project, assert_ran_once_each
+
+N = 40
+CULPRIT = 7
+CONCURRENCY = 8
+NAME = "jobs.gen"
+
+# Jobs 0-7 are all in flight on the one worker's loop when the culprit acts: it waits until
+# they have started, and they wait until it has acted (a flag file lets a job run again in
+# another worker go on at once, so a worker lost to the bug costs no hang).
+MODULE = """
+N = {n}
+CULPRIT = {culprit}
+started = 0
+all_started = asyncio.Event()
+culprit_acted = asyncio.Event()
+
+
+def gen():
+    yield from range(N)
+
+
+async def cb(job):
+    global started
+    record(job)
+    started += 1
+    if started >= {concurrency}:
+        all_started.set()
+    if job == CULPRIT:
+        if not flag("acted"):
+            await all_started.wait()
+            open(os.path.join(HERE, "acted"), "w").close()
+            culprit_acted.set()
+        {action}
+    elif job < {concurrency} and not flag("acted"):
+        await culprit_acted.wait()
+    await asyncio.sleep(0)  # and one more turn of the loop after the culprit's
+    return job
+"""
+
+ACTIONS = {
+    "SystemExit": "raise SystemExit(5)",
+    "KeyboardInterrupt": "raise KeyboardInterrupt",
+    "GeneratorExit": "raise GeneratorExit",
+}
+
+
+@pytest.mark.parametrize("timeout", [(), ("--timeout", "60")], ids=["no-timeout", "timeout"])
+@pytest.mark.parametrize("action", ACTIONS)
+def test_only_the_job_that_leaves_the_loop_fails(
+    project: Project, action: str, timeout: tuple[str, ...]
+) -> None:
+    project.write(
+        "jobs.py",
+        MODULE.format(n=N, culprit=CULPRIT, concurrency=CONCURRENCY, action=ACTIONS[action]),
+    )
+
+    result = project.run(
+        "spawn", "jobs:gen", "jobs:cb", "--workers", "1", "--concurrency", str(CONCURRENCY),
+        "--no-progress", *timeout,
+    )  # fmt: skip
+
+    assert result.returncode == 1, result
+    assert_ran_once_each(project, range(N))
+    failures = project.failures(NAME)
+    assert list(failures) == [CULPRIT], failures
+    failure = failures[CULPRIT]
+    assert failure["error_type"] == action, failure
+    status = project.status(NAME)
+    assert (status["state"], status["done"], status["failed"], status["pending"]) == (
+        "finished", N - 1, 1, 0,
+    ), status  # fmt: skip
