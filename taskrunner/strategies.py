@@ -18,6 +18,7 @@ moment it starts (after any --rate wait) to the moment it returns or raises.
 from __future__ import annotations
 
 import collections
+import contextvars
 import inspect
 import logging
 import os
@@ -559,9 +560,40 @@ class Asyncio(Strategy):
     flush_delay = FLUSH_DELAY
 
     def run(self) -> None:
+        """asyncio.run's work, on a loop that a job cannot stop: a callback's loop.stop()
+        ended run_until_complete early, and asyncio.run then cancelled every job in flight
+        (each failed as CancelledError) and left the culprit unnamed. The stop is refused
+        in the job that asks for it (it fails for it), and a stop that comes round that
+        (from a loop whose stop cannot be replaced) only makes the loop run on."""
         import asyncio
 
-        asyncio.run(self._main())
+        loop = asyncio.new_event_loop()
+        _refuse_stops_from_jobs(loop)
+        try:
+            asyncio.set_event_loop(loop)
+            main = loop.create_task(self._main())
+            warned = False
+            while True:
+                try:
+                    loop.run_until_complete(main)
+                    return
+                except RuntimeError:  # "Event loop stopped before Future completed."
+                    if main.done():
+                        raise  # ours, not a stop
+                    if not warned:  # once: a callback may stop it at every job
+                        log.warning(
+                            "the worker's event loop was stopped (loop.stop() in the "
+                            "callback?): it runs on, with the jobs in flight"
+                        )
+                        warned = True
+        finally:
+            try:
+                _cancel_all_tasks(loop)
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
 
     async def _main(self) -> None:
         import asyncio
@@ -607,6 +639,10 @@ class Asyncio(Strategy):
                 if delay > 0:
                     await asyncio.sleep(delay)
             started = self._start(base, batch_id, index)
+            # The job's own: its tasks and callbacks inherit it, so a loop.stop() from any
+            # of them is refused and blames this job.
+            stops: list[BaseException] = []
+            stops_token = _job_stops.set(stops)
             try:
                 if timeout is None:  # the common case, without wait_for's cost per job
                     result = callback(job)
@@ -628,7 +664,51 @@ class Asyncio(Strategy):
             except BaseException as error:  # never trust the callback
                 self._failed(base, batch_id, index, error, started)
             else:
-                self._succeeded(base, batch_id, index, result, started)
+                if stops:  # it asked to stop the loop, and went on when refused
+                    self._failed(base, batch_id, index, stops[0], started)
+                else:
+                    self._succeeded(base, batch_id, index, result, started)
+            finally:
+                _job_stops.reset(stops_token)
+
+
+# The loop.stop() calls a job has made (each refused), set by the task loop around each job.
+_job_stops: contextvars.ContextVar[list[BaseException]] = contextvars.ContextVar("job_stops")
+
+
+def _refuse_stops_from_jobs(loop: asyncio.AbstractEventLoop) -> None:
+    """Make `loop.stop()` raise in a job, or a task or callback it started: the loop runs
+    every job in flight in the worker, not the caller's alone. asyncio's own stops (how
+    run_until_complete ends) come from no job, and stop the loop."""
+    stop = loop.stop
+
+    def stop_unless_a_job() -> None:
+        stops = _job_stops.get(None)
+        if stops is None:
+            stop()
+            return
+        error = RuntimeError(
+            "the callback stopped the worker's event loop (loop.stop()), which runs the "
+            "other jobs in flight too: the stop was refused, and this job failed"
+        )
+        stops.append(error)
+        raise error
+
+    try:
+        loop.stop = stop_unless_a_job  # type: ignore[method-assign]
+    except AttributeError:
+        pass  # a loop written in C (uvloop) takes no attribute: run() runs it again instead
+
+
+def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """asyncio.run's end: cancel the tasks a callback left running, and wait for them."""
+    import asyncio
+
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
 
 
 # -- helpers ----------------------------------------------------------------------------------

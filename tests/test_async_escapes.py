@@ -1,5 +1,5 @@
 """An `async def` callback that does what leaves an event loop (raises SystemExit or
-KeyboardInterrupt) fails its own job alone: the jobs in flight beside it on
+KeyboardInterrupt, stops the loop) fails its own job alone: the jobs in flight beside it on
 the same loop finish, each once, and are never failed as CancelledError."""
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ NAME = "jobs.gen"
 # they have started, and they wait until it has acted (a flag file lets a job run again in
 # another worker go on at once, so a worker lost to the bug costs no hang).
 MODULE = """
+import contextlib
+
 N = {n}
 CULPRIT = {culprit}
 started = 0
 all_started = asyncio.Event()
 culprit_acted = asyncio.Event()
+loop = asyncio.get_running_loop
 
 
 def gen():
@@ -49,6 +52,10 @@ ACTIONS = {
     "SystemExit": "raise SystemExit(5)",
     "KeyboardInterrupt": "raise KeyboardInterrupt",
     "GeneratorExit": "raise GeneratorExit",
+    "loop.stop": "asyncio.get_running_loop().stop()",
+    # Refused all the same when the job goes on after the refusal, or asks from a callback.
+    "loop.stop-swallowed": "with contextlib.suppress(RuntimeError): loop().stop()",
+    "loop.stop-soon": "loop().call_soon(loop().stop)",
 }
 
 
@@ -72,8 +79,35 @@ def test_only_the_job_that_leaves_the_loop_fails(
     failures = project.failures(NAME)
     assert list(failures) == [CULPRIT], failures
     failure = failures[CULPRIT]
-    assert failure["error_type"] == action, failure
+    if action.startswith("loop.stop"):
+        assert failure["error_type"] == "RuntimeError", failure
+        assert "stopped the worker's event loop" in failure["message"], failure
+    else:
+        assert failure["error_type"] == action, failure
     status = project.status(NAME)
     assert (status["state"], status["done"], status["failed"], status["pending"]) == (
         "finished", N - 1, 1, 0,
     ), status  # fmt: skip
+
+
+@pytest.mark.parametrize("timeout", [(), ("--timeout", "60")], ids=["no-timeout", "timeout"])
+def test_a_stop_that_goes_round_the_refusal_costs_no_job(
+    project: Project, timeout: tuple[str, ...]
+) -> None:
+    """The loop's class's own stop, which the refusal cannot see: the loop runs on, and
+    every job finishes once (no job can be blamed, and none is failed)."""
+    action = "asyncio.BaseEventLoop.stop(asyncio.get_running_loop())"
+    project.write(
+        "jobs.py", MODULE.format(n=N, culprit=CULPRIT, concurrency=CONCURRENCY, action=action)
+    )
+
+    result = project.run(
+        "spawn", "jobs:gen", "jobs:cb", "--workers", "1", "--concurrency", str(CONCURRENCY),
+        "--no-progress", *timeout,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result
+    assert "event loop was stopped" in result.stderr, result
+    assert_ran_once_each(project, range(N))
+    status = project.status(NAME)
+    assert (status["state"], status["done"], status["failed"]) == ("finished", N, 0), status
