@@ -46,7 +46,13 @@ class Checkpoint:
             self._advance()
 
     def mark_one(self, seq: int, job: Any) -> None:
-        """Record one seq as finished."""
+        """Record one seq as finished; one finished already is left as it is."""
+        # A failure that `resume --retry-failed` runs again is in the checkpoint already, and
+        # may sit in an interval above the mark: added again, it would overlap that interval
+        # and break it (_add). The run loop marks the jobs it sends again (requeue.py) one by
+        # one, so only mark_one sees them.
+        if self.is_finished(seq):
+            return
         self.mark_range(seq, seq + 1, job)
 
     def is_finished(self, seq: int) -> bool:
@@ -73,7 +79,8 @@ class Checkpoint:
 
     def _add(self, start: int, stop: int, last_job: Any) -> None:
         # Merge with an interval that ends where this one starts, and one that starts where
-        # this one ends. Overlaps do not happen: a seq finishes once.
+        # this one ends. Overlaps do not happen: a seq finishes once (mark_one keeps out the
+        # second outcome of a failure run again).
         if start in self._start_by_stop:
             left = self._start_by_stop.pop(start)
             del self._stop_by_start[left]

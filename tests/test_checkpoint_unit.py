@@ -135,3 +135,46 @@ def test_fingerprint_of_a_set_is_the_same_under_any_hash_seed() -> None:
     assert len(prints) == 1, prints
     assert fingerprint({1, 2}) != fingerprint({1, 3})
     assert fingerprint(threading.Lock()) is None
+
+
+@given(batches_in_completion_order(), st.data())
+def test_marking_a_finished_seq_again_changes_nothing(
+    case: tuple[int, list[tuple[int, int]]], data: st.DataObject
+) -> None:
+    """A failure that `resume --retry-failed` runs again is in the checkpoint already, at the
+    start of a finished interval, at its end or inside it: marking it again, as its second
+    outcome settles, leaves the mark, the intervals and the jobs at their ends as they were."""
+    n, batches = case
+    checkpoint = Checkpoint()
+    finished: set[int] = set()
+    for start, stop in batches:
+        checkpoint.mark_range(start, stop, job_of(stop - 1))
+        finished.update(range(start, stop))
+        if data.draw(st.booleans()):
+            again = data.draw(st.sampled_from(sorted(finished)))
+            checkpoint.mark_one(again, "run again")
+
+        mark = finished_prefix(finished)
+        assert checkpoint.low_water_mark == mark
+        assert checkpoint.intervals() == runs_above(finished, mark)
+        assert checkpoint.job_at_checkpoint == (job_of(mark - 1) if mark else None)
+        ends = {stop - 1: job_of(stop - 1) for _, stop in runs_above(finished, mark)}
+        assert checkpoint.interval_ends() == ends
+        assert [(a, b) for a, b, _ in checkpoint.snapshot()] == runs_above(finished, mark)
+    assert checkpoint.low_water_mark == n
+
+
+def test_retried_failures_at_the_edges_of_an_interval() -> None:
+    """Seqs 5..9 finished above a gap at 0..4, 5, 7 and 9 failing: their retries settle,
+    then the gap fills. The intervals stay whole: none is cut after its first seq (its
+    other seqs would run again) and the mark moves to 10 with job 9."""
+    checkpoint = Checkpoint()
+    checkpoint.mark_range(5, 10, "j9")
+    for seq in (5, 9, 7):
+        checkpoint.mark_one(seq, f"retried {seq}")
+        assert checkpoint.intervals() == [(5, 10)]
+        assert all(checkpoint.is_finished(s) for s in range(5, 10))
+        assert checkpoint.snapshot() == [(5, 10, "j9")]
+    checkpoint.mark_range(0, 5, "j4")
+    assert (checkpoint.low_water_mark, checkpoint.job_at_checkpoint) == (10, "j9")
+    assert checkpoint.intervals() == [] and checkpoint.snapshot() == []
