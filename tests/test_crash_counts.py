@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from helpers import Background, Project, wait_for
 from redis_support import RedisServer, serve
-from support_resume import STATE_FILE, executed, wait_session_empty
+from support_resume import STATE_FILE, executed, stop_run, wait_session_empty
 
 TOTAL = 3000
 NAME = "jobs.gen"
@@ -171,3 +171,53 @@ def test_counts_are_exact_after_sigkills_and_resumes_on_redis(
     client.close()
     backend = ("--backend", redis_server.url)
     _crash_and_resume(project, backend, _redis_ended(redis_server))
+
+
+HELD_TOTAL = 400
+HELD = 20  # jobs 0..19 fail while the "hold" flag is set, and wait out a long backoff
+HELD_JOBS = f"""
+def gen():
+    yield from range({HELD_TOTAL})
+
+
+def cb(job):
+    record(job)
+    if job < {HELD} and flag("hold"):
+        raise ValueError(f"job {{job}} is held")
+    return job
+"""
+
+
+def test_taken_stays_while_a_resume_catches_up(
+    project: Project, backend: tuple[str, ...], request: pytest.FixtureRequest
+) -> None:
+    """A resume takes the generator's jobs again from the checkpoint on, skipping those
+    finished: until it is past every job taken before, the run has taken no fewer jobs.
+    Here the held jobs fill --queue-size 5 on resume, so it stays at seq 5 until the stop."""
+    ended = _redis_ended(request.getfixturevalue("redis_server")) if backend else None
+    project.write("jobs.py", HELD_JOBS)
+    project.set_flag("hold")
+    options = ("-w", "2", "-c", "4", "--no-progress", "--retries", "20", *backend)
+    run = project.start("spawn", "jobs:gen", "jobs:cb", *options)
+    others = HELD_TOTAL - HELD
+    assert _reached(run, ended or _sqlite_ended(project), others), run.wait()
+    _crash(run)
+    before = project.executions()
+
+    run = project.start("resume", NAME, *options, "--queue-size", "5")
+    wait_for(
+        lambda: all(project.executions()[seq] > before[seq] for seq in range(5)),
+        30, 0.01, "the first held jobs run again",
+    )  # fmt: skip
+    stopped = stop_run(run, signal.SIGINT, group=False)
+    assert stopped.returncode == 130, stopped
+    status = project.query("status", NAME, *backend)
+    counts = (status["done"], status["failed"], status["pending"], status["taken"])
+    assert counts == (others, 0, HELD, HELD_TOTAL), status
+
+    project.set_flag("hold", False)
+    final = project.run("resume", NAME, *options)
+    assert final.returncode == 0, final
+    status = project.query("status", NAME, *backend)
+    counts = (status["state"], status["done"], status["pending"], status["taken"])
+    assert counts == ("finished", HELD_TOTAL, 0, HELD_TOTAL), status
