@@ -569,6 +569,7 @@ class Asyncio(Strategy):
 
         loop = asyncio.new_event_loop()
         _refuse_stops_from_jobs(loop)
+        loop.set_task_factory(_blame_escapes_on_jobs)
         try:
             asyncio.set_event_loop(loop)
             main = loop.create_task(self._main())
@@ -640,9 +641,10 @@ class Asyncio(Strategy):
                     await asyncio.sleep(delay)
             started = self._start(base, batch_id, index)
             # The job's own: its tasks and callbacks inherit it, so a loop.stop() from any
-            # of them is refused and blames this job.
-            stops: list[BaseException] = []
-            stops_token = _job_stops.set(stops)
+            # of them is refused and blames this job, and so does a SystemExit or
+            # KeyboardInterrupt a task it started lets out.
+            scope = _JobScope(asyncio.current_task())
+            scope_token = _current_job.set(scope)
             try:
                 if timeout is None:  # the common case, without wait_for's cost per job
                     result = callback(job)
@@ -662,18 +664,83 @@ class Asyncio(Strategy):
             except _Escaping as escaping:  # what the job raised itself, carried out of its task
                 self._failed(base, batch_id, index, escaping.error, started)
             except BaseException as error:  # never trust the callback
-                self._failed(base, batch_id, index, error, started)
+                # A task of the job's let out SystemExit: the cancel (or what the job made
+                # of it) is only its consequence.
+                cause = scope.escaped if scope.escaped is not None else error
+                self._failed(base, batch_id, index, cause, started)
             else:
-                if stops:  # it asked to stop the loop, and went on when refused
-                    self._failed(base, batch_id, index, stops[0], started)
-                else:
+                cause = scope.escaped  # the job swallowed the cancel
+                if cause is None and scope.stops:  # it asked to stop the loop, went on
+                    cause = scope.stops[0]
+                if cause is None:
                     self._succeeded(base, batch_id, index, result, started)
+                else:
+                    self._failed(base, batch_id, index, cause, started)
             finally:
-                _job_stops.reset(stops_token)
+                scope.running = False
+                _current_job.reset(scope_token)
+                if scope.escaped is not None and scope.task is not None:
+                    scope.task.uncancel()  # ours, spent: later jobs' timeouts count right
 
 
-# The loop.stop() calls a job has made (each refused), set by the task loop around each job.
-_job_stops: contextvars.ContextVar[list[BaseException]] = contextvars.ContextVar("job_stops")
+class _JobScope:
+    """What a job's tasks and callbacks answer to, through the context variable they
+    inherit from it (_current_job)."""
+
+    __slots__ = ("escaped", "running", "stops", "task")
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task  # the task loop's task the job runs in (or waits for, under wait_for)
+        self.running = True
+        self.stops: list[BaseException] = []  # its loop.stop() calls, each refused
+        # A SystemExit or KeyboardInterrupt a task it started let out: it fails the job.
+        self.escaped: BaseException | None = None
+
+
+# The job running, or that started the task or callback running; set around each job.
+_current_job: contextvars.ContextVar[_JobScope] = contextvars.ContextVar("current_job")
+
+
+def _blame_escapes_on_jobs(
+    loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+) -> asyncio.Task[Any]:
+    """The worker loop's task factory. A task's SystemExit or KeyboardInterrupt leaves the
+    event loop (asyncio raises it out of run_until_complete), and every job in flight on it
+    was cancelled and failed as CancelledError. In a task started within a job, it is
+    caught and blamed on that job alone; the worker's own tasks are left as they are."""
+    import asyncio
+
+    context = kwargs.get("context")
+    scope = _current_job.get(None) if context is None else context.get(_current_job)
+    if scope is not None:
+        coro = _blamed(coro, scope)
+    return asyncio.Task(coro, loop=loop, **kwargs)
+
+
+async def _blamed(coro: Any, scope: _JobScope) -> Any:
+    """`coro` in a task its job started: a SystemExit or KeyboardInterrupt fails the job, at
+    once (its task is cancelled) if it still runs; of a job that ended it is only logged,
+    for a job already reported is not failed again, and another job is not to blame. The
+    task itself ends cancelled."""
+    import asyncio
+
+    try:
+        return await coro
+    except (SystemExit, KeyboardInterrupt) as error:
+        if not scope.running:
+            try:
+                log.warning(
+                    "a task an async callback started raised %s after its job had ended: "
+                    "ignored, it fails no job",
+                    type(error).__name__,
+                )
+            except BaseException:  # never trust the callback (a name that raises, say)
+                pass
+        elif scope.escaped is None:
+            scope.escaped = error
+            if scope.task is not None:
+                scope.task.cancel()
+        raise asyncio.CancelledError from None
 
 
 def _refuse_stops_from_jobs(loop: asyncio.AbstractEventLoop) -> None:
@@ -683,15 +750,15 @@ def _refuse_stops_from_jobs(loop: asyncio.AbstractEventLoop) -> None:
     stop = loop.stop
 
     def stop_unless_a_job() -> None:
-        stops = _job_stops.get(None)
-        if stops is None:
+        scope = _current_job.get(None)
+        if scope is None:
             stop()
             return
         error = RuntimeError(
             "the callback stopped the worker's event loop (loop.stop()), which runs the "
             "other jobs in flight too: the stop was refused, and this job failed"
         )
-        stops.append(error)
+        scope.stops.append(error)
         raise error
 
     try:

@@ -1,6 +1,7 @@
 """An `async def` callback that does what leaves an event loop (raises SystemExit or
-KeyboardInterrupt, stops the loop) fails its own job alone: the jobs in flight beside it on
-the same loop finish, each once, and are never failed as CancelledError."""
+KeyboardInterrupt, itself or in a task it started; stops the loop) fails its own job alone:
+the jobs in flight beside it on the same loop finish, each once, and are never failed as
+CancelledError."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ started = 0
 all_started = asyncio.Event()
 culprit_acted = asyncio.Event()
 loop = asyncio.get_running_loop
+
+
+async def escape(error):
+    raise error
 
 
 def gen():
@@ -56,7 +61,22 @@ ACTIONS = {
     # Refused all the same when the job goes on after the refusal, or asks from a callback.
     "loop.stop-swallowed": "with contextlib.suppress(RuntimeError): loop().stop()",
     "loop.stop-soon": "loop().call_soon(loop().stop)",
+    # From a task the job started and does not await: the job, waiting for what never
+    # comes, fails all the same; or a task it awaits.
+    "task-SystemExit": "loop().create_task(escape(SystemExit(5))); await asyncio.Event().wait()",
+    "task-KeyboardInterrupt": (
+        "loop().create_task(escape(KeyboardInterrupt())); await asyncio.Event().wait()"
+    ),
+    "task-awaited": "await loop().create_task(escape(SystemExit(5)))",
 }
+
+
+def expected_type(action: str) -> str:
+    if action.startswith("loop.stop"):
+        return "RuntimeError"
+    if action == "task-awaited":
+        return "SystemExit"
+    return action.removeprefix("task-")
 
 
 @pytest.mark.parametrize("timeout", [(), ("--timeout", "60")], ids=["no-timeout", "timeout"])
@@ -79,11 +99,9 @@ def test_only_the_job_that_leaves_the_loop_fails(
     failures = project.failures(NAME)
     assert list(failures) == [CULPRIT], failures
     failure = failures[CULPRIT]
+    assert failure["error_type"] == expected_type(action), failure
     if action.startswith("loop.stop"):
-        assert failure["error_type"] == "RuntimeError", failure
         assert "stopped the worker's event loop" in failure["message"], failure
-    else:
-        assert failure["error_type"] == action, failure
     status = project.status(NAME)
     assert (status["state"], status["done"], status["failed"], status["pending"]) == (
         "finished", N - 1, 1, 0,
@@ -108,6 +126,59 @@ def test_a_stop_that_goes_round_the_refusal_costs_no_job(
 
     assert result.returncode == 0, result
     assert "event loop was stopped" in result.stderr, result
+    assert_ran_once_each(project, range(N))
+    status = project.status(NAME)
+    assert (status["state"], status["done"], status["failed"]) == ("finished", N, 0), status
+
+
+# Job 0 starts a task that raises SystemExit once job 0 has ended: job 2, which only the
+# task loop job 0 ran on can start (job 1 holds the other until the task has acted), lets
+# it go.
+LATE_MODULE = """
+N = {n}
+go = asyncio.Event()
+acted = asyncio.Event()
+
+
+async def late():
+    await go.wait()
+    open(os.path.join(HERE, "acted"), "w").close()
+    acted.set()
+    raise SystemExit(5)
+
+
+def gen():
+    yield from range(N)
+
+
+async def cb(job):
+    record(job)
+    if job == 0:
+        asyncio.get_running_loop().create_task(late())
+    elif job == 1 and not flag("acted"):
+        await acted.wait()
+    elif job == 2:
+        go.set()
+    await asyncio.sleep(0)  # and one more turn of the loop after the task's
+    return job
+"""
+
+
+@pytest.mark.parametrize("timeout", [(), ("--timeout", "60")], ids=["no-timeout", "timeout"])
+def test_a_task_that_escapes_after_its_job_ended_fails_no_job(
+    project: Project, timeout: tuple[str, ...]
+) -> None:
+    """Its job finished already and stays done; the job in flight beside it finishes;
+    the escape is logged."""
+    project.write("jobs.py", LATE_MODULE.format(n=N))
+
+    result = project.run(
+        "spawn", "jobs:gen", "jobs:cb", "--workers", "1", "--concurrency", "2",
+        "--no-progress", *timeout,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result
+    assert "SystemExit" in result.stderr and "after its job had ended" in result.stderr, result
     assert_ran_once_each(project, range(N))
     status = project.status(NAME)
     assert (status["state"], status["done"], status["failed"]) == ("finished", N, 0), status
