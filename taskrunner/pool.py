@@ -363,7 +363,10 @@ class LocalPool(Executor):
                 timed = None
                 if durations is not None:
                     worker.timed_reports += 1
-                    timed = from_wire(durations)
+                    # Jobs all failed as Timeout already, their durations counted with the
+                    # failure: a job near the timeout reports alone (OutcomeBuffer).
+                    if count or not worker.written_off:
+                        timed = from_wire(durations)
                 if blobs is None:
                     events.append(JobsDone(batch_id, indices, None, busy, timed))
                     return

@@ -112,8 +112,14 @@ class OutcomeBuffer:
         want_results: bool,
         flush_delay: float | None = None,
         timings: WorkerDurations | None = None,
+        alone_after: float | None = None,
     ) -> None:
         self.reporter = reporter
+        # A job that ran this long goes in a report of its own (with a flushing thread):
+        # the pool may have failed it as Timeout already (a thread cannot be stopped), and
+        # drops the durations of a report whose every job it failed so; shared with others,
+        # its duration would be counted a second time.
+        self._alone_after = alone_after
         self.want_results = want_results
         self._lock = threading.Lock()  # one flush at a time
         # (batch_id, index, result, duration) of each job finished and not yet reported. A
@@ -141,15 +147,20 @@ class OutcomeBuffer:
         """Report the finished jobs gathered so far, if any."""
         finished, timings = self._finished, self.timings
         counting = self._flusher is not None  # else add_done counted them
-        pending: dict[int, tuple[list[int], list[Any], list[float]]] = {}
+        # By batch id, or (batch id, index) for a job reported alone.
+        pending: dict[Any, tuple[list[int], list[Any], list[float]]] = {}
+        alone_after = self._alone_after if counting else None
         busy = 0.0
         with self._lock:
             # What finished by now; what finishes meanwhile goes with the next flush.
             for _ in range(len(finished)):
                 batch_id, index, result, duration = finished.popleft()
-                batch = pending.get(batch_id)
+                key: Any = batch_id
+                if alone_after is not None and duration >= alone_after:
+                    key = (batch_id, index)
+                batch = pending.get(key)
                 if batch is None:
-                    batch = pending[batch_id] = ([], [], [])
+                    batch = pending[key] = ([], [], [])
                 batch[0].append(index)
                 batch[1].append(result)
                 batch[2].append(duration)
@@ -159,7 +170,8 @@ class OutcomeBuffer:
             # Each Done carries the durations of its own jobs: should the worker die between
             # two of them, the jobs of the unsent ones run again, and are counted then.
             reports = []
-            for batch_id, (indices, results, seconds) in pending.items():
+            for key, (indices, results, seconds) in pending.items():
+                batch_id = key if isinstance(key, int) else key[0]
                 if counting:
                     for index, duration in zip(indices, seconds):
                         timings.add(duration, (batch_id, index))

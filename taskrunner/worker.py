@@ -42,6 +42,10 @@ __all__ = ["IDLE", "SLOT_FIELDS", "WorkerConfig", "is_async_callback", "worker_m
 _PR_SET_PDEATHSIG = 1
 # How long a stopped worker waits for the threads its callback started and left running.
 CALLBACK_THREADS_WAIT_SECONDS = 1.0
+# A job that ran this fraction of --timeout or more reports alone (OutcomeBuffer). The pool
+# fails a job only past the timeout by a clock it reads before it looks at the slots, so
+# the whole timeout would do; the margin costs only a message per job so slow.
+ALONE_NEAR_TIMEOUT = 0.9
 
 
 def worker_main(config: WorkerConfig, conn: Connection, shared: Any, parent_pid: int) -> None:
@@ -81,7 +85,8 @@ def worker_main(config: WorkerConfig, conn: Connection, shared: Any, parent_pid:
     else:
         kind = Sequential
     timings = UnreportedDurations(unreported) if kind is Sequential else None
-    buffer = OutcomeBuffer(reporter, config.want_results, kind.flush_delay, timings)
+    alone_after = None if config.timeout is None else config.timeout * ALONE_NEAR_TIMEOUT
+    buffer = OutcomeBuffer(reporter, config.want_results, kind.flush_delay, timings, alone_after)
     strategy = kind(
         callback,
         slots,

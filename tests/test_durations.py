@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from helpers import Project
+from helpers import Project, wait_for
 from redis_support import RedisServer, serve
 
 from taskrunner.durations import bucket_bounds, bucket_of
@@ -147,3 +147,54 @@ def test_jobs_of_a_dead_worker_each_have_one_duration(
     # The first session's runs, and each failed job's run again.
     assert count_after == count + failed, (count, failed, count_after)
     assert f"durations of {count_after} jobs" in again.stderr, again
+
+
+# Job 0 overruns --timeout on a thread (which cannot be killed) and returns only once the
+# test has seen it failed as Timeout; job 2, started on the worker's other thread after job
+# 1's sleep (half the timeout), keeps the retired worker and the run going until job 0 has
+# returned, so that job 0's late report reaches the controller before the run ends.
+TIMEOUT = 6.0
+LATE = """
+def gen():
+    return range(3)
+
+def cb(job):
+    record(job)
+    if job == 0:
+        while not flag("seen-failed"):
+            time.sleep(0.02)
+        open(os.path.join(HERE, "returned"), "w").close()
+    elif job == 1:
+        time.sleep({half})
+    else:
+        while not flag("returned"):
+            time.sleep(0.02)
+    return job
+"""
+
+
+def test_a_thread_that_returns_after_its_timeout_is_counted_once(project: Project) -> None:
+    project.write("jobs.py", LATE.format(half=TIMEOUT / 2))
+    run = project.start(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "1", "-c", "2", "--timeout", str(TIMEOUT),
+        "--no-progress",
+    )  # fmt: skip
+
+    def timed_out() -> bool:
+        try:
+            return 0 in project.failures("jobs.gen")
+        except AssertionError:  # no run saved yet
+            return False
+
+    wait_for(timed_out, timeout=60, what="seq 0 failed as Timeout")
+    project.set_flag("seen-failed")
+    result = run.wait()
+
+    assert result.returncode == 1, result
+    status = project.query("status", "jobs.gen")
+    assert (status["done"], status["failed"]) == (2, 1), status
+    assert project.failures("jobs.gen")[0]["error_type"] == "Timeout"
+    # Each job's duration once: the timed-out one's with its failure, not again when it
+    # returned.
+    assert status["durations"]["count"] == 3, status["durations"]
+    assert "durations of 3 jobs" in result.stderr, result

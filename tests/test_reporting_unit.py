@@ -224,3 +224,23 @@ def test_hand_back_takes_what_is_queued_from_an_asyncio_queue() -> None:
         return _take_unstarted_async(work, 10)
 
     assert [item[1] for item in asyncio.run(scenario())] == [0, 1]
+
+
+def test_a_job_near_its_timeout_reports_alone_with_its_own_duration(
+    pipe: tuple[Reporter, Connection],
+) -> None:
+    """The pool may have failed it as Timeout already (a thread cannot be stopped): alone in
+    its report, its duration is dropped with it, and its neighbours' are kept."""
+    reporter, pool = pipe
+    buffer = OutcomeBuffer(reporter, want_results=False, flush_delay=60.0, alone_after=1.0)
+    try:
+        buffer.add_done(1, 0, None, 0.5)
+        buffer.add_done(1, 1, None, 1.2)
+        buffer.add_done(1, 2, None, 0.25)
+        buffer.flush()
+        reports = received_whole(pool)
+    finally:
+        buffer.close()
+    assert [(m.batch_id, list(m.indices)) for m in reports] == [(1, [0, 2]), (1, [1])], reports
+    counted = [from_wire(m.durations) for m in reports]
+    assert [(d.count, d.total) for d in counted] == [(2, 0.75), (1, 1.2)], counted
