@@ -225,7 +225,15 @@ class OutcomeBuffer:
             time.sleep(self._flush_delay)
             # Cleared after the wait, before the flush: what finished meanwhile goes in it.
             self._wanted.clear()
-            self.flush()
+            try:
+                self.flush()
+            except (EOFError, OSError) as error:
+                # The controller went away (SIGKILLed: EPIPE): nothing more can be reported,
+                # and the worker's main loop leaves on the same pipe. A traceback from this
+                # thread would only land on the user's terminal, the controller gone.
+                if isinstance(error, OSError):
+                    leave_if_pipe_closed(error)
+                return
 
 
 def job_error(error: BaseException, duration: float) -> JobError:

@@ -5,6 +5,7 @@ before it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,15 @@ def cb(job):
 """
 
 
+def _saved_failures(server: RedisServer) -> int:
+    client = server.client()
+    try:
+        raw = client.hget("taskrunner:{jobs.gen}:run", "record")
+    finally:
+        client.close()
+    return int(json.loads(raw)["failed"]) if raw else 0
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RedisServer]:
     (tmp_path / "redis").mkdir()
@@ -43,7 +53,7 @@ def test_a_run_whose_state_redis_lost_stops_in_one_line(
     joined = []
     if workers == "0":  # the workers of another machine
         joined.append(project.start("work", "--name", "jobs.gen", "-w", "2", *backend))
-    wait_for(lambda: project.query("status", "jobs.gen", *backend)["failed"] >= 3, 60)
+    wait_for(lambda: _saved_failures(server) >= 3, 60, 0.01, "failures saved")
     client = server.client()
     try:
         client.flushall()  # as a restart without persistence leaves it
@@ -57,8 +67,10 @@ def test_a_run_whose_state_redis_lost_stops_in_one_line(
     assert "Traceback" not in result.stderr, result
     client = server.client()
     try:
-        # Nothing written back: a record without its failures would miscount.
+        # Nothing written back: a record without its failures would miscount, and a state
+        # for workers ("stopped") would keep them waiting on a run that is not there.
         assert not client.exists("taskrunner:{jobs.gen}:run"), "a checkpoint was saved"
+        assert not client.exists("taskrunner:{jobs.gen}:meta"), "the run's state came back"
     finally:
         client.close()
     for worker in joined:

@@ -10,10 +10,16 @@
 --
 -- Does nothing, and returns 0, when another controller took the run's lock since the caller
 -- did: a controller that stalled past its lock must not tell that one's workers the run
--- stopped. Returns 1.
+-- stopped; nor when the run's owner is gone (Redis lost the run). Returns 1.
 
 local holder = redis.call('GET', KEYS[3])
 if holder and holder ~= ARGV[3] then
+    return 0
+end
+if not holder and ARGV[3] ~= '' then
+    -- The owner is gone with the run's whole state (Redis restarted without persistence, or
+    -- flushed): written now, the state would bring back a run that is not there, and its
+    -- workers would wait on it for ever instead of leaving.
     return 0
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
