@@ -19,7 +19,6 @@ import errno
 import os
 import pickle
 import threading
-import time
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
@@ -131,6 +130,7 @@ class OutcomeBuffer:
         self._flush_delay = flush_delay
         self._wanted = threading.Event()
         self._closing = False
+        self._closed = threading.Event()  # set by close(): the flusher stops waiting
         self._flusher: threading.Thread | None = None
         if flush_delay is not None:
             self._flusher = threading.Thread(target=self._flush_loop, name="flusher", daemon=True)
@@ -186,6 +186,7 @@ class OutcomeBuffer:
         """Stop the flushing thread and report what is left."""
         if self._flusher is not None:
             self._closing = True
+            self._closed.set()
             self._wanted.set()
             self._flusher.join()
         self.flush()
@@ -222,7 +223,8 @@ class OutcomeBuffer:
             self._wanted.wait()
             if self._closing:
                 return
-            time.sleep(self._flush_delay)
+            if self._closed.wait(self._flush_delay):
+                return  # close() flushes what is left, without waiting out the delay
             # Cleared after the wait, before the flush: what finished meanwhile goes in it.
             self._wanted.clear()
             try:
