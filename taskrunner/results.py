@@ -297,16 +297,21 @@ def prepare(path: str, written: dict[str, Any] | None, own: bool) -> int:
     return 0
 
 
+def _last_byte(file: Any) -> bytes:
+    """The last byte of an open file, b"" when it is empty; the file is then at its end."""
+    size = file.seek(0, os.SEEK_END)
+    if size == 0:
+        return b""
+    file.seek(size - 1)
+    return bytes(file.read(1))
+
+
 def end_partial_line(path: str) -> None:
     """A --results file the run did not write, that ends in the middle of a line, gets a
     newline: its text is the user's to keep, and our lines must not be glued to it."""
     try:
         with open(path, "r+b") as file:
-            size = file.seek(0, os.SEEK_END)
-            if size == 0:
-                return
-            file.seek(size - 1)
-            if file.read(1) != b"\n":
+            if _last_byte(file) not in (b"", b"\n"):
                 file.write(b"\n")
     except OSError:
         pass  # none yet, or unreadable: opening it for the run says what is wrong
@@ -318,12 +323,9 @@ def cut_partial_line(path: str) -> None:
     glued to the cut one."""
     try:
         with open(path, "r+b") as file:
-            size = file.seek(0, os.SEEK_END)
-            if size == 0:
+            if _last_byte(file) in (b"", b"\n"):
                 return
-            file.seek(size - 1)
-            if file.read(1) == b"\n":
-                return
+            size = file.tell()
             keep, step = 0, 1 << 16
             at = size
             while at > 0:  # back to the last newline

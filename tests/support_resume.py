@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from helpers import Background, CliResult, Project, session_members, wait_for
 
@@ -39,6 +42,47 @@ def stop_run(run: Background, signum: int, *, group: bool) -> CliResult:
 def wait_session_empty(session: int, timeout: float = 10.0) -> None:
     """No process of the CLI's session (controller or worker) is left alive."""
     wait_for(lambda: not session_members(session), timeout, what="the CLI's session to empty")
+
+
+def crash(run: Background) -> None:
+    """SIGKILL the controller's whole process group, as a power loss would; no worker may
+    outlive it."""
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait(30)
+    wait_session_empty(run.pid)
+
+
+def sqlite_ended(project: Project, name: str) -> Callable[[], int]:
+    """done + failed of run `name` as its controller last saved them (read-only: no lock)."""
+
+    def ended() -> int:
+        try:
+            db = sqlite3.connect(f"file:{project.root / STATE_FILE}?mode=ro", uri=True)
+            try:
+                query = "SELECT done + failed FROM runs WHERE name = ?"
+                row = db.execute(query, (name,)).fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return 0
+        return row[0] if row else 0
+
+    return ended
+
+
+def redis_ended(server: Any, name: str) -> Callable[[], int]:
+    """done + failed of run `name` as saved in the Redis of `server` (a RedisServer)."""
+
+    def ended() -> int:
+        client = server.client()
+        try:
+            raw = client.hget(f"taskrunner:{{{name}}}:run", "record")
+        finally:
+            client.close()
+        record = json.loads(raw) if raw else {}
+        return int(record.get("done", 0)) + int(record.get("failed", 0))
+
+    return ended
 
 
 def assert_at_least_once_each(project: Project, seqs: Iterable[int]) -> None:

@@ -14,16 +14,20 @@ outcome. After the final resume the runner must agree with it exactly.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pytest
 from helpers import Background, Project, wait_for
 from redis_support import RedisServer, serve
-from support_resume import STATE_FILE, executed, stop_run, wait_session_empty
+from support_resume import (
+    crash,
+    executed,
+    redis_ended,
+    sqlite_ended,
+    stop_run,
+)
 
 TOTAL = 3000
 NAME = "jobs.gen"
@@ -59,45 +63,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     yield from serve(tmp_path_factory.mktemp("redis"))
 
 
-def _sqlite_ended(project: Project) -> Callable[[], int]:
-    def ended() -> int:
-        try:
-            db = sqlite3.connect(f"file:{project.root / STATE_FILE}?mode=ro", uri=True)
-            try:
-                query = "SELECT done + failed FROM runs WHERE name = ?"
-                row = db.execute(query, (NAME,)).fetchone()
-            finally:
-                db.close()
-        except sqlite3.Error:
-            return 0
-        return row[0] if row else 0
-
-    return ended
-
-
-def _redis_ended(server: RedisServer) -> Callable[[], int]:
-    def ended() -> int:
-        client = server.client()
-        try:
-            raw = client.hget(f"taskrunner:{{{NAME}}}:run", "record")
-        finally:
-            client.close()
-        record = json.loads(raw) if raw else {}
-        return record.get("done", 0) + record.get("failed", 0)
-
-    return ended
-
-
 def _reached(run: Background, progress: Callable[[], int], target: int) -> bool:
     """Wait until `progress()` reaches `target`; False if the run ended first."""
     wait_for(lambda: progress() >= target or run.proc.poll() is not None, 60, 0.01)
     return run.proc.poll() is None
-
-
-def _crash(run: Background) -> None:
-    os.killpg(run.pid, signal.SIGKILL)
-    run.wait(30)
-    wait_session_empty(run.pid)  # no worker outlives its controller
 
 
 def _last_outcomes(project: Project) -> dict[int, str]:
@@ -118,7 +87,7 @@ def _crash_and_resume(project: Project, backend: tuple[str, ...], saved: Callabl
     for index, (progress, step) in enumerate(moments):
         if not _reached(run, progress, progress() + step):
             break  # the run finished first: the crashes so far are what is tested
-        _crash(run)
+        crash(run)
         crashes += 1
         if index == 1:
             project.set_flag("flaky", False)  # flaky jobs pass from now on
@@ -160,7 +129,7 @@ def _failures(project: Project, backend: tuple[str, ...]) -> dict[int, dict[str,
 
 
 def test_counts_are_exact_after_sigkills_and_resumes(project: Project) -> None:
-    _crash_and_resume(project, (), _sqlite_ended(project))
+    _crash_and_resume(project, (), sqlite_ended(project, NAME))
 
 
 def test_counts_are_exact_after_sigkills_and_resumes_on_redis(
@@ -170,7 +139,7 @@ def test_counts_are_exact_after_sigkills_and_resumes_on_redis(
     client.flushall()
     client.close()
     backend = ("--backend", redis_server.url)
-    _crash_and_resume(project, backend, _redis_ended(redis_server))
+    _crash_and_resume(project, backend, redis_ended(redis_server, NAME))
 
 
 HELD_TOTAL = 400
@@ -194,14 +163,14 @@ def test_taken_stays_while_a_resume_catches_up(
     """A resume takes the generator's jobs again from the checkpoint on, skipping those
     finished: until it is past every job taken before, the run has taken no fewer jobs.
     Here the held jobs fill --queue-size 5 on resume, so it stays at seq 5 until the stop."""
-    ended = _redis_ended(request.getfixturevalue("redis_server")) if backend else None
+    ended = redis_ended(request.getfixturevalue("redis_server"), NAME) if backend else None
     project.write("jobs.py", HELD_JOBS)
     project.set_flag("hold")
     options = ("-w", "2", "-c", "4", "--no-progress", "--retries", "20", *backend)
     run = project.start("spawn", "jobs:gen", "jobs:cb", *options)
     others = HELD_TOTAL - HELD
-    assert _reached(run, ended or _sqlite_ended(project), others), run.wait()
-    _crash(run)
+    assert _reached(run, ended or sqlite_ended(project, NAME), others), run.wait()
+    crash(run)
     before = project.executions()
 
     run = project.start("resume", NAME, *options, "--queue-size", "5")

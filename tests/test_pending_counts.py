@@ -11,8 +11,6 @@ all, taken or not, is a field of its own.
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -21,7 +19,7 @@ from typing import Any
 import pytest
 from helpers import Background, Project, wait_for
 from redis_support import RedisServer, serve
-from support_resume import STATE_FILE, stop_run, wait_session_empty
+from support_resume import STATE_FILE, crash, redis_ended, sqlite_ended, stop_run
 
 NAME = "counted"
 TOTAL = 3000
@@ -68,38 +66,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     yield from serve(tmp_path_factory.mktemp("redis"))
 
 
-def _saved_in_sqlite(project: Project) -> Callable[[], int]:
-    """done + failed as the controller last saved them (read-only: it never takes a lock)."""
-
-    def ended() -> int:
-        try:
-            db = sqlite3.connect(f"file:{project.root / STATE_FILE}?mode=ro", uri=True)
-            try:
-                row = db.execute(
-                    "SELECT done + failed FROM runs WHERE name = ?", (NAME,)
-                ).fetchone()
-            finally:
-                db.close()
-        except sqlite3.Error:
-            return 0
-        return row[0] if row else 0
-
-    return ended
-
-
-def _saved_in_redis(server: RedisServer) -> Callable[[], int]:
-    def ended() -> int:
-        client = server.client()
-        try:
-            raw = client.hget(f"taskrunner:{{{NAME}}}:run", "record")
-        finally:
-            client.close()
-        record = json.loads(raw) if raw else {}
-        return int(record.get("done", 0)) + int(record.get("failed", 0))
-
-    return ended
-
-
 def _wait_saved(run: Background, saved: Callable[[], int], mark: int) -> None:
     """Until the saved counts reach `mark`; the run must still be going then."""
     wait_for(lambda: saved() >= mark or run.proc.poll() is not None, 60, 0.01, f"{mark} saved")
@@ -125,9 +91,7 @@ def _crash_then_interrupt(project: Project, source: str, backend: tuple[str, ...
 
     run = project.start("spawn", *spec, *OPTIONS, *backend)
     _wait_saved(run, saved, 100)
-    os.killpg(run.pid, signal.SIGKILL)
-    run.wait(30)
-    wait_session_empty(run.pid)
+    crash(run)
     crashed = _assert_counts(project, backend, total)
     assert crashed["state"] == "running" and crashed["taken"] < total, crashed
 
@@ -155,7 +119,7 @@ def _finish(project: Project, backend: tuple[str, ...], total: int) -> None:
 def test_pending_is_taken_minus_ended_after_a_crash_and_a_stop(
     project: Project, source: str
 ) -> None:
-    total = _crash_then_interrupt(project, source, (), _saved_in_sqlite(project))
+    total = _crash_then_interrupt(project, source, (), sqlite_ended(project, NAME))
     if source == "len":
         _finish(project, (), total)
 
@@ -165,7 +129,7 @@ def test_pending_is_taken_minus_ended_on_redis(project: Project, redis_server: R
     client.flushall()
     client.close()
     backend = ("--backend", redis_server.url)
-    total = _crash_then_interrupt(project, "len", backend, _saved_in_redis(redis_server))
+    total = _crash_then_interrupt(project, "len", backend, redis_ended(redis_server, NAME))
     _finish(project, backend, total)
 
 
@@ -174,7 +138,7 @@ def test_a_total_of_jobs_not_taken_is_said_apart_in_the_text_views(project: Proj
     project.write("jobs.py", JOBS)
     project.set_flag("slow")
     run = project.start("spawn", "jobs:gen_len", "jobs:cb", *OPTIONS)
-    _wait_saved(run, _saved_in_sqlite(project), 100)
+    _wait_saved(run, sqlite_ended(project, NAME), 100)
     assert stop_run(run, signal.SIGINT, group=True).returncode == 130, project.last
     status = project.status(NAME)
     done, failed, pending = status["done"], status["failed"], status["pending"]
@@ -215,10 +179,8 @@ def test_taken_does_not_drop_while_a_seeking_resume_catches_up(project: Project)
     project.write("jobs.py", SEEKING)
     options = ("-w", "2", "-c", "2", "--no-progress", "--name", NAME)  # 5 holds one thread
     run = project.start("spawn", "jobs:gen", "jobs:cb", *options)
-    _wait_saved(run, _saved_in_sqlite(project), 99)
-    os.killpg(run.pid, signal.SIGKILL)
-    run.wait(30)
-    wait_session_empty(run.pid)
+    _wait_saved(run, sqlite_ended(project, NAME), 99)
+    crash(run)
     before = _saved_at(project)
 
     resumed = project.start("resume", NAME, "--no-progress", "--queue-size", "1")

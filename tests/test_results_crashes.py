@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from helpers import CLI, FAST, Background, Project, wait_for
-from support_resume import wait_session_empty
+from support_resume import crash
 
 NAME = "jobs.gen"
 TOTAL = 30
@@ -56,12 +56,6 @@ def _seqs(path: Path) -> Counter[int]:
 def _lines_reach(path: Path, count: int, run: Background) -> None:
     wait_for(lambda: path.exists() and sum(_seqs(path).values()) >= count, 30, 0.005)
     assert run.proc.poll() is None, run.wait()
-
-
-def _crash(run: Background) -> None:
-    os.killpg(run.pid, signal.SIGKILL)
-    run.wait(30)
-    wait_session_empty(run.pid)
 
 
 def _done(project: Project) -> set[int]:
@@ -108,11 +102,11 @@ def test_the_same_file_named_another_way_is_cut_back_after_a_crash(jobs: Project
     (jobs.root / "link.jsonl").symlink_to(out)
     run = jobs.start("spawn", "jobs:gen", "jobs:cb", *FAST, "-c", "4", "--results", "out.jsonl")
     _lines_reach(out, 10, run)
-    _crash(run)
+    crash(run)
     _limit(jobs, 20)
     again = jobs.start("resume", NAME, *FAST, "-c", "4", "--results", "./out.jsonl")
     _lines_reach(out, 20, again)  # the first 10 lines are cut, and 0-19 written
-    _crash(again)
+    crash(again)
     _limit(jobs, TOTAL)
 
     resumed = jobs.run("resume", NAME, *FAST, "--results", "link.jsonl")
@@ -129,12 +123,12 @@ def test_a_file_switched_to_and_back_is_cut_back_to_its_own_end(jobs: Project) -
     a, b = jobs.root / "a.jsonl", jobs.root / "b.jsonl"
     run = jobs.start("spawn", "jobs:gen", "jobs:cb", *FAST, "-c", "4", "--results", "a.jsonl")
     _lines_reach(a, 10, run)
-    _crash(run)
+    crash(run)
     _limit(jobs, 0)  # the session on b runs nothing to its end
     on_b = jobs.start("resume", NAME, *FAST, "-c", "4", "--results", "b.jsonl")
     started = sum(jobs.executions().values())
     wait_for(lambda: sum(jobs.executions().values()) > started, 30, 0.005)
-    _crash(on_b)
+    crash(on_b)
     _limit(jobs, TOTAL)
 
     resumed = jobs.run("resume", NAME, *FAST, "--results", "a.jsonl")

@@ -15,8 +15,6 @@ once the state saved says what the session had to do.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,7 +23,7 @@ from typing import Any
 import pytest
 from helpers import Background, Project, wait_for
 from redis_support import RedisServer, serve
-from support_resume import wait_session_empty
+from support_resume import crash
 
 import taskrunner
 
@@ -105,12 +103,6 @@ def _wait_saved(
     assert saved == (done, list(failed)), f"(done, failed) saved: {saved}, not {(done, failed)}"
 
 
-def _crash(run: Background) -> None:
-    os.killpg(run.pid, signal.SIGKILL)
-    run.wait(30)
-    wait_session_empty(run.pid)  # no worker outlives its controller
-
-
 def _assert_counts_add_up(project: Project, backend: tuple[str, ...]) -> dict[str, Any]:
     """done + failed + pending == taken, and each failure listed once; returns the status."""
     status: dict[str, Any] = project.query("status", NAME, *backend)
@@ -131,7 +123,7 @@ def test_retry_failed_after_hard_crashes_with_failures_above_the_mark(
     run = project.start("spawn", "jobs:gen", "jobs:cb", *OPTIONS, *backend)
     others = TOTAL - len(HELD)
     _wait_saved(project, backend, run, done=others - len(FAILING), failed=FAILING, since=0)
-    _crash(run)
+    crash(run)
     status = _assert_counts_add_up(project, backend)
     # What is tested: every failure is above the mark, held back by the first held job.
     assert (status["checkpoint"], status["pending"]) == (HELD[0], len(HELD)), status
@@ -143,7 +135,7 @@ def test_retry_failed_after_hard_crashes_with_failures_above_the_mark(
         run = project.start("resume", NAME, "--retry-failed", *OPTIONS, *backend)
         # The failures ran again (the held jobs still wait): some passed, ALWAYS failed again.
         _wait_saved(project, backend, run, done=others - len(ALWAYS), failed=ALWAYS, since=started)
-        _crash(run)
+        crash(run)
         status = _assert_counts_add_up(project, backend)
         assert status["checkpoint"] == HELD[0], status
 
