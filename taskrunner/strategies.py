@@ -18,6 +18,7 @@ moment it starts (after any --rate wait) to the moment it returns or raises.
 from __future__ import annotations
 
 import collections
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -578,6 +579,11 @@ class Asyncio(Strategy):
                 try:
                     loop.run_until_complete(main)
                     return
+                except (SystemExit, KeyboardInterrupt) as error:
+                    # A plain callback a job scheduled (loop.call_soon(sys.exit)) raised it
+                    # out of the loop: blamed on that job, and the loop runs on.
+                    if not _blame_on_scheduling_job(error):
+                        raise
                 except RuntimeError:  # "Event loop stopped before Future completed."
                     if main.done():
                         raise  # ours, not a stop
@@ -745,6 +751,45 @@ async def _blamed(coro: Any, scope: _JobScope) -> Any:
             if scope.task is not None:
                 scope.task.cancel()
         raise asyncio.CancelledError from None
+
+
+def _blame_on_scheduling_job(error: BaseException) -> bool:
+    """Fail the job that scheduled the callback `error` left the event loop from, as a task
+    of its would (_blamed); False when no job did (a real interrupt, or a loop not of
+    asyncio's Handle kind), for the caller to let it go.
+
+    asyncio lets SystemExit and KeyboardInterrupt out of a plain callback (call_soon,
+    call_later, a future's done callback), and a wrapper round every callback would cost
+    each job. The handle that ran it is in the traceback, and it holds the context it was
+    scheduled in, which names the job: nothing is paid until a callback escapes."""
+    import asyncio
+
+    handle_run = asyncio.Handle._run.__code__
+    traceback = error.__traceback__
+    while traceback is not None:
+        frame = traceback.tb_frame
+        if frame.f_code is handle_run:
+            handle = frame.f_locals.get("self")
+            context = getattr(handle, "_context", None)
+            if context is None:
+                return False
+            scope = context.get(_current_job)
+            if scope is None:
+                return False
+            if not scope.running:
+                with contextlib.suppress(BaseException):  # never trust the callback
+                    log.warning(
+                        "a callback an async job scheduled raised %s after its job had "
+                        "ended: ignored, it fails no job",
+                        type(error).__name__,
+                    )
+            elif scope.escaped is None:
+                scope.escaped = error
+                if scope.task is not None:
+                    scope.task.cancel()
+            return True
+        traceback = traceback.tb_next
+    return False
 
 
 def _refuse_stops_from_jobs(loop: asyncio.AbstractEventLoop) -> None:

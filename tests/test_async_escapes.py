@@ -31,6 +31,10 @@ async def escape(error):
     raise error
 
 
+def interrupt():
+    raise KeyboardInterrupt
+
+
 def gen():
     yield from range(N)
 
@@ -68,6 +72,15 @@ ACTIONS = {
         "loop().create_task(escape(KeyboardInterrupt())); await asyncio.Event().wait()"
     ),
     "task-awaited": "await loop().create_task(escape(SystemExit(5)))",
+    # From a plain callback the job scheduled: asyncio lets both out of the loop.
+    "soon-SystemExit": "loop().call_soon(sys.exit, 5); await asyncio.Event().wait()",
+    "later-KeyboardInterrupt": (
+        "loop().call_later(0.001, interrupt); await asyncio.Event().wait()"
+    ),
+    "done-callback-SystemExit": (
+        "done = loop().create_future(); done.add_done_callback(lambda _: sys.exit(5)); "
+        "done.set_result(None); await asyncio.Event().wait()"
+    ),
 }
 
 
@@ -76,7 +89,7 @@ def expected_type(action: str) -> str:
         return "RuntimeError"
     if action == "task-awaited":
         return "SystemExit"
-    return action.removeprefix("task-")
+    return action.rpartition("-")[2]
 
 
 @pytest.mark.parametrize("timeout", [(), ("--timeout", "60")], ids=["no-timeout", "timeout"])
@@ -131,13 +144,20 @@ def test_a_stop_that_goes_round_the_refusal_costs_no_job(
     assert (status["state"], status["done"], status["failed"]) == ("finished", N, 0), status
 
 
-# Job 0 starts a task that raises SystemExit once job 0 has ended: job 2, which only the
-# task loop job 0 ran on can start (job 1 holds the other until the task has acted), lets
-# it go.
+# Job 0 starts a task (or schedules a callback) that raises SystemExit once job 0 has
+# ended: job 2, which only the task loop job 0 ran on can start (job 1 holds the other
+# until the task has acted), lets it go.
 LATE_MODULE = """
 N = {n}
 go = asyncio.Event()
+went = None  # a future job 2 sets, for the callback variant
 acted = asyncio.Event()
+
+
+def late_callback(_):
+    open(os.path.join(HERE, "acted"), "w").close()
+    acted.set()
+    sys.exit(5)
 
 
 async def late():
@@ -152,25 +172,33 @@ def gen():
 
 
 async def cb(job):
+    global went
     record(job)
     if job == 0:
-        asyncio.get_running_loop().create_task(late())
+        if {callback}:
+            went = asyncio.get_running_loop().create_future()
+            went.add_done_callback(late_callback)
+        else:
+            asyncio.get_running_loop().create_task(late())
     elif job == 1 and not flag("acted"):
         await acted.wait()
     elif job == 2:
         go.set()
+        if went is not None:
+            went.set_result(None)
     await asyncio.sleep(0)  # and one more turn of the loop after the task's
     return job
 """
 
 
+@pytest.mark.parametrize("callback", [False, True], ids=["task", "callback"])
 @pytest.mark.parametrize("timeout", [(), ("--timeout", "60")], ids=["no-timeout", "timeout"])
 def test_a_task_that_escapes_after_its_job_ended_fails_no_job(
-    project: Project, timeout: tuple[str, ...]
+    project: Project, timeout: tuple[str, ...], callback: bool
 ) -> None:
     """Its job finished already and stays done; the job in flight beside it finishes;
     the escape is logged."""
-    project.write("jobs.py", LATE_MODULE.format(n=N))
+    project.write("jobs.py", LATE_MODULE.format(n=N, callback=callback))
 
     result = project.run(
         "spawn", "jobs:gen", "jobs:cb", "--workers", "1", "--concurrency", "2",
