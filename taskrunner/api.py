@@ -26,7 +26,7 @@ from .interactive import for_workers
 from .jobfile import default_name as jobs_file_name
 from .jobfile import generator_for, generator_for_resume, is_jobs_file, refuse_stdin
 from .jobsource import JobSource
-from .loader import complete_specs, ensure_cwd_on_path, pinned_spec
+from .loader import complete_specs, ensure_cwd_on_path, pinned_spec, put_folder_on_path
 from .logs import above_bar
 from .options import DEFAULT_STATE_DIR, Backend, RunOptions, WorkerSettings
 from .progress import Progress, Summary
@@ -159,7 +159,14 @@ def resume(
     # The run must exist before anything is made for it: looked up where nothing is created,
     # a resume refused (exit 2) leaves no state directory or file behind.
     with contextlib.closing(_open_existing(backend, state_dir)) as view:
-        _find_run(view, name, unfinished=True, retrying=retrying)
+        found = _find_run(view, name, unfinished=True, retrying=retrying)
+    # The record's jobs (the checkpoint's, for GEN's `last`) may be of a class of GEN's
+    # module: read again below, they are unpickled where that module can be imported, as
+    # GEN is. Read before, they came back as jobs that "could not be stored", and a GEN
+    # that seeks ran from the start.
+    ensure_cwd_on_path()
+    for spec in (found.gen, found.callback):
+        put_folder_on_path(spec)
     store = kind.open_store(backend, state_dir, create=True)
     try:
         record = _find_run(store, name, unfinished=True, retrying=retrying)
@@ -217,7 +224,9 @@ def _resume_loaded(
     what is finished, the failures to run again, the run loop."""
     checkpoint = Checkpoint(record.low_water_mark, record.intervals, record.job_at_checkpoint)
     seeks = takes_last(gen_fn) and record.low_water_mark > 0
-    if seeks and isinstance(record.job_at_checkpoint, UnkeptJob):
+    # A file of jobs seeks by its byte offset, whatever its checkpoint's job was (one over
+    # KEPT_JOB_BYTES is not kept): its GEN starts after that line already.
+    if seeks and isinstance(record.job_at_checkpoint, UnkeptJob) and not is_jobs_file(record.gen):
         log.info(
             "the job at the checkpoint could not be stored, so GEN cannot be given it as "
             "`last`: GEN runs from the start and the finished jobs are skipped"

@@ -10,6 +10,7 @@ its fingerprint tells whether a re-run generator still yields the same jobs.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import pickle
 from typing import Any
@@ -108,16 +109,81 @@ def fingerprint(job: Any) -> str | None:
     """A short digest that is equal for equal jobs across runs and processes; None for a job
     that can be neither written as JSON nor pickled (its repr may hold a memory address, so
     nothing stable is left to compare)."""
+    return _digests(job)[0]
+
+
+def same_job(job: Any, expected: str) -> bool:
+    """Whether `job` has the fingerprint `expected`, or the one earlier versions took (a
+    plain pickle, whose order of a set's items follows the hash seed): a run they began
+    resumes."""
+    found, legacy = _digests(job)
+    return expected in (found, legacy)
+
+
+def differs(job: Any, expected: str) -> bool:
+    """Whether `job` is known to be another job than the one `expected` was taken of:
+    False for a job that has no fingerprint (nothing to compare)."""
+    found, legacy = _digests(job)
+    return found is not None and expected not in (found, legacy)
+
+
+def _digests(job: Any) -> tuple[str | None, str | None]:
+    """(the fingerprint, the earlier versions' fingerprint where it is another)."""
     if isinstance(job, UnkeptJob):
-        return None  # only the repr of a job that could not be stored: nothing to compare
+        return None, None  # only the repr of a job that could not be stored: nothing to compare
     try:
-        payload = _canonical_json(job).encode()
+        return _digest(_canonical_json(job).encode()), None
     except (TypeError, ValueError):
-        try:
-            payload = pickle.dumps(job, protocol=4)
-        except BaseException:
-            return None
+        pass
+    try:
+        payload = _canonical_pickle(job)
+    except BaseException:  # a __reduce__ may raise anything
+        return None, None
+    try:
+        legacy = _digest(pickle.dumps(job, protocol=4))
+    except BaseException:
+        legacy = None
+    return _digest(payload), legacy
+
+
+def _digest(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def _canonical_pickle(value: Any) -> bytes:
+    """The pickle of a job JSON cannot write (a dataclass, a datetime), with the items of
+    its sets and dicts in a sorted order: a set's own order follows the process's hash
+    seed, so a dataclass holding a frozenset of strings pickled otherwise in its resume
+    (which then said the generator yields other jobs). Only digested, never loaded."""
+    buffer = io.BytesIO()
+    _CanonicalPickler(buffer, protocol=4).dump(value)
+    return buffer.getvalue()
+
+
+def _sort_key(item: Any) -> bytes:
+    return _canonical_pickle(item)
+
+
+class _CanonicalPickler(pickle._Pickler):  # type: ignore[misc]  # the Python one: it can be told
+    """pickle's own, but for exact sets, frozensets and dicts, written in the order of
+    their items' (or keys') own canonical pickles."""
+
+    dispatch = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
+
+    def _save_set(self, obj: set[Any] | frozenset[Any]) -> None:
+        self.save((type(obj).__name__, sorted(map(_sort_key, obj))))
+
+    def _save_dict(self, obj: dict[Any, Any]) -> None:
+        self.write(pickle.EMPTY_DICT)
+        self.memoize(obj)  # a dict that holds itself, as pickle does
+        for key, value in sorted(obj.items(), key=lambda item: _sort_key(item[0])):
+            self.save(key)
+            self.save(value)
+            self.write(pickle.SETITEM)
+
+    dispatch[set] = _save_set
+    dispatch[frozenset] = _save_set
+    dispatch[dict] = _save_dict
 
 
 def _canonical_json(value: Any) -> str:

@@ -17,7 +17,7 @@ import stat
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .checkpoint import fingerprint
+from .checkpoint import same_job
 from .errors import OptionError, SpecError, StateError
 from .loader import JOB_FILE_SUFFIXES
 from .store import RunRecord
@@ -170,7 +170,7 @@ def generator_for_resume(record: RunRecord) -> Callable[..., Any]:
         found = jobs.parse(raw, mark) if raw else None
     except (OSError, JobFileError):
         raw, found = b"", None
-    if not raw or (record.fingerprint is not None and fingerprint(found) != record.fingerprint):
+    if not raw or (record.fingerprint is not None and not same_job(found, record.fingerprint)):
         raise StateError(_CHANGED.format(path=record.gen, line=mark))
 
     def seek(last: Any = None) -> JobsFile:

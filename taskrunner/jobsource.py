@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .checkpoint import Checkpoint, fingerprint
+from .checkpoint import Checkpoint, differs, fingerprint, same_job
 from .errors import StateError
 from .records import Seqs
 
@@ -95,7 +95,7 @@ class JobSource:
             first = next(self._iterator, sentinel)
         if first is sentinel:
             return
-        if fingerprint(first) == expected:
+        if same_job(first, expected):
             log.info(
                 "GEN yielded `last` (the job at the checkpoint) again first; "
                 "it finished before, so it is not run again"
@@ -148,8 +148,7 @@ class JobSource:
         if self.error is not None:
             return
         if job is sentinel or (
-            expected_fingerprint is not None
-            and fingerprint(job) not in (expected_fingerprint, None)
+            expected_fingerprint is not None and differs(job, expected_fingerprint)
         ):
             raise StateError(_CHANGED)
         self.next_seq = low_water_mark
@@ -164,7 +163,7 @@ class JobSource:
                 seq = self.next_seq
                 self.next_seq += 1
                 expected = self._edges.get(seq)
-                if expected is not None and fingerprint(job) not in (expected, None):
+                if expected is not None and differs(job, expected):
                     changed = True  # raised below, outside the guard of the user's code
                     break
                 if not self._checkpoint.is_finished(seq):

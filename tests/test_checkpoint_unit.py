@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -11,7 +14,7 @@ import threading
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taskrunner.checkpoint import Checkpoint, fingerprint
+from taskrunner.checkpoint import Checkpoint, differs, fingerprint, same_job
 
 
 def job_of(seq: int) -> str:
@@ -178,3 +181,33 @@ def test_retried_failures_at_the_edges_of_an_interval() -> None:
     checkpoint.mark_range(0, 5, "j4")
     assert (checkpoint.low_water_mark, checkpoint.job_at_checkpoint) == (10, "j9")
     assert checkpoint.intervals() == [] and checkpoint.snapshot() == []
+
+
+@dataclasses.dataclass
+class _Tagged:
+    seq: int
+    tags: frozenset[str]
+    extra: dict[str, int]
+
+
+def test_a_fingerprint_puts_the_items_of_sets_and_dicts_in_order() -> None:
+    """A job JSON cannot write is pickled for its fingerprint with its sets' and dicts'
+    items sorted: equal jobs built in another order (a set's follows the hash seed) have
+    one fingerprint, other jobs another; a dict that holds itself is fingerprinted."""
+    one = _Tagged(1, frozenset(["a", "b", "c"]), {"x": 1, "y": 2})
+    same = _Tagged(1, frozenset(["c", "b", "a"]), {"y": 2, "x": 1})
+    other = _Tagged(1, frozenset(["a", "b", "d"]), {"x": 1, "y": 2})
+    assert fingerprint(one) == fingerprint(same) != fingerprint(other)
+    looped: dict[str, object] = {}
+    looped["self"] = looped
+    assert fingerprint(_Tagged(2, frozenset(), looped)) is not None  # type: ignore[arg-type]
+
+
+def test_a_fingerprint_of_earlier_versions_still_matches() -> None:
+    """Earlier versions digested the plain pickle: a run they checkpointed resumes."""
+    job = _Tagged(1, frozenset(["a"]), {"x": 1})
+    legacy = hashlib.sha256(pickle.dumps(job, protocol=4)).hexdigest()[:16]
+    assert same_job(job, legacy) and not differs(job, legacy)
+    assert same_job(job, fingerprint(job) or "") and not differs(job, fingerprint(job) or "")
+    other = _Tagged(2, frozenset(["a"]), {"x": 1})
+    assert differs(other, legacy) and not same_job(other, legacy)
