@@ -13,7 +13,7 @@ import math
 import os
 import shlex
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TextIO
 
 from .backends import BackendKind, backend_for
@@ -79,7 +79,7 @@ def run(
     _check_results_file(run_options.results)
     run_options = _pinned(run_options, here)
     state_path = os.path.join(here, state_dir)
-    args = dict(args or {})
+    args = _gen_args(args)
     gen_spec, gen_fn = (gen, generator_for(gen)) if is_jobs_file(gen) else resolve_given("GEN", gen)
     with _in_directory(here):  # a CALLBACK file's path is the command's too
         callback_spec, callback_fn = resolve_given("CALLBACK", callback)
@@ -553,6 +553,17 @@ def _context(backend: Backend, state_dir: str) -> tuple[str, ...]:
     if state_dir != DEFAULT_STATE_DIR:
         return ("--state-dir", state_dir)
     return ()
+
+
+def _gen_args(args: Any) -> dict[str, Any]:
+    """GEN's keyword arguments, a mapping of names (what --arg NAME=VALUE makes)."""
+    if args is None:
+        return {}
+    if not isinstance(args, Mapping) or not all(isinstance(key, str) for key in args):
+        raise OptionError(
+            f"args must be a mapping of GEN's parameter names to values, not {args!r}"
+        )
+    return dict(args)
 
 
 def _checked_name(name: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from helpers import FAST, Project, assert_ran_once_each
 
 
@@ -325,3 +326,24 @@ def test_rate_limits_job_starts(project: Project) -> None:
     times = sorted(float(line) for line in starts.read_text().split())
     # 30 starts at 20/s are spread over at least 29 intervals of 50 ms; allow a little jitter.
     assert times[-1] - times[0] >= 29 / 20 * 0.9, f"span {times[-1] - times[0]:.2f}s"
+
+
+@pytest.mark.parametrize("args", [[1, 2], {1: 2}, "n=5"], ids=["list", "int-key", "text"])
+def test_api_args_that_are_no_mapping_of_names_are_refused(
+    project: Project, args: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """taskrunner.run(args=...) other than a mapping of GEN's parameter names: an
+    OptionError saying what args must be (it was a TypeError of dict()), nothing run."""
+    import taskrunner
+
+    project.write(
+        "jobs.py", "def gen(n=3):\n    yield from range(n)\n\n\ndef cb(job):\n    record(job)\n"
+    )
+    monkeypatch.chdir(project.root)
+    monkeypatch.syspath_prepend(str(project.root))
+
+    with pytest.raises(taskrunner.OptionError, match="args must be a mapping"):
+        taskrunner.run("jobs:gen", "jobs:cb", args=args, workers=1, progress=False)  # type: ignore[arg-type]
+
+    assert project.executions() == Counter()
+    assert not (project.root / ".taskrunner").exists()
