@@ -21,6 +21,9 @@ passed in KEYS. What is in Redis:
     taskrunner:{NAME}:alone       list   suspects waiting, each for a worker holding nothing
     taskrunner:{NAME}:outcomes    list   outcomes reported by workers, for the controller: one
                                          entry per lease's part of a report, not per job
+    taskrunner:{NAME}:seqs        hash   batch id -> the seqs of its jobs, while it is in
+                                         flight: what a resume after a crash reads the
+                                         outcomes left in `outcomes` by (redis_reopen.py)
     taskrunner:{NAME}:wake, fed   list   a token or so each, that a waiting controller (wake:
                                          outcomes came) or worker (fed: jobs came) BLPOPs
     taskrunner:{NAME}:pace        string earliest start (ms) of the next job under --rate
@@ -58,6 +61,7 @@ from ..records import Failure, UnkeptJob
 from ..store import FailureGroup, RunRecord, RunStore, group_failures, job_text
 from .redis_failures import failure_arguments, load_failures
 from .redis_lock import ControllerLock, LockRenewer
+from .redis_reopen import LeftBehind, LeftBehindOutcomes, left_behind
 from .redis_wire import Serializer
 
 log = logging.getLogger(__name__)
@@ -69,7 +73,7 @@ RUN_KEY_PARTS = (
     "meta", "waiting", "payloads", "lease_expiry", "lease_jobs", "lease_left", "tokens", "leased",
     "outcomes", "pace", "leases",  # (layout 1's per-job leases: cleared with the rest)
     "collected", "collected_by", "recalled", "recalled_by", "pushed_by",
-    "started", "suspects", "missed", "alone", "wake", "fed",
+    "started", "suspects", "missed", "alone", "wake", "fed", "seqs",
 )  # fmt: skip
 # The shape of a run's queue and leases in Redis (the scripts' keys and what they hold),
 # written into meta by the controller: a worker of another taskrunner, whose scripts read
@@ -246,6 +250,7 @@ class RedisRunStore:
         self.keep_seconds = keep_seconds
         self._locks: dict[str, ControllerLock] = {}
         self._renewer = LockRenewer()
+        self._left_behind: dict[str, LeftBehindOutcomes] = {}
 
     def close(self) -> None:
         self._renewer.stop()
@@ -295,9 +300,15 @@ class RedisRunStore:
 
     def reopen(self, name: str, worker_settings: WorkerSettings) -> None:
         """Forget jobs queued or leased by an earlier controller (resume takes them again
-        from the generator), and give workers this session's settings."""
-        self._reset_queue(name)
+        from the generator), and give workers this session's settings. The outcomes its
+        workers reported that it did not collect (it died) are kept for the executor
+        (`left_behind`): their jobs are settled with them, not run again."""
+        self._left_behind[name] = LeftBehindOutcomes(self._reset_queue(name))
         self._write_worker_settings(name, worker_settings)
+
+    def left_behind(self, name: str) -> LeftBehindOutcomes:
+        """The outcomes `reopen` found of jobs it forgot, by seq (taken once)."""
+        return self._left_behind.pop(name, None) or LeftBehindOutcomes({})
 
     def _write_worker_settings(self, name: str, settings: WorkerSettings) -> None:
         fields = {**settings.as_fields(), "layout": LAYOUT}
@@ -307,7 +318,9 @@ class RedisRunStore:
             fields["lease"] = fields["lease"] or str(DEFAULT_LEASE)
         self.connection.client.hset(run_key(name, "meta"), mapping=fields)
 
-    def _reset_queue(self, name: str) -> None:
+    def _reset_queue(self, name: str) -> dict[int, LeftBehind]:
+        """Clear the queue and leases; returns the uncollected outcomes, by seq, read in the
+        same transaction (one reported in between would otherwise be lost with the rest)."""
         client = self.connection.client
         held = [
             key
@@ -315,7 +328,12 @@ class RedisRunStore:
             for key in client.scan_iter(match=f"{KEY_PREFIX}:{{{name}}}:{pattern}", count=1000)
         ]
         parts = [p for p in RUN_KEY_PARTS if p != "meta"]
-        client.delete(*[run_key(name, part) for part in parts], *held)
+        with client.pipeline(transaction=True) as pipe:
+            pipe.lrange(run_key(name, "outcomes"), 0, -1)
+            pipe.hgetall(run_key(name, "seqs"))
+            pipe.delete(*[run_key(name, part) for part in parts], *held)
+            entries, seqs_by_batch, _ = pipe.execute()
+        return left_behind(entries, seqs_by_batch)
 
     def save(
         self,
@@ -519,6 +537,7 @@ class RedisBackend:
             callback=record.callback,
             verbosity=options.verbosity,
             lock_token=store.lock_token(record.name),
+            left_behind=store.left_behind(record.name),
         )
 
     def work(self, callback: str | None, url: str, **options: Any) -> int:

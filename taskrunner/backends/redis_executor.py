@@ -25,6 +25,7 @@ from ..ledger import FAILED, HANDED_BACK, Ledger
 from ..options import DEFAULT_LEASE, WorkerSettings
 from ..records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned
 from .redis import RedisConnection, pop_keys, run_key, run_lost
+from .redis_reopen import LeftBehind, LeftBehindOutcomes, seqs_text
 from .redis_wire import Serializer, batch_arguments, job_ids, split_outcome
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class RedisExecutor(Executor):
         callback: str,
         verbosity: int,
         lock_token: str = "",
+        left_behind: LeftBehindOutcomes | None = None,
     ) -> None:
         self._connection = connection
         # The scripts that feed the run, take its outcomes or end the session refuse a
@@ -71,18 +73,26 @@ class RedisExecutor(Executor):
         self._verbosity = verbosity
         # The jobs pushed and not yet reported, by batch: the run loop's own ledger.
         self._pushed = Ledger()
+        # What workers reported while no controller ran the run (redis_reopen.py): those
+        # jobs are settled with it when the run loop takes them again, not pushed.
+        self._left_behind = left_behind if left_behind else None
+        self._want_results = False  # the run's own, read at start
+        # Batches settled since the last collect: their seqs in Redis are let go with it.
+        self._let_go: list[int] = []
         # The bytes of the last batch pushed, as serialized: the run's --queue-bytes bound
         # counts what Redis holds for it (bounds.py).
         self.batch_bytes: int | None = 0
         self._local: subprocess.Popen[bytes] | None = None
         self._push_keys = [
-            run_key(name, part) for part in ("waiting", "payloads", "fed", "pushed_by", "owner")
+            run_key(name, part)
+            for part in ("waiting", "payloads", "fed", "pushed_by", "owner", "seqs")
         ]
         self._session = uuid.uuid4().hex[:12]  # push request ids: this session's, counted
         self._pushes = 0
         self._wake_key = run_key(name, "wake")
         self._collect_keys = [
-            run_key(name, part) for part in ("outcomes", "collected", "collected_by", "owner")
+            run_key(name, part)
+            for part in ("outcomes", "collected", "collected_by", "owner", "seqs")
         ]
         # The controller's own pops, which lease nothing and reclaim expired leases.
         self._reclaimer = f"controller-{self._session}"
@@ -97,6 +107,7 @@ class RedisExecutor(Executor):
         self._connection.client.hset(meta, "state", "running")
         settings = WorkerSettings.from_fields(self._connection.client.hgetall(meta))
         self._lease_ms, self._max_leases = int(settings.lease * 1000), 1 + settings.retries
+        self._want_results = settings.want_results
         self._start_local()
 
     def _start_local(self) -> None:
@@ -122,19 +133,21 @@ class RedisExecutor(Executor):
     def submit(self, batch: Batch) -> list[Event]:
         events: list[Event] = []
         flight = self._pushed.add(batch.batch_id, batch.seqs, batch.jobs)
-        payloads = self._serializer.dumps_all(batch.jobs)
+        settled = self._settle_left_behind(batch, events) if self._left_behind else None
+        payloads = None if settled else self._serializer.dumps_all(batch.jobs)
         if payloads is not None:
             ids = job_ids(batch.batch_id, range(len(payloads)))
             flight.extras = ids  # for _span: reports compare with them, not with new ones
         else:
-            ids, payloads = self._dump_one_by_one(batch, events)
-        self._pushed.pop_settled(batch.batch_id)
+            ids, payloads = self._dump_one_by_one(batch, events, settled or set())
+        self._pop_settled(batch.batch_id)
         self.batch_bytes = sum(map(len, payloads))
         if ids:
-            # The whole batch in three arguments (redis_wire.py), not two per job.
+            # The whole batch in three arguments (redis_wire.py), not two per job; and its
+            # seqs, for a resume after a crash (redis_reopen.py).
             args = [
                 self._queue_size, *batch_arguments(ids, payloads), self._push_request(),
-                self._lock_token,
+                self._lock_token, batch.batch_id, seqs_text(batch.seqs),
             ]  # fmt: skip
             while self._held_run("push", self._push_keys, args) < 0:
                 time.sleep(IDLE_POLL_SECONDS)  # the queue is full: workers will lease some
@@ -158,14 +171,48 @@ class RedisExecutor(Executor):
         self._pushes += 1
         return f"{self._session}:{self._pushes}"
 
-    def _dump_one_by_one(self, batch: Batch, events: list[Event]) -> tuple[list[str], list[bytes]]:
-        """The ids and payloads of the jobs of `batch` the serializer can carry; each other
-        fails as such (its JobFailed added to `events`)."""
+    def _settle_left_behind(self, batch: Batch, events: list[Event]) -> set[int]:
+        """Settle the jobs of `batch` that a worker reported while no controller ran the run
+        (their events added to `events`, as a collect's would be); returns their indices.
+        A job done without its result, in a run that writes them, is pushed again: it
+        must not be counted done without its line."""
+        assert self._left_behind is not None
+        done: list[int] = []
+        results: list[Any] = []
+        settled: set[int] = set()
+        for index, outcome in self._left_behind.take(batch.seqs):
+            if outcome.error is None and self._want_results and not outcome.has_result:
+                continue
+            settled.add(index)
+            if outcome.error is not None:
+                self._pushed.mark(batch.batch_id, index, FAILED)
+                events.append(JobFailed(batch.batch_id, index, outcome.error))
+                continue
+            done.append(index)
+            results.append(_result_of(outcome, self._serializer))
+        if done:
+            self._pushed.mark_done(batch.batch_id, done, None)
+            kept = results if self._want_results else None
+            events.insert(0, JobsDone(batch.batch_id, done, kept, 0.0))
+        if not self._left_behind:
+            self._left_behind = None
+        if settled:
+            log.debug("%d jobs of batch %d were reported while no controller ran the run",
+                      len(settled), batch.batch_id)  # fmt: skip
+        return settled
+
+    def _dump_one_by_one(
+        self, batch: Batch, events: list[Event], settled: set[int]
+    ) -> tuple[list[str], list[bytes]]:
+        """The ids and payloads of the jobs of `batch` the serializer can carry, but those
+        `settled` already; each other fails as such (its JobFailed added to `events`)."""
         ids: list[str] = []
         payloads: list[bytes] = []
         serializer = self._serializer
         dumps = serializer.dumps_json_fast if serializer.name == "json" else serializer.dumps
         for index, job in enumerate(batch.jobs):
+            if index in settled:
+                continue
             try:
                 payload = dumps(job)
             except Exception as error:  # whatever the serializer raises for this job
@@ -182,9 +229,13 @@ class RedisExecutor(Executor):
         returned = self._reclaim() if self._reclaim_at is not None else []
         deadline = time.monotonic() + timeout
         while True:
+            let_go = self._let_go
             raw = self._held_run(
-                "collect", self._collect_keys, [COLLECT_AT_ONCE, uuid.uuid4().hex, self._lock_token]
+                "collect",
+                self._collect_keys,
+                [COLLECT_AT_ONCE, uuid.uuid4().hex, self._lock_token, *let_go],
             )
+            del let_go[: len(let_go)]
             remaining = deadline - time.monotonic()
             if raw or remaining <= 0:
                 break
@@ -330,7 +381,7 @@ class RedisExecutor(Executor):
         jobs_done: list[JobsDone] = []
         for batch_id, indices, busy in spans:
             fresh, _ = self._pushed.mark_done(batch_id, indices, None)
-            self._pushed.pop_settled(batch_id)
+            self._pop_settled(batch_id)
             if fresh:
                 share = busy * len(fresh) / len(indices)
                 jobs_done.append(JobsDone(batch_id, fresh, None, share))
@@ -348,7 +399,7 @@ class RedisExecutor(Executor):
                 indices = list(firsts)
                 results = list(firsts.values()) if results is not None else None
             fresh, kept = self._pushed.mark_done(batch_id, indices, results)
-            self._pushed.pop_settled(batch_id)
+            self._pop_settled(batch_id)
             if fresh:
                 busy = finished.busy * len(fresh) / len(finished.indices)
                 jobs_done.append(JobsDone(batch_id, list(fresh), kept, busy))
@@ -378,8 +429,14 @@ class RedisExecutor(Executor):
         """Count a pushed job as reported; False if it was not ours to wait for."""
         if self._pushed.mark(batch_id, index, job_state) is None:
             return False
-        self._pushed.pop_settled(batch_id)
+        self._pop_settled(batch_id)
         return True
+
+    def _pop_settled(self, batch_id: int) -> None:
+        """Take the batch out of the ledger once every job of it is reported; its seqs in
+        Redis go with the next collect (nothing is left to read them by)."""
+        if self._pushed.pop_settled(batch_id) is not None:
+            self._let_go.append(batch_id)
 
 
 class _Finished:
@@ -391,6 +448,10 @@ class _Finished:
         self.indices: list[int] = []
         self.results: list[Any] = []
         self.busy = 0.0
+
+
+def _result_of(outcome: LeftBehind, serializer: Serializer) -> Any:
+    return serializer.from_json(outcome.result) if outcome.has_result else None
 
 
 def _worker_durations(document: dict[str, Any]) -> Durations:

@@ -4,9 +4,11 @@
 -- KEYS[2]  taskrunner:{NAME}:collected       list: the outcomes the last call took
 -- KEYS[3]  taskrunner:{NAME}:collected_by    string: the request id of the last call
 -- KEYS[4]  taskrunner:{NAME}:owner  string: who took the run's lock last (lock_take.lua)
+-- KEYS[5]  taskrunner:{NAME}:seqs       hash: batch id -> the seqs of its jobs (push.lua)
 -- ARGV[1]  the most outcomes to take
 -- ARGV[2]  a request id, new for each call
 -- ARGV[3]  the caller's lock token
+-- ARGV[4..] ids of batches the caller has every outcome of: their seqs are let go
 --
 -- Returns the outcomes taken; they are removed from the list in the same step. A call
 -- repeated with the same request id (the client retried after a lost connection, not
@@ -26,6 +28,9 @@ if not holder and ARGV[3] ~= '' then
     -- lost that state (restarted without persistence, or flushed), and the jobs queued and
     -- leased with it. Waiting for their outcomes would wait for ever.
     return redis.error_reply('RUN_LOST from Redis')
+end
+for i = 4, #ARGV, 500 do
+    redis.call('HDEL', KEYS[5], unpack(ARGV, i, math.min(i + 499, #ARGV)))
 end
 if redis.call('GET', KEYS[3]) == ARGV[2] then
     return redis.call('LRANGE', KEYS[2], 0, -1)

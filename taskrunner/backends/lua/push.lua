@@ -6,12 +6,18 @@
 --                                       that an idle worker waits on (BLPOP) for jobs
 -- KEYS[4]  taskrunner:{NAME}:pushed_by  string: the request id of the last batch added
 -- KEYS[5]  taskrunner:{NAME}:owner  string: who took the run's lock last (lock_take.lua)
+-- KEYS[6]  taskrunner:{NAME}:seqs       hash: batch id -> the seqs of its jobs (see ARGV[8])
 -- ARGV[1]  queue size: the most jobs that may wait
 -- ARGV[2]  the job ids, separated by spaces
 -- ARGV[3]  the length in bytes of each payload, separated by spaces
 -- ARGV[4]  the payloads, one after the other, each followed by one separator byte
 -- ARGV[5]  a request id, new for each batch
 -- ARGV[6]  the caller's lock token
+-- ARGV[7]  the batch's id (the part of its job ids before the colon)
+-- ARGV[8]  the seqs of its jobs, in order, separated by spaces, a run of them as START-STOP
+--          (STOP not included): kept in KEYS[6] while the batch is in flight, so that a
+--          controller resumed after a crash can tell which jobs the outcomes that the
+--          workers reported in the meantime are of (redis_reopen.py)
 --
 -- The batch travels as three arguments, not two per job: redis-py's cost is per argument.
 -- Returns the number of jobs now waiting, or -1 (and adds nothing) when the batch would
@@ -73,6 +79,9 @@ for first = 1, #ids, GROUP do
     redis.call('RPUSH', KEYS[1], unpack(ids, first, last))
 end
 redis.call('SET', KEYS[4], ARGV[5])
+if #ids > 0 and ARGV[7] then
+    redis.call('HSET', KEYS[6], ARGV[7], ARGV[8])
+end
 if #ids > 0 then
     redis.call('LPUSH', KEYS[3], '1')
     redis.call('LTRIM', KEYS[3], 0, 3)

@@ -1,0 +1,117 @@
+"""Redis, -w 0: the controller SIGKILLed while `taskrunner work` processes go on.
+
+The workers drain what the dead controller had pushed, and report it into the run's outcomes
+list, where nobody collects it. `resume` must keep that work (redis_reopen.py): the jobs the
+workers finished while no controller ran the run are not run again, their failures are
+listed once, and with --results each job counted done has exactly one line. (It dropped
+those outcomes with the queue, and ran every such job again: hundreds after a few seconds.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from helpers import Project, wait_for
+from redis_support import RedisServer, serve
+from support_resume import executed
+
+NAME = "jobs.gen"
+TOTAL = 400
+KEY = f"taskrunner:{{{NAME}}}:"
+
+JOBS = f"""
+def gen():
+    return range({TOTAL})
+
+def cb(job):
+    record(job)
+    time.sleep(0.02)
+    if job % 10 == 3:
+        raise ValueError(f"job {{job}} fails")
+    return job
+"""
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    yield from serve(tmp_path_factory.mktemp("redis"))
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    redis_server.client().flushall()
+    return redis_server.url
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("results", [False, True], ids=["plain", "results"])
+def test_jobs_finished_while_the_controller_was_dead_do_not_run_again(
+    project: Project, redis_url: str, redis_server: RedisServer, results: bool
+) -> None:
+    project.write("jobs.py", JOBS)
+    extra = ("--results", "results.jsonl") if results else ()
+    backend = ("--backend", redis_url)
+    controller = project.start(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "0", "--queue-size", "200", "--no-progress",
+        *extra, *backend,
+    )  # fmt: skip
+    workers = [project.start("work", "jobs:cb", "-c", "2", *backend) for _ in range(2)]
+    client = redis_server.client()
+    # The crash comes with jobs running and many more waiting in Redis for the workers.
+    wait_for(
+        lambda: executed(project) >= 30 and client.llen(KEY + "waiting") >= 100,
+        60,
+        interval=0.005,
+        what="30 jobs run and 100 waiting",
+    )
+    os.killpg(controller.pid, signal.SIGKILL)  # the controller alone: it has no workers
+    controller.wait(30)
+    at_crash = project.executions()
+    # The workers drain the queue and report every lease: nobody collects the outcomes.
+    wait_for(
+        lambda: client.llen(KEY + "waiting") == 0 and client.hlen(KEY + "lease_left") == 0,
+        60,
+        interval=0.01,
+        what="the queue drained by the workers",
+    )
+    at_resume = project.executions()
+    while_dead = set(at_resume) - set(at_crash)
+    assert len(while_dead) >= 100, "the workers should have run the jobs left in Redis"
+
+    resumed = project.run("resume", NAME, "-w", "0", "--no-progress", *backend, timeout=90)
+    assert resumed.returncode == 1, resumed  # failed jobs, no other error
+    for worker in workers:
+        assert worker.wait(30).returncode == 0
+    runs = project.executions()
+    assert set(runs) == set(range(TOTAL)), "a job was lost"
+    again = {seq for seq, count in runs.items() if count > 1}
+    print(f"ran while dead: {len(while_dead)}, ran again: {len(again)}")  # seen with -s
+    # Only jobs that started before the crash may run again (those the dead controller had
+    # collected in its last second, not saved): none that the workers ran after it.
+    assert not again & while_dead, (
+        f"{len(again & while_dead)} of the {len(while_dead)} jobs finished while the "
+        f"controller was dead ran again: {sorted(again & while_dead)[:20]}"
+    )
+    assert again <= set(at_crash)
+    assert max(runs.values()) <= 2
+
+    failing = {seq for seq in range(TOTAL) if seq % 10 == 3}
+    status = project.query("status", NAME, *backend)
+    assert (status["state"], status["taken"]) == ("finished", TOTAL), status
+    assert (status["done"], status["failed"], status["pending"]) == (
+        TOTAL - len(failing), len(failing), 0,
+    ), status  # fmt: skip
+    failures = project.query("failures", NAME, *backend)
+    listed = Counter(failure["seq"] for failure in failures)
+    assert set(listed) == failing and max(listed.values()) == 1, listed
+    if results:
+        lines = (project.root / "results.jsonl").read_text().splitlines()
+        written = Counter(json.loads(line)["seq"] for line in lines)
+        assert set(written) == set(range(TOTAL)) - failing, "a job done has no line"
+        assert max(written.values()) == 1, "a job has two lines"
+        assert all(json.loads(line)["result"] == json.loads(line)["seq"] for line in lines)
