@@ -30,7 +30,13 @@ from typing import Any
 from ..records import JobError, Seqs
 from .redis_wire import split_outcome
 
-_NO_RESULT = object()
+
+class _NoResult:
+    def __repr__(self) -> str:
+        return "<no result>"
+
+
+_NO_RESULT = _NoResult()
 
 
 @dataclass(frozen=True)
