@@ -83,7 +83,6 @@ class Controller(SettlesOutcomes):
         # A waiting job's `extra` is its runs in this session so far (what --retries counts);
         # a failed job run again starts anew, and so do the generator's new jobs.
         self._requeue = Requeue(Waiting(seq, job, 0) for seq, job, _ in retry_first or [])
-        self._tally = Tally(record, progress, (seq for seq, _, _ in retry_first or []))
         # What the failure records of those jobs keep, for the record of one that fails again.
         self._failed_before = {seq: before for seq, _, before in retry_first or []}
         # Jobs a stopped session left open after failing: they get the rest of their
@@ -91,6 +90,8 @@ class Controller(SettlesOutcomes):
         self._prior_runs = {int(seq): runs for seq, runs in (record.runs_so_far or {}).items()}
         # Every session adds its jobs' durations to those of the sessions before it.
         self._durations = Durations.from_json(record.durations)
+        retrying = (seq for seq, _, _ in retry_first or [])
+        self._tally = Tally(record, progress, retrying, self._durations)
         self._sent_times = SentTimes()
         self._recent_rate = RecentRate()
         self._saver = RunSaver(
@@ -367,9 +368,11 @@ class Controller(SettlesOutcomes):
             return
         error = error.encodable()  # shown, logged, saved and grouped from here on
         runs = flight.extra(index, 0) + 1
-        if error.duration > 0:  # it ran (and each attempt counts): not one refused unrun
-            self._durations.add(error.duration, flight.keys[index], shown_job(flight.jobs[index]))
         if runs <= self.options.retries and error.error_type not in NOT_RETRIED:
+            if error.duration > 0:  # it ran, and each attempt counts; a final failure's
+                # duration is counted when the failure is checkpointed (Tally)
+                seq, job = flight.keys[index], shown_job(flight.jobs[index])
+                self._durations.add(error.duration, seq, job)
             self._ledger.mark(batch_id, index, HANDED_BACK)
             self._requeue.retry_later(Waiting(flight.keys[index], flight.jobs[index], runs), error)
         else:

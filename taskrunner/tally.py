@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 
+from .durations import Durations
 from .ledger import DONE, FAILED
 from .plaintext import clipped, shown
 from .progress import Progress
 from .records import Failure
-from .store import RunRecord
+from .store import RunRecord, shown_job
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,22 @@ class Tally:
     `retrying`: the seqs of failed jobs that `resume --retry-failed` runs again. Their failure
     stays recorded (and counted) until they enter the checkpoint again, so that a stop before
     then loses none: failing again replaces the record, passing removes it.
+
+    `durations`: the run's, saved with the checkpoint. A final failure's duration enters them
+    with its failure row, as a done job's enters with the checkpoint (its Done comes with the
+    job's duration, and the job is in the checkpoint at the next save): after a crash, a job
+    that runs again has been counted in neither, and its duration counts once.
     """
 
-    def __init__(self, record: RunRecord, progress: Progress, retrying: Iterable[int]) -> None:
+    def __init__(
+        self,
+        record: RunRecord,
+        progress: Progress,
+        retrying: Iterable[int],
+        durations: Durations | None = None,
+    ) -> None:
         self._record = record
+        self._durations = durations
         self._progress = progress
         self._retrying = set(retrying)
         self.session_done = 0
@@ -106,6 +119,9 @@ class Tally:
     def _failure_checkpointed(self, seq: int) -> None:
         failure = self._held_failures.pop(seq)
         self._new_failures.append(failure)
+        if self._durations is not None and failure.duration > 0:
+            # It ran (a failure refused unrun has none): counted with its row, not before.
+            self._durations.add(failure.duration, seq, shown_job(failure.job))
         if seq in self._retrying:
             self._retrying.discard(seq)  # failed again: counted once, its record replaced
         else:

@@ -107,6 +107,9 @@ def _crash_and_resume(project: Project, backend: tuple[str, ...], saved: Callabl
     counts = (status["done"], status["failed"], status["pending"])
     assert counts == (len(done), len(failed), 0), (counts, sum(runs.values()) - TOTAL, "re-runs")
     assert status["state"] == "finished", status
+    # Each job that ended has one duration: none of a job counted again after it ran again.
+    durations = status["durations"]["count"]
+    assert durations == len(done) + len(failed), (durations, counts)
     listed = project.failures(NAME) if not backend else _failures(project, backend)
     assert set(listed) == failed, (
         f"listed for jobs that finished: {sorted(set(listed) - failed)[:10]}; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+from taskrunner.durations import Durations
 from taskrunner.ledger import DONE, FAILED, HANDED_BACK
 from taskrunner.progress import Progress
 from taskrunner.records import Failure
@@ -50,3 +51,16 @@ def test_a_retried_failure_is_replaced_or_removed_when_its_job_is_checkpointed()
     new, cleared = counts.unsaved()
     assert ([f.seq for f in new], cleared) == ([9], [4])
     assert (record.done, record.failed) == (11, 1)
+
+
+def test_a_failures_duration_counts_once_its_job_is_checkpointed() -> None:
+    record = RunRecord(name="r", gen="m:g", callback="m:c", args={}, options={})
+    progress = Progress(total=None, done=0, failed=0, show=False, stream=io.StringIO())
+    durations = Durations()
+    counts = Tally(record, progress, (), durations)
+    counts.failed(failure(12))
+    counts.failed(Failure(13, 13, "UnpicklingError", "never ran", "", 1, 0.0))
+    assert durations.count == 0  # a crash now runs both again: neither counted yet
+    counts.checkpointed([12, 13], bytes([FAILED, FAILED]))
+    assert durations.count == 1  # the one that ran, with its row
+    assert [(seconds, seq) for seconds, seq, _ in durations.slowest] == [(0.1, 12)]
