@@ -294,7 +294,7 @@ def _work(ns: argparse.Namespace, verbosity: int) -> int:
         workers=ns.workers if ns.workers is not None else (os.cpu_count() or 1),
         concurrency=ns.concurrency or 1,
         wait_seconds=ns.wait,
-        serializer=ns.serializer,
+        serializer=ns.serializer or "json",
         verbosity=verbosity,
         parent_pid=ns.parent_pid,
     )
@@ -305,7 +305,7 @@ def _backend(ns: argparse.Namespace) -> Any:
 
     return Backend(
         ns.backend,
-        serializer=getattr(ns, "serializer", "json"),
+        serializer=getattr(ns, "serializer", None),
         lease=getattr(ns, "lease", None),
         # Not `or`: --keep 0 is refused as not above 0, not read as the default.
         keep=None if getattr(ns, "keep", None) is None else ns.keep * 86400,
@@ -391,7 +391,6 @@ def _build_parser() -> _Parser:
         )
         sub.add_argument(
             "--serializer",
-            default="json",
             choices=("json", "pickle"),
             help="Redis payloads: json (the default) or pickle (anyone who can write to that "
             "Redis can then run code on the workers)",

@@ -127,7 +127,9 @@ class Backend:
     backends whose workers join from elsewhere."""
 
     url: str = "local"
-    serializer: str = "json"  # Redis only: "pickle" lets any Redis writer run code on workers
+    # Redis only: "json" or "pickle" (which lets any Redis writer run code on workers); None:
+    # json. None, not the name, so that a local run can tell --serializer was given.
+    serializer: str | None = None
     # Redis only: seconds a worker holds a job without a heartbeat; None: DEFAULT_LEASE for a
     # new run, the run's own (its last session's) for a resumed one.
     lease: float | None = None
@@ -164,7 +166,7 @@ class WorkerSettings:
     def for_run(cls, callback: str, options: RunOptions, backend: Backend) -> WorkerSettings:
         return cls(
             callback=callback,
-            serializer=backend.serializer,
+            serializer=backend.serializer or "json",
             lease=backend.lease,
             retries=options.retries,
             timeout=options.timeout,

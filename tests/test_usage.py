@@ -111,6 +111,31 @@ def test_a_resume_with_no_run_creates_no_state(
     assert list((project.root / "empty").iterdir()) == [], "a refused resume made state"
 
 
+@pytest.mark.parametrize("serializer", ["pickle", "json"])
+def test_serializer_in_a_local_run_is_refused(project: Project, serializer: str):
+    """--serializer is for Redis payloads: given to a local spawn (at its default too, as
+    --lease and --keep are), it is a forgotten --backend, refused before anything is made."""
+    project.write("both.py", WITH_BOTH)
+    result = project.run("spawn", "both:gen", "both:handle_job", *FAST, "--serializer", serializer)
+    assert_usage_error(result)
+    assert "--serializer applies to the Redis backend only" in result.stderr, result
+    assert "--backend redis://" in result.stderr, result
+    assert not project.log.exists(), "a job ran"
+    assert not (project.root / ".taskrunner").exists(), "nothing run, no state changed"
+
+
+def test_serializer_given_to_a_local_resume_is_refused(project: Project):
+    """resume takes --serializer too: refused for a local run, which stays as it was."""
+    project.write("both.py", WITH_BOTH)
+    spawned = project.run("spawn", "both:gen", "both:handle_job", *FAST, "--limit", "5")
+    assert spawned.returncode == 0, spawned
+    before = project.status("both.gen")
+    result = project.run("resume", "both.gen", *FAST, "--serializer", "pickle", "--lease", "5")
+    assert_usage_error(result)
+    assert "--lease and --serializer apply to the Redis backend only" in result.stderr, result
+    assert project.status("both.gen") == before
+
+
 def test_module_alone_is_taskmasters_form(project: Project):
     """`taskrunner spawn mymodule` takes mymodule:get_jobs and mymodule:handle_job."""
     project.write("mymodule.py", TASKMASTER)

@@ -26,18 +26,25 @@ class LocalBackend:
     name = "local"
 
     def check(self, backend: Backend) -> None:
-        # A local run has no leases and no keys to expire: --lease or --keep given to one is
-        # a command meant for a Redis run (a forgotten --backend), not a setting to ignore.
+        # A local run has no leases, no keys to expire and no payloads in Redis: --lease,
+        # --keep or --serializer given to one (even at its default) is a command meant for a
+        # Redis run (a forgotten --backend), not a setting to ignore.
         given = [
             option
-            for option, value in (("--lease", backend.lease), ("--keep", backend.keep))
+            for option, value in (
+                ("--lease", backend.lease),
+                ("--keep", backend.keep),
+                ("--serializer", backend.serializer),
+            )
             if value is not None
         ]
         if given:
+            listed = ", ".join(given[:-1]) + (" and " if len(given) > 1 else "") + given[-1]
+            several = len(given) > 1
             raise OptionError(
-                f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to the "
-                "Redis backend only (--backend redis://...); a local run has no leases and "
-                "no keys to expire"
+                f"{listed} {'apply' if several else 'applies'} to the Redis backend only: "
+                f"give --backend redis://..., or leave {'them' if several else 'it'} out "
+                "for a local run"
             )
 
     def check_workers(self, options: RunOptions) -> None:

@@ -496,7 +496,7 @@ class RedisBackend:
     name = "Redis"
 
     def check(self, backend: Backend) -> None:
-        Serializer(backend.serializer)  # checks the name
+        Serializer(backend.serializer or "json")  # checks the name
         if backend.serializer == "pickle":
             log.warning(
                 "--serializer pickle: anyone who can write to this Redis can run code on workers"
