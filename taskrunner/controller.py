@@ -369,10 +369,14 @@ class Controller(SettlesOutcomes):
         error = error.encodable()  # shown, logged, saved and grouped from here on
         runs = flight.extra(index, 0) + 1
         if runs <= self.options.retries and error.error_type not in NOT_RETRIED:
+            seq = flight.keys[index]
             if error.duration > 0:  # it ran, and each attempt counts; a final failure's
                 # duration is counted when the failure is checkpointed (Tally)
-                seq, job = flight.keys[index], shown_job(flight.jobs[index])
-                self._durations.add(error.duration, seq, job)
+                self._durations.add(error.duration, seq, shown_job(flight.jobs[index]))
+            before = self._failed_before.get(seq)
+            if before is not None:  # a failure run again by --retry-failed failed again
+                failure = self._failure(seq, flight.jobs[index], error, runs, before)
+                self._tally.attempted(failure)
             self._ledger.mark(batch_id, index, HANDED_BACK)
             self._requeue.retry_later(Waiting(flight.keys[index], flight.jobs[index], runs), error)
         else:
@@ -384,21 +388,26 @@ class Controller(SettlesOutcomes):
         attempts = flight.extra(index, 0) + 1
         seq, job = flight.keys[index], flight.jobs[index]
         self._requeue.settled(seq)
+        before = self._failed_before.pop(seq, None)
+        self._tally.failed(self._failure(seq, job, error, attempts, before))
+        self._check_failures()
+
+    def _failure(
+        self, seq: int, job: Any, error: JobError, attempts: int, before: FailedBefore | None
+    ) -> Failure:
+        """The failure record of a job that failed after `attempts` runs in this session;
+        `before`: what its record kept, for a failed job run again by --retry-failed."""
         group = group_id(error.error_type, error.message, error.traceback)
         now = time.time()
         first_failed_at = now
-        before = self._failed_before.pop(seq, None)
         if before is not None:  # a failed job run again by --retry-failed: failed again
             attempts += before.attempts
             if before.group == group and before.first_failed_at:
                 first_failed_at = before.first_failed_at  # the same cause: seen since then
-        self._tally.failed(
-            Failure(
-                seq, job, error.error_type, error.message, error.traceback, attempts,
-                error.duration, group=group, failed_at=now, first_failed_at=first_failed_at,
-            )
+        return Failure(
+            seq, job, error.error_type, error.message, error.traceback, attempts,
+            error.duration, group=group, failed_at=now, first_failed_at=first_failed_at,
         )  # fmt: skip
-        self._check_failures()
 
     def _check_failures(self) -> None:
         failed, ended = self._tally.session_failed, self._tally.session_jobs

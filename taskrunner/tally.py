@@ -57,6 +57,9 @@ class Tally:
         self._unsaved_done = 0
         self._held_failures: dict[int, Failure] = {}
         self._new_failures: list[Failure] = []
+        # Failed jobs run again by --retry-failed that failed once more and wait to run again:
+        # their records as they stand now, written at the next save (see `attempted`).
+        self._attempted: dict[int, Failure] = {}
         self._cleared_failures: list[int] = []
 
     @property
@@ -94,6 +97,13 @@ class Tally:
             if listed == LOGGED_FAILURES:
                 log.warning("further failures are not logged: 'taskrunner failures' lists them")
 
+    def attempted(self, failure: Failure) -> None:
+        """A failed job that `resume --retry-failed` runs again failed once more, and waits to
+        run again (its --retries): its record counts this attempt from the next save on, so
+        that a stop (or a crash) before its last run ends keeps every attempt made. Its final
+        outcome, once checkpointed, replaces or removes the record as before."""
+        self._attempted[failure.seq] = failure
+
     # -- saved: as jobs enter the checkpoint --------------------------------------------------
 
     def checkpointed(self, seqs: Sequence[int], states: bytes | bytearray) -> None:
@@ -113,12 +123,14 @@ class Tally:
                 if job_state == DONE and seq in self._retrying:
                     # A failed job passed on retry: its failure record goes.
                     self._retrying.discard(seq)
+                    self._attempted.pop(seq, None)
                     self._cleared_failures.append(seq)
                     self._record.failed -= 1
 
     def _failure_checkpointed(self, seq: int) -> None:
         failure = self._held_failures.pop(seq)
         self._new_failures.append(failure)
+        self._attempted.pop(seq, None)  # its final record replaces the one of its attempts
         if self._durations is not None and failure.duration > 0:
             # It ran (a failure refused unrun has none): counted with its row, not before.
             self._durations.add(failure.duration, seq, shown_job(failure.job))
@@ -129,8 +141,12 @@ class Tally:
 
     def unsaved(self) -> tuple[list[Failure], list[int]]:
         """The failure rows to save, and the seqs whose rows go, until saved() says they are:
-        those of the jobs in the checkpoint the same save writes."""
+        those of the jobs in the checkpoint the same save writes, and the records of the
+        failed jobs run again that failed once more since the last save."""
+        if self._attempted:
+            return [*self._new_failures, *self._attempted.values()], self._cleared_failures
         return self._new_failures, self._cleared_failures
 
     def saved(self) -> None:
         self._new_failures, self._cleared_failures = [], []
+        self._attempted = {}

@@ -118,3 +118,35 @@ def test_a_retried_failure_counts_every_attempt_and_its_group_keeps_its_first_se
         attempts = [(failure["seq"], failure["attempts"]) for failure in failures]
         assert (attempts, group["first_seen"]) == ([(7, runs)], aged["first_seen"]), session
         assert seen(group, "last_seen") - seen(aged, "last_seen") >= timedelta(hours=1), group
+
+
+def test_a_retried_failure_stopped_in_its_backoff_counts_every_attempt(
+    project: Project, backend: tuple[str, ...]
+) -> None:
+    """`resume --retry-failed --retries 5` of a job that fails again and again, stopped with
+    SIGINT while the job waits out its backoff (4 s after its third run of the session): the
+    failure saved counts every run made, not those of before the session; the next retry
+    counts on from there."""
+    project.write("jobs.py", ALWAYS_FAILS)
+    workers = ("-w", "1") if backend else ()
+    options = (*FAST, *backend, *workers)
+    first = project.run("spawn", "jobs:gen", "jobs:cb", *options)
+    assert first.returncode == 1, first
+    assert [f["attempts"] for f in project.query("failures", NAME, *backend)] == [1]
+
+    run = project.start("resume", NAME, "--retry-failed", "--retries", "5", *options)
+    wait_for(lambda: project.executions()[7] >= 4, 30, what="three more runs of job 7")
+    stopped = stop_run(run, signal.SIGINT, group=False)
+    assert stopped.returncode == 130, stopped
+    runs = project.executions()[7]
+    assert runs < 7, f"the stop came after the last retry ({runs} runs): nothing tested"
+    failures = project.query("failures", NAME, *backend)
+    assert [(f["seq"], f["attempts"]) for f in failures] == [(7, runs)], (failures, runs)
+    status = project.query("status", NAME, *backend)
+    assert (status["done"], status["failed"], status["pending"]) == (19, 1, 0), status
+
+    again = project.run("resume", NAME, "--retry-failed", "--retries", "0", *options)
+    assert again.returncode == 1, again
+    assert project.executions()[7] == runs + 1, project.executions()
+    failures = project.query("failures", NAME, *backend)
+    assert [(f["seq"], f["attempts"]) for f in failures] == [(7, runs + 1)], failures

@@ -64,3 +64,22 @@ def test_a_failures_duration_counts_once_its_job_is_checkpointed() -> None:
     counts.checkpointed([12, 13], bytes([FAILED, FAILED]))
     assert durations.count == 1  # the one that ran, with its row
     assert [(seconds, seq) for seconds, seq, _ in durations.slowest] == [(0.1, 12)]
+
+
+def test_a_retried_failure_that_failed_again_is_saved_until_its_job_ends() -> None:
+    """--retry-failed: a job that failed once more and waits to run again has its record (with
+    this attempt) written at the next save; its final outcome replaces or removes it."""
+    counts, record = tally(retrying=(4, 9), done=10, failed=2)
+    counts.attempted(failure(4))
+    counts.attempted(failure(9))
+    assert sorted(f.seq for f in counts.unsaved()[0]) == [4, 9]
+    counts.saved()
+    assert counts.unsaved() == ([], [])  # written once
+    counts.attempted(failure(4))
+    counts.attempted(failure(9))
+    counts.done(1)  # seq 4 passes
+    counts.failed(failure(9))  # seq 9 fails for good
+    counts.checkpointed([4, 9], bytes([DONE, FAILED]))
+    new, cleared = counts.unsaved()
+    assert ([f.seq for f in new], cleared) == ([9], [4])  # no row of an attempt left
+    assert (record.done, record.failed) == (11, 1)
