@@ -41,14 +41,24 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
     yield from serve(tmp_path / "redis")
 
 
-@pytest.mark.parametrize("workers", ["2", "0"])
+@pytest.mark.parametrize(
+    ("workers", "queue"),
+    [
+        pytest.param("2", (), id="local-workers"),
+        pytest.param("0", (), id="joined-workers"),
+        # A short queue, which the controller tops up after each outcome it collects: it
+        # pushes jobs after the flush, and the workers lease and report them.
+        pytest.param("2", ("--queue-size", "20"), id="local-workers-short-queue"),
+        pytest.param("0", ("--queue-size", "20"), id="joined-workers-short-queue"),
+    ],
+)
 def test_a_run_whose_state_redis_lost_stops_in_one_line(
-    project: Project, server: RedisServer, workers: str
+    project: Project, server: RedisServer, workers: str, queue: tuple[str, ...]
 ) -> None:
     project.write("jobs.py", JOBS)
     backend = ("--backend", server.url)
     controller = project.start(
-        "spawn", "jobs:gen", "jobs:cb", "-w", workers, "--no-progress", *backend
+        "spawn", "jobs:gen", "jobs:cb", "-w", workers, "--no-progress", *queue, *backend
     )  # fmt: skip
     joined = []
     if workers == "0":  # the workers of another machine
@@ -75,3 +85,14 @@ def test_a_run_whose_state_redis_lost_stops_in_one_line(
         client.close()
     for worker in joined:
         assert worker.wait(60).returncode == 2
+    # Every process of the run is gone: what it left of the run must expire, not stay for ever
+    # (the keys of a run Redis lost are no one's to delete).
+    client = server.client()
+    try:
+        left = {
+            key.decode(): client.ttl(key) for key in client.scan_iter("taskrunner:{jobs.gen}:*")
+        }
+    finally:
+        client.close()
+    for_ever = sorted(key for key, ttl in left.items() if ttl == -1)
+    assert not for_ever, f"keys of the lost run without an expiry: {for_ever} (all left: {left})"

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
+import redis
 from redis_support import RedisServer, feeding_executor, serve
 
 from taskrunner.backends.redis import RedisConnection, run_key
@@ -348,3 +349,29 @@ def test_the_controllers_recall_takes_back_suspects_waiting_alone(
     assert [(event.batch_id, sorted(event.indices)) for event in events] == [(1, [0, 1, 2])]
     assert executor.outstanding() == 0
     assert client.llen(run_key(NAME, "alone")) == 0
+
+
+@pytest.mark.parametrize("script", ["push", "recall"])
+def test_a_controller_whose_run_redis_lost_writes_nothing(
+    connection: RedisConnection, script: str
+) -> None:
+    """The run's owner is gone (a flush, a restart without persistence): a push or a recall
+    of the controller that took the lock is refused with RUN_LOST, and leaves no key."""
+    owner_keys = [*PUSH_KEYS[:-1], run_key(NAME, "owner")]
+    args: list[object] = [10, "1:0", "1", b"7,", "p1", "token"]
+    if script == "recall":
+        owner_keys, args = [*RECALL_KEYS[:-1], run_key(NAME, "owner")], ["q1", "token"]
+    with pytest.raises(redis.ResponseError, match="RUN_LOST"):
+        connection.run(script, owner_keys, args)
+    assert connection.client.keys("*") == []
+
+
+def test_a_pace_expires_once_its_time_has_passed(connection: RedisConnection) -> None:
+    """--rate's next start time is kept only as long as it is ahead: a run Redis lost keeps
+    no pace key for ever."""
+    pace = run_key(NAME, "pace")
+    assert connection.run("pace", [pace], [3, 100]) == 0
+    assert 0 < connection.client.pttl(pace) <= 300 + 1000
+    _push(connection, {"1:0": b"0", "1:1": b"1"})
+    connection.run("pop", POP_KEYS, [2, 30000, f"{WID}:1", 1, 100, 1])
+    assert 0 < connection.client.pttl(pace) <= 500 + 1000

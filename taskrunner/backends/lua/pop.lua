@@ -262,6 +262,8 @@ local interval = tonumber(ARGV[5])
 if interval > 0 then
     local first_start = math.max(now, tonumber(redis.call('GET', KEYS[9]) or '0'))
     reply[2] = first_start - now
-    redis.call('SET', KEYS[9], tostring(first_start + #leased * interval))
+    -- Expires once its time has passed (a time in the past paces as none): see pace.lua.
+    local next_start = first_start + #leased * interval
+    redis.call('SET', KEYS[9], tostring(next_start), 'PX', string.format('%d', math.ceil(next_start - now) + 1000))
 end
 return reply

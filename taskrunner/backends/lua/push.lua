@@ -28,7 +28,9 @@
 -- Refused, with the error TAKEN_OVER, when another controller took the run's lock since this
 -- one did (it stalled past it), even if that one has let go: a controller that lost its run
 -- neither feeds it nor takes its outcomes. A lock that lapsed and that nobody took is no
--- refusal: the controller takes it back.
+-- refusal: the controller takes it back. Refused with RUN_LOST, writing nothing, when the
+-- run's owner is gone (Redis lost the run's state): jobs pushed then would re-create the
+-- run's keys without an expiry, and workers would lease and report them.
 
 local GROUP = 500  -- elements per command: well under Lua's stack limit for unpack
 -- GUARD: a field longer than the compact encodings allow, kept in the hashes that hold a
@@ -39,6 +41,9 @@ local GUARD = 'guard:' .. string.rep('-', 70)
 local holder = redis.call('GET', KEYS[5])
 if holder and holder ~= ARGV[6] then
     return redis.error_reply('TAKEN_OVER by another controller')
+end
+if not holder and ARGV[6] ~= '' then
+    return redis.error_reply('RUN_LOST from Redis')
 end
 if redis.call('GET', KEYS[4]) == ARGV[5] then
     return redis.call('LLEN', KEYS[1])

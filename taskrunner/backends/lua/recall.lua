@@ -14,11 +14,16 @@
 -- Refused, with the error TAKEN_OVER, when another controller took the run's lock since this
 -- one did (it stalled past it), even if that one has let go: a controller that lost its run
 -- neither feeds it nor takes its outcomes. A lock that lapsed and that nobody took is no
--- refusal: the controller takes it back.
+-- refusal: the controller takes it back. Refused with RUN_LOST, writing nothing, when the
+-- run's owner is gone (Redis lost the run's state): there is nothing to take back, and the
+-- list of what it took would stay without an expiry.
 
 local holder = redis.call('GET', KEYS[6])
 if holder and holder ~= ARGV[2] then
     return redis.error_reply('TAKEN_OVER by another controller')
+end
+if not holder and ARGV[2] ~= '' then
+    return redis.error_reply('RUN_LOST from Redis')
 end
 if redis.call('GET', KEYS[4]) == ARGV[1] then
     return redis.call('LRANGE', KEYS[3], 0, -1)
