@@ -11,7 +11,8 @@ from taskrunner.backends.redis_reopen import (
     parse_seqs,
     seqs_text,
 )
-from taskrunner.records import Batch, JobError, JobFailed, JobsDone
+from taskrunner.durations import Durations, bucket_of
+from taskrunner.records import JobError
 
 
 def _entry(ids: str, refused: str = "", **document: object) -> bytes:
@@ -61,54 +62,20 @@ def test_each_outcome_is_taken_once_by_the_batch_that_takes_its_seq():
     assert len(outcomes) == 0 and not outcomes
 
 
-class _Connection:
-    """Stands in for RedisConnection: every push is taken, and kept."""
-
-    url = "redis://unused"
-
-    def __init__(self) -> None:
-        self.pushed: list[list[object]] = []
-
-    def run(self, script: str, keys: list[str], args: list[object]) -> object:
-        if script == "push":
-            self.pushed.append(args)
-        return 1
-
-
-def _executor(outcomes: dict[int, LeftBehind], *, want_results: bool):  # type: ignore[no-untyped-def]
-    from taskrunner.backends.redis import Serializer
-    from taskrunner.backends.redis_executor import RedisExecutor
-
-    connection = _Connection()
-    executor = RedisExecutor(
-        connection,  # type: ignore[arg-type]
-        "unit",
-        serializer=Serializer("json"),
-        queue_size=100,
-        local_workers=0,
-        concurrency=1,
-        callback="unused:unused",
-        verbosity=0,
-        left_behind=LeftBehindOutcomes(outcomes),
-    )
-    executor._want_results = want_results  # what start() reads from the run's meta
-    return executor, connection
-
-
-def test_the_jobs_reported_while_no_controller_ran_are_settled_not_pushed():
-    failure = JobError("ValueError", "no", "tb", 0.5)
-    outcomes = {11: LeftBehind(result=[11]), 12: LeftBehind(failure), 13: LeftBehind()}
-    executor, connection = _executor(outcomes, want_results=True)
-    events = executor.submit(Batch(1, range(10, 15), [10, 11, 12, 13, 14]))
-    # 13 was done without its result (in a run that writes them): it runs again.
-    assert events == [JobsDone(1, [1], [[11]], 0.0), JobFailed(1, 2, failure)]
-    assert executor.outstanding() == 3
-    (args,) = connection.pushed
-    assert args[1] == "1:0 1:3 1:4" and args[-2:] == [1, "10-15"]
-    assert executor.submit(Batch(2, [12], [12])) == [], "a failure retried runs"
-
-
-def test_without_results_a_job_done_is_done_without_its_line():
-    executor, connection = _executor({0: LeftBehind(), 1: LeftBehind(result=1)}, want_results=False)
-    assert executor.submit(Batch(1, range(2), [0, 1])) == [JobsDone(1, [0, 1], None, 0.0)]
-    assert executor.outstanding() == 0 and connection.pushed == []
+def test_each_done_job_gets_one_of_the_durations_its_reports_counted():
+    """A report counts durations in a histogram, naming its slowest: those keep their own,
+    the others get the histogram's, so the run's durations count each job once."""
+    seqs = {b"1": b"0-4"}
+    durations = Durations()
+    for seconds, key in ((0.010, None), (0.020, None), (0.021, None), (3.0, "1:2")):
+        durations.add(seconds, key)
+    entries = [_entry("1:0 1:1 1:2", d=durations.as_json()), _entry("1:3")]
+    found = left_behind(entries, seqs)
+    assert found[2].named and found[2].seconds == 3.0
+    spread = sorted(found[seq].seconds for seq in (0, 1, 3))
+    assert [bucket_of(seconds) for seconds in spread] == [
+        bucket_of(0.010),
+        bucket_of(0.020),
+        bucket_of(0.021),
+    ], spread
+    assert not any(found[seq].named for seq in (0, 1, 3))

@@ -180,6 +180,7 @@ class RedisExecutor(Executor):
         done: list[int] = []
         results: list[Any] = []
         settled: set[int] = set()
+        durations = Durations()
         for index, outcome in self._left_behind.take(batch.seqs):
             if outcome.error is None and self._want_results and not outcome.has_result:
                 continue
@@ -190,10 +191,12 @@ class RedisExecutor(Executor):
                 continue
             done.append(index)
             results.append(_result_of(outcome, self._serializer))
+            # Its report's duration, as the report would have given it (a slow one named).
+            durations.add(outcome.seconds, (batch.batch_id, index) if outcome.named else None)
         if done:
             self._pushed.mark_done(batch.batch_id, done, None)
             kept = results if self._want_results else None
-            events.insert(0, JobsDone(batch.batch_id, done, kept, 0.0))
+            events.insert(0, JobsDone(batch.batch_id, done, kept, 0.0, durations))
         if not self._left_behind:
             self._left_behind = None
         if settled:

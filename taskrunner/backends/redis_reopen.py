@@ -23,10 +23,12 @@ runs again would then settle it without running it.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..durations import Durations, bucket_of, bucket_value
 from ..records import JobError, Seqs
 from .redis_wire import split_outcome
 
@@ -42,10 +44,14 @@ _NO_RESULT = _NoResult()
 @dataclass(frozen=True)
 class LeftBehind:
     """One job's outcome, reported while no controller ran the run: done (with its result,
-    as the worker sent it, when it sent one), or failed with `error`."""
+    as the worker sent it, when it sent one), or failed with `error`. A done job's
+    `seconds` is its own when its worker named it among the slowest (`named`), else one of
+    the durations the reports counted (_with_durations)."""
 
     error: JobError | None = None
     result: Any = _NO_RESULT
+    seconds: float = 0.0
+    named: bool = False
 
     @property
     def has_result(self) -> bool:
@@ -93,29 +99,42 @@ def left_behind(
     the batches' seqs. A job reported done wins over a failure of it: it finished."""
     by_seq: dict[int, LeftBehind] = {}
     seqs_of: dict[str, list[int] | None] = {}
+    counted = Durations()  # what the reports say their done jobs took
+    named: dict[int, float] = {}  # seq -> seconds, of the slow jobs they name
+
+    def seq_of(job_id: str) -> int | None:
+        batch, _, index_text = job_id.partition(":")
+        if batch not in seqs_of:
+            raw = seqs_by_batch.get(batch.encode())
+            seqs_of[batch] = parse_seqs(raw.decode()) if raw is not None else None
+        seqs = seqs_of[batch]
+        try:
+            index = int(index_text)
+        except ValueError:
+            return None
+        if seqs is None or not 0 <= index < len(seqs):
+            return None  # its batch's seqs are not known: it runs again
+        return seqs[index]
+
     for entry in entries:
         try:
             ids, refused, report = split_outcome(entry)
-        except (ValueError, UnicodeDecodeError):
+            durations = Durations.from_json(report.get("d"))
+        except (ValueError, UnicodeDecodeError, TypeError, KeyError):
             continue  # not an outcome we can read: its job runs again
+        counted.merge(Durations(durations.counts, durations.count, durations.total))
+        for seconds, job_id, _job in durations.slowest:
+            if isinstance(job_id, str) and (slow := seq_of(job_id)) is not None:
+                named[slow] = seconds
         failed = report.get("f") or {}
         lost = report.get("lost") or {}
         results = report.get("r")
         for job_id in ids:
             if job_id in refused:
                 continue
-            batch, _, index_text = job_id.partition(":")
-            if batch not in seqs_of:
-                raw = seqs_by_batch.get(batch.encode())
-                seqs_of[batch] = parse_seqs(raw.decode()) if raw is not None else None
-            seqs = seqs_of[batch]
-            try:
-                index = int(index_text)
-            except ValueError:
+            seq = seq_of(job_id)
+            if seq is None:
                 continue
-            if seqs is None or not 0 <= index < len(seqs):
-                continue  # its batch's seqs are not known: it runs again
-            seq = seqs[index]
             if job_id in failed:
                 error_type, message, traceback, duration = failed[job_id]
                 outcome = LeftBehind(JobError(error_type, message, traceback, duration))
@@ -132,7 +151,37 @@ def left_behind(
             before = by_seq.get(seq)
             if before is None or before.error is not None:
                 by_seq[seq] = outcome
-    return by_seq
+    return _with_durations(by_seq, counted, named)
+
+
+def _with_durations(
+    by_seq: dict[int, LeftBehind], counted: Durations, named: dict[int, float]
+) -> dict[int, LeftBehind]:
+    """Each done job with a duration, so that settling it counts it once in the run's
+    durations, as its report would have. A report counts its jobs' durations in a
+    histogram, not job by job (and not always with the lease its jobs are of): the slow
+    jobs it names get their own, the others the histogram's, bucket by bucket, and a job
+    beyond what the histograms hold their mean. Over all of them the counts are the
+    reports' own; which job had which of the unnamed durations is not known, nor shown."""
+    remaining = dict(counted.counts)
+    for seconds in (named[seq] for seq in by_seq if seq in named):
+        bucket = bucket_of(seconds)
+        if remaining.get(bucket):
+            remaining[bucket] -= 1
+    spread = (
+        bucket_value(bucket) for bucket in sorted(remaining) for _ in range(remaining[bucket])
+    )
+    mean = counted.total / counted.count if counted.count else 0.0
+    timed: dict[int, LeftBehind] = {}
+    for seq in sorted(by_seq):
+        outcome = by_seq[seq]
+        if outcome.error is None:
+            if seq in named:
+                outcome = dataclasses.replace(outcome, seconds=named[seq], named=True)
+            else:
+                outcome = dataclasses.replace(outcome, seconds=next(spread, mean))
+        timed[seq] = outcome
+    return timed
 
 
 class LeftBehindOutcomes:
