@@ -153,7 +153,8 @@ class WorkerSettings:
     """
 
     callback: str
-    serializer: str = "json"
+    # None (not given to resume): the store keeps the run's own; for a new run, json.
+    serializer: str | None = "json"
     # Seconds a worker holds a job without a heartbeat; None (not given to resume): the
     # store keeps the run's own.
     lease: float | None = DEFAULT_LEASE
@@ -166,7 +167,7 @@ class WorkerSettings:
     def for_run(cls, callback: str, options: RunOptions, backend: Backend) -> WorkerSettings:
         return cls(
             callback=callback,
-            serializer=backend.serializer or "json",
+            serializer=backend.serializer,
             lease=backend.lease,
             retries=options.retries,
             timeout=options.timeout,
@@ -177,7 +178,7 @@ class WorkerSettings:
     def as_fields(self) -> dict[str, str]:
         return {
             "callback": self.callback,
-            "serializer": self.serializer,
+            "serializer": self.serializer or "json",
             "lease": "" if self.lease is None else str(self.lease),
             "retries": str(self.retries),
             "timeout": "" if self.timeout is None else str(self.timeout),

@@ -63,7 +63,10 @@ def test_the_public_backend_options_keep_their_name_and_fields() -> None:
 
 def test_worker_settings_come_back_as_they_were_written() -> None:
     options = RunOptions(workers=1, retries=2, timeout=1.5, rate=20, results="out.jsonl")
-    written = WorkerSettings.for_run("jobs:cb", options, Backend("redis://h/0", lease=7.0))
+    given = Backend("redis://h/0", serializer="json", lease=7.0)
+    written = WorkerSettings.for_run("jobs:cb", options, given)
+    # Not given (to resume): None, the store keeps the run's own (a new run's is json).
+    assert WorkerSettings.for_run("jobs:cb", options, Backend("redis://h/0")).serializer is None
     # As Redis gives a hash back: bytes, with the run's state beside the settings.
     stored = {k.encode(): v.encode() for k, v in written.as_fields().items()}
     stored[b"state"] = b"running"

@@ -334,6 +334,38 @@ def test_pickle_serializer_carries_any_picklable_job(project: Project, redis_url
     assert again.returncode == 0, again
 
 
+def test_a_pickle_run_resumes_with_its_own_serializer(project: Project, redis_url: str):
+    """`resume` without --serializer keeps the run's pickle (it wrote json into the run's
+    settings, and the jobs JSON cannot carry failed as such); one given another is
+    refused, exit 2, before anything is taken."""
+    project.write(
+        "jobs.py",
+        """
+        def gen():
+            for seq in range(30):
+                yield (seq, frozenset({seq}))
+
+        def cb(job):
+            record(job[0])
+        """,
+    )
+    first = project.run(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "2", "--no-progress", "--serializer", "pickle",
+        "--limit", "10", *backend(redis_url),
+    )  # fmt: skip
+    assert first.returncode == 0, first
+
+    refused = project.run("resume", "jobs.gen", "--serializer", "json", *backend(redis_url))
+    assert refused.returncode == 2, refused
+    assert "uses --serializer pickle" in refused.stderr and "Traceback" not in refused.stderr
+    resumed = project.run("resume", "jobs.gen", "-w", "2", "--no-progress", *backend(redis_url))
+
+    assert resumed.returncode == 0, resumed
+    assert_ran_once_each(project, range(30))
+    status = project.query("status", "jobs.gen", *backend(redis_url))
+    assert (status["state"], status["done"], status["failed"]) == ("finished", 30, 0), status
+
+
 def test_idle_worker_process_takes_over_unstarted_jobs(project: Project, redis_url: str):
     """`taskrunner work -w 2 -c 2`, 8 jobs: the process that starts a job first holds its
     two running jobs until released; the other runs its own and then the two the held-up

@@ -44,6 +44,7 @@ How batches and reports travel to and from the scripts: redis_wire.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -53,7 +54,7 @@ from importlib import resources
 from typing import Any
 
 from ..bounds import ADAPTIVE_MOST
-from ..errors import BackendError, SpecError, StateError
+from ..errors import BackendError, OptionError, SpecError, StateError
 from ..executor import Executor
 from ..interactive import ByValue
 from ..options import DEFAULT_KEEP, DEFAULT_LEASE, Backend, RunOptions, WorkerSettings
@@ -303,6 +304,15 @@ class RedisRunStore:
         from the generator), and give workers this session's settings. The outcomes its
         workers reported that it did not collect (it died) are kept for the executor
         (`left_behind`): their jobs are settled with them, not run again."""
+        own = self.serializer(name).name
+        if worker_settings.serializer is None:  # not given: the run's own
+            worker_settings = dataclasses.replace(worker_settings, serializer=own)
+        elif worker_settings.serializer != own:
+            # Its checkpoint, failures and the jobs it keeps are written with its own.
+            raise OptionError(
+                f"run {name!r} uses --serializer {own}: resume it with the same, or leave "
+                "--serializer out"
+            )
         self._left_behind[name] = LeftBehindOutcomes(self._reset_queue(name))
         self._write_worker_settings(name, worker_settings)
 
