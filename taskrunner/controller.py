@@ -79,6 +79,7 @@ class Controller(SettlesOutcomes):
             self.results = ResultsWriter(results, stopping, abandoning)
         self._want_results = results is not None
         self._ledger = Ledger()
+        self._held_deaths = []
         self._next_batch_id = 1
         # A waiting job's `extra` is its runs in this session so far (what --retries counts);
         # a failed job run again starts anew, and so do the generator's new jobs.
@@ -144,6 +145,7 @@ class Controller(SettlesOutcomes):
                     # or --queue-size is reached): let idle workers take unstarted ones.
                     self.executor.rebalance()
                 self._handle_all(self.executor.poll(self._poll_timeout()))
+                self._judge_deaths()
                 if self._stop_reason is not None and not recalled:
                     recalled = True
                     self._handle_all(self.executor.recall())
@@ -211,6 +213,9 @@ class Controller(SettlesOutcomes):
         retry_due = self._requeue.next_retry_due
         if retry_due is not None and not self._stop_reason:
             timeout = min(timeout, max(0.0, retry_due - time.monotonic()))
+        judgement = self._next_judgement()
+        if judgement is not None:
+            timeout = min(timeout, max(0.0, judgement - time.monotonic()))
         return timeout
 
     # -- dispatch ------------------------------------------------------------------------------

@@ -167,7 +167,8 @@ class WorkerLost(Frozen):
     `ran_for`: how long each job of `running` had run when the worker was found dead (from
     the start time in its slot): the duration of the one that fails for it. `unreported`:
     the durations of the jobs it finished in order and did not report (unreported.py), those
-    under SMALLEST left out (they are known by their number only).
+    under SMALLEST left out (they are known by their number only). `found_at`: when the pool
+    saw it dead (time.monotonic()), which says whether a stop signal came before.
     """
 
     reason: str
@@ -178,6 +179,7 @@ class WorkerLost(Frozen):
     with_others: bool = False
     ran_for: dict[tuple[int, int], float] | None = None
     unreported: Durations | None = None
+    found_at: float | None = None
 
 
 @frozen_dataclass()

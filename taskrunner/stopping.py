@@ -8,6 +8,7 @@ write to stderr from a signal handler could land in the middle of another write 
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +57,8 @@ class StopSignals:
         self.stopping = False
         self.abandon = False
         self.signal_name = ""  # the signal that stopped the loop, once one has
+        # When that signal came (time.monotonic()); -inf for one held during start-up.
+        self.signalled_at: float | None = None
         self._previous: dict[int, Any] = {}
         self._announced_stop = self._announced_abandon = False
 
@@ -74,6 +77,7 @@ class StopSignals:
             # Came while the command was starting: the first signal, acted on now.
             self.stopping = True
             self.signal_name = signal.Signals(_held.pop()).name
+            self.signalled_at = float("-inf")  # before anything the loop has seen
 
     def restore(self) -> None:
         for signum, handler in self._previous.items():
@@ -100,5 +104,6 @@ class StopSignals:
         else:
             self.stopping = True
             self.signal_name = signal.Signals(signum).name
+            self.signalled_at = time.monotonic()
         if self._after_signal is not None:
             self._after_signal()

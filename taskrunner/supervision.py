@@ -445,6 +445,7 @@ def bury(worker: WorkerHandle, in_order: bool, spans: dict[int, int]) -> WorkerL
         with_others=with_server,
         ran_for=ran_for,
         unreported=durations,
+        found_at=found_dead,
     )
 
 

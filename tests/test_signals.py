@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 from collections import Counter
@@ -275,3 +276,58 @@ def test_a_signal_while_the_run_starts_stops_it_gracefully(project: Project, sig
     resumed = project.run("resume", NAME, "--no-progress")
     assert resumed.returncode == 0, resumed
     assert_ran_once_each(project, range(40))
+
+
+# The callback installs handlers that end the worker at once, as a library's shutdown hook
+# might: a stop signal to the group kills the workers with an exit code of their own.
+OWN_EXIT_MODULE = """
+def gen():
+    yield from range(60)
+
+
+def cb(job):
+    signal.signal(signal.SIGINT, lambda *args: os._exit(7))
+    signal.signal(signal.SIGTERM, lambda *args: os._exit(1))
+    record(job)
+    if flag("slow"):
+        time.sleep(0.2)
+    return job
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_workers_ended_by_the_callbacks_handler_are_not_blamed(
+    project: Project, signum: int
+) -> None:
+    """The group's stop signal reaches a callback whose own handler calls os._exit: its worker
+    dies of the stop, not of its job. Exit 130, no failure, exact counts; resume runs the jobs
+    it was running, and every job has exactly one --results line."""
+    project.write("jobs.py", OWN_EXIT_MODULE)
+    project.set_flag("slow")
+    options = (*FAST, "--results", "results.jsonl")
+    run = project.start("spawn", "jobs:gen", "jobs:cb", *options)
+    wait_for(lambda: sum(project.executions().values()) >= 6, 30, what="some progress")
+
+    os.killpg(run.pid, signum)
+    result = run.wait(30)
+
+    assert result.returncode == 130, result
+    assert "Traceback" not in result.stderr, result
+    assert_session_empties(run.pid)
+    status = project.status("jobs.gen")
+    assert status["state"] == "interrupted", status
+    assert project.failures("jobs.gen") == {}, "a job was blamed for the controller's stop"
+    assert "after the stop signal reached it" in result.stderr, result
+    assert status["done"] + status["failed"] + status["pending"] == status["taken"], status
+
+    project.set_flag("slow", on=False)
+    resumed = project.run("resume", "jobs.gen", *options)
+
+    assert resumed.returncode == 0, resumed
+    status = project.status("jobs.gen")
+    assert (status["state"], status["done"], status["failed"]) == ("finished", 60, 0), status
+    lines = (project.root / "results.jsonl").read_text().splitlines()
+    assert Counter(json.loads(line)["seq"] for line in lines) == Counter(range(60)), lines
+    executions = project.executions()
+    assert set(executions) == set(range(60)), "every job ran"
+    assert max(executions.values()) <= 2, "only the jobs in flight at the stop ran again"

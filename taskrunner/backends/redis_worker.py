@@ -146,6 +146,7 @@ class RedisWorker(SettlesOutcomes):
         self._worker_id = uuid.uuid4().hex[:12]
         self._pop_count = 0
         self._ledger = Ledger()
+        self._held_deaths = []
         self._next_batch = 1
         self._requeue = Requeue()
         self._reports: dict[str, LeaseReport] = {}  # by lease token, not yet sent
@@ -219,6 +220,7 @@ class RedisWorker(SettlesOutcomes):
                     # token in `fed`) rather than sleep past it; a stale token costs one look.
                     self._connection.wait_for_token(self._fed_key, idle)
                     self._handle_all(self._pool.poll(0.0))
+                self._judge_deaths()
                 self._note_started()
                 self._flush_reports()
         finally:
