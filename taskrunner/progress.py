@@ -150,7 +150,14 @@ class Summary:
         return self.jobs_this_session / self.duration if self.duration > 0 else 0.0
 
     def render(self) -> str:
-        """The end-of-run summary printed on stderr."""
+        """The end-of-run summary printed on stderr. A run whose reader of `--results -` went
+        away (`| head -5`) stops quietly (exit 141): the reader has what it wanted, and the
+        terminal gets one line, of how to go on, not a report it did not ask for."""
+        if self.state is RunState.RESULTS_CLOSED:
+            return (
+                f"taskrunner: run {self.name!r} stopped: the reader of its results went away;"
+                f" next: {self.next_command()}"
+            )
         words = {
             RunState.FINISHED: "finished",
             RunState.INTERRUPTED: "was interrupted",

@@ -181,8 +181,13 @@ def test_a_closed_results_pipe_stops_the_run_quietly_and_resume_goes_on(project:
     assert proc.wait(60) == 141, stderr
     assert all(json.loads(line)["result"] == 2 * json.loads(line)["seq"] for line in first)
     assert "Traceback" not in stderr and "rror" not in stderr, stderr
+    # Quietly: one line, of how to go on; the summary's counts and durations are for `status`.
+    assert stderr.splitlines() == [
+        "taskrunner: run 'jobs.gen' stopped: the reader of its results went away;"
+        " next: taskrunner resume jobs.gen"
+    ], stderr
     status = project.status("jobs.gen")
-    assert status["state"] == "results_closed", status
+    assert status["state"] == "results_closed", status  # documented, as resumable
     assert status["failed"] == 0 and status["done"] + status["pending"] == status["taken"], status
     assert status["remaining"] == 200 - status["done"], status
     assert status["done"] < 200, status
