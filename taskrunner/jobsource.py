@@ -14,6 +14,7 @@ from typing import Any
 from .checkpoint import Checkpoint, differs, fingerprint, same_job
 from .errors import StateError
 from .records import Seqs
+from .stopping import StopSignalInterrupt, marked_interrupts
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,9 @@ class JobSource:
         self.error: BaseException | None = None
         self.error_traceback = ""
         self.inside_generator = False  # the run loop is waiting in the user's code
-        self._iterator = iter(iterable)
+        self._iterator: Iterator[Any] = iter(())
+        with self._guard():  # an __iter__ that raises now (GEN's call checked it once)
+            self._iterator = iter(iterable)
         # A source that can tell where a job's line starts (jobfile.JobsFile) lets the run
         # resume by seeking there.
         self._positions = getattr(iterable, "position_of", None)
@@ -181,11 +184,17 @@ class JobSource:
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
-        """Around every call into the user's iterable: an error ends the source."""
+        """Around every call into the user's iterable: an error ends the source.
+
+        Any error: a KeyboardInterrupt, SystemExit or GeneratorExit the generator raises
+        itself is its fault as a ValueError would be (exit 3, everything saved). A stop
+        signal raises something else into it (GeneratorAbandoned in the run loop,
+        StopSignalInterrupt before), and that stops the run instead."""
         try:
             self.inside_generator = True
-            yield
-        except (GeneratorExit, KeyboardInterrupt, GeneratorAbandoned):
+            with marked_interrupts():
+                yield
+        except (GeneratorAbandoned, StopSignalInterrupt):
             raise
         except BaseException as error:  # the user's generator may raise anything
             self.error = error

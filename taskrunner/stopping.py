@@ -7,9 +7,11 @@ write to stderr from a signal handler could land in the middle of another write 
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -18,11 +20,17 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _held: list[int] = []
 
 
+class StopSignalInterrupt(KeyboardInterrupt):
+    """The KeyboardInterrupt of a stop signal (the user's Ctrl-C), told apart from one the
+    user's own code raises: that one is a fault of the code, as any other error of it is
+    (see marked_interrupts)."""
+
+
 def hold_stop_signals() -> None:
     """From the command's first instant until a loop installs its StopSignals, hold a SIGINT
     or SIGTERM: the loop then acts on it as its first signal (a graceful stop, saved and
     resumable: exit 130), instead of the interpreter dying with a traceback, or by the signal,
-    halfway through start-up. A second one while held raises KeyboardInterrupt: the user
+    halfway through start-up. A second one while held raises StopSignalInterrupt: the user
     insists, and start-up is not waited for."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, _hold)
@@ -43,8 +51,50 @@ def stop_held() -> bool:
 
 def _hold(signum: int, frame: Any) -> None:
     if _held:
-        raise KeyboardInterrupt
+        raise StopSignalInterrupt
     _held.append(signum)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise StopSignalInterrupt
+
+
+@contextlib.contextmanager
+def marked_interrupts() -> Iterator[None]:
+    """Around a call into the user's code: a KeyboardInterrupt a stop signal raises meanwhile
+    comes out as StopSignalInterrupt (the command stops, exit 130), so that a plain one is the
+    code's own `raise`, a fault of that code like any other error.
+
+    Python's own handler (the API, before a loop installs its StopSignals) is replaced for
+    the call by one raising StopSignalInterrupt. Ours raise that or the run loop's
+    GeneratorAbandoned, and no signal raises outside the main thread. Under a handler of
+    someone else's (an application's, or one the user's module installed) a KeyboardInterrupt
+    may be a Ctrl-C, and a Ctrl-C is never taken for a fault: it is marked too."""
+    replaced = foreign = False
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.getsignal(signal.SIGINT)
+        if handler is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _interrupt)
+            replaced = True
+        else:
+            foreign = not _is_ours(handler)
+    try:
+        yield
+    except KeyboardInterrupt as error:
+        if foreign and not isinstance(error, StopSignalInterrupt):
+            raise StopSignalInterrupt from error
+        raise
+    finally:
+        # Unless the user's code installed a handler of its own meanwhile.
+        if replaced and signal.getsignal(signal.SIGINT) is _interrupt:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _is_ours(handler: Any) -> bool:
+    """A SIGINT handler that raises no plain KeyboardInterrupt (ours, or none)."""
+    if handler in (_hold, _interrupt, signal.SIG_IGN, signal.SIG_DFL, None):
+        return True
+    return isinstance(getattr(handler, "__self__", None), StopSignals)
 
 
 class StopSignals:
