@@ -15,6 +15,7 @@ from typing import Any
 
 from .jobfile import JobsFile
 from .options import RunOptions
+from .stopping import StopSignalInterrupt, marked_interrupts
 from .store import RunRecord
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,22 @@ def counted_by_len(iterable: Any, *, first_seq: int) -> int | None:
     A GEN that seeks returns the jobs from `first_seq` on, so those before are added. A file
     of jobs counts its lines from the file's start wherever it starts reading
     (`JobsFile.__len__`): adding `first_seq` to that counted the finished jobs twice, and a
-    resumed file showed that many phantom pending jobs."""
+    resumed file showed that many phantom pending jobs.
+
+    A `len()` that fails (its __len__ raises, or gives a negative count) is the user's
+    code failing to count, as a `total` that raises is: a warning, and no count."""
+    if not hasattr(type(iterable), "__len__"):
+        return None
     try:
-        count = len(iterable)
-    except TypeError:
+        with marked_interrupts():
+            count = len(iterable)
+    except StopSignalInterrupt:
+        raise
+    except BaseException as error:  # the user's code may raise anything
+        log.warning(
+            "len() of what GEN returned (%s) raised %s: %s; the bar shows no ETA",
+            type(iterable).__name__, type(error).__name__, error,
+        )  # fmt: skip
         return None
     return count if isinstance(iterable, JobsFile) else first_seq + count
 
@@ -61,13 +74,16 @@ def counted_by_gen(gen: Any, args: dict[str, Any]) -> int | None:
 
     The count only feeds the bar: one that fails or is not a count is a warning, never a
     reason to stop the run."""
-    hook = getattr(gen, TOTAL_ATTRIBUTE, None)
-    if hook is None:
-        return None
     name = getattr(gen, "__name__", "GEN")
     try:
-        count = hook(**args) if callable(hook) else hook
-    except Exception as error:  # the user's code: any failure means "no count"
+        with marked_interrupts():
+            hook = getattr(gen, TOTAL_ATTRIBUTE, None)
+            if hook is None:
+                return None
+            count = hook(**args) if callable(hook) else hook
+    except StopSignalInterrupt:
+        raise
+    except BaseException as error:  # the user's code: any failure, SystemExit too, is no count
         log.warning(
             "%s.%s raised %s: %s; the bar shows no ETA",
             name, TOTAL_ATTRIBUTE, type(error).__name__, error,

@@ -15,6 +15,7 @@ from typing import Any
 from .errors import OptionError, SpecError
 from .interactive import not_found_hint, recorded_spec
 from .loader import ensure_cwd_on_path, resolve
+from .stopping import StopSignalInterrupt, marked_interrupts
 
 Spec = str | Callable[..., Any]
 
@@ -79,20 +80,41 @@ def check_gen_args(spec: str, gen: Any, args: dict[str, Any]) -> None:
 
 
 def call_gen(spec: str, gen: Callable[..., Any], args: dict[str, Any]) -> Any:
-    """The iterable GEN returns, or a SpecError saying why there is none."""
+    """The iterable GEN returns, or a SpecError saying why there is none.
+
+    Anything GEN's code raises is its fault, a SystemExit or KeyboardInterrupt of its own
+    too (a Ctrl-C meanwhile is not: StopSignalInterrupt stops the command)."""
     try:
-        iterable = gen(**args)
-    except Exception as error:
+        with marked_interrupts():
+            iterable = gen(**args)
+    except StopSignalInterrupt:
+        raise
+    except BaseException as error:  # the user's code may raise anything
+        raise SpecError(f"GEN {spec!r} raised when called: {_described(error)}") from error
+    kind = type(iterable).__name__
+    try:
+        with marked_interrupts():
+            iter(iterable)
+    except StopSignalInterrupt:
+        raise
+    except BaseException as error:  # its __iter__ is the user's code too
+        if isinstance(error, TypeError) and not _defines_iter(iterable):
+            raise SpecError(f"GEN {spec!r} returned {kind}, not an iterable of jobs") from None
         raise SpecError(
-            f"GEN {spec!r} raised when called: {type(error).__name__}: {error}"
+            f"GEN {spec!r} returned {kind}, whose iter() raised {_described(error)}"
         ) from error
-    try:
-        iter(iterable)
-    except TypeError:
-        raise SpecError(
-            f"GEN {spec!r} returned {type(iterable).__name__}, not an iterable of jobs"
-        ) from None
     return iterable
+
+
+def _described(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def _defines_iter(iterable: Any) -> bool:
+    """Is `iterable` meant to be one (its type has __iter__, or __getitem__ for the old
+    protocol), so that a TypeError out of iter() is its own code's?"""
+    kind = type(iterable)
+    return getattr(kind, "__iter__", None) is not None or hasattr(kind, "__getitem__")
 
 
 def takes_last(gen: Callable[..., Any]) -> bool:
