@@ -25,7 +25,7 @@ from ..ledger import FAILED, HANDED_BACK, Ledger
 from ..options import DEFAULT_LEASE, WorkerSettings
 from ..records import Batch, Ending, Event, JobError, JobFailed, JobsDone, JobsReturned
 from .redis import RedisConnection, pop_keys, run_key, run_lost
-from .redis_reopen import LeftBehind, LeftBehindOutcomes, seqs_text
+from .redis_reopen import LeftBehind, LeftBehindOutcomes, digest, seqs_field
 from .redis_wire import Serializer, batch_arguments, job_ids, split_outcome
 
 log = logging.getLogger(__name__)
@@ -133,21 +133,26 @@ class RedisExecutor(Executor):
     def submit(self, batch: Batch) -> list[Event]:
         events: list[Event] = []
         flight = self._pushed.add(batch.batch_id, batch.seqs, batch.jobs)
-        settled = self._settle_left_behind(batch, events) if self._left_behind else None
-        payloads = None if settled else self._serializer.dumps_all(batch.jobs)
+        payloads = self._serializer.dumps_all(batch.jobs)
         if payloads is not None:
             ids = job_ids(batch.batch_id, range(len(payloads)))
-            flight.extras = ids  # for _span: reports compare with them, not with new ones
+            kept: dict[int, bytes] | list[bytes] = payloads
         else:
-            ids, payloads = self._dump_one_by_one(batch, events, settled or set())
+            ids, payloads = self._dump_one_by_one(batch, events)
+            kept = {_index_of(job_id): payload for job_id, payload in zip(ids, payloads)}
+        if self._left_behind:
+            ids, payloads = self._settle_left_behind(batch, ids, payloads, events)
+        if len(ids) == len(batch.jobs):
+            flight.extras = ids  # for _span: reports compare with them, not with new ones
         self._pop_settled(batch.batch_id)
         self.batch_bytes = sum(map(len, payloads))
         if ids:
             # The whole batch in three arguments (redis_wire.py), not two per job; and its
-            # seqs, for a resume after a crash (redis_reopen.py).
+            # seqs and the digests of its payloads, for a resume after a crash
+            # (redis_reopen.py).
             args = [
                 self._queue_size, *batch_arguments(ids, payloads), self._push_request(),
-                self._lock_token, batch.batch_id, seqs_text(batch.seqs),
+                self._lock_token, batch.batch_id, seqs_field(batch.seqs, kept),
             ]  # fmt: skip
             while self._held_run("push", self._push_keys, args) < 0:
                 time.sleep(IDLE_POLL_SECONDS)  # the queue is full: workers will lease some
@@ -171,51 +176,51 @@ class RedisExecutor(Executor):
         self._pushes += 1
         return f"{self._session}:{self._pushes}"
 
-    def _settle_left_behind(self, batch: Batch, events: list[Event]) -> set[int]:
-        """Settle the jobs of `batch` that a worker reported while no controller ran the run
-        (their events added to `events`, as a collect's would be); returns their indices.
-        A job done without its result, in a run that writes them, is pushed again: it
-        must not be counted done without its line."""
+    def _settle_left_behind(
+        self, batch: Batch, ids: list[str], payloads: list[bytes], events: list[Event]
+    ) -> tuple[list[str], list[bytes]]:
+        """Settle the jobs of `batch` that a worker reported done while no controller ran
+        the run (a JobsDone put first in `events`, as a collect's would be); returns the ids
+        and payloads of the others, to push. A job is settled only if the generator yields
+        there the job that ran (its payload has the digest), and, in a run that writes
+        results, if its result came: it must not be counted done without its line."""
         assert self._left_behind is not None
+        by_index = dict(zip(map(_index_of, ids), payloads))
         done: list[int] = []
         results: list[Any] = []
-        settled: set[int] = set()
         durations = Durations()
         for index, outcome in self._left_behind.take(batch.seqs):
-            if outcome.error is None and self._want_results and not outcome.has_result:
-                continue
-            settled.add(index)
-            if outcome.error is not None:
-                self._pushed.mark(batch.batch_id, index, FAILED)
-                events.append(JobFailed(batch.batch_id, index, outcome.error))
+            payload = by_index.get(index)
+            if payload is None or digest(payload) != outcome.digest:
+                continue  # another job than the one that ran: it runs
+            if self._want_results and not outcome.has_result:
                 continue
             done.append(index)
             results.append(_result_of(outcome, self._serializer))
             # Its report's duration, as the report would have given it (a slow one named).
             durations.add(outcome.seconds, (batch.batch_id, index) if outcome.named else None)
-        if done:
-            self._pushed.mark_done(batch.batch_id, done, None)
-            kept = results if self._want_results else None
-            events.insert(0, JobsDone(batch.batch_id, done, kept, 0.0, durations))
         if not self._left_behind:
             self._left_behind = None
-        if settled:
-            log.debug("%d jobs of batch %d were reported while no controller ran the run",
-                      len(settled), batch.batch_id)  # fmt: skip
-        return settled
+        if not done:
+            return ids, payloads
+        self._pushed.mark_done(batch.batch_id, done, None)
+        kept = results if self._want_results else None
+        events.insert(0, JobsDone(batch.batch_id, done, kept, 0.0, durations))
+        log.debug("%d jobs of batch %d were reported done while no controller ran the run",
+                  len(done), batch.batch_id)  # fmt: skip
+        settled = set(done)
+        pushed = [(job_id, by_index[index]) for job_id in ids
+                  if (index := _index_of(job_id)) not in settled]  # fmt: skip
+        return [job_id for job_id, _ in pushed], [payload for _, payload in pushed]
 
-    def _dump_one_by_one(
-        self, batch: Batch, events: list[Event], settled: set[int]
-    ) -> tuple[list[str], list[bytes]]:
-        """The ids and payloads of the jobs of `batch` the serializer can carry, but those
-        `settled` already; each other fails as such (its JobFailed added to `events`)."""
+    def _dump_one_by_one(self, batch: Batch, events: list[Event]) -> tuple[list[str], list[bytes]]:
+        """The ids and payloads of the jobs of `batch` the serializer can carry; each other
+        fails as such (its JobFailed added to `events`)."""
         ids: list[str] = []
         payloads: list[bytes] = []
         serializer = self._serializer
         dumps = serializer.dumps_json_fast if serializer.name == "json" else serializer.dumps
         for index, job in enumerate(batch.jobs):
-            if index in settled:
-                continue
             try:
                 payload = dumps(job)
             except Exception as error:  # whatever the serializer raises for this job
@@ -451,6 +456,11 @@ class _Finished:
         self.indices: list[int] = []
         self.results: list[Any] = []
         self.busy = 0.0
+
+
+def _index_of(job_id: str) -> int:
+    """The index in its batch of a job id ("batch_id:index")."""
+    return int(job_id.rpartition(":")[2])
 
 
 def _result_of(outcome: LeftBehind, serializer: Serializer) -> Any:

@@ -7,29 +7,38 @@ collects them. A resumed controller forgets the earlier session's queue and leas
 every job finished in the meantime would run again (hundreds in a few seconds).
 
 So push.lua keeps each batch's seqs (the `seqs` hash, batch id -> seqs) while the batch is in
-flight: an outcome's job id, "batch_id:index", then names a seq. Reopening takes the outcomes
-list and that hash in the same transaction as it clears the queue; each outcome becomes a
+flight, with a digest (CRC-32) of each job's payload: an outcome's job id, "batch_id:index",
+then names a seq, and the job that was pushed there. Reopening takes the outcomes list and
+that hash in the same transaction as it clears the queue; each job reported done becomes a
 `LeftBehind` of its seq. When the run loop takes that seq again, the executor settles the job
-with it instead of pushing it (RedisExecutor.submit): it is counted, its result line written
-and its failure recorded as though a worker had just reported it. An outcome whose batch's
+with it instead of pushing it (RedisExecutor.submit), as though a worker had just reported it
+done, but only if the job the generator yields there now is the one that ran (its payload has
+the digest): a generator that yields other jobs since (a row inserted, one deleted) has its
+jobs run, never counted done by another's outcome.
+
+Only done jobs are settled so. A failure runs again: it may be one a `--retry-failed` session
+was running again, which the user means to see run (after a fix). An outcome whose batch's
 seqs are not known (pushed by a taskrunner from before `seqs`) is dropped: that job runs
 again, as before, and is never lost or counted twice.
 
 Only the uncollected outcomes are taken, not the last collect's (the `collected` list): the
-dead controller may have saved those, and one of a failure that a later `--retry-failed`
-runs again would then settle it without running it.
+dead controller may have saved those.
+
+What is taken is held in the resumed controller's memory until the generator comes to those
+seqs: a session stopped before that (Ctrl-C, another crash) runs them again, as before.
 """
 
 from __future__ import annotations
 
 import bisect
 import dataclasses
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from ..durations import Durations, bucket_of, bucket_value
-from ..records import JobError, Seqs
+from ..records import Seqs
 from .redis_wire import split_outcome
 
 
@@ -43,12 +52,12 @@ _NO_RESULT = _NoResult()
 
 @dataclass(frozen=True)
 class LeftBehind:
-    """One job's outcome, reported while no controller ran the run: done (with its result,
-    as the worker sent it, when it sent one), or failed with `error`. A done job's
-    `seconds` is its own when its worker named it among the slowest (`named`), else one of
-    the durations the reports counted (_with_durations)."""
+    """One job reported done while no controller ran the run, with its result as the worker
+    sent it (when it sent one) and the digest of the payload it ran (`digest`). `seconds` is
+    its own duration when its worker named it among the slowest (`named`), else one of the
+    durations the reports counted (_with_durations)."""
 
-    error: JobError | None = None
+    digest: str = ""
     result: Any = _NO_RESULT
     seconds: float = 0.0
     named: bool = False
@@ -80,6 +89,24 @@ def _run_text(first: int, last: Any) -> str:
     return str(first) if first == last else f"{first}-{last + 1}"
 
 
+def seqs_field(seqs: Seqs, payloads: dict[int, bytes] | list[bytes]) -> str:
+    """What push.lua keeps of a batch: its seqs (seqs_text), and the digest of each job's
+    payload by index ("-" for a job that has none: it could not be serialized)."""
+    if isinstance(payloads, list):
+        digests = " ".join([format(zlib.crc32(payload), "x") for payload in payloads])
+    else:
+        digests = " ".join(
+            format(zlib.crc32(payloads[index]), "x") if index in payloads else "-"
+            for index in range(len(seqs))
+        )
+    return f"{seqs_text(seqs)}\n{digests}"
+
+
+def digest(payload: bytes) -> str:
+    """A payload's digest as seqs_field writes it."""
+    return format(zlib.crc32(payload), "x")
+
+
 def parse_seqs(text: str) -> list[int]:
     """Back from `seqs_text`."""
     seqs: list[int] = []
@@ -95,26 +122,29 @@ def parse_seqs(text: str) -> list[int]:
 def left_behind(
     entries: Iterable[bytes], seqs_by_batch: dict[bytes, bytes]
 ) -> dict[int, LeftBehind]:
-    """The outcomes list's `entries` (report.lua's, and pop.lua's lost jobs) by seq, through
-    the batches' seqs. A job reported done wins over a failure of it: it finished."""
+    """The jobs the outcomes list's `entries` (report.lua's) report done, by seq, through the
+    batches' seqs; failures and lost jobs are left out (they run again)."""
     by_seq: dict[int, LeftBehind] = {}
-    seqs_of: dict[str, list[int] | None] = {}
+    batches: dict[str, tuple[list[int], list[str]] | None] = {}
     counted = Durations()  # what the reports say their done jobs took
     named: dict[int, float] = {}  # seq -> seconds, of the slow jobs they name
 
-    def seq_of(job_id: str) -> int | None:
+    def job_of(job_id: str) -> tuple[int, str] | None:
+        """The seq and payload digest of a job id; None if its batch's are not known."""
         batch, _, index_text = job_id.partition(":")
-        if batch not in seqs_of:
+        if batch not in batches:
             raw = seqs_by_batch.get(batch.encode())
-            seqs_of[batch] = parse_seqs(raw.decode()) if raw is not None else None
-        seqs = seqs_of[batch]
+            seqs_text_, newline, digests = (raw or b"").decode().partition("\n")
+            # Without digests (pushed by an earlier taskrunner) nothing tells the job: none.
+            batches[batch] = (parse_seqs(seqs_text_), digests.split()) if newline else None
+        known = batches[batch]
         try:
             index = int(index_text)
         except ValueError:
             return None
-        if seqs is None or not 0 <= index < len(seqs):
+        if known is None or not 0 <= index < min(len(known[0]), len(known[1])):
             return None  # its batch's seqs are not known: it runs again
-        return seqs[index]
+        return known[0][index], known[1][index]
 
     for entry in entries:
         try:
@@ -124,33 +154,22 @@ def left_behind(
             continue  # not an outcome we can read: its job runs again
         counted.merge(Durations(durations.counts, durations.count, durations.total))
         for seconds, job_id, _job in durations.slowest:
-            if isinstance(job_id, str) and (slow := seq_of(job_id)) is not None:
-                named[slow] = seconds
+            if isinstance(job_id, str) and (slow := job_of(job_id)) is not None:
+                named[slow[0]] = seconds
         failed = report.get("f") or {}
         lost = report.get("lost") or {}
         results = report.get("r")
         for job_id in ids:
-            if job_id in refused:
+            if job_id in refused or job_id in failed or job_id in lost:
                 continue
-            seq = seq_of(job_id)
-            if seq is None:
+            found = job_of(job_id)
+            if found is None or found[1] == "-":
                 continue
-            if job_id in failed:
-                error_type, message, traceback, duration = failed[job_id]
-                outcome = LeftBehind(JobError(error_type, message, traceback, duration))
-            elif job_id in lost:
-                message = (
-                    f"lease lost: its worker was lost while it ran, {lost[job_id]} times "
-                    "(the machine died, or stalled past --lease)"
-                )
-                outcome = LeftBehind(JobError("LeaseLost", message, "", 0.0))
-            elif results is not None and job_id in results:
-                outcome = LeftBehind(result=results[job_id])
+            seq, job_digest = found
+            if results is not None and job_id in results:
+                by_seq[seq] = LeftBehind(job_digest, result=results[job_id])
             else:
-                outcome = LeftBehind()
-            before = by_seq.get(seq)
-            if before is None or before.error is not None:
-                by_seq[seq] = outcome
+                by_seq[seq] = LeftBehind(job_digest)
     return _with_durations(by_seq, counted, named)
 
 
@@ -175,11 +194,10 @@ def _with_durations(
     timed: dict[int, LeftBehind] = {}
     for seq in sorted(by_seq):
         outcome = by_seq[seq]
-        if outcome.error is None:
-            if seq in named:
-                outcome = dataclasses.replace(outcome, seconds=named[seq], named=True)
-            else:
-                outcome = dataclasses.replace(outcome, seconds=next(spread, mean))
+        if seq in named:
+            outcome = dataclasses.replace(outcome, seconds=named[seq], named=True)
+        else:
+            outcome = dataclasses.replace(outcome, seconds=next(spread, mean))
         timed[seq] = outcome
     return timed
 
