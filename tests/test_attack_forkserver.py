@@ -70,7 +70,7 @@ def gen():
 
 def cb(job):
     record(job)
-    if job == {STOP_CULPRIT}:
+    if job == {STOP_CULPRIT} and not flag("fixed"):
         deadline = time.monotonic() + 60
         while not flag("stopped") and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -170,7 +170,9 @@ def test_ctrl_c_while_the_fork_server_is_stopped_exits_130_and_resumes(
     before = project.executions()
     status = project.status(NAME)
     assert status["state"] != "finished", status
-    project.set_flag("stopped", False)  # the culprit now just runs
+    # The culprit now just runs: its death came just before the Ctrl-C, so it may be the
+    # stop's (outcomes.DEATH_GRACE_SECONDS), not blamed, and run again.
+    project.set_flag("fixed")
     resumed = project.run("resume", NAME, "--no-progress", timeout=60)
     assert resumed.returncode in (0, 1), resumed
     executions = project.executions()
