@@ -72,6 +72,19 @@ def _lease_one(connection: RedisConnection) -> str:
     return f"{WID}:1"
 
 
+def test_a_pop_of_another_session_leases_nothing_and_names_the_new_one(
+    connection: RedisConnection,
+) -> None:
+    meta = run_key(NAME, "meta")
+    connection.client.hset(meta, mapping={"state": "running", "session": "s2"})
+    _push(connection, {"1:0": b"7"})
+    stale = connection.run("pop", POP_KEYS, [1, 30000, f"{WID}:1", 1, 0, 1, "s1"])
+    assert stale == [b"running", 0, 0, 0, b"s2"], stale
+    assert connection.client.lrange(run_key(NAME, "waiting"), 0, -1) == [b"1:0"]
+    current = connection.run("pop", POP_KEYS, [1, 30000, f"{WID}:2", 1, 0, 1, "s2"])
+    assert current[4:] == [b"1:0", b"1", b"7,"], current
+
+
 def test_a_batch_pushed_is_leased_whole_with_its_payloads(connection: RedisConnection) -> None:
     jobs = {"2:0": b'"a b,c"', "2:1": b"\x80\x05pickle,\n", "2:2": b"[1,2]"}
     _push(connection, jobs)

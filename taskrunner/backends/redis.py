@@ -5,7 +5,8 @@ with the KEYS and ARGV it takes), registered once per client. Every key of a run
 `taskrunner:{NAME}:`, one hash slot, so Redis Cluster works; every key a script touches is
 passed in KEYS. What is in Redis:
 
-    taskrunner:{NAME}:meta        hash   the run's settings for workers, and its state
+    taskrunner:{NAME}:meta        hash   the run's settings for workers, the session they are
+                                         of (a new id each create/reopen), and its state
     taskrunner:{NAME}:waiting     list   job ids waiting for a worker
     taskrunner:{NAME}:payloads    hash   job id -> serialized job
     taskrunner:{NAME}:lease_expiry zset  lease token -> expiry (ms, by Redis's clock): a lease
@@ -48,6 +49,7 @@ import dataclasses
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import fields
 from importlib import resources
@@ -292,11 +294,18 @@ class RedisRunStore:
     def create(self, record: RunRecord, worker_settings: WorkerSettings | None = None) -> None:
         """Record a new run, replacing one of the same name; `worker_settings` go to meta."""
         client = self.connection.client
-        client.delete(
-            *[run_key(record.name, part) for part in (*RUN_KEY_PARTS, "run", *FAILURE_KEY_PARTS)]
-        )
-        if worker_settings is not None:
-            self._write_worker_settings(record.name, worker_settings)
+        keys = [run_key(record.name, part) for part in (*RUN_KEY_PARTS, "run", *FAILURE_KEY_PARTS)]
+        if worker_settings is None:
+            client.delete(*keys)
+        else:
+            if worker_settings.lease is None:  # not the replaced run's own: the default
+                worker_settings = dataclasses.replace(worker_settings, lease=DEFAULT_LEASE)
+            # At once: a worker waiting on the run (it keeps going across a --restart) must
+            # never see it without its meta, and take it for gone.
+            with client.pipeline(transaction=True) as pipe:
+                pipe.delete(*keys)
+                self._write_worker_settings(record.name, worker_settings, pipe)
+                pipe.execute()
         self.save(record)
 
     def reopen(self, name: str, worker_settings: WorkerSettings) -> None:
@@ -320,13 +329,15 @@ class RedisRunStore:
         """The outcomes `reopen` found of jobs it forgot, by seq (taken once)."""
         return self._left_behind.pop(name, None) or LeftBehindOutcomes({})
 
-    def _write_worker_settings(self, name: str, settings: WorkerSettings) -> None:
-        fields = {**settings.as_fields(), "layout": LAYOUT}
+    def _write_worker_settings(self, name: str, settings: WorkerSettings, pipe: Any = None) -> None:
+        """The session's settings for workers, with a new session id: a worker that joined
+        an earlier session sees it in its next pop (pop.lua) and takes these instead."""
+        fields = {**settings.as_fields(), "layout": LAYOUT, "session": uuid.uuid4().hex[:12]}
         if settings.lease is None:  # not given: the run's own, or the default for a new one
             meta = run_key(name, "meta")
             fields["lease"] = (self.connection.client.hget(meta, "lease") or b"").decode()
             fields["lease"] = fields["lease"] or str(DEFAULT_LEASE)
-        self.connection.client.hset(run_key(name, "meta"), mapping=fields)
+        (pipe or self.connection.client).hset(run_key(name, "meta"), mapping=fields)
 
     def _reset_queue(self, name: str) -> dict[int, LeftBehind]:
         """Clear the queue and leases; returns the uncollected outcomes, by seq, read in the

@@ -8,7 +8,9 @@ they start, which jobs have started: a lease lost later (this machine died, or s
 judged by that, by the local rule for a dead worker (pop.lua). A crash suspect is leased
 only to a worker holding nothing, and nothing else is leased while it runs. An outcome
 whose lease was lost is refused by Redis and dropped here with a warning, so no job is
-counted twice.
+counted twice. A worker that waits across sessions of its run (a stop, then `resume` or
+`spawn --restart`) takes each one's settings: its pop names the session it has them from,
+and pop.lua leases nothing to another (RedisWorker._follow_session).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from ..batching import BatchSizer
@@ -38,6 +41,12 @@ from .redis_joining import run_callback, wait_for_run
 from .redis_wire import LeaseReport, Serializer, read_jobs
 
 log = logging.getLogger(__name__)
+
+# A run's settings from its meta hash, given those taken before (None at join): the
+# settings, and a new pool to run its jobs in, or None when the one there runs them alike.
+Rejoin = Callable[
+    [dict[bytes, bytes], "WorkerSettings | None"], "tuple[WorkerSettings, LocalPool | None]"
+]
 
 IDLE_SLEEP_MAX = 0.2
 # Jobs that start wake the heartbeat at once, but at most this often (seconds).
@@ -70,31 +79,12 @@ def work(
     connection = RedisConnection(url)
     try:
         name = wait_for_run(connection, name, wait_seconds)
+        joiner = _Joiner(callback, name, serializer, workers, concurrency, verbosity)
         meta = connection.client.hgetall(run_key(name, "meta"))
-        layout = meta.get(b"layout", b"1").decode()
-        if layout != LAYOUT:
-            raise BackendError(
-                f"run {name!r} keeps its jobs in Redis in another layout ({layout}) than this "
-                f"taskrunner's ({LAYOUT}): run the same taskrunner version on every machine"
-            )
-        settings = WorkerSettings.from_fields(meta)
-        if settings.serializer != serializer:
-            raise BackendError(
-                f"run {name!r} uses --serializer {settings.serializer}; give the same to 'work'"
-            )
+        settings, pool = joiner.join(meta, None)
         if serializer == "pickle":
             log.warning("--serializer pickle: anyone who can write to this Redis can run code here")
-        ensure_cwd_on_path()
-        callback, callback_fn = run_callback(callback, settings.callback, name)
-        pool = LocalPool(
-            callback,
-            workers=workers,
-            concurrency=concurrency,
-            want_results=settings.want_results,
-            timeout=settings.timeout,
-            log_level=level_for(verbosity),
-            is_async=is_async_callback(callback_fn),
-        )
+        assert pool is not None
         worker = RedisWorker(
             connection,
             name,
@@ -106,10 +96,73 @@ def work(
             concurrency=concurrency,
             parent_pid=parent_pid,
             rate=settings.rate,
+            settings=settings,
+            session=_session_of(meta),
+            rejoin=joiner.join,
         )
         return worker.run()
     finally:
         connection.close()
+
+
+def _session_of(meta: dict[bytes, bytes]) -> str:
+    return meta.get(b"session", b"").decode()
+
+
+class _Joiner:
+    """A run's settings for this worker, from its meta hash: at join, and again at each new
+    session of the run (a resume, a --restart), which may bring other ones."""
+
+    def __init__(
+        self,
+        given: str | None,
+        name: str,
+        serializer: str,
+        workers: int,
+        concurrency: int,
+        verbosity: int,
+    ) -> None:
+        self._given = given  # the CALLBACK on the command line, or None: the run's own
+        self._name = name
+        self._serializer = serializer
+        self._workers = workers
+        self._concurrency = concurrency
+        self._verbosity = verbosity
+
+    def join(
+        self, meta: dict[bytes, bytes], before: WorkerSettings | None
+    ) -> tuple[WorkerSettings, LocalPool | None]:
+        """The settings of `meta` (refused as at join: another layout, serializer or
+        callback), and a pool to run them with, or None when the one of the settings
+        `before` runs them alike (same callback, results and timeout)."""
+        name = self._name
+        layout = meta.get(b"layout", b"1").decode()
+        if layout != LAYOUT:
+            raise BackendError(
+                f"run {name!r} keeps its jobs in Redis in another layout ({layout}) than this "
+                f"taskrunner's ({LAYOUT}): run the same taskrunner version on every machine"
+            )
+        settings = WorkerSettings.from_fields(meta)
+        if settings.serializer != self._serializer:
+            raise BackendError(
+                f"run {name!r} uses --serializer {settings.serializer}; give the same to 'work'"
+            )
+        if before is not None and (settings.callback, settings.want_results, settings.timeout) == (
+            before.callback, before.want_results, before.timeout,
+        ):  # fmt: skip
+            return settings, None
+        ensure_cwd_on_path()
+        callback, callback_fn = run_callback(self._given, settings.callback, name)
+        pool = LocalPool(
+            callback,
+            workers=self._workers,
+            concurrency=self._concurrency,
+            want_results=settings.want_results,
+            timeout=settings.timeout,
+            log_level=level_for(self._verbosity),
+            is_async=is_async_callback(callback_fn),
+        )
+        return settings, pool
 
 
 class RedisWorker(SettlesOutcomes):
@@ -134,6 +187,9 @@ class RedisWorker(SettlesOutcomes):
         concurrency: int,
         parent_pid: int | None,
         rate: float | None = None,
+        settings: WorkerSettings | None = None,
+        session: str = "",
+        rejoin: Rejoin | None = None,
     ) -> None:
         self._connection = connection
         self._name = name
@@ -151,7 +207,14 @@ class RedisWorker(SettlesOutcomes):
         self._requeue = Requeue()
         self._reports: dict[str, LeaseReport] = {}  # by lease token, not yet sent
         self._interval_ms = 1000.0 / rate if rate else 0.0
+        self._concurrency = concurrency
         self._sizer = BatchSizer(concurrency=concurrency, cap=500, rate=rate)
+        # The session of the run whose settings these are (pop.lua refuses another), and how
+        # to take a new one's: `rejoin` None (tests) follows none.
+        self._settings = settings
+        self._session = session
+        self._rejoin = rejoin
+        self._new_session: str | None = None  # seen by a pop, not taken yet
         # Bytes per job of the payloads leased so far (None until a pop brought any): a batch
         # holds at most BATCH_BYTES of them, as in a local run (bounds.QueueBound.batch_jobs),
         # so that large jobs are leased a few at a time, not the run's whole --queue-bytes.
@@ -265,10 +328,16 @@ class RedisWorker(SettlesOutcomes):
             self._bytes_per_job = max(per_job, 0.5 * (previous + per_job))
 
     def _lease(self) -> tuple[str | None, bool]:
+        holding = self._holds_jobs()
+        if self._new_session is not None:
+            if holding:
+                # The earlier session's jobs: their leases went with it (reopen, create),
+                # so their reports will be refused. Nothing new until they are through.
+                return self._last_state, False
+            self._follow_session()
         size = self._batch_size()
         # While a suspect runs, nothing else: if this machine is lost, the suspect alone is
         # to blame. While suspects wait, take nothing new until holding nothing.
-        holding = self._holds_jobs()
         room = 0 if self._suspects or self._draining else self._pool.room(size)
         if holding and room <= 0:
             # Nothing to take now, and the run goes on while we hold jobs: no call to Redis
@@ -277,12 +346,14 @@ class RedisWorker(SettlesOutcomes):
         idle = 0 if holding else 1
         self._pop_count += 1
         token = f"{self._worker_id}:{self._pop_count}"
-        reply = self._connection.run(
-            "pop",
-            self._pop_keys,
-            [room, self._lease_ms, token, self._max_leases, self._interval_ms, idle],
-        )
+        args = [room, self._lease_ms, token, self._max_leases, self._interval_ms, idle]
+        if self._rejoin is not None:
+            args.append(self._session)
+        reply = self._connection.run("pop", self._pop_keys, args)
         state = self._last_state = reply[0].decode() if reply[0] else None
+        if len(reply) == 5:  # a new session of the run: nothing leased (pop.lua)
+            self._new_session = reply[4].decode()
+            return state, False
         start_at = time.monotonic() + int(reply[1]) / 1000 if self._interval_ms else 0.0
         self._draining = int(reply[2]) > 0 and not idle
         alone = bool(int(reply[3]))
@@ -310,6 +381,34 @@ class RedisWorker(SettlesOutcomes):
                 start_at + first * interval_s if start_at else 0.0,
             )
         return state, True
+
+    def _follow_session(self) -> None:
+        """Take the settings of the run's new session (a resume, a --restart: the
+        controller wrote them), holding nothing: a new pool when jobs run otherwise (another
+        callback, results, timeout); refused (exit 2) as at join when this worker cannot
+        run them (another callback than the one given, another serializer)."""
+        assert self._rejoin is not None
+        meta = self._connection.client.hgetall(run_key(self._name, "meta"))
+        if not meta:
+            return  # the run is gone: the next pop says so
+        settings, pool = self._rejoin(meta, self._settings)
+        if pool is not None:
+            self._pool.close(Ending.STOPPED)  # it holds nothing
+            self._pool = pool
+            pool.start()
+        self._settings = settings
+        self._lease_ms = int(settings.lease * 1000)
+        self._max_leases = 1 + settings.retries
+        self._want_results = settings.want_results
+        self._interval_ms = 1000.0 / settings.rate if settings.rate else 0.0
+        self._sizer = BatchSizer(concurrency=self._concurrency, cap=500, rate=settings.rate)
+        self._session = _session_of(meta)
+        self._new_session = None
+        self._suspects.clear()
+        self._told_started.clear()
+        self._draining = False
+        self._beat_now.set()  # the heartbeat takes the new lease's interval
+        log.info("run %r: a new session; its settings taken", self._name)
 
     def _submit(
         self,
@@ -360,9 +459,8 @@ class RedisWorker(SettlesOutcomes):
             self._beat_now.set()
 
     def _heartbeat(self) -> None:
-        interval = self._lease_ms / 3000
         while not self._heartbeat_stop.is_set():
-            self._beat_now.wait(interval)
+            self._beat_now.wait(self._lease_ms / 3000)  # a new session's lease may differ
             if self._heartbeat_stop.is_set():
                 break
             self._beat_now.clear()

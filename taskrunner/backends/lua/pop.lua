@@ -22,6 +22,8 @@
 -- ARGV[4]  how many leases a job may have: 1 + retries
 -- ARGV[5]  ms between job starts across all workers (--rate), or 0 for no limit
 -- ARGV[6]  1 when the caller holds no job (it may take a suspect, alone), else 0
+-- ARGV[7]  (a worker's pops) the session of the run the caller took its settings from: the
+--          meta hash's "session" field when it read them, "" if there was none
 --
 -- A lease is one pop's jobs under one token, with one expiry that the worker's heartbeat
 -- renews: a job's own entries are its payload and its token (so that a stale worker's report
@@ -48,6 +50,11 @@
 -- A pop repeated with the same token (the client retried after a lost connection, not
 -- knowing whether the first ran) returns the jobs the first leased instead of leasing more.
 --
+-- A worker's pop of a session other than the run's now (its controller wrote new settings
+-- since: a resume, a --restart) does nothing and returns {state, 0, 0, 0, session}: the
+-- worker reads the new settings and pops again, so that no job is leased, reclaimed or
+-- paced under the old ones. Its cost is one HGET a pop, none a job.
+--
 -- Returns {state, delay, suspects waiting, alone, ids, lengths, payloads}; state is the meta
 -- hash's "state" field ("running", "finished", "stopped") or false when the run does not
 -- exist; alone is 1 when the one job leased is a suspect, to run by itself. The jobs leased
@@ -63,6 +70,12 @@ local GROUP = 500  -- elements per command: well under Lua's stack limit for unp
 -- one end for every field (a pop of 500 jobs then costs milliseconds), and Redis never turns
 -- a hashtable back into one. It names no job.
 local GUARD = 'guard:' .. string.rep('-', 70)
+if ARGV[7] then
+    local session = redis.call('HGET', KEYS[8], 'session') or ''
+    if session ~= ARGV[7] then
+        return {redis.call('HGET', KEYS[8], 'state'), 0, 0, 0, session}
+    end
+end
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 local max_leases = tonumber(ARGV[4])
