@@ -5,12 +5,15 @@ timeout, callback (hostile tester: it kept those it joined with)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 from collections.abc import Iterator
 
 import pytest
 from helpers import Background, Project, assert_usage_error, wait_for
 from redis_support import RedisServer, serve
+
+from taskrunner.backends.redis import run_key
 
 N = 40
 JOBS = """
@@ -19,6 +22,8 @@ def gen(n=40):
 
 def cb(job):
     record(job)
+    while flag("hold"):
+        time.sleep(0.01)
     if flag("slow"):
         time.sleep(0.3)
     else:
@@ -147,3 +152,43 @@ def test_a_waiting_worker_of_the_old_callback_leaves_a_restart_with_another(
     assert project.executions() - before == {1000 + seq: 1 for seq in range(N)}
     final = counts(project, redis_url, "x2")
     assert (final["state"], final["done"], final["failed"]) == ("finished", N, 0), final
+
+
+def test_a_worker_holding_jobs_of_a_crashed_session_loses_none_to_the_resume(
+    project: Project, redis_server: RedisServer, redis_url: str
+):
+    """The controller dies while the worker holds jobs: their leases go with the resume's
+    reopen (their reports are refused, and they run again), and the worker takes the new
+    session's settings (--results) once through them."""
+    project.write("jobs.py", JOBS)
+    project.set_flag("hold")  # the jobs that start wait until the test lets them go
+    controller = project.start(
+        "spawn", "jobs:gen", "jobs:cb", "-w", "0", "--name", "k1", "--no-progress",
+        "--backend", redis_url,
+    )  # fmt: skip
+    worker = project.start("work", "-w", "1", "-c", "4", "--name", "k1", "--backend", redis_url)
+    wait_for(lambda: len(project.executions()) >= 4, 60, what="the worker started jobs")
+    os.killpg(controller.pid, signal.SIGKILL)
+    controller.wait(30)
+    client = redis_server.client()
+    meta = run_key("k1", "meta")
+    try:
+        crashed_session = client.hget(meta, "session")
+        results = project.root / "r.jsonl"
+        resumed = project.start(
+            "resume", "k1", "-w", "0", "--results", str(results), "--no-progress",
+            "--backend", redis_url,
+        )  # fmt: skip
+        wait_for(lambda: client.hget(meta, "session") != crashed_session, 60, what="the reopen")
+    finally:
+        client.close()
+    project.set_flag("hold", False)
+    result = resumed.wait(60)
+    assert result.returncode == 0, result
+    stopped = worker.wait(30)
+    assert stopped.returncode == 0, stopped
+    assert "dropped" in stopped.stderr, stopped  # the crashed session's jobs, refused
+    final = counts(project, redis_url, "k1")
+    assert (final["state"], final["done"], final["failed"]) == ("finished", N, 0), final
+    seqs = [json.loads(line)["seq"] for line in results.read_text().splitlines()]
+    assert sorted(seqs) == list(range(N)), (seqs, result)  # nothing was checkpointed before
