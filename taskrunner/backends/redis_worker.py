@@ -353,6 +353,13 @@ class RedisWorker(SettlesOutcomes):
         state = self._last_state = reply[0].decode() if reply[0] else None
         if len(reply) == 5:  # a new session of the run: nothing leased (pop.lua)
             self._new_session = reply[4].decode()
+            if not holding:
+                # Its settings at once, and a pop under them: returning empty-handed, the
+                # loop would wait for the next push's token, which this pop's was (the new
+                # session may have pushed all its jobs in one: it waited for ever).
+                self._follow_session()
+                if self._new_session is None:
+                    return self._lease()
             return state, False
         start_at = time.monotonic() + int(reply[1]) / 1000 if self._interval_ms else 0.0
         self._draining = int(reply[2]) > 0 and not idle
