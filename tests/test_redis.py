@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,10 @@ import pytest
 from helpers import FAST, Project, assert_ran_once_each, assert_usage_error, wait_for
 from redis_support import RedisServer, serve
 from support_held_up import HELD_UP, assert_held_up_worker_ran_only_its_own
+
+from taskrunner.backends.redis import RedisRunStore
+from taskrunner.options import WorkerSettings
+from taskrunner.store import RunRecord
 
 SLOW_JOBS = """
 def gen(n=60):
@@ -222,6 +227,34 @@ def test_a_worker_refuses_a_run_kept_in_another_layout(
     assert controller.wait(60).returncode == 0
     assert worker.wait(30).returncode == 0
     assert_ran_once_each(project, range(60))
+
+
+def test_a_worker_that_looks_before_the_controller_started_the_run_waits_for_it(
+    project: Project, redis_url: str, redis_server: RedisServer
+):
+    """spawn writes the run's settings before its loop starts and sets it "running": a worker
+    started with the controller whose first pop came in between left with exit 2, "run no
+    longer exists" (a -w 0 controller then waited for ever for the outcomes of its jobs). It
+    waits for the run, as it does for one that does not exist yet."""
+    project.write("jobs.py", SLOW_JOBS)
+    store = RedisRunStore(redis_url)
+    try:  # the run as spawn leaves it between store.create and RedisExecutor.start
+        record = RunRecord(name="jobs.gen", gen="jobs:gen", callback="jobs:cb", args={}, options={})
+        store.create(record, WorkerSettings(callback="jobs:cb"))
+    finally:
+        store.close()
+    client = redis_server.client()
+    meta = "taskrunner:{jobs.gen}:meta"
+    assert client.exists(meta) and not client.hexists(meta, "state")
+    worker = project.start("work", "--name", "jobs.gen", "-w", "1", *backend(redis_url))
+    popped = "taskrunner:{jobs.gen}:popped:*"
+    wait_for(lambda: worker.proc.poll() is not None or any(client.scan_iter(popped)), 60,
+             what="the worker's first pop")  # fmt: skip
+    time.sleep(0.5)  # a few more pops
+    assert worker.proc.poll() is None, worker.wait(5)
+    client.hset(meta, "state", "finished")  # as the controller's session end would
+    result = worker.wait(30)
+    assert result.returncode == 0, result
 
 
 def test_a_controller_whose_run_another_took_stops_and_leaves_the_run_alone(

@@ -388,3 +388,17 @@ def test_a_pace_expires_once_its_time_has_passed(connection: RedisConnection) ->
     _push(connection, {"1:0": b"0", "1:1": b"1"})
     connection.run("pop", POP_KEYS, [2, 30000, f"{WID}:1", 1, 100, 1])
     assert 0 < connection.client.pttl(pace) <= 500 + 1000
+
+
+def test_a_pop_tells_a_run_being_set_up_from_one_that_is_gone(
+    connection: RedisConnection,
+) -> None:
+    """A run's settings are written (store.create) before its controller's loop starts and
+    says "running" (RedisExecutor.start): a worker that pops in between must not be told that
+    the run does not exist, as it is once its meta is gone (Redis lost it)."""
+    meta = run_key(NAME, "meta")
+    assert connection.run("pop", POP_KEYS, [1, 30000, f"{WID}:1", 1, 0, 1])[0] is None
+    connection.client.hset(meta, mapping={"callback": "jobs:cb", "layout": "2"})
+    assert connection.run("pop", POP_KEYS, [1, 30000, f"{WID}:2", 1, 0, 1])[0] == b"starting"
+    connection.client.hset(meta, "state", "running")
+    assert connection.run("pop", POP_KEYS, [1, 30000, f"{WID}:3", 1, 0, 1])[0] == b"running"

@@ -56,11 +56,12 @@
 -- paced under the old ones. Its cost is one HGET a pop, none a job.
 --
 -- Returns {state, delay, suspects waiting, alone, ids, lengths, payloads}; state is the meta
--- hash's "state" field ("running", "finished", "stopped") or false when the run does not
--- exist; alone is 1 when the one job leased is a suspect, to run by itself. The jobs leased
--- travel as three strings (none when nothing was leased): their ids separated by spaces, the
--- length of each payload separated by spaces, and the payloads one after the other, each
--- followed by a comma (so that JSON payloads read at once as one array).
+-- hash's "state" field ("running", "finished", "stopped"), "starting" when the meta hash has
+-- none yet, or false when the run does not exist; alone is 1 when the one job leased is a
+-- suspect, to run by itself. The jobs leased travel as three strings (none when nothing was
+-- leased): their ids separated by spaces, the length of each payload separated by spaces,
+-- and the payloads one after the other, each followed by a comma (so that JSON payloads
+-- read at once as one array).
 
 local MAX_MISSED = 3
 local MAX_MISSED_ALONE = 1
@@ -166,7 +167,15 @@ for _, token in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT'
     end
 end
 
-local reply = {redis.call('HGET', KEYS[8], 'state'), 0, redis.call('LLEN', KEYS[14]), 0}
+-- A meta hash without a state is a run being set up: its settings are written (store.create)
+-- before its controller's loop starts and says "running" (RedisExecutor.start). A worker
+-- started with the controller may pop in between: it is told "starting", and waits, as it
+-- does for a stopped run. Only a run whose meta is gone (Redis lost it) is false.
+local state = redis.call('HGET', KEYS[8], 'state')
+if not state and redis.call('EXISTS', KEYS[8]) == 1 then
+    state = 'starting'
+end
+local reply = {state, 0, redis.call('LLEN', KEYS[14]), 0}
 
 -- The jobs of `ids` that have a payload, as the reply's three strings.
 -- (Counters, not #t + 1: Lua 5.1's length of a table is a search, in every loop turn.)
