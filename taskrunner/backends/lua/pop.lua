@@ -74,7 +74,12 @@ local GUARD = 'guard:' .. string.rep('-', 70)
 if ARGV[7] then
     local session = redis.call('HGET', KEYS[8], 'session') or ''
     if session ~= ARGV[7] then
-        return {redis.call('HGET', KEYS[8], 'state'), 0, 0, 0, session}
+        -- A --restart's new session has settings before a state (see "starting" below).
+        local state = redis.call('HGET', KEYS[8], 'state')
+        if not state and session ~= '' then
+            state = 'starting'
+        end
+        return {state, 0, 0, 0, session}
     end
 end
 local now_parts = redis.call('TIME')
