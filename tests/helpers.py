@@ -6,6 +6,7 @@ controller and all of its workers through /proc and nothing outlives the test.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -223,6 +224,9 @@ class Project:
         self._output = root / "_cli_output"
         self._output.mkdir()
         self._started: list[Background] = []
+        # Names each process's output files: one count for all threads (two spawns started
+        # at once from threads took the same index, and wrote into one another's files).
+        self._indices = itertools.count()
         self.last: CliResult | None = None  # shown when an assertion about a run fails
 
     # -- files
@@ -261,7 +265,7 @@ class Project:
 
     def start(self, *args: str) -> Background:
         """Start `python -m taskrunner ARGS` in a new session, cwd = the project directory."""
-        index = len(self._started)
+        index = next(self._indices)
         out = self._output / f"{index}.out"
         err = self._output / f"{index}.err"
         with out.open("wb") as stdout, err.open("wb") as stderr:
