@@ -1,5 +1,5 @@
-"""Fixtures shared by the CLI tests: a project directory and its clean-up, and the backend
-choice that runs one test on both backends."""
+"""Fixtures shared by the CLI tests: a project directory and its clean-up, a real
+redis-server for each test module, and the backend choice that runs one test on both."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from helpers import Project
-from redis_support import RedisServer
+from redis_support import RedisServer, serve
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -23,6 +23,23 @@ def project(tmp_path: Path) -> Iterator[Project]:
         yield proj
     finally:
         proj.cleanup()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server of the test module's own, on a free port (redis_support.serve)."""
+    yield from serve(tmp_path_factory.mktemp("redis"))
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The module's server, emptied for the test."""
+    client = redis_server.client()
+    try:
+        client.flushall()
+    finally:
+        client.close()  # no socket left for the garbage collector to complain about
+    return redis_server.url
 
 
 @pytest.fixture(params=["local", "redis"])

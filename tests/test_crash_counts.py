@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import signal
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from helpers import Background, Project, wait_for
-from redis_support import RedisServer, serve
+from redis_support import RedisServer
 from support_resume import (
     crash,
     executed,
@@ -56,11 +56,6 @@ def cb(job):
         raise ValueError(f"job {{job}} fails")
     return job
 """
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    yield from serve(tmp_path_factory.mktemp("redis"))
 
 
 def _reached(run: Background, progress: Callable[[], int], target: int) -> bool:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from helpers import Background, Project, wait_for
-from redis_support import RedisServer, serve
+from redis_support import RedisServer
 from support_resume import STATE_FILE, crash, redis_ended, sqlite_ended, stop_run
 
 NAME = "counted"
@@ -59,11 +59,6 @@ SOURCES = {
     "--limit": (("jobs:gen_len", "jobs:cb", "--limit", "2000"), 2000),
     "file": (("jobs.txt", "jobs:cb"), TOTAL),
 }
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    yield from serve(tmp_path_factory.mktemp("redis"))
 
 
 def _wait_saved(run: Background, saved: Callable[[], int], mark: int) -> None:

@@ -7,12 +7,11 @@ import os
 import pickle
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import FAST, Project, assert_ran_once_each, assert_usage_error, wait_for
-from redis_support import RedisServer, serve
+from redis_support import RedisServer
 from support_held_up import HELD_UP, assert_held_up_worker_ran_only_its_own
 
 from taskrunner.backends.redis import RedisRunStore
@@ -28,17 +27,6 @@ def cb(job):
     time.sleep(0.05)
     return job
 """
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    yield from serve(tmp_path_factory.mktemp("redis"))
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    redis_server.client().flushall()
-    return redis_server.url
 
 
 def backend(url: str) -> tuple[str, ...]:

@@ -15,11 +15,11 @@ import json
 import os
 import signal
 from collections import Counter
-from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from helpers import Project, wait_for
-from redis_support import RedisServer, serve
+from helpers import Background, Project, wait_for
+from redis_support import RedisServer
 from support_resume import executed
 
 NAME = "jobs.gen"
@@ -39,15 +39,26 @@ def cb(job):
 """
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    yield from serve(tmp_path_factory.mktemp("redis"))
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    redis_server.client().flushall()
-    return redis_server.url
+def crash_and_drain(project: Project, controller: Background, client: Any) -> Counter[int]:
+    """SIGKILL the controller alone once 30 jobs ran and 100 wait in Redis, then wait for its
+    workers to drain the queue and report every lease, which nobody collects. Returns the
+    executions at the crash."""
+    wait_for(
+        lambda: executed(project) >= 30 and client.llen(KEY + "waiting") >= 100,
+        60,
+        interval=0.005,
+        what="30 jobs run and 100 waiting",
+    )
+    os.killpg(controller.pid, signal.SIGKILL)  # the controller alone: it has no workers
+    controller.wait(30)
+    at_crash = project.executions()
+    wait_for(
+        lambda: client.llen(KEY + "waiting") == 0 and client.hlen(KEY + "lease_left") == 0,
+        60,
+        interval=0.01,
+        what="the queue drained by the workers",
+    )
+    return at_crash
 
 
 @pytest.mark.timeout(120)
@@ -64,23 +75,7 @@ def test_jobs_finished_while_the_controller_was_dead_do_not_run_again(
     )  # fmt: skip
     workers = [project.start("work", "jobs:cb", "-c", "2", *backend) for _ in range(2)]
     client = redis_server.client()
-    # The crash comes with jobs running and many more waiting in Redis for the workers.
-    wait_for(
-        lambda: executed(project) >= 30 and client.llen(KEY + "waiting") >= 100,
-        60,
-        interval=0.005,
-        what="30 jobs run and 100 waiting",
-    )
-    os.killpg(controller.pid, signal.SIGKILL)  # the controller alone: it has no workers
-    controller.wait(30)
-    at_crash = project.executions()
-    # The workers drain the queue and report every lease: nobody collects the outcomes.
-    wait_for(
-        lambda: client.llen(KEY + "waiting") == 0 and client.hlen(KEY + "lease_left") == 0,
-        60,
-        interval=0.01,
-        what="the queue drained by the workers",
-    )
+    at_crash = crash_and_drain(project, controller, client)
     at_resume = project.executions()
     while_dead = set(at_resume) - set(at_crash)
     assert len(while_dead) >= 100, "the workers should have run the jobs left in Redis"
@@ -152,20 +147,7 @@ def test_a_generator_that_yields_other_jobs_since_has_them_run(
     )  # fmt: skip
     workers = [project.start("work", "jobs:cb", "-c", "2", *backend) for _ in range(2)]
     client = redis_server.client()
-    wait_for(
-        lambda: executed(project) >= 30 and client.llen(KEY + "waiting") >= 100,
-        60,
-        interval=0.005,
-        what="30 jobs run and 100 waiting",
-    )
-    os.killpg(controller.pid, signal.SIGKILL)
-    controller.wait(30)
-    wait_for(
-        lambda: client.llen(KEY + "waiting") == 0 and client.hlen(KEY + "lease_left") == 0,
-        60,
-        interval=0.01,
-        what="the queue drained by the workers",
-    )
+    crash_and_drain(project, controller, client)
     # After every seq the dead controller saved as finished: up to there resume skips, and
     # checks the skipped stretches' ends (a row inserted among them exits 2, as it must).
     saved = json.loads(client.hget(KEY + "run", "record"))

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 
 import pytest
 from helpers import Background, Project, wait_for
-from redis_support import RedisServer, serve
+from redis_support import RedisServer
 
 NAME = "jobs.gen"
 STARTED = f"taskrunner:{{{NAME}}}:started"
@@ -50,17 +49,6 @@ def cb(job):
     time.sleep(0.1)
     return job
 """
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    yield from serve(tmp_path_factory.mktemp("redis"))
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    redis_server.client().flushall()
-    return redis_server.url
 
 
 def _spawn(project: Project, url: str) -> Background:

@@ -8,11 +8,9 @@ through two `taskrunner work` processes: every job runs once, each outcome lands
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-import pytest
 from helpers import Project, assert_ran_once_each
-from redis_support import RedisServer, serve
+from redis_support import RedisServer
 
 TOTAL = 3000
 MIXED = """
@@ -42,11 +40,6 @@ def _failed(k: int) -> str | None:
     if k % 11 == 5:
         return "SerializationError"
     return None
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    yield from serve(tmp_path_factory.mktemp("redis"))
 
 
 def test_each_outcome_of_a_mixed_lease_lands_once(project: Project, redis_server: RedisServer):

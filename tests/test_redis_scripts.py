@@ -8,18 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from redis_support import RedisServer, feeding_executor, serve
+from redis_support import RedisServer, feeding_executor
 
 from taskrunner.backends.redis import RedisConnection, run_key
 from taskrunner.records import Batch
 
 NAME = "scripts"
 WID = "w1"
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    yield from serve(tmp_path_factory.mktemp("redis"))
 
 
 @pytest.fixture

@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 
-import pytest
 from helpers import Background, Project, assert_usage_error, wait_for
-from redis_support import RedisServer, serve
+from redis_support import RedisServer
 
 from taskrunner.backends.redis import run_key
 
@@ -34,21 +32,6 @@ def cb2(job):
     record(1000 + job)
     return job
 """
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    yield from serve(tmp_path_factory.mktemp("redis"))
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    client = redis_server.client()
-    try:
-        client.flushall()
-    finally:
-        client.close()
-    return redis_server.url
 
 
 def first_session(project: Project, url: str, name: str, *worker_args: str) -> Background:

@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 from helpers import FAST, Project, assert_ran_once_each, assert_usage_error
-from redis_support import RedisServer, serve
+from redis_support import RedisServer
 
 # The body of an interactive session: its functions live in __main__, which a spawned
 # worker cannot import (no file to run again). `record` comes from the project's module.
@@ -198,11 +197,6 @@ def test_a_script_with_a_guard_is_not_told_to_add_one(session_project: Project) 
     last_line = proc.stderr.strip().splitlines()[-1]
     assert "workers die while starting" in last_line, proc.stderr[-3000:]
     assert "__main__" not in last_line, last_line
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    yield from serve(tmp_path_factory.mktemp("redis"))
 
 
 def test_a_redis_run_refuses_a_callback_no_import_finds(

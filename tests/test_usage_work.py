@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import Project, assert_ran_once_each, assert_usage_error, wait_for
-from redis_support import RedisServer, serve
+from redis_support import RedisServer
 
 JOBS = """
 def gen(n=40):
@@ -23,21 +22,6 @@ def cb(job):
 def other(job):
     raise AssertionError("the wrong callback ran")
 """
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    yield from serve(tmp_path_factory.mktemp("redis"))
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    client = redis_server.client()
-    try:
-        client.flushall()
-    finally:
-        client.close()  # no socket left for the garbage collector to complain about
-    return redis_server.url
 
 
 def test_work_without_callback_runs_the_runs_own(project: Project, redis_url: str):
